@@ -1,0 +1,101 @@
+// safetensors files: reading (memory-mapped, validated), sharded sets, and atomic writing.
+//
+// Format: u64 little-endian header length N, N bytes of JSON header
+// {name: {"dtype", "shape", "data_offsets": [begin, end)}, "__metadata__": {str: str}},
+// then the packed tensor bytes; offsets count from the first data byte.
+// Every malformed input raises huginn::Error naming the file and the tensor or field at fault.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "huginn/tensor.h"
+
+namespace huginn {
+
+class MappedFile;
+
+struct SafetensorsEntry {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // byte range within the data section
+  int64_t numel() const;
+};
+
+class SafetensorsFile {
+ public:
+  // Maps and validates the whole header: header length within the file, JSON, known dtypes,
+  // shapes of non-negative ints, offsets in range, sizes matching dtype x shape, no overlaps.
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  const std::vector<SafetensorsEntry>& entries() const { return entries_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const SafetensorsEntry* find(const std::string& name) const;  // nullptr when absent
+
+  // A view of the stored bytes in their stored dtype (no copy; keeps the mapping alive).
+  // Throws when the tensor is absent.
+  Tensor raw(const std::string& name) const;
+  // The tensor as F32: the mapped bytes themselves when stored F32 and 4-byte aligned,
+  // otherwise a converted copy (BF16, F16, F64 are converted; other dtypes throw).
+  Tensor as_f32(const std::string& name) const;
+
+ private:
+  std::string path_;
+  std::shared_ptr<MappedFile> file_;
+  const uint8_t* data_ = nullptr;  // first data byte
+  uint64_t data_size_ = 0;
+  std::vector<SafetensorsEntry> entries_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// A checkpoint's tensors across one file or several shards:
+//  - DIR/model.safetensors.index.json ({"weight_map": {tensor: shard file}}) when present,
+//  - else DIR/model.safetensors,
+//  - or a path that is itself a .safetensors file.
+// Shards named in the index must exist and must hold the tensors the index says they hold.
+class TensorStore {
+ public:
+  static TensorStore open(const std::string& path);
+
+  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  std::vector<std::string> names() const;  // sorted
+  const SafetensorsEntry& entry(const std::string& name) const;  // throws when absent
+  const std::string& file_of(const std::string& name) const;     // throws when absent
+  Tensor raw(const std::string& name) const;
+  Tensor as_f32(const std::string& name) const;
+  const std::string& source() const { return source_; }  // what was opened, for messages
+
+ private:
+  std::string source_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> where_;  // tensor name -> index into files_
+};
+
+// Collects tensors and writes one safetensors file atomically (temp file + rename).
+class SafetensorsWriter {
+ public:
+  // Stores a copy of `t`'s elements (any strides) in t's dtype, or converted to `as` when given.
+  void add(const std::string& name, const Tensor& t);
+  void add(const std::string& name, const Tensor& t, DType as);
+  void add_metadata(const std::string& key, const std::string& value);
+  // Throws huginn::Error on duplicate names or I/O failure; never leaves a partial file.
+  void write(const std::string& path) const;
+
+ private:
+  struct Item {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Item> items_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace huginn

@@ -1,0 +1,106 @@
+// Tensor: a typed, strided view of up to 5 dimensions over memory that it may or may not own.
+// Shapes are row-major; strides are in elements. Kernels take 2-D views [rows, cols] whose
+// columns are contiguous (stride(1) == 1) and whose rows may be strided, so a slice of a wider
+// buffer (the q part of a fused qkv output, a cache slot) is passed without a copy.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "huginn/error.h"
+
+namespace huginn {
+
+enum class DType : uint8_t { kF32, kBF16, kF16, kF64, kI32, kI64, kU8 };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);             // safetensors spelling: "F32", "BF16", ...
+bool dtype_from_name(const std::string& s, DType* out);
+
+// Scalar conversions (round to nearest even) and bulk conversion to float.
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+void convert_to_f32(const void* src, DType src_type, float* dst, int64_t n);
+void convert_from_f32(const float* src, void* dst, DType dst_type, int64_t n);
+
+constexpr int kMaxDims = 5;
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // A new zero-filled, 64-byte-aligned, contiguous tensor that owns its memory.
+  static Tensor empty(std::span<const int64_t> shape, DType dtype = DType::kF32);
+  static Tensor empty(std::initializer_list<int64_t> shape, DType dtype = DType::kF32) {
+    return empty(std::span<const int64_t>(shape.begin(), shape.size()), dtype);
+  }
+  // A contiguous view of existing memory; `owner` (optional) keeps that memory alive.
+  static Tensor wrap(void* data, std::span<const int64_t> shape, DType dtype,
+                     std::shared_ptr<void> owner = {});
+  static Tensor wrap(void* data, std::initializer_list<int64_t> shape, DType dtype,
+                     std::shared_ptr<void> owner = {}) {
+    return wrap(data, std::span<const int64_t>(shape.begin(), shape.size()), dtype,
+                std::move(owner));
+  }
+
+  bool defined() const { return data_ != nullptr || ndim_ > 0; }
+  DType dtype() const { return dtype_; }
+  int ndim() const { return ndim_; }
+  int64_t dim(int i) const { return shape_[i < 0 ? i + ndim_ : i]; }
+  int64_t stride(int i) const { return strides_[i < 0 ? i + ndim_ : i]; }
+  std::span<const int64_t> shape() const { return {shape_, static_cast<size_t>(ndim_)}; }
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  bool is_contiguous() const;
+  std::string shape_str() const;  // "[7, 64]"
+
+  void* raw() { return data_; }
+  const void* raw() const { return data_; }
+  template <class T>
+  T* data() {
+    return static_cast<T*>(data_);
+  }
+  template <class T>
+  const T* data() const {
+    return static_cast<const T*>(data_);
+  }
+  float* f32() {
+    HUGINN_DASSERT(dtype_ == DType::kF32, "tensor is not F32");
+    return static_cast<float*>(data_);
+  }
+  const float* f32() const {
+    HUGINN_DASSERT(dtype_ == DType::kF32, "tensor is not F32");
+    return static_cast<const float*>(data_);
+  }
+  // Row r of a 2-D (or flattened-leading) view.
+  float* row(int64_t r) { return f32() + r * strides_[0]; }
+  const float* row(int64_t r) const { return f32() + r * strides_[0]; }
+
+  // Same memory, new shape; requires a contiguous tensor with the same element count.
+  Tensor reshape(std::initializer_list<int64_t> shape) const;
+  Tensor reshape(std::span<const int64_t> shape) const;
+  // Rows [begin, end) along dimension 0.
+  Tensor rows(int64_t begin, int64_t end) const;
+  // Columns [begin, end) of a 2-D view; keeps the row stride.
+  Tensor cols(int64_t begin, int64_t end) const;
+  // A contiguous owning copy (converting nothing).
+  Tensor clone() const;
+  // Copies the elements of `src` (same shape and dtype, any strides) into this tensor.
+  void copy_from(const Tensor& src);
+
+ private:
+  void* data_ = nullptr;
+  DType dtype_ = DType::kF32;
+  int ndim_ = 0;
+  int64_t shape_[kMaxDims] = {};
+  int64_t strides_[kMaxDims] = {};
+  std::shared_ptr<void> owner_;
+};
+
+}  // namespace huginn

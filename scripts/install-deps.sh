@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages huginn-cpp builds and tests with; does nothing when all are present.
+# Each package is here for a reason:
+#   cmake, g++, make              the build
+#   libgtest-dev                  unit tests (GoogleTest)
+#   libbenchmark-dev              micro-benchmarks (Google Benchmark)
+#   nlohmann-json3-dev            config.json, safetensors headers, JSON output
+#   libcli11-dev                  command-line parsing with --help for every command
+#   libpcre2-dev                  Unicode regexes of HF tokenizers (\p{L}, lookahead), exactly
+#   libopenblas-dev               reference BLAS used to cross-check our GEMM in tests and benchmarks
+set -euo pipefail
+PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
+      libpcre2-dev libopenblas-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,35 @@
+// CLI plumbing: each src/cli/cmd_*.cc registers its subcommand with a static Registrar, so a new
+// command is one new file. Commands throw huginn::Error for bad input; main() prints it and
+// exits 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace huginn::cli {
+
+// Options every command shares (threads, backend, verbosity).
+struct Common {
+  int threads = 0;  // 0 = one per core
+  std::string backend = "cpu";
+  bool quiet = false;
+};
+
+using Setup = std::function<void(CLI::App& app, Common& common)>;
+
+// Registers `setup`, which adds one subcommand to `app` and sets its callback.
+struct Registrar {
+  Registrar(int order, Setup setup);
+};
+
+void setup_all(CLI::App& app, Common& common);
+
+// Adds --threads and --backend to a subcommand.
+void add_common_options(CLI::App* sub, Common& common);
+
+// Parses "1,2,3" into ints; throws huginn::Error naming `what` on a malformed list.
+std::vector<int> parse_int_list(const std::string& s, const std::string& what);
+
+}  // namespace huginn::cli

@@ -1,0 +1,65 @@
+#include <cstdio>
+#include <map>
+
+#include "cli/command.h"
+#include "huginn/error.h"
+#include "huginn/thread_pool.h"
+
+namespace huginn::cli {
+namespace {
+std::multimap<int, Setup>& registry() {
+  static std::multimap<int, Setup> r;
+  return r;
+}
+}  // namespace
+
+Registrar::Registrar(int order, Setup setup) { registry().emplace(order, std::move(setup)); }
+
+void setup_all(CLI::App& app, Common& common) {
+  for (auto& [order, setup] : registry()) setup(app, common);
+}
+
+void add_common_options(CLI::App* sub, Common& common) {
+  sub->add_option("--threads", common.threads, "worker threads (default: one per core)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--backend", common.backend, "compute backend: cpu (fast) or ref (scalar)")
+      ->check(CLI::IsMember({"cpu", "ref"}));
+}
+
+std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
+  std::vector<int> out;
+  size_t i = 0;
+  while (i <= s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    std::string tok = s.substr(i, j - i);
+    try {
+      size_t used = 0;
+      long v = std::stol(tok, &used);
+      if (used != tok.size() || v < INT32_MIN || v > INT32_MAX) throw std::invalid_argument(tok);
+      out.push_back(static_cast<int>(v));
+    } catch (const std::exception&) {
+      throw Error(what + ": '" + tok + "' is not an integer (expected a comma-separated list)");
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
+}  // namespace huginn::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"huginn: train, run, serve and study recurrent-depth language models"};
+  app.require_subcommand(1);
+  huginn::cli::Common common;
+  huginn::cli::setup_all(app, common);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,32 @@
+// The scalar reference backend: each op is the plainest loop that computes it (double
+// accumulators where a sum is long), single-threaded. It is the oracle for every faster backend.
+#pragma once
+
+#include "huginn/backend.h"
+
+namespace huginn {
+
+class RefBackend : public Backend {
+ public:
+  const char* name() const override { return "ref"; }
+  Tensor alloc(std::initializer_list<int64_t> shape, DType dtype) override;
+  Tensor upload(const Tensor& host) override { return host; }
+  void download(const Tensor& t, float* host) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+
+  void embedding(const Tensor& table, std::span<const int32_t> ids, float scale,
+                 Tensor& out) override;
+  void matmul(const Tensor& x, const Tensor& w, Tensor& y) override;
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override;
+  void add(const Tensor& a, const Tensor& b, Tensor& y) override;
+  void add_bias(Tensor& x, const Tensor& bias) override;
+  void rope(Tensor& x, const Tensor& cos_sin, std::span<const int32_t> positions,
+            int head_dim) override;
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, int n_heads,
+                 Tensor& out) override;
+  void swiglu(const Tensor& fc, Tensor& out) override;
+  void concat_cols(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void log_softmax(const Tensor& x, Tensor& y) override;
+};
+
+}  // namespace huginn

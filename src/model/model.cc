@@ -1,0 +1,2 @@
+// Implemented next.
+#include "huginn/model.h"
