@@ -59,9 +59,11 @@ class Runner {
   // One recurrence, t = 0-based recurrence index: s <- core(adapter([s ; e])), in place.
   void core_step(Tensor& s, const Tensor& e, int t, std::span<const int32_t> positions,
                  KVCache* cache);
-  // logits = lm_head(ln_f(coda(ln_f(s)))); latent (if given) receives ln_f(s).
+  // logits = lm_head(ln_f(coda(ln_f(s)))); latent (if given) receives ln_f(s). The coda runs on
+  // every position (it writes the cache); with last_only the head runs on the last row only and
+  // logits is [1, V], otherwise [T, V].
   void coda(const Tensor& s, std::span<const int32_t> positions, KVCache* cache, Tensor& logits,
-            Tensor* latent);
+            Tensor* latent, bool last_only = false);
 
   // The whole pass over `ids` at positions start..start+T-1 with `num_steps` recurrences.
   ForwardOutput forward(std::span<const int32_t> ids, int num_steps, const InitState& init,

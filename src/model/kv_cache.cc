@@ -1,0 +1,90 @@
+// Per-sequence attention cache with the reference's step indexing and slot sharing.
+// E = n_embd; a slot holds rows [S, E] for the S positions written to it, in position order.
+#include <algorithm>
+
+#include "huginn/forward.h"
+
+namespace huginn {
+
+KVCache::KVCache(const ModelConfig& config, Backend& backend, Strategy strategy, int k)
+    : config_(config), be_(backend), strategy_(strategy), k_(k) {
+  if (strategy != Strategy::kFull && k < 1)
+    throw Error("cache slots: k must be >= 1 for a compressed cache, got " + std::to_string(k));
+}
+
+int KVCache::slot_of(int i) const {
+  // The offset 2 is hard-wired in the reference (it is the released model's prelude depth).
+  if (i <= 1 || strategy_ == Strategy::kFull) return i;
+  if (strategy_ == Strategy::kCompressS) return (i - 2) % k_ + 2;
+  return (i - 2) / k_ + 2;
+}
+
+KVCache::Slot& KVCache::slot(int step_index) {
+  const int id = slot_of(step_index);
+  for (auto& [sid, s] : slots_)
+    if (sid == id) return s;
+  slots_.emplace_back(id, Slot{});
+  return slots_.back().second;
+}
+
+void KVCache::update(int step_index, std::span<const int32_t> positions, const Tensor& k,
+                     const Tensor& v, Tensor* k_out, Tensor* v_out) {
+  const int64_t E = config_.n_embd;
+  Slot& s = slot(step_index);
+  for (size_t t = 0; t < positions.size(); ++t) {
+    const int32_t p = positions[t];
+    auto it = std::lower_bound(s.pos.begin(), s.pos.end(), p);
+    int64_t row = it - s.pos.begin();
+    if (it == s.pos.end() || *it != p) {
+      const int64_t n = static_cast<int64_t>(s.pos.size());
+      if (!s.k.defined() || n == s.k.dim(0)) {  // grow geometrically
+        const int64_t cap = std::max<int64_t>(16, 2 * n);
+        Tensor nk = be_.alloc({cap, E}), nv = be_.alloc({cap, E});
+        if (n > 0) {
+          Tensor dk = nk.rows(0, n), dv = nv.rows(0, n);
+          be_.copy(s.k.rows(0, n), dk);
+          be_.copy(s.v.rows(0, n), dv);
+        }
+        s.k = nk;
+        s.v = nv;
+      }
+      for (int64_t r = n; r > row; --r) {  // positions arrive in order; this rarely moves rows
+        Tensor dk = s.k.rows(r, r + 1), dv = s.v.rows(r, r + 1);
+        be_.copy(s.k.rows(r - 1, r), dk);
+        be_.copy(s.v.rows(r - 1, r), dv);
+      }
+      s.pos.insert(s.pos.begin() + row, p);
+    }
+    Tensor dk = s.k.rows(row, row + 1), dv = s.v.rows(row, row + 1);
+    be_.copy(k.rows(static_cast<int64_t>(t), static_cast<int64_t>(t) + 1), dk);
+    be_.copy(v.rows(static_cast<int64_t>(t), static_cast<int64_t>(t) + 1), dv);
+  }
+  if (step_index == 0 && !positions.empty())
+    n_tokens_ = std::max(n_tokens_, *std::max_element(positions.begin(), positions.end()) + 1);
+  const int64_t S = static_cast<int64_t>(s.pos.size());
+  *k_out = s.k.rows(0, S);
+  *v_out = s.v.rows(0, S);
+}
+
+std::vector<int32_t> KVCache::positions(int step_index) const {
+  const int id = slot_of(step_index);
+  for (const auto& [sid, s] : slots_)
+    if (sid == id) return s.pos;
+  return {};
+}
+
+size_t KVCache::bytes() const {
+  size_t b = 0;
+  for (const auto& [sid, s] : slots_)
+    if (s.k.defined()) b += s.k.nbytes() + s.v.nbytes();
+  return b;
+}
+
+int KVCache::n_slots() const { return static_cast<int>(slots_.size()); }
+
+void KVCache::clear() {
+  slots_.clear();
+  n_tokens_ = 0;
+}
+
+}  // namespace huginn
