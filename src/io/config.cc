@@ -1,1 +1,244 @@
-// Implemented in the io step.
+// ModelConfig from a Hugging Face config.json with the keys of Huginn-0125's (released key set:
+// n_embd, n_heads, num_key_value_heads, head_dim, intermediate_size, vocab_size,
+// padded_vocab_size, block_size, n_layers*, mean_recurrence, ..., init_values, auto_map).
+// Keys this port does not need are ignored; keys that select an unsupported variant are errors.
+#include "huginn/config.h"
+
+#include <cmath>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "huginn/error.h"
+#include "util/mapped_file.h"
+
+namespace huginn {
+namespace {
+
+using json = nlohmann::json;
+using ojson = nlohmann::ordered_json;
+
+std::string found(const json& v) {
+  std::string text = v.dump();
+  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  return std::string(v.type_name()) + " " + text;
+}
+
+class Reader {
+ public:
+  Reader(const json& j, const std::string& source) : j_(j), src_(source) {}
+
+  const json* get(const char* key) const {
+    auto it = j_.find(key);
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+  [[noreturn]] void fail(const std::string& key, const std::string& msg) const {
+    throw Error(src_ + ": '" + key + "' " + msg);
+  }
+  int64_t integer(const char* key, const json& v) const {
+    if (!v.is_number_integer()) fail(key, "must be an integer, found " + found(v));
+    if (v.is_number_unsigned() &&
+        v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      fail(key, "is too large: " + v.dump());
+    return v.get<int64_t>();
+  }
+  int64_t required_int(const char* key) const {
+    const json* v = get(key);
+    if (!v) throw Error(src_ + ": missing required key '" + key + "'");
+    return integer(key, *v);
+  }
+  int64_t optional_int(const char* key, int64_t dflt) const {
+    const json* v = get(key);
+    return v ? integer(key, *v) : dflt;
+  }
+  double number(const char* key, double dflt) const {
+    const json* v = get(key);
+    if (!v) return dflt;
+    if (!v->is_number()) fail(key, "must be a number, found " + found(*v));
+    return v->get<double>();
+  }
+  bool boolean(const char* key, bool dflt) const {
+    const json* v = get(key);
+    if (!v) return dflt;
+    if (!v->is_boolean()) fail(key, "must be true or false, found " + found(*v));
+    return v->get<bool>();
+  }
+  std::string string(const char* key, const std::string& dflt) const {
+    const json* v = get(key);
+    if (!v) return dflt;
+    if (!v->is_string()) fail(key, "must be a string, found " + found(*v));
+    return v->get<std::string>();
+  }
+  // A key that selects an architecture variant: absent or exactly `supported`.
+  void require_value(const char* key, const char* supported) const {
+    const json* v = get(key);
+    if (!v) return;
+    if (!v->is_string() || v->get<std::string>() != supported)
+      fail(key, "= " + v->dump() + " is not supported (only \"" + supported + "\")");
+  }
+  void positive(const char* key, int64_t v) const {
+    if (v <= 0) fail(key, "must be positive, found " + std::to_string(v));
+  }
+  void non_negative(const char* key, int64_t v) const {
+    if (v < 0) fail(key, "must be >= 0, found " + std::to_string(v));
+  }
+  int small(const char* key, int64_t v) const {
+    if (v > std::numeric_limits<int>::max()) fail(key, "is too large: " + std::to_string(v));
+    return static_cast<int>(v);
+  }
+
+ private:
+  const json& j_;
+  const std::string& src_;
+};
+
+int64_t read_heads(const Reader& r, const std::string& source) {
+  const json* a = r.get("num_attention_heads");
+  const json* b = r.get("n_heads");
+  if (!a && !b)
+    throw Error(source + ": missing required key 'num_attention_heads' (or 'n_heads')");
+  if (a && b) {
+    const int64_t ha = r.integer("num_attention_heads", *a), hb = r.integer("n_heads", *b);
+    if (ha != hb)
+      throw Error(source + ": 'num_attention_heads' = " + std::to_string(ha) + " and 'n_heads' = " +
+                  std::to_string(hb) + " disagree");
+    return ha;
+  }
+  return a ? r.integer("num_attention_heads", *a) : r.integer("n_heads", *b);
+}
+
+void check_variants(const Reader& r, const ModelConfig& c) {
+  if (r.boolean("bias", false))
+    r.fail("bias", "= true is not supported (Huginn-0125 has no bias vectors)");
+  r.require_value("architecture_class_name", "RecurrentGPT");
+  r.require_value("block_class_name", "SandwichBlock");
+  r.require_value("norm_class_name", "RMSNorm_llama");
+  r.require_value("mlp_class_name", "GatedMLP");
+  r.require_value("nonlin_name", "SiLU");
+  r.require_value("injection_type", "linear");
+  if (const json* v = r.get("num_key_value_heads")) {
+    const int64_t kv = r.integer("num_key_value_heads", *v);
+    if (kv != c.n_heads)
+      r.fail("num_key_value_heads", "= " + std::to_string(kv) + " differs from the " +
+                                        std::to_string(c.n_heads) +
+                                        " attention heads (grouped-query attention is not supported)");
+  }
+  if (r.number("test_time_noise", 0.0) != 0.0)
+    r.fail("test_time_noise", "is not supported (only 0)");
+}
+
+void check_sizes(const Reader& r, const ModelConfig& c) {
+  r.positive("n_embd", c.n_embd);
+  r.positive("num_attention_heads", c.n_heads);
+  r.positive("intermediate_size", c.intermediate_size);
+  r.positive("vocab_size", c.vocab_size);
+  r.positive("block_size", c.block_size);
+  r.non_negative("n_layers_in_prelude", c.n_prelude);
+  r.positive("n_layers_in_recurrent_block", c.n_core);
+  r.non_negative("n_layers_in_coda", c.n_coda);
+  r.positive("mean_recurrence", c.mean_recurrence);
+  r.non_negative("mean_backprop_depth", c.mean_backprop_depth);
+  if (c.n_embd % c.n_heads != 0)
+    r.fail("n_embd", "= " + std::to_string(c.n_embd) + " is not divisible by the " +
+                         std::to_string(c.n_heads) + " attention heads ('num_attention_heads')");
+  if (c.head_dim % 2 != 0)
+    r.fail("n_embd", "/ heads = head_dim " + std::to_string(c.head_dim) +
+                         " must be even (RoPE rotates feature pairs)");
+  if (!(c.norm_eps > 0) || !std::isfinite(c.norm_eps))
+    r.fail("norm_eps", "must be a positive number, found " + std::to_string(c.norm_eps));
+  if (!(c.rope_base > 0) || !std::isfinite(c.rope_base))
+    r.fail("rope_base", "must be a positive number, found " + std::to_string(c.rope_base));
+  if (const json* v = r.get("n_layers")) {
+    const int64_t n = r.integer("n_layers", *v);
+    const int64_t sum = int64_t{c.n_prelude} + c.n_core + c.n_coda;
+    if (n != sum)
+      r.fail("n_layers", "= " + std::to_string(n) + " differs from prelude + recurrent block + coda = " +
+                             std::to_string(sum));
+  }
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(source + ": not valid JSON (" + e.what() + ")");
+  }
+  if (!j.is_object()) throw Error(source + ": expected a JSON object, found " + found(j));
+  const Reader r(j, source);
+  ModelConfig c;
+  c.name = r.string("name", "");
+  c.n_embd = r.required_int("n_embd");
+  c.n_heads = read_heads(r, source);
+  c.intermediate_size = r.required_int("intermediate_size");
+  if (r.get("vocab_size")) {
+    c.vocab_size = r.required_int("vocab_size");  // as is: no padding to padding_multiple
+  } else if (r.get("padded_vocab_size")) {
+    c.vocab_size = r.required_int("padded_vocab_size");
+  } else {
+    throw Error(source + ": missing required key 'vocab_size' (or 'padded_vocab_size')");
+  }
+  c.block_size = r.optional_int("block_size", 4096);  // the released default
+  c.n_prelude = r.small("n_layers_in_prelude", r.required_int("n_layers_in_prelude"));
+  c.n_core = r.small("n_layers_in_recurrent_block", r.required_int("n_layers_in_recurrent_block"));
+  c.n_coda = r.small("n_layers_in_coda", r.required_int("n_layers_in_coda"));
+  c.mean_recurrence = r.small("mean_recurrence", r.optional_int("mean_recurrence", 32));
+  c.mean_backprop_depth = r.small("mean_backprop_depth", r.optional_int("mean_backprop_depth", 8));
+  c.norm_eps = r.number("norm_eps", 1e-6);
+  c.rope_base = r.number("rope_base", 50000.0);  // absent from some released configs
+  const bool tie_hf = r.boolean("tie_word_embeddings", true);
+  c.tie_embeddings = r.boolean("tie_embeddings", tie_hf);
+  c.qk_bias = r.boolean("qk_bias", true);
+  c.sampling_scheme = r.string("sampling_scheme", c.sampling_scheme);
+  // head_dim is derived; a stale 'head_dim' key (the released config class can leave one) is
+  // deliberately ignored.
+  if (c.n_heads > 0 && c.n_embd > 0) c.head_dim = c.n_embd / c.n_heads;
+  check_sizes(r, c);
+  check_variants(r, c);
+  return c;
+}
+
+ModelConfig ModelConfig::from_file(const std::string& path) {
+  auto f = MappedFile::open(path);
+  const char* b = reinterpret_cast<const char*>(f->data());
+  return from_json(std::string(b, b + f->size()), path);
+}
+
+std::string ModelConfig::to_json() const {
+  ojson j;
+  j["name"] = name;
+  j["architectures"] = {"RavenForCausalLM"};
+  j["model_type"] = "huginn_raven";
+  j["block_size"] = block_size;
+  j["vocab_size"] = vocab_size;
+  j["tie_embeddings"] = tie_embeddings;
+  j["num_attention_heads"] = n_heads;
+  j["num_key_value_heads"] = n_heads;
+  j["n_heads"] = n_heads;
+  j["n_embd"] = n_embd;
+  j["intermediate_size"] = intermediate_size;
+  j["bias"] = false;
+  j["architecture_class_name"] = "RecurrentGPT";
+  j["block_class_name"] = "SandwichBlock";
+  j["norm_class_name"] = "RMSNorm_llama";
+  j["norm_eps"] = norm_eps;
+  j["mlp_class_name"] = "GatedMLP";
+  j["nonlin_name"] = "SiLU";
+  j["state_init"] = "like-init";
+  j["injection_type"] = "linear";
+  j["n_layers"] = n_prelude + n_core + n_coda;
+  j["n_layers_in_recurrent_block"] = n_core;
+  j["mean_recurrence"] = mean_recurrence;
+  j["sampling_scheme"] = sampling_scheme;
+  j["mean_backprop_depth"] = mean_backprop_depth;
+  j["n_layers_in_prelude"] = n_prelude;
+  j["n_layers_in_coda"] = n_coda;
+  j["qk_bias"] = qk_bias;
+  j["rope_base"] = rope_base;
+  return j.dump(2) + "\n";
+}
+
+double ModelConfig::init_std() const { return std::sqrt(2.0 / (5.0 * static_cast<double>(n_embd))); }
+
+}  // namespace huginn
