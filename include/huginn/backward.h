@@ -1,0 +1,79 @@
+// Training-time computation: loss and parameter gradients with truncated backpropagation through
+// the recurrence (golden README items 9-10, 17).
+//
+// Gradient contract: parameter gradients ACCUMULATE (+=) — across the k tracked iterations that
+// reuse the core weights, and across calls (gradient accumulation); Grads::zero clears them.
+// Activation gradients inside the backward pass are assigned (=).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "huginn/forward.h"
+
+namespace huginn {
+
+// Parameter gradients laid out like Weights (same shapes). `lm_head` is undefined when the head
+// is tied: its gradient accumulates into `wte`. `rope` is never a parameter.
+struct Grads {
+  Weights w;
+  static Grads zeros_like(const Model& model, Backend& be);
+  void zero(Backend& be);
+};
+
+// One trainable tensor under its HF checkpoint name, with its gradient. `decay` is false for
+// norms, biases (qk_bias) and embeddings (AdamW's default exclusions).
+struct NamedParam {
+  std::string name;
+  Tensor value;
+  Tensor grad;
+  bool decay = true;
+};
+// Every parameter of `model` paired with its slot in `grads`, in a fixed order. qk_bias is one
+// parameter [2, 1, H, D] as in the checkpoint.
+std::vector<NamedParam> named_params(const Model& model, Grads& grads);
+
+struct LossOptions {
+  int n_no_grad = 0;    // recurrences run without tracking (their state is a constant)
+  int n_with_grad = 1;  // recurrences tracked; e is not detached
+  InitState init;       // zeros by default
+};
+
+// Keeps activation buffers between calls; memory holds only the k tracked iterations (plus
+// prelude and coda), so it does not grow with n_no_grad.
+class BackwardRunner {
+ public:
+  BackwardRunner(const Model& model, Backend& backend);
+  ~BackwardRunner();
+  // Mean cross-entropy over positions whose label != -100 (labels already shifted). Adds
+  // grad_scale · dLoss/dθ into `grads`. Throws huginn::Error on bad ids/labels.
+  float loss_and_grad(std::span<const int32_t> ids, std::span<const int32_t> labels,
+                      const LossOptions& opt, Grads& grads, float grad_scale = 1.0f);
+  // The same loss without gradients, at num_steps recurrences (validation).
+  float loss(std::span<const int32_t> ids, std::span<const int32_t> labels, int num_steps,
+             const InitState& init = {});
+  size_t peak_activation_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// "poisson-lognormal-filling" (golden README item 17): with s = mean_backprop_depth,
+// t = max(mean_recurrence - s, 0), sigma = 0.5, mu = ln(t + s) - sigma^2 / 2:
+// rate ~ LogNormal(mu, sigma); p = Poisson(rate) + 1; n_no_grad = max(p - s, 0),
+// n_with_grad = min(p, s). Seeded; deterministic for a seed.
+class IterationSampler {
+ public:
+  IterationSampler(int mean_recurrence, int mean_backprop_depth, uint64_t seed);
+  std::pair<int, int> next();  // (n_no_grad, n_with_grad)
+ private:
+  int mean_recurrence_, backprop_depth_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace huginn
