@@ -1,4 +1,6 @@
 // huginn forward: one forward pass, logits and latent written as safetensors.
+#include <algorithm>
+#include <cstdio>
 #include <memory>
 
 #include "cli/command.h"
@@ -16,7 +18,25 @@ struct ForwardArgs {
   int steps = -1;
   double init_scale = 0.0;
   uint64_t seed = 0;
+  int top = 0;
 };
+
+// Prints the `k` most likely next tokens at each position.
+void print_top(const Tensor& logits, int k) {
+  const int64_t T = logits.dim(0), V = logits.dim(1);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = logits.row(t);
+    std::vector<int32_t> idx(static_cast<size_t>(V));
+    for (int64_t v = 0; v < V; ++v) idx[v] = static_cast<int32_t>(v);
+    const int kk = static_cast<int>(std::min<int64_t>(k, V));
+    std::partial_sort(idx.begin(), idx.begin() + kk, idx.end(), [&](int32_t a, int32_t b) {
+      return row[a] > row[b] || (row[a] == row[b] && a < b);
+    });
+    std::printf("pos %3lld:", (long long)t);
+    for (int i = 0; i < kk; ++i) std::printf("  %6d (%8.4f)", idx[i], row[idx[i]]);
+    std::printf("\n");
+  }
+}
 
 // --init-state: a tensor named input_state, [T, E] or [1, T, E].
 Tensor read_init_state(const std::string& path, int64_t T, int64_t E) {
@@ -58,8 +78,9 @@ void run(const ForwardArgs& a, const Common& common) {
   w.add("latent", latent);
   w.add_metadata("steps", std::to_string(steps));
   w.add_metadata("model", a.model);
-  w.write(a.out);
-  if (!common.quiet)
+  if (!a.out.empty()) w.write(a.out);
+  if (a.top > 0) print_top(logits, a.top);
+  if (!common.quiet && !a.out.empty())
     HUGINN_LOG_INFO("wrote %s: logits [%lld, %lld], latent [%lld, %lld], %d steps", a.out.c_str(),
                     (long long)T, (long long)c.vocab_size, (long long)T, (long long)c.n_embd, steps);
 }
@@ -79,9 +100,14 @@ Registrar reg(20, [](CLI::App& app, Common& common) {
                   "safetensors file with 'input_state' [T, E] or [1, T, E]")
       ->excludes(scale)
       ->check(CLI::ExistingFile);
-  sub->add_option("--out", a->out, "output .safetensors: logits [T, V], latent [T, E]")->required();
+  sub->add_option("--out", a->out, "output .safetensors: logits [T, V], latent [T, E]");
+  sub->add_option("--top", a->top, "print the K most likely next tokens per position")
+      ->check(CLI::PositiveNumber);
   add_common_options(sub, common);
-  sub->callback([a, &common] { run(*a, common); });
+  sub->callback([a, &common] {
+    if (a->out.empty() && a->top == 0) throw Error("forward: give --out FILE and/or --top K");
+    run(*a, common);
+  });
 });
 
 }  // namespace

@@ -24,6 +24,7 @@ void add_common_options(CLI::App* sub, Common& common) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--backend", common.backend, "compute backend: cpu (fast) or ref (scalar)")
       ->check(CLI::IsMember({"cpu", "ref"}));
+  sub->add_flag("-q,--quiet", common.quiet, "print results only, no progress or summaries");
 }
 
 std::vector<int> parse_int_list(const std::string& s, const std::string& what) {

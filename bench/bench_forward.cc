@@ -1,0 +1,151 @@
+// Forward-pass throughput: tokens/s and GFLOP/s of one prefill-style forward over T tokens at r
+// recurrences, for a model directory or a config with random weights (speed doesn't depend on
+// the values). Prints one row per (threads, r).
+//
+//   bench_forward [--model DIR | --config FILE] [--tokens T] [--steps 4,8,32] [--threads 1,2]
+//                 [--backend cpu|ref] [--reps N]
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "huginn/forward.h"
+#include "huginn/model.h"
+#include "huginn/thread_pool.h"
+
+using namespace huginn;
+
+namespace {
+
+Tensor random_tensor(std::initializer_list<int64_t> shape, std::mt19937& rng, float scale) {
+  Tensor t = Tensor::empty(shape);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
+  return t;
+}
+
+BlockWeights random_block(const ModelConfig& c, std::mt19937& rng) {
+  const int64_t E = c.n_embd, I = c.intermediate_size;
+  const float s = static_cast<float>(std::sqrt(2.0 / (5.0 * E)));
+  BlockWeights w;
+  for (Tensor* n : {&w.norm_1, &w.norm_2, &w.norm_3, &w.norm_4}) {
+    *n = Tensor::empty({E});
+    for (int64_t i = 0; i < E; ++i) n->f32()[i] = 1.0f;
+  }
+  w.wqkv = random_tensor({3 * E, E}, rng, s);
+  w.q_bias = random_tensor({E}, rng, 0.1f);
+  w.k_bias = random_tensor({E}, rng, 0.1f);
+  w.attn_proj = random_tensor({E, E}, rng, s);
+  w.mlp_fc = random_tensor({2 * I, E}, rng, s);
+  w.mlp_proj = random_tensor({E, I}, rng, s);
+  return w;
+}
+
+std::shared_ptr<const Model> random_model(const ModelConfig& c) {
+  std::mt19937 rng(1234);
+  const int64_t E = c.n_embd;
+  Weights w;
+  w.wte = random_tensor({c.vocab_size, E}, rng, 0.02f);
+  w.adapter = random_tensor({E, 2 * E}, rng, 0.02f);
+  w.ln_f = Tensor::empty({E});
+  for (int64_t i = 0; i < E; ++i) w.ln_f.f32()[i] = 1.0f;
+  w.lm_head = w.wte;
+  for (int i = 0; i < c.n_prelude; ++i) w.prelude.push_back(random_block(c, rng));
+  for (int i = 0; i < c.n_core; ++i) w.core.push_back(random_block(c, rng));
+  for (int i = 0; i < c.n_coda; ++i) w.coda.push_back(random_block(c, rng));
+  w.rope = rope_table(std::max<int64_t>(c.block_size, 4096), c.head_dim, c.rope_base);
+  return std::make_shared<const Model>(c, std::move(w));
+}
+
+// Multiply-adds x2 of one forward over T tokens (attention counted with its causal half).
+double forward_flops(const ModelConfig& c, int64_t T, int r) {
+  const double E = c.n_embd, I = c.intermediate_size, V = c.vocab_size;
+  const double per_layer = 2.0 * T * (3 * E * E + E * E + 2 * I * E + I * E) + 2.0 * E * T * (T + 1);
+  const int layers = c.n_prelude + r * c.n_core + c.n_coda;
+  return layers * per_layer + r * 2.0 * T * 2 * E * E + 2.0 * T * V * E;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir, config_path;
+  int64_t T = 64;
+  std::vector<int> steps = {4, 8, 32}, threads = {1, 2};
+  std::string backend = "cpu";
+  int reps = 3;
+  auto list = [](const char* s) {
+    std::vector<int> v;
+    for (const char* p = s; *p;) {
+      v.push_back(std::atoi(p));
+      while (*p && *p != ',') ++p;
+      if (*p) ++p;
+    }
+    return v;
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? argv[++i] : (std::fprintf(stderr, "%s needs a value\n", a.c_str()), std::exit(2), ""); };
+    if (a == "--model") model_dir = next();
+    else if (a == "--config") config_path = next();
+    else if (a == "--tokens") T = std::atoll(next());
+    else if (a == "--steps") steps = list(next());
+    else if (a == "--threads") threads = list(next());
+    else if (a == "--backend") backend = next();
+    else if (a == "--reps") reps = std::atoi(next());
+    else {
+      std::printf("usage: bench_forward [--model DIR | --config FILE] [--tokens T] [--steps 4,8,32]\n"
+                  "                     [--threads 1,2] [--backend cpu|ref] [--reps N]\n"
+                  "Without --model/--config: a 0.1B-class config (E=768, I=2048, 2/4/2 layers).\n");
+      return a == "--help" || a == "-h" ? 0 : 2;
+    }
+  }
+  try {
+    std::shared_ptr<const Model> model;
+    ThreadPool load_pool(1);
+    auto load_be = make_backend(backend, load_pool);
+    if (!model_dir.empty()) {
+      model = Model::load(model_dir, *load_be);
+    } else {
+      ModelConfig c;
+      if (!config_path.empty()) {
+        c = ModelConfig::from_file(config_path);
+      } else {
+        c.name = "bench-768";
+        c.n_embd = 768; c.n_heads = 12; c.head_dim = 64; c.intermediate_size = 2048;
+        c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
+      }
+      model = random_model(c);
+    }
+    const ModelConfig& c = model->config();
+    std::printf("model %s: E=%lld I=%lld V=%lld layers %d/%d/%d, T=%lld tokens, backend %s\n",
+                c.name.c_str(), (long long)c.n_embd, (long long)c.intermediate_size,
+                (long long)c.vocab_size, c.n_prelude, c.n_core, c.n_coda, (long long)T, backend.c_str());
+    std::printf("%8s %5s %12s %12s %10s\n", "threads", "r", "ms/forward", "tokens/s", "GFLOP/s");
+    std::vector<int32_t> ids(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) ids[t] = static_cast<int32_t>((t * 7919) % c.vocab_size);
+    for (int th : threads) {
+      ThreadPool pool(th);
+      auto be = make_backend(backend, pool);
+      Runner runner(*model, *be);
+      for (int r : steps) {
+        runner.forward(ids, r, InitState{});  // warm-up (scratch allocation, caches)
+        double best = 1e30;
+        for (int k = 0; k < reps; ++k) {
+          auto t0 = std::chrono::steady_clock::now();
+          runner.forward(ids, r, InitState{});
+          best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        std::printf("%8d %5d %12.2f %12.1f %10.2f\n", th, r, best * 1e3, T / best,
+                    forward_flops(c, T, r) / best / 1e9);
+        std::fflush(stdout);
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
