@@ -62,8 +62,8 @@ void run_convert(const ConvertArgs& a) {
   const fs::path model_dir = fs::is_directory(a.model) ? fs::path(a.model)
                                                        : fs::path(a.model).parent_path();
   const std::string config_path = (model_dir.empty() ? fs::path(".") : model_dir) / "config.json";
-  ModelConfig::from_file(config_path);  // a checkpoint we could not load is not worth converting
   TensorStore store = TensorStore::open(a.model);
+  ModelConfig::from_file(config_path);  // a checkpoint we could not load is not worth converting
 
   std::error_code ec;
   fs::create_directories(a.out, ec);
