@@ -7,10 +7,11 @@
 #   nlohmann-json3-dev            config.json, safetensors headers, JSON output
 #   libcli11-dev                  command-line parsing with --help for every command
 #   libpcre2-dev                  Unicode regexes of HF tokenizers (\p{L}, lookahead), exactly
+#   libutf8proc-dev               NFC/NFKC normalization for tokenizers (small C library made for it)
 #   libopenblas-dev               reference BLAS used to cross-check our GEMM in tests and benchmarks
 set -euo pipefail
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-      libpcre2-dev libopenblas-dev)
+      libpcre2-dev libutf8proc-dev libopenblas-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

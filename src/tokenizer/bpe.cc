@@ -1,0 +1,384 @@
+#include "tokenizer/bpe.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <memory>
+#include <queue>
+
+#include "huginn/error.h"
+#include "tokenizer/unicode.h"
+
+namespace huginn::tok {
+
+uint64_t hash_bytes(std::string_view s) {
+  uint64_t h = 0x9E3779B97F4A7C15ULL ^ (s.size() * 0xC2B2AE3D27D4EB4FULL);
+  const char* p = s.data();
+  size_t n = s.size();
+  while (n >= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    h = (h ^ v) * 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 32;
+    p += 8;
+    n -= 8;
+  }
+  uint64_t v = 0;
+  std::memcpy(&v, p, n);
+  h = (h ^ v) * 0xC4CEB9FE1A85EC53ULL;
+  h ^= h >> 29;
+  return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// StringMap / PairMap
+
+void StringMap::reserve(size_t n) {
+  size_t cap = 16;
+  while (cap < n * 2) cap <<= 1;
+  if (cap <= slots_.size()) return;
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(cap, Slot{});
+  for (const Slot& s : old) {
+    if (s.value < 0) continue;
+    for (size_t i = s.hash & (cap - 1);; i = (i + 1) & (cap - 1))
+      if (slots_[i].value < 0) {
+        slots_[i] = s;
+        break;
+      }
+  }
+}
+
+void StringMap::grow() { reserve(std::max<size_t>(16, count_ * 2 + 2)); }
+
+void StringMap::set(std::string_view key, int32_t value) {
+  HUGINN_ASSERT(value >= 0, "StringMap values are non-negative");
+  if ((count_ + 1) * 2 > slots_.size()) grow();
+  uint64_t h = hash_bytes(key);
+  size_t mask = slots_.size() - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    Slot& s = slots_[i];
+    if (s.value < 0) {
+      s.hash = h;
+      s.offset = static_cast<uint32_t>(keys_.size());
+      s.len = static_cast<uint32_t>(key.size());
+      s.value = value;
+      keys_.append(key);
+      ++count_;
+      return;
+    }
+    if (s.hash == h && std::string_view(keys_.data() + s.offset, s.len) == key) {
+      s.value = value;
+      return;
+    }
+  }
+}
+
+int32_t StringMap::get(std::string_view key) const {
+  if (slots_.empty()) return -1;
+  uint64_t h = hash_bytes(key);
+  size_t mask = slots_.size() - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    const Slot& s = slots_[i];
+    if (s.value < 0) return -1;
+    if (s.hash == h && s.len == key.size() &&
+        std::memcmp(keys_.data() + s.offset, key.data(), key.size()) == 0)
+      return s.value;
+  }
+}
+
+void PairMap::reserve(size_t n) {
+  size_t cap = 16;
+  while (cap < n * 2) cap <<= 1;
+  slots_.assign(cap, Slot{});
+  count_ = 0;
+}
+
+void PairMap::set(int32_t a, int32_t b, int32_t rank, int32_t merged) {
+  HUGINN_ASSERT(count_ * 2 < slots_.size(), "PairMap::reserve must be called first");
+  uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  size_t mask = slots_.size() - 1;
+  for (size_t i = mix(key) & mask;; i = (i + 1) & mask) {
+    Slot& s = slots_[i];
+    if (s.rank < 0 || s.key == key) {
+      if (s.rank < 0) ++count_;
+      s = Slot{key, rank, merged};
+      return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread word cache: direct-mapped, so a lookup is one hash and one compare.
+
+namespace {
+
+constexpr size_t kCacheSlots = 1 << 15;
+constexpr size_t kCacheMaxWord = 64;
+
+struct WordCache {
+  struct Entry {
+    std::string key;
+    std::vector<int32_t> ids;
+    bool used = false;
+  };
+  uint64_t uid = 0;
+  std::vector<Entry> entries = std::vector<Entry>(kCacheSlots);
+};
+
+WordCache& cache_for(uint64_t uid) {
+  thread_local std::vector<std::unique_ptr<WordCache>> caches;  // most recently used last
+  for (size_t i = caches.size(); i-- > 0;) {
+    if (caches[i]->uid == uid) {
+      if (i + 1 != caches.size()) std::swap(caches[i], caches.back());
+      return *caches.back();
+    }
+  }
+  if (caches.size() >= 4) caches.erase(caches.begin());
+  caches.push_back(std::make_unique<WordCache>());
+  caches.back()->uid = uid;
+  return *caches.back();
+}
+
+std::atomic<uint64_t> g_next_uid{1};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// BpeModel
+
+BpeModel::BpeModel(std::vector<std::string> vocab,
+                   const std::vector<std::pair<std::string, std::string>>& merges,
+                   BpeOptions options, const std::string& where)
+    : tokens_(std::move(vocab)), opt_(std::move(options)), uid_(g_next_uid++) {
+  present_.assign(tokens_.size(), false);
+  vocab_.reserve(tokens_.size());
+  raw_vocab_.reserve(tokens_.size());
+  for (size_t id = 0; id < tokens_.size(); ++id) {
+    if (tokens_[id].empty()) continue;
+    present_[id] = true;
+    vocab_.set(tokens_[id], static_cast<int32_t>(id));
+    // The raw bytes this token stands for, when every character is a byte-level character.
+    std::string raw;
+    bool all_bytes = true;
+    const std::string& t = tokens_[id];
+    for (size_t i = 0; i < t.size();) {
+      int len;
+      int b = byte_of_char(utf8_decode(t, i, &len));
+      if (b < 0) {
+        all_bytes = false;
+        break;
+      }
+      raw.push_back(static_cast<char>(b));
+      i += len;
+    }
+    if (all_bytes) raw_vocab_.set(raw, static_cast<int32_t>(id));
+  }
+  for (int b = 0; b < 256; ++b) {
+    std::string ch;
+    utf8_append(ch, byte_char(static_cast<uint8_t>(b)));
+    byte_ids_[b] = vocab_.get(ch);
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+    fallback_ids_[b] = vocab_.get(buf);
+  }
+  if (opt_.has_unk) {
+    unk_id_ = vocab_.get(opt_.unk_token);
+    if (unk_id_ < 0) throw Error(where + ": unk_token '" + opt_.unk_token + "' is not in the vocabulary");
+  }
+  size_t prefix_len = opt_.continuing_subword_prefix.size();
+  merges_.reserve(merges.size());
+  for (size_t r = 0; r < merges.size(); ++r) {
+    const auto& [a, b] = merges[r];
+    int32_t ia = vocab_.get(a), ib = vocab_.get(b);
+    if (ia < 0 || ib < 0)
+      throw Error(where + ".merges[" + std::to_string(r) + "]: token '" + (ia < 0 ? a : b) +
+                  "' is not in the vocabulary");
+    if (b.size() < prefix_len)
+      throw Error(where + ".merges[" + std::to_string(r) + "]: '" + b +
+                  "' lacks the continuing_subword_prefix");
+    std::string merged = a + b.substr(prefix_len);
+    int32_t im = vocab_.get(merged);
+    if (im < 0)
+      throw Error(where + ".merges[" + std::to_string(r) + "]: merged token '" + merged +
+                  "' is not in the vocabulary");
+    merges_.set(ia, ib, static_cast<int32_t>(r), im);  // a repeated pair keeps its last rank
+  }
+}
+
+void BpeModel::initial_symbols(std::string_view word, bool raw_bytes, std::vector<int32_t>& ids,
+                               std::vector<uint32_t>& /*lens*/) const {
+  const bool affixes = !opt_.continuing_subword_prefix.empty() || !opt_.end_of_word_suffix.empty();
+  if (raw_bytes && !affixes) {
+    bool all = true;
+    for (char c : word) {
+      int32_t id = byte_ids_[static_cast<uint8_t>(c)];
+      if (id < 0) {
+        all = false;
+        break;
+      }
+      ids.push_back(id);
+    }
+    if (all) return;
+    ids.clear();
+  }
+  std::string mapped;
+  if (raw_bytes) {
+    mapped = bytes_to_byte_level(word);
+    word = mapped;
+  }
+  // The library's BPE::merge_word: one symbol per character, with prefix/suffix, byte fallback
+  // and (fused) unknown tokens.
+  int32_t pending_unk = -1;  // an unknown token not yet emitted (fuse_unk grows it)
+  std::string s;
+  for (size_t i = 0; i < word.size();) {
+    int len;
+    utf8_decode(word, i, &len);
+    bool first = i == 0, last = i + len == word.size();
+    std::string_view ch = word.substr(i, len);
+    i += len;
+    int32_t id;
+    if (affixes) {
+      s.clear();
+      if (!first) s += opt_.continuing_subword_prefix;
+      s += ch;
+      if (last) s += opt_.end_of_word_suffix;
+      id = vocab_.get(s);
+    } else {
+      id = vocab_.get(ch);
+    }
+    if (id >= 0) {
+      if (pending_unk >= 0) ids.push_back(pending_unk), pending_unk = -1;
+      ids.push_back(id);
+      continue;
+    }
+    std::string_view sv = affixes ? std::string_view(s) : ch;
+    if (opt_.byte_fallback) {
+      bool all = true;
+      for (char c : sv) all = all && fallback_ids_[static_cast<uint8_t>(c)] >= 0;
+      if (all) {  // (the library emits these before a pending unknown token; so do we)
+        for (char c : sv) ids.push_back(fallback_ids_[static_cast<uint8_t>(c)]);
+        continue;
+      }
+    }
+    if (opt_.has_unk) {
+      if (pending_unk >= 0 && !opt_.fuse_unk) ids.push_back(pending_unk);
+      pending_unk = unk_id_;
+    }
+  }
+  if (pending_unk >= 0) ids.push_back(pending_unk);
+}
+
+// Lowest rank first, leftmost among equal ranks: a linear scan, fast for short words.
+void BpeModel::merge_small(std::vector<int32_t>& ids) const {
+  size_t n = ids.size();
+  if (n < 2) return;
+  constexpr int32_t kNone = INT32_MAX;
+  int32_t ranks[256], merged[256];
+  for (size_t i = 0; i + 1 < n; ++i)
+    if (!merges_.get(ids[i], ids[i + 1], &ranks[i], &merged[i])) ranks[i] = kNone;
+  while (n > 1) {
+    size_t best = 0;
+    for (size_t i = 1; i + 1 < n; ++i)
+      if (ranks[i] < ranks[best]) best = i;
+    if (ranks[best] == kNone) break;
+    ids[best] = merged[best];
+    // Remove symbol best+1 and the pair that started there.
+    for (size_t i = best + 1; i + 1 < n; ++i) {
+      ids[i] = ids[i + 1];
+      ranks[i] = ranks[i + 1];
+      merged[i] = merged[i + 1];
+    }
+    --n;
+    if (best > 0 && !merges_.get(ids[best - 1], ids[best], &ranks[best - 1], &merged[best - 1]))
+      ranks[best - 1] = kNone;
+    if (best + 1 < n && !merges_.get(ids[best], ids[best + 1], &ranks[best], &merged[best]))
+      ranks[best] = kNone;
+  }
+  ids.resize(n);
+}
+
+// The library's Word::merge_all: a heap of candidate merges over a linked list of symbols.
+void BpeModel::merge_large(std::vector<int32_t>& ids) const {
+  struct Sym {
+    int32_t id;
+    int32_t prev, next;
+    bool alive;
+  };
+  struct Cand {
+    int32_t rank, pos, merged;
+    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  const int32_t n = static_cast<int32_t>(ids.size());
+  std::vector<Sym> sym(n);
+  for (int32_t i = 0; i < n; ++i) sym[i] = {ids[i], i - 1, i + 1 < n ? i + 1 : -1, true};
+  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+  for (int32_t i = 0; i + 1 < n; ++i) {
+    int32_t r, m;
+    if (merges_.get(ids[i], ids[i + 1], &r, &m)) heap.push({r, i, m});
+  }
+  while (!heap.empty()) {
+    Cand top = heap.top();
+    heap.pop();
+    Sym& left = sym[top.pos];
+    if (!left.alive || left.next < 0) continue;
+    Sym& right = sym[left.next];
+    int32_t r, m;
+    if (!merges_.get(left.id, right.id, &r, &m) || m != top.merged) continue;  // stale
+    left.id = top.merged;
+    right.alive = false;
+    left.next = right.next;
+    if (right.next >= 0) sym[right.next].prev = top.pos;
+    if (left.prev >= 0 && merges_.get(sym[left.prev].id, left.id, &r, &m)) heap.push({r, left.prev, m});
+    if (left.next >= 0 && merges_.get(left.id, sym[left.next].id, &r, &m)) heap.push({r, top.pos, m});
+  }
+  ids.clear();
+  for (int32_t i = 0; i >= 0 && i < n; i = sym[i].next) ids.push_back(sym[i].id);
+}
+
+void BpeModel::merge_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out) const {
+  thread_local std::vector<int32_t> ids;
+  thread_local std::vector<uint32_t> lens;
+  ids.clear();
+  initial_symbols(word, raw_bytes, ids, lens);
+  if (ids.size() <= 256)
+    merge_small(ids);
+  else
+    merge_large(ids);
+  out.insert(out.end(), ids.begin(), ids.end());
+}
+
+void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out) const {
+  if (word.empty()) return;
+  if (opt_.ignore_merges) {
+    int32_t id = raw_bytes ? raw_vocab_.get(word) : vocab_.get(word);
+    if (id >= 0) {
+      out.push_back(id);
+      return;
+    }
+  }
+  if (word.size() > kCacheMaxWord) {
+    merge_word(word, raw_bytes, out);
+    return;
+  }
+  WordCache& cache = cache_for(uid_);
+  // raw and mapped words of the same bytes differ in meaning: keep them apart in the hash.
+  uint64_t h = hash_bytes(word) ^ (raw_bytes ? 0x5555555555555555ULL : 0);
+  WordCache::Entry& e = cache.entries[h & (kCacheSlots - 1)];
+  // The stored key is the word plus one byte for the raw flag.
+  std::string_view key = word;
+  if (e.used && e.key.size() == key.size() + 1 && e.key.back() == (raw_bytes ? '\1' : '\0') &&
+      std::memcmp(e.key.data(), key.data(), key.size()) == 0) {
+    out.insert(out.end(), e.ids.begin(), e.ids.end());
+    return;
+  }
+  size_t start = out.size();
+  merge_word(word, raw_bytes, out);
+  e.key.assign(key);
+  e.key.push_back(raw_bytes ? '\1' : '\0');
+  e.ids.assign(out.begin() + start, out.end());
+  e.used = true;
+}
+
+}  // namespace huginn::tok

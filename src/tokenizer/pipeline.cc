@@ -1,0 +1,229 @@
+#include "tokenizer/pipeline.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "huginn/error.h"
+#include "tokenizer/unicode.h"
+
+namespace huginn::tok {
+
+// ---------------------------------------------------------------------------------------------
+// Added tokens
+
+void AddedMatcher::build(std::vector<std::string> patterns, std::vector<const AddedToken*> tokens) {
+  patterns_ = std::move(patterns);
+  tokens_ = std::move(tokens);
+  by_first_byte_.assign(256, {});
+  for (size_t k = 0; k < patterns_.size(); ++k)
+    if (!patterns_[k].empty())
+      by_first_byte_[static_cast<uint8_t>(patterns_[k][0])].push_back(static_cast<int>(k));
+  for (auto& list : by_first_byte_)
+    std::stable_sort(list.begin(), list.end(), [&](int a, int b) {
+      return patterns_[a].size() > patterns_[b].size();
+    });
+}
+
+namespace {
+
+bool ends_with_word(std::string_view s) {
+  if (s.empty()) return false;
+  size_t k = s.size() - 1;
+  while (k > 0 && (static_cast<uint8_t>(s[k]) & 0xC0) == 0x80) --k;
+  int len;
+  int32_t cp = utf8_decode(s, k, &len);
+  return cp >= 0 && is_alphanumeric(cp);
+}
+
+bool starts_with_word(std::string_view s) {
+  if (s.empty()) return false;
+  int len;
+  int32_t cp = utf8_decode(s, 0, &len);
+  return cp >= 0 && is_alphanumeric(cp);
+}
+
+// Start of the run of whitespace at the end of s.
+size_t space_leftmost_at_end(std::string_view s) {
+  size_t e = s.size();
+  while (e > 0) {
+    size_t k = e - 1;
+    while (k > 0 && (static_cast<uint8_t>(s[k]) & 0xC0) == 0x80) --k;
+    int len;
+    int32_t cp = utf8_decode(s, k, &len);
+    if (cp < 0 || k + len != e || !is_white_space(cp)) return e;
+    e = k;
+  }
+  return 0;
+}
+
+// Length of the run of whitespace at the start of s.
+size_t space_rightmost_at_start(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    int len;
+    int32_t cp = utf8_decode(s, i, &len);
+    if (cp < 0 || !is_white_space(cp)) break;
+    i += len;
+  }
+  return i;
+}
+
+}  // namespace
+
+void AddedMatcher::split(std::string_view text, std::vector<Split>& out) const {
+  size_t start_offset = 0;
+  size_t pos = 0;
+  const size_t n = text.size();
+  while (pos < n) {
+    // Leftmost position where a pattern matches; there the longest pattern.
+    int hit = -1;
+    size_t at = pos;
+    for (; at < n; ++at) {
+      const auto& cands = by_first_byte_[static_cast<uint8_t>(text[at])];
+      for (int k : cands) {
+        const std::string& p = patterns_[k];
+        if (p.size() <= n - at && std::memcmp(text.data() + at, p.data(), p.size()) == 0) {
+          hit = k;
+          break;
+        }
+      }
+      if (hit >= 0) break;
+    }
+    if (hit < 0) break;
+    size_t start = at, stop = at + patterns_[hit].size();
+    pos = stop;  // the next search starts after this match, whatever is kept of it
+    const AddedToken& tok = *tokens_[hit];
+    if (tok.single_word) {
+      bool start_space = start == 0 || !ends_with_word(text.substr(0, start));
+      bool stop_space = stop == n || !starts_with_word(text.substr(stop));
+      if (!start_space || !stop_space) continue;
+    }
+    if (tok.lstrip) start = std::max(space_leftmost_at_end(text.substr(0, start)), start_offset);
+    if (tok.rstrip) stop += space_rightmost_at_start(text.substr(stop));
+    if (start_offset < start) out.push_back({start_offset, start, -1});
+    out.push_back({start, stop, tok.id});
+    start_offset = stop;
+  }
+  if (start_offset < n) out.push_back({start_offset, n, -1});
+}
+
+void Pipeline::finish_added() {
+  added_by_content.clear();
+  added_by_id.clear();
+  std::vector<std::string> raw_p, norm_p;
+  std::vector<const AddedToken*> raw_t, norm_t;
+  for (size_t k = 0; k < added.size(); ++k) {
+    const AddedToken& t = added[k];
+    added_by_content[t.content] = t.id;
+    added_by_id[t.id] = k;
+    if (t.normalized) {
+      std::string c = t.content;
+      if (normalizer) normalizer->normalize(c);
+      norm_p.push_back(c);
+      norm_t.push_back(&t);
+    } else {
+      raw_p.push_back(t.content);
+      raw_t.push_back(&t);
+    }
+  }
+  raw_matcher.build(std::move(raw_p), std::move(raw_t));
+  normalized_matcher.build(std::move(norm_p), std::move(norm_t));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encode / decode
+
+void Pipeline::encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const {
+  if (!pre_tokenizer) {
+    model->encode_word(text, false, ids);
+    return;
+  }
+  thread_local std::vector<Piece> in, out;
+  thread_local Arena arena;
+  in.assign(1, Piece{text, at_start});
+  out.clear();
+  pre_tokenizer->split(in, out, arena);
+  for (const Piece& p : out) model->encode_word(p.text, byte_level_deferred, ids);
+  arena.clear();
+}
+
+void Pipeline::encode(std::string_view text, bool add_special, std::vector<int32_t>& ids) const {
+  std::vector<AddedMatcher::Split> raw, norm;
+  if (raw_matcher.empty()) {
+    if (!text.empty()) raw.push_back({0, text.size(), -1});
+  } else {
+    raw_matcher.split(text, raw);
+  }
+  std::string normalized;
+  for (const auto& r : raw) {
+    if (r.id >= 0) {
+      ids.push_back(r.id);
+      continue;
+    }
+    std::string_view seg = text.substr(r.start, r.end - r.start);
+    if (seg.empty()) continue;
+    std::string_view cur = seg;
+    if (normalizer) {
+      normalized.assign(seg);
+      normalizer->normalize(normalized);
+      cur = normalized;
+    }
+    if (cur.empty()) continue;
+    bool at_start = r.start == 0;
+    if (normalized_matcher.empty()) {
+      encode_text(cur, at_start, ids);
+      continue;
+    }
+    norm.clear();
+    normalized_matcher.split(cur, norm);
+    for (const auto& s : norm) {
+      if (s.id >= 0)
+        ids.push_back(s.id);
+      else if (s.end > s.start)
+        encode_text(cur.substr(s.start, s.end - s.start), at_start && s.start == 0, ids);
+    }
+  }
+  if (post_processor) post_processor->process(ids, add_special);
+}
+
+int32_t Pipeline::token_to_id(std::string_view token) const {
+  auto it = added_by_content.find(std::string(token));
+  if (it != added_by_content.end()) return it->second;
+  return model->token_to_id(token);
+}
+
+const std::string* Pipeline::id_to_token(int32_t id) const {
+  auto it = added_by_id.find(id);
+  if (it != added_by_id.end()) return &added[it->second].content;
+  return model->id_to_token(id);
+}
+
+bool Pipeline::is_special(int32_t id) const {
+  auto it = added_by_id.find(id);
+  return it != added_by_id.end() && added[it->second].special;
+}
+
+std::string Pipeline::decode(const int32_t* ids, size_t n, bool skip_special) const {
+  std::vector<std::string> tokens;
+  tokens.reserve(n);
+  for (size_t k = 0; k < n; ++k) {
+    const std::string* t = id_to_token(ids[k]);
+    if (!t) continue;  // unknown ids are skipped, as the library does
+    if (skip_special && is_special(ids[k])) continue;
+    tokens.push_back(*t);
+  }
+  if (!decoder) {
+    std::string out;
+    for (size_t k = 0; k < tokens.size(); ++k) {
+      if (k) out += ' ';
+      out += tokens[k];
+    }
+    return out;
+  }
+  decoder->decode_chain(tokens);
+  std::string out;
+  for (const std::string& t : tokens) out += t;
+  return out;
+}
+
+}  // namespace huginn::tok

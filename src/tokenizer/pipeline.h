@@ -1,0 +1,115 @@
+// The components of a tokenizer.json, as loaded: normalizer -> pre-tokenizer -> BPE model ->
+// post-processor on the way in, decoder on the way out, with added tokens cut out of the raw
+// text first. Each mirrors the Hugging Face `tokenizers` component of the same name.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "tokenizer/bpe.h"
+
+namespace huginn::tok {
+
+// A pre-token: its text, and whether it starts at offset 0 of the input (Metaspace "first").
+struct Piece {
+  std::string_view text;
+  bool at_start = false;
+};
+
+// Owns the strings that pieces made by transformations point into.
+class Arena {
+ public:
+  std::string_view keep(std::string s) {
+    store_.push_back(std::move(s));
+    return store_.back();
+  }
+  void clear() { store_.clear(); }
+
+ private:
+  std::deque<std::string> store_;
+};
+
+struct Normalizer {
+  virtual ~Normalizer() = default;
+  virtual void normalize(std::string& s) const = 0;
+};
+
+struct PreTokenizer {
+  virtual ~PreTokenizer() = default;
+  // Splits every piece of `in` into `out` (out is empty on entry).
+  virtual void split(const std::vector<Piece>& in, std::vector<Piece>& out, Arena& arena) const = 0;
+};
+
+struct PostProcessor {
+  virtual ~PostProcessor() = default;
+  virtual void process(std::vector<int32_t>& ids, bool add_special) const = 0;
+};
+
+struct Decoder {
+  virtual ~Decoder() = default;
+  // Hugging Face decode_chain: tokens in, tokens out; the decoded text is their concatenation.
+  virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
+  // True for ByteFallback, whose output for a run of byte tokens depends on the whole run.
+  virtual bool has_byte_fallback() const { return false; }
+};
+
+struct AddedToken {
+  std::string content;
+  int32_t id = -1;
+  bool special = false, lstrip = false, rstrip = false, single_word = false, normalized = false;
+};
+
+// Finds added tokens in text, leftmost-longest and non-overlapping (the library's Aho-Corasick
+// MatchKind::LeftmostLongest), then applies lstrip / rstrip / single_word.
+class AddedMatcher {
+ public:
+  // patterns[k] is matched for tokens[k] (the normalized content for normalized tokens).
+  void build(std::vector<std::string> patterns, std::vector<const AddedToken*> tokens);
+  bool empty() const { return patterns_.empty(); }
+  struct Split {
+    size_t start, end;
+    int32_t id;  // -1: plain text
+  };
+  // Splits `text` into text and token parts (the library's AddedVocabulary::find_matches).
+  void split(std::string_view text, std::vector<Split>& out) const;
+
+ private:
+  std::vector<std::string> patterns_;
+  std::vector<const AddedToken*> tokens_;
+  std::vector<std::vector<int>> by_first_byte_;  // pattern indices, longest first
+};
+
+class Pipeline {
+ public:
+  std::unique_ptr<Normalizer> normalizer;
+  std::unique_ptr<PreTokenizer> pre_tokenizer;
+  std::unique_ptr<BpeModel> model;
+  std::unique_ptr<PostProcessor> post_processor;
+  std::unique_ptr<Decoder> decoder;
+  std::vector<AddedToken> added;
+  std::unordered_map<std::string, int32_t> added_by_content;
+  std::unordered_map<int32_t, size_t> added_by_id;  // index into `added`
+  AddedMatcher raw_matcher, normalized_matcher;
+  // The pre-tokenizer ends with a ByteLevel step whose mapping is left to the model, which then
+  // reads raw bytes (same result, no mapped copy of the text).
+  bool byte_level_deferred = false;
+
+  void encode(std::string_view text, bool add_special, std::vector<int32_t>& ids) const;
+  std::string decode(const int32_t* ids, size_t n, bool skip_special) const;
+  int32_t token_to_id(std::string_view token) const;
+  const std::string* id_to_token(int32_t id) const;
+  bool is_special(int32_t id) const;
+  // Built after loading: matchers and lookups of `added`.
+  void finish_added();
+
+ private:
+  void encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const;
+};
+
+// Component factories from tokenizer.json nodes (load.cc); `where` names the JSON path.
+}  // namespace huginn::tok

@@ -1,0 +1,213 @@
+#include "tokenizer/unicode.h"
+
+#include <utf8proc.h>
+
+#include <array>
+#include <cstdlib>
+#include <string>
+
+#include "huginn/error.h"
+
+namespace huginn::tok {
+
+int32_t utf8_decode(std::string_view s, size_t i, int* len) {
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data()) + i;
+  size_t n = s.size() - i;
+  uint8_t c = p[0];
+  *len = 1;
+  if (c < 0x80) return c;
+  int need;
+  int32_t cp;
+  if (c >= 0xC2 && c <= 0xDF) {
+    need = 1, cp = c & 0x1F;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    need = 2, cp = c & 0x0F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    need = 3, cp = c & 0x07;
+  } else {
+    return -1;
+  }
+  if (n < static_cast<size_t>(need) + 1) return -1;
+  // The second byte's range also rules out overlong forms, surrogates and > U+10FFFF.
+  uint8_t lo = 0x80, hi = 0xBF;
+  if (c == 0xE0) lo = 0xA0;
+  if (c == 0xED) hi = 0x9F;
+  if (c == 0xF0) lo = 0x90;
+  if (c == 0xF4) hi = 0x8F;
+  if (p[1] < lo || p[1] > hi) return -1;
+  for (int k = 1; k <= need; ++k) {
+    if ((p[k] & 0xC0) != 0x80) return -1;
+    cp = (cp << 6) | (p[k] & 0x3F);
+  }
+  *len = need + 1;
+  return cp;
+}
+
+size_t utf8_valid_prefix(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    if (static_cast<uint8_t>(s[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    int len;
+    if (utf8_decode(s, i, &len) < 0) return i;
+    i += len;
+  }
+  return i;
+}
+
+bool utf8_valid(std::string_view s) { return utf8_valid_prefix(s) == s.size(); }
+
+void utf8_append(std::string& out, int32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+std::string utf8_lossy(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t ok = i + utf8_valid_prefix(s.substr(i));
+    out.append(s.data() + i, ok - i);
+    if (ok == s.size()) break;
+    // Skip the maximal subpart of an ill-formed sequence: the lead byte plus the continuation
+    // bytes that could still have completed it (Unicode "substitution of maximal subparts").
+    const auto* p = reinterpret_cast<const uint8_t*>(s.data());
+    uint8_t c = p[ok];
+    size_t j = ok + 1;
+    int need = (c >= 0xC2 && c <= 0xDF) ? 1 : (c >= 0xE0 && c <= 0xEF) ? 2 : (c >= 0xF0 && c <= 0xF4) ? 3 : 0;
+    if (need > 0 && j < s.size()) {
+      uint8_t lo = 0x80, hi = 0xBF;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+      if (p[j] >= lo && p[j] <= hi) {
+        ++j;
+        for (int k = 1; k < need && j < s.size() && (p[j] & 0xC0) == 0x80; ++k) ++j;
+      }
+    }
+    out.append("\xEF\xBF\xBD");
+    i = j;
+  }
+  return out;
+}
+
+bool is_white_space(int32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+         cp == 0x205F || cp == 0x3000;
+}
+
+bool is_numeric(int32_t cp) {
+  auto c = utf8proc_category(cp);
+  return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
+}
+
+bool is_alphanumeric(int32_t cp) {
+  auto c = utf8proc_category(cp);
+  return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) || is_numeric(cp);
+}
+
+bool is_punctuation(int32_t cp) {
+  auto c = utf8proc_category(cp);
+  return c >= UTF8PROC_CATEGORY_PC && c <= UTF8PROC_CATEGORY_PO;
+}
+
+namespace {
+
+// True when `s` is certainly unchanged by `form`: every character below U+0300 is NFC/NFD-stable
+// (lead bytes below 0xCC), and ASCII is stable under every form.
+bool trivially_normal(std::string_view s, NormForm form) {
+  uint8_t limit = (form == NormForm::kNFC || form == NormForm::kNFD) ? 0xCC : 0x80;
+  for (char ch : s)
+    if (static_cast<uint8_t>(ch) >= limit) return false;
+  return true;
+}
+
+void normalize_valid(std::string_view s, NormForm form, std::string& out) {
+  int opts = UTF8PROC_STABLE;
+  switch (form) {
+    case NormForm::kNFC: opts |= UTF8PROC_COMPOSE; break;
+    case NormForm::kNFD: opts |= UTF8PROC_DECOMPOSE; break;
+    case NormForm::kNFKC: opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
+    case NormForm::kNFKD: opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+  }
+  utf8proc_uint8_t* dst = nullptr;
+  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
+                                    static_cast<utf8proc_ssize_t>(s.size()), &dst,
+                                    static_cast<utf8proc_option_t>(opts));
+  if (n < 0) {
+    std::free(dst);
+    throw Error(std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
+  }
+  out.append(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
+  std::free(dst);
+}
+
+}  // namespace
+
+std::string normalize(std::string_view s, NormForm form) {
+  if (trivially_normal(s, form)) return std::string(s);
+  std::string out;
+  out.reserve(s.size() + s.size() / 4);
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t ok = utf8_valid_prefix(s.substr(i));
+    if (ok > 0) normalize_valid(s.substr(i, ok), form, out);
+    i += ok;
+    if (i < s.size()) out.push_back(s[i++]);  // an invalid byte stays as it is
+  }
+  return out;
+}
+
+namespace {
+struct ByteLevelTables {
+  std::array<int32_t, 256> to_char{};
+  std::array<int16_t, 324> to_byte{};  // every byte-level character is below U+0144
+  ByteLevelTables() {
+    to_byte.fill(-1);
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+      to_char[b] = printable ? b : 256 + n++;
+    }
+    for (int b = 0; b < 256; ++b) to_byte[to_char[b]] = static_cast<int16_t>(b);
+  }
+};
+const ByteLevelTables& byte_tables() {
+  static const ByteLevelTables t;
+  return t;
+}
+}  // namespace
+
+int32_t byte_char(uint8_t b) { return byte_tables().to_char[b]; }
+
+int byte_of_char(int32_t cp) {
+  if (cp < 0 || cp >= 324) return -1;
+  return byte_tables().to_byte[cp];
+}
+
+std::string bytes_to_byte_level(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() * 2);
+  for (char c : s) utf8_append(out, byte_char(static_cast<uint8_t>(c)));
+  return out;
+}
+
+}  // namespace huginn::tok
