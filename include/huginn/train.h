@@ -1,0 +1,151 @@
+// Training: reference initialisation, AdamW, learning-rate schedules, gradient clipping,
+// checkpoints, and the training loop behind `huginn train` / `huginn init`.
+//
+// Determinism: every random draw of a run (initial weights, windows, iteration counts, initial
+// states) is a pure function of the seed and the step, so a checkpoint needs only the step to
+// resume its random streams, and a resumed run is bit-identical to a straight one with the same
+// thread count.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "huginn/backward.h"
+#include "huginn/config.h"
+#include "huginn/model.h"
+
+namespace huginn {
+
+// ---- trainable weights ------------------------------------------------------------------------
+
+// A model whose weights are owned host F32 tensors that training updates in place. The Model
+// it exposes views the same memory.
+class TrainableModel {
+ public:
+  // The reference initialisation (golden README, "The two models"; the released code's "takase"
+  // strategy): every matrix and the embedding a truncated normal (±3 std) with
+  // std = sqrt(2/(5E)); attn.proj, mlp.proj and the second (up) half of mlp.fc rows use
+  // std / sqrt(2·(P + Q + C·mean_recurrence)); norms 1; qk_bias 0. An untied lm_head uses std.
+  static std::unique_ptr<TrainableModel> init(const ModelConfig& config, uint64_t seed);
+  // A host F32 copy of a checkpoint directory's weights (config.json + safetensors).
+  static std::unique_ptr<TrainableModel> load(const std::string& dir);
+
+  const Model& model() const { return *model_; }
+  const ModelConfig& config() const { return model_->config(); }
+  // Every stored tensor under its HF checkpoint name (qk_bias as [2, 1, H, D], freqs_cis
+  // [1, block_size, 1, D/2, 2]); lm_head only when untied. Views of the live weights.
+  std::vector<std::pair<std::string, Tensor>> hf_tensors() const;
+  // Writes DIR/config.json and DIR/model.safetensors (each atomically); DIR must exist.
+  void save_hf(const std::string& dir) const;
+
+ private:
+  TrainableModel() = default;
+  void build(ModelConfig config, std::map<std::string, Tensor> owned);
+  std::map<std::string, Tensor> owned_;  // HF name -> owned tensor
+  std::unique_ptr<Model> model_;
+};
+
+// ---- optimizer ----------------------------------------------------------------------------------
+
+struct AdamWOptions {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double weight_decay = 0.1;
+  bool decay_all = false;  // also decay norms, biases and embeddings (NamedParam::decay false)
+};
+
+// AdamW as torch.optim.AdamW: decoupled decay p ← p·(1 − lr·wd), then with bias corrections
+// bc1 = 1 − β1^t, bc2 = 1 − β2^t:  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
+// p ← p − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps). Elementwise, so thread-count independent.
+class AdamW {
+ public:
+  AdamW(std::vector<NamedParam> params, AdamWOptions options);
+  void step(double lr);  // uses each param's current grad
+  int64_t steps_taken() const { return t_; }
+  const std::vector<NamedParam>& params() const { return params_; }
+  // Moments keyed "adam.m.<name>" / "adam.v.<name>"; set_state validates names and shapes.
+  std::vector<std::pair<std::string, Tensor>> state() const;
+  void set_state(const std::map<std::string, Tensor>& state, int64_t t, const std::string& source);
+
+ private:
+  std::vector<NamedParam> params_;
+  std::vector<Tensor> m_, v_;
+  AdamWOptions opt_;
+  int64_t t_ = 0;
+};
+
+// Global L2 norm of all gradients (accumulated in double in a fixed order); when max_norm > 0
+// and the norm exceeds it, scales every gradient by max_norm / (norm + 1e-6). Returns the norm
+// before clipping (NaN/inf when a gradient is not finite; nothing is scaled then).
+double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
+
+// ---- schedules ------------------------------------------------------------------------------------
+
+enum class ScheduleKind { kCosine, kLinear, kConstant };  // constant = warmup-stable-cooldown
+
+struct Schedule {
+  ScheduleKind kind = ScheduleKind::kCosine;
+  double lr = 3e-4, min_lr = 3e-5;
+  int64_t warmup = 0, total = 1;
+  int64_t cooldown = 0;  // constant only: steps of linear decay to min_lr at the end
+  // The rate for 0-based step s: warmup lr·(s+1)/warmup for s < warmup; then cosine or linear
+  // from lr to min_lr over the remaining steps (reaching min_lr at s = total − 1), or constant lr
+  // until total − cooldown and a linear cooldown to min_lr at s = total − 1.
+  double at(int64_t step) const;
+  static ScheduleKind parse(const std::string& name);  // "cosine" | "linear" | "constant"
+};
+
+// ---- the training loop ------------------------------------------------------------------------------
+
+struct TrainOptions {
+  std::string model_config;  // config.json of the model to train (from scratch or resumed)
+  std::string data;          // data directory of train-*.bin (and val-*.bin) shards
+  std::string out;           // run directory: checkpoints step-NNNNNNNN/, metrics.jsonl
+  std::string init_from;     // optional: start from this checkpoint's weights instead of init
+  int64_t steps = 100;       // schedule length (total optimizer steps)
+  int64_t stop_at = 0;       // > 0: stop (and save) after this step; the schedule still spans steps
+  int batch = 8;             // sequences per micro-batch
+  int grad_accum = 1;        // micro-batches per optimizer step
+  int seq_len = 0;           // 0 = the config's block_size
+  double lr = 3e-4, min_lr_ratio = 0.1;
+  int64_t warmup = 0, cooldown = -1;  // cooldown -1 = 20% of steps (constant schedule)
+  std::string schedule = "cosine";
+  AdamWOptions adam;
+  double grad_clip = 1.0;  // <= 0: no clipping
+  int mean_recurrence = 0;       // 0 = the config's
+  int backprop_depth = 0;        // 0 = the config's mean_backprop_depth
+  double init_scale = 1.0;       // initial recurrent state: truncated normal · this (0: zeros)
+  int64_t eval_every = 0;        // 0 = only at the end
+  int64_t save_every = 0;        // 0 = only at the end
+  std::vector<int> val_depths = {1, 4, 8, 16, 32};
+  int val_windows = 16;          // fixed validation windows per depth
+  int max_bad_steps = 5;         // non-finite loss/gradient steps in a row before stopping
+  bool resume = false;           // continue from the newest checkpoint in `out`
+  uint64_t seed = 0;
+  int threads = 0;
+  std::string backend = "cpu";
+  bool quiet = false;
+  // Test hook: called after the gradients of a step are complete, before the finiteness check.
+  std::function<void(int64_t step, std::vector<NamedParam>& params)> after_backward;
+};
+
+struct TrainResult {
+  int64_t final_step = 0;
+  double last_loss = 0;
+  std::map<int, double> val_loss;  // depth -> loss of the last validation
+  std::string last_checkpoint;     // directory
+};
+
+// Runs training. Throws huginn::Error on bad input (data, configs, flags, an out dir that cannot
+// be written or already holds a different run) and when max_bad_steps non-finite steps occur in a
+// row; what was saved before stays intact.
+TrainResult train(const TrainOptions& options);
+
+// Checkpoint helpers: `out/step-NNNNNNNN` names, newest complete checkpoint (empty when none).
+std::string checkpoint_name(int64_t step);
+std::string latest_checkpoint(const std::string& out_dir);
+
+}  // namespace huginn

@@ -1,0 +1,172 @@
+// Trainable weights: the reference initialisation, loading a checkpoint into owned F32 tensors,
+// and writing one back in the HF layout. E = n_embd, I = intermediate, V = vocab, H·D = E.
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <random>
+
+#include "huginn/data.h"
+#include "huginn/error.h"
+#include "huginn/safetensors.h"
+#include "huginn/train.h"
+#include "util/mapped_file.h"
+
+namespace huginn {
+namespace {
+
+struct Spec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every stored tensor of a checkpoint for `c`, in checkpoint order (freqs_cis excluded).
+std::vector<Spec> specs(const ModelConfig& c) {
+  const int64_t E = c.n_embd, I = c.intermediate_size, V = c.vocab_size;
+  std::vector<Spec> out{{names::kWte, {V, E}}};
+  auto block = [&](const char* part, int n) {
+    for (int i = 0; i < n; ++i) {
+      const std::string p = names::block(part, i);
+      for (const char* nm : {".norm_1.weight", ".norm_2.weight", ".norm_3.weight", ".norm_4.weight"})
+        out.push_back({p + nm, {E}});
+      out.push_back({p + ".attn.Wqkv.weight", {3 * E, E}});
+      if (c.qk_bias) out.push_back({p + ".attn.qk_bias", {2, 1, c.n_heads, c.head_dim}});
+      out.push_back({p + ".attn.proj.weight", {E, E}});
+      out.push_back({p + ".mlp.fc.weight", {2 * I, E}});
+      out.push_back({p + ".mlp.proj.weight", {E, I}});
+    }
+  };
+  block("prelude", c.n_prelude);
+  out.push_back({names::kAdapter, {E, 2 * E}});
+  block("core_block", c.n_core);
+  block("coda", c.n_coda);
+  out.push_back({names::kLnF, {E}});
+  if (!c.tie_embeddings) out.push_back({names::kLmHead, {V, E}});
+  return out;
+}
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::char_traits<char>::length(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+// Truncated normal N(0, std²) cut at ±3 std by rejection, from a per-tensor seeded stream.
+void trunc_normal(float* out, int64_t n, double std, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto uniform = [&] { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
+  for (int64_t i = 0; i < n;) {
+    const double r = std::sqrt(-2.0 * std::log(uniform())), th = 2.0 * std::numbers::pi * uniform();
+    for (double z : {r * std::cos(th), r * std::sin(th)})
+      if (std::fabs(z) <= 3.0 && i < n) out[i++] = static_cast<float>(z * std);
+  }
+}
+
+void fill_init(const ModelConfig& c, const std::string& name, Tensor& t, uint64_t seed) {
+  const double std = c.init_std();
+  const double out_std =
+      std / std::sqrt(2.0 * (c.n_prelude + c.n_coda + c.n_core * c.mean_recurrence));
+  float* d = t.f32();
+  const int64_t n = t.numel();
+  const uint64_t s = mix_seed(seed, fnv1a64(name.data(), name.size()));
+  if (ends_with(name, "weight") && t.ndim() == 1) {
+    std::fill(d, d + n, 1.0f);  // RMSNorm gains
+  } else if (ends_with(name, "qk_bias")) {
+    std::fill(d, d + n, 0.0f);
+  } else if (ends_with(name, "attn.proj.weight") || ends_with(name, "mlp.proj.weight")) {
+    trunc_normal(d, n, out_std, s);
+  } else if (ends_with(name, "mlp.fc.weight")) {
+    // rows [gate | up]: the released init_glu gives the second half the out-projection std
+    trunc_normal(d, n / 2, std, s);
+    trunc_normal(d + n / 2, n - n / 2, out_std, mix_seed(s, 1));
+  } else {
+    trunc_normal(d, n, std, s);  // wte, Wqkv, adapter, lm_head
+  }
+}
+
+}  // namespace
+
+void TrainableModel::build(ModelConfig c, std::map<std::string, Tensor> owned) {
+  owned_ = std::move(owned);
+  const int64_t E = c.n_embd;
+  auto get = [&](const std::string& n) { return owned_.at(n); };
+  auto block = [&](const char* part, int i) {
+    const std::string p = names::block(part, i);
+    BlockWeights b;
+    b.norm_1 = get(p + ".norm_1.weight");
+    b.norm_2 = get(p + ".norm_2.weight");
+    b.norm_3 = get(p + ".norm_3.weight");
+    b.norm_4 = get(p + ".norm_4.weight");
+    b.wqkv = get(p + ".attn.Wqkv.weight");
+    if (c.qk_bias) {
+      Tensor qk = get(p + ".attn.qk_bias").reshape({2, E});
+      b.q_bias = qk.rows(0, 1).reshape({E});
+      b.k_bias = qk.rows(1, 2).reshape({E});
+    }
+    b.attn_proj = get(p + ".attn.proj.weight");
+    b.mlp_fc = get(p + ".mlp.fc.weight");
+    b.mlp_proj = get(p + ".mlp.proj.weight");
+    return b;
+  };
+  Weights w;
+  w.wte = get(names::kWte);
+  for (int i = 0; i < c.n_prelude; ++i) w.prelude.push_back(block("prelude", i));
+  w.adapter = get(names::kAdapter);
+  for (int i = 0; i < c.n_core; ++i) w.core.push_back(block("core_block", i));
+  for (int i = 0; i < c.n_coda; ++i) w.coda.push_back(block("coda", i));
+  w.ln_f = get(names::kLnF);
+  w.lm_head = c.tie_embeddings ? w.wte : get(names::kLmHead);
+  w.rope = rope_table(std::max<int64_t>(c.block_size, 4096), c.head_dim, c.rope_base);
+  model_ = std::make_unique<Model>(std::move(c), std::move(w));
+}
+
+std::unique_ptr<TrainableModel> TrainableModel::init(const ModelConfig& config, uint64_t seed) {
+  std::map<std::string, Tensor> owned;
+  for (const Spec& s : specs(config)) {
+    Tensor t = Tensor::empty(std::span<const int64_t>(s.shape));
+    fill_init(config, s.name, t, seed);
+    owned.emplace(s.name, t);
+  }
+  std::unique_ptr<TrainableModel> m(new TrainableModel);
+  m->build(config, std::move(owned));
+  return m;
+}
+
+std::unique_ptr<TrainableModel> TrainableModel::load(const std::string& dir) {
+  ModelConfig c = ModelConfig::from_file(dir + "/config.json");
+  TensorStore store = TensorStore::open(dir);
+  std::map<std::string, Tensor> owned;
+  for (const Spec& s : specs(c)) {
+    if (!store.contains(s.name))
+      throw Error(store.source() + ": missing tensor '" + s.name + "'");
+    const SafetensorsEntry& e = store.entry(s.name);
+    if (e.shape != s.shape)
+      throw Error(store.file_of(s.name) + ": tensor '" + s.name + "' has shape " +
+                  Tensor::wrap(nullptr, std::span<const int64_t>(e.shape), DType::kF32).shape_str() +
+                  ", expected " +
+                  Tensor::wrap(nullptr, std::span<const int64_t>(s.shape), DType::kF32).shape_str());
+    owned.emplace(s.name, store.as_f32(s.name).clone());
+  }
+  std::unique_ptr<TrainableModel> m(new TrainableModel);
+  m->build(std::move(c), std::move(owned));
+  return m;
+}
+
+std::vector<std::pair<std::string, Tensor>> TrainableModel::hf_tensors() const {
+  const ModelConfig& c = config();
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const Spec& s : specs(c)) out.emplace_back(s.name, owned_.at(s.name));
+  const int64_t half = c.head_dim / 2;
+  Tensor freqs = model_->weights().rope.rows(0, c.block_size).reshape({1, c.block_size, 1, half, 2});
+  out.emplace_back(names::kFreqs, freqs);
+  return out;
+}
+
+void TrainableModel::save_hf(const std::string& dir) const {
+  const std::string cfg = config().to_json();
+  write_file_atomic(dir + "/config.json", cfg.data(), cfg.size());
+  SafetensorsWriter w;
+  for (const auto& [name, t] : hf_tensors()) w.add(name, t);
+  w.add_metadata("format", "pt");
+  w.write(dir + "/model.safetensors");
+}
+
+}  // namespace huginn

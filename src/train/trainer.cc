@@ -1,0 +1,441 @@
+// The training loop: windows -> truncated-backprop gradients -> clip -> AdamW, with validation at
+// fixed depths, a JSONL metrics log and atomic, never-overwritten checkpoints.
+//
+// A run directory holds step-NNNNNNNN/ checkpoints (config.json + model.safetensors, loadable by
+// Model::load and `huginn forward`, plus train_state.safetensors: AdamW moments and, as metadata,
+// the step, seed and the options the run depends on) and metrics.jsonl. Each checkpoint is
+// written into a hidden temporary folder and renamed into place, so a checkpoint folder is
+// always complete.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "huginn/data.h"
+#include "huginn/error.h"
+#include "huginn/log.h"
+#include "huginn/safetensors.h"
+#include "huginn/thread_pool.h"
+#include "huginn/train.h"
+#include "util/mapped_file.h"
+
+namespace huginn {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kStateFile = "train_state.safetensors";
+constexpr const char* kStateFormat = "huginn-train-state-1";
+
+// What must match between a checkpoint and a resumed run for the trajectory to continue.
+json run_fingerprint(const TrainOptions& o, int seq_len, int mean_rec, int depth) {
+  return json{{"steps", o.steps},       {"batch", o.batch},
+              {"grad_accum", o.grad_accum}, {"seq_len", seq_len},
+              {"lr", o.lr},             {"min_lr_ratio", o.min_lr_ratio},
+              {"warmup", o.warmup},     {"cooldown", o.cooldown},
+              {"schedule", o.schedule}, {"beta1", o.adam.beta1},
+              {"beta2", o.adam.beta2},  {"eps", o.adam.eps},
+              {"weight_decay", o.adam.weight_decay}, {"decay_all", o.adam.decay_all},
+              {"grad_clip", o.grad_clip}, {"mean_recurrence", mean_rec},
+              {"backprop_depth", depth}, {"init_scale", o.init_scale},
+              {"seed", o.seed}};
+}
+
+// The first key whose value differs between two config.json texts, as a readable phrase.
+std::string config_difference(const std::string& a, const std::string& b) {
+  json ja = json::parse(a), jb = json::parse(b);
+  for (auto& [k, v] : ja.items())
+    if (!jb.contains(k) || jb[k] != v)
+      return "'" + k + "' is " + v.dump() + " there, " + (jb.contains(k) ? jb[k].dump() : "absent") +
+             " here";
+  for (auto& [k, v] : jb.items())
+    if (!ja.contains(k)) return "'" + k + "' is absent there, " + v.dump() + " here";
+  return {};
+}
+
+void check_writable_dir(const std::string& out) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec || !fs::is_directory(out))
+    throw Error(out + ": cannot create the output directory: " +
+                (ec ? ec.message() : std::string("a file of that name exists")));
+  const std::string probe = out + "/.write-probe";
+  try {
+    write_file_atomic(probe, "", 0);
+  } catch (const Error& e) {
+    throw Error(out + ": output directory is not writable (" + e.what() + ")");
+  }
+  fs::remove(probe, ec);
+}
+
+std::string fmt_eta(double seconds) {
+  char buf[32];
+  const long s = static_cast<long>(seconds + 0.5);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, s / 60 % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  return buf;
+}
+
+class MetricsLog {
+ public:
+  explicit MetricsLog(const std::string& path) : path_(path) {
+    f_ = std::fopen(path.c_str(), "a");
+    if (!f_) throw Error(path + ": cannot open the metrics log for appending");
+  }
+  ~MetricsLog() {
+    if (f_) std::fclose(f_);
+  }
+  void write(const json& j) {
+    const std::string line = j.dump() + "\n";
+    if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
+      throw Error(path_ + ": cannot write the metrics log");
+  }
+
+ private:
+  std::string path_;
+  FILE* f_ = nullptr;
+};
+
+// Everything one run needs, set up once.
+class Trainer {
+ public:
+  explicit Trainer(const TrainOptions& o);
+  TrainResult run();
+
+ private:
+  void setup_model();
+  void resume_from(const std::string& ckpt);
+  double train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out, bool* finite_out);
+  std::map<int, double> validate();
+  std::string save(int64_t step);
+
+  TrainOptions o_;
+  ModelConfig config_;
+  ThreadPool pool_;
+  std::unique_ptr<Backend> be_;
+  std::unique_ptr<TrainableModel> tm_;
+  std::unique_ptr<BackwardRunner> runner_;
+  std::unique_ptr<Grads> grads_;
+  std::unique_ptr<AdamW> adam_;
+  ShardSet train_set_, val_set_;
+  std::unique_ptr<WindowSampler> train_windows_, val_windows_;
+  Schedule sched_;
+  int seq_len_ = 0, mean_rec_ = 0, depth_ = 0;
+  int64_t start_step_ = 0;
+  int bad_in_row_ = 0;
+  std::string last_ckpt_;
+};
+
+Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
+  if (o_.steps <= 0) throw Error("--steps must be positive, got " + std::to_string(o_.steps));
+  if (o_.batch <= 0 || o_.grad_accum <= 0)
+    throw Error("--batch and --grad-accum must be positive");
+  if (o_.stop_at < 0 || o_.stop_at > o_.steps)
+    throw Error("--stop-at " + std::to_string(o_.stop_at) + " is outside 0.." +
+                std::to_string(o_.steps));
+  if (o_.out.empty()) throw Error("--out is required");
+  if (o_.max_bad_steps <= 0) throw Error("--max-bad-steps must be positive");
+  sched_.kind = Schedule::parse(o_.schedule);
+  be_ = make_backend(o_.backend, pool_);
+  check_writable_dir(o_.out);
+  const std::string newest = latest_checkpoint(o_.out);
+  if (!o_.resume && !newest.empty())
+    throw Error(o_.out + ": already holds checkpoints (newest: " + newest +
+                "); pass --resume to continue that run, or choose another --out");
+  if (o_.resume && newest.empty())
+    throw Error(o_.out + ": --resume, but there is no checkpoint (step-NNNNNNNN/) to resume from");
+
+  if (o_.model_config.empty() && !o_.resume) throw Error("--model-config is required");
+  config_ = ModelConfig::from_file(o_.model_config.empty() ? newest + "/config.json" : o_.model_config);
+  seq_len_ = o_.seq_len > 0 ? o_.seq_len : static_cast<int>(config_.block_size);
+  if (seq_len_ <= 0) throw Error("--seq-len is required (the model config has no block_size)");
+  mean_rec_ = o_.mean_recurrence > 0 ? o_.mean_recurrence : config_.mean_recurrence;
+  depth_ = o_.backprop_depth > 0 ? o_.backprop_depth : config_.mean_backprop_depth;
+
+  train_set_ = ShardSet::open(o_.data, "train");
+  val_set_ = ShardSet::open(o_.data, "val", /*required=*/false);
+  const std::string src = o_.model_config.empty() ? newest + "/config.json" : o_.model_config;
+  train_set_.check_vocab(config_.vocab_size, src);
+  val_set_.check_vocab(config_.vocab_size, src);
+  if (!val_set_.empty() && val_set_.tokenizer_hash() != train_set_.tokenizer_hash())
+    throw Error(o_.data + ": val shards were made by a different tokenizer than the train shards");
+  train_windows_ = std::make_unique<WindowSampler>(train_set_, seq_len_ + 1, mix_seed(o_.seed, 1));
+  if (!val_set_.empty())
+    val_windows_ = std::make_unique<WindowSampler>(val_set_, seq_len_ + 1, mix_seed(o_.seed, 2));
+
+  sched_.lr = o_.lr;
+  sched_.min_lr = o_.lr * o_.min_lr_ratio;
+  sched_.warmup = o_.warmup;
+  sched_.total = o_.steps;
+  sched_.cooldown = o_.cooldown >= 0 ? o_.cooldown : o_.steps / 5;
+
+  if (o_.resume) {
+    resume_from(newest);
+  } else if (!o_.init_from.empty()) {
+    tm_ = TrainableModel::load(o_.init_from);
+    if (std::string d = config_difference(tm_->config().to_json(), config_.to_json()); !d.empty())
+      throw Error(o_.init_from + "/config.json differs from " + o_.model_config + ": " + d);
+    setup_model();
+  } else {
+    tm_ = TrainableModel::init(config_, o_.seed);
+    setup_model();
+  }
+}
+
+void Trainer::setup_model() {
+  const Model& m = tm_->model();
+  runner_ = std::make_unique<BackwardRunner>(m, *be_);
+  grads_ = std::make_unique<Grads>(Grads::zeros_like(m, *be_));
+  std::vector<NamedParam> params = named_params(m, *grads_);
+  // The optimizer must update the very tensors a checkpoint saves.
+  std::map<std::string, const void*> stored;
+  for (const auto& [name, t] : tm_->hf_tensors()) stored[name] = t.raw();
+  for (const auto& p : params) {
+    auto it = stored.find(p.name);
+    HUGINN_ASSERT(it != stored.end() && it->second == p.value.raw(),
+                  "named_params does not view the trainable model's tensors");
+  }
+  adam_ = std::make_unique<AdamW>(std::move(params), o_.adam);
+}
+
+void Trainer::resume_from(const std::string& ckpt) {
+  const std::string here = o_.model_config.empty() ? ckpt + "/config.json" : o_.model_config;
+  const ModelConfig saved = ModelConfig::from_file(ckpt + "/config.json");
+  if (std::string d = config_difference(saved.to_json(), config_.to_json()); !d.empty())
+    throw Error("cannot resume: " + ckpt + "/config.json differs from " + here + ": " + d);
+  auto state = SafetensorsFile::open(ckpt + "/" + kStateFile);
+  const auto& meta = state->metadata();
+  auto field = [&](const char* key) -> const std::string& {
+    auto it = meta.find(key);
+    if (it == meta.end())
+      throw Error(state->path() + ": missing metadata '" + key + "' (not a training state file?)");
+    return it->second;
+  };
+  if (field("format") != kStateFormat)
+    throw Error(state->path() + ": format '" + field("format") + "', expected " + kStateFormat);
+  const json saved_run = json::parse(field("run"));
+  const json now = run_fingerprint(o_, seq_len_, mean_rec_, depth_);
+  for (auto& [k, v] : now.items()) {
+    if (saved_run.contains(k) && saved_run[k] == v) continue;
+    if (k == "steps") {  // a longer or shorter schedule: allowed, but no longer the same run
+      HUGINN_LOG_WARN("resuming with --steps %s (the checkpoint's run had %s): the schedule changes",
+                      v.dump().c_str(), saved_run.value(k, json()).dump().c_str());
+      continue;
+    }
+      throw Error("cannot resume: " + ckpt + " was trained with " + k + " = " +
+                  (saved_run.contains(k) ? saved_run[k].dump() : "(unset)") + ", this run has " +
+                  v.dump() + " (resuming must continue the same run)");
+  }
+  if (std::stoull(field("tokenizer_hash")) != train_set_.tokenizer_hash() ||
+      std::stoll(field("vocab_size")) != train_set_.vocab_size())
+    throw Error("cannot resume: " + ckpt + " was trained on shards of a different tokenizer than " +
+                o_.data);
+  tm_ = TrainableModel::load(ckpt);
+  setup_model();
+  std::map<std::string, Tensor> moments;
+  for (const auto& e : state->entries()) moments.emplace(e.name, state->as_f32(e.name));
+  start_step_ = std::stoll(field("step"));
+  adam_->set_state(moments, std::stoll(field("adam_t")), state->path());
+  bad_in_row_ = std::stoi(field("bad_in_row"));
+  last_ckpt_ = ckpt;
+  if (start_step_ >= (o_.stop_at > 0 ? o_.stop_at : o_.steps))
+    throw Error(ckpt + " is at step " + std::to_string(start_step_) +
+                ": nothing left to train (raise --steps or --stop-at)");
+}
+
+double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out,
+                           bool* finite_out) {
+  grads_->zero(*be_);
+  const int B = o_.batch, A = o_.grad_accum;
+  const float scale = 1.0f / static_cast<float>(A * B);
+  std::vector<int32_t> win(seq_len_ + 1);
+  std::span<const int32_t> ids(win.data(), seq_len_), labels(win.data() + 1, seq_len_);
+  double loss = 0.0;
+  for (int a = 0; a < A; ++a) {
+    // One iteration count per micro-batch, drawn from a stream keyed by (seed, step, micro).
+    IterationSampler sampler(mean_rec_, depth_, mix_seed(o_.seed, 3, step, a));
+    auto [n, k] = sampler.next();
+    *n_out = n;
+    *k_out = k;
+    for (int b = 0; b < B; ++b) {
+      const uint64_t index = (static_cast<uint64_t>(step) * A + a) * B + b;
+      train_windows_->sample(index, win);
+      LossOptions lo;
+      lo.n_no_grad = n;
+      lo.n_with_grad = k;
+      lo.init.scale = o_.init_scale;
+      lo.init.seed = mix_seed(o_.seed, 4, index);
+      loss += runner_->loss_and_grad(ids, labels, lo, *grads_, scale) * static_cast<double>(scale);
+    }
+  }
+  std::vector<NamedParam> params = adam_->params();
+  if (o_.after_backward) o_.after_backward(step, params);
+  const double gnorm = clip_grad_norm(adam_->params(), o_.grad_clip);
+  *gnorm_out = gnorm;
+  *finite_out = std::isfinite(loss) && std::isfinite(gnorm);
+  return loss;
+}
+
+std::map<int, double> Trainer::validate() {
+  std::map<int, double> out;
+  if (!val_windows_) return out;
+  const uint64_t P = val_windows_->positions();
+  const int K = static_cast<int>(std::min<uint64_t>(std::max(o_.val_windows, 1), P));
+  std::vector<int32_t> win(seq_len_ + 1);
+  std::span<const int32_t> ids(win.data(), seq_len_), labels(win.data() + 1, seq_len_);
+  for (int r : o_.val_depths) {
+    double sum = 0.0;
+    for (int j = 0; j < K; ++j) {
+      val_windows_->at(static_cast<uint64_t>(j) * P / K, win);
+      InitState init;
+      init.scale = o_.init_scale;
+      init.seed = mix_seed(o_.seed, 5, j);  // the same states at every validation
+      sum += runner_->loss(ids, labels, r, init);
+    }
+    out[r] = sum / K;
+  }
+  return out;
+}
+
+std::string Trainer::save(int64_t step) {
+  const std::string name = checkpoint_name(step);
+  const std::string final_dir = o_.out + "/" + name;
+  std::error_code ec;
+  if (fs::exists(final_dir, ec))
+    throw Error(final_dir + ": already exists; refusing to overwrite a saved checkpoint");
+  const std::string tmp = o_.out + "/." + name + ".tmp-" + std::to_string(::getpid());
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directory(tmp, ec))
+    throw Error(tmp + ": cannot create the checkpoint folder: " + ec.message());
+  tm_->save_hf(tmp);
+  SafetensorsWriter w;
+  for (const auto& [key, t] : adam_->state()) w.add(key, t);
+  w.add_metadata("format", kStateFormat);
+  w.add_metadata("step", std::to_string(step));
+  w.add_metadata("adam_t", std::to_string(adam_->steps_taken()));
+  w.add_metadata("bad_in_row", std::to_string(bad_in_row_));
+  // The random streams (windows, iteration counts, initial states) are functions of
+  // (seed, step), so the step is the whole RNG and data-position state.
+  w.add_metadata("seed", std::to_string(o_.seed));
+  w.add_metadata("next_window_index",
+                 std::to_string(static_cast<uint64_t>(step) * o_.grad_accum * o_.batch));
+  w.add_metadata("run", run_fingerprint(o_, seq_len_, mean_rec_, depth_).dump());
+  w.add_metadata("tokenizer_hash", std::to_string(train_set_.tokenizer_hash()));
+  w.add_metadata("vocab_size", std::to_string(train_set_.vocab_size()));
+  w.add_metadata("data", o_.data);
+  w.write(tmp + "/" + kStateFile);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) {
+    fs::remove_all(tmp);
+    throw Error(final_dir + ": cannot move the checkpoint into place: " + ec.message());
+  }
+  last_ckpt_ = final_dir;
+  return final_dir;
+}
+
+TrainResult Trainer::run() {
+  MetricsLog log(o_.out + "/metrics.jsonl");
+  const int64_t end = o_.stop_at > 0 ? o_.stop_at : o_.steps;
+  const int64_t tokens_per_step = static_cast<int64_t>(o_.batch) * o_.grad_accum * seq_len_;
+  TrainResult res;
+  const auto t_start = std::chrono::steady_clock::now();
+  if (!o_.quiet)
+    HUGINN_LOG_INFO("training %s from step %lld to %lld: %lld params, %d×%d×%d tokens/step, "
+                    "mean recurrence %d, backprop depth %d",
+                    config_.name.c_str(), (long long)start_step_, (long long)end,
+                    (long long)tm_->model().param_counts().total(), o_.grad_accum, o_.batch,
+                    seq_len_, mean_rec_, depth_);
+  for (int64_t s = start_step_; s < end; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    int n = 0, k = 0;
+    double gnorm = 0;
+    bool finite = true;
+    const double lr = sched_.at(s);
+    const double loss = train_step(s, &n, &k, &gnorm, &finite);
+    if (finite) {
+      adam_->step(lr);
+      bad_in_row_ = 0;
+    } else if (++bad_in_row_ >= o_.max_bad_steps) {
+      throw Error("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +
+                  " steps in a row with a non-finite loss or gradient (loss " +
+                  std::to_string(loss) + ", gradient norm " + std::to_string(gnorm) +
+                  "); stopping. The last good checkpoint is " +
+                  (last_ckpt_.empty() ? std::string("(none saved yet)") : last_ckpt_) +
+                  ", left untouched");
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(t1 - t0).count();
+    const double elapsed = std::chrono::duration<double>(t1 - t_start).count();
+    const double eta = elapsed / static_cast<double>(s + 1 - start_step_) * (end - s - 1);
+    const double tok_s = static_cast<double>(tokens_per_step) / std::max(dt, 1e-9);
+    log.write({{"step", s + 1}, {"loss", finite ? json(loss) : json(nullptr)}, {"lr", lr},
+               {"n", n}, {"k", k}, {"grad_norm", std::isfinite(gnorm) ? json(gnorm) : json(nullptr)},
+               {"tokens", (s + 1) * tokens_per_step}, {"tok_s", tok_s}, {"skipped", !finite}});
+    if (!o_.quiet)
+      HUGINN_LOG_INFO("step %lld/%lld  loss %.4f  lr %.3e  n+k %d+%d  gnorm %.3f  %.0f tok/s  ETA %s%s",
+                      (long long)(s + 1), (long long)o_.steps, loss, lr, n, k, gnorm, tok_s,
+                      fmt_eta(eta).c_str(), finite ? "" : "  (skipped: non-finite)");
+    res.last_loss = loss;
+    const bool last = s + 1 == end;
+    if (last || (o_.eval_every > 0 && (s + 1) % o_.eval_every == 0)) {
+      res.val_loss = validate();
+      if (!res.val_loss.empty()) {
+        json v;
+        std::string line;
+        for (auto& [r, l] : res.val_loss) {
+          v[std::to_string(r)] = l;
+          line += "  r=" + std::to_string(r) + " " + std::to_string(l).substr(0, 6);
+        }
+        log.write({{"step", s + 1}, {"val_loss", v}});
+        if (!o_.quiet) HUGINN_LOG_INFO("validation at step %lld:%s", (long long)(s + 1), line.c_str());
+      }
+    }
+    if (last || (o_.save_every > 0 && (s + 1) % o_.save_every == 0)) {
+      const std::string dir = save(s + 1);
+      if (!o_.quiet) HUGINN_LOG_INFO("saved %s", dir.c_str());
+    }
+    res.final_step = s + 1;
+  }
+  res.last_checkpoint = last_ckpt_;
+  return res;
+}
+
+}  // namespace
+
+std::string checkpoint_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+std::string latest_checkpoint(const std::string& out_dir) {
+  std::error_code ec;
+  std::string best;
+  if (!fs::is_directory(out_dir, ec)) return best;
+  for (const auto& ent : fs::directory_iterator(out_dir, ec)) {
+    const std::string name = ent.path().filename().string();
+    if (name.size() != 13 || name.rfind("step-", 0) != 0 ||
+        name.find_first_not_of("0123456789", 5) != std::string::npos)
+      continue;
+    const fs::path p = ent.path();
+    if (!fs::exists(p / "config.json") || !fs::exists(p / "model.safetensors") ||
+        !fs::exists(p / kStateFile))
+      continue;
+    if (best.empty() || name > fs::path(best).filename().string()) best = p.string();
+  }
+  return best;
+}
+
+TrainResult train(const TrainOptions& options) {
+  Trainer t(options);
+  return t.run();
+}
+
+}  // namespace huginn
