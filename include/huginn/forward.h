@@ -89,7 +89,11 @@ class Runner {
 // that is already there overwrites it. Keys are stored after qk_bias and RoPE.
 class KVCache {
  public:
-  enum class Strategy { kFull, kCompressS, kCompressR };
+  // kCompressS / kCompressR use the reference's hard-wired offset 2 (golden README item 13);
+  // kCompressSPrelude is the prelude-aware variant: step index i >= P goes to slot
+  // (i − P) mod k + P, so every core layer gets its share whatever the prelude depth (it equals
+  // kCompressS when P = 2, as in the released model).
+  enum class Strategy { kFull, kCompressS, kCompressR, kCompressSPrelude };
   KVCache(const ModelConfig& config, Backend& backend, Strategy strategy = Strategy::kFull,
           int k = 0);
 

@@ -14,7 +14,12 @@ KVCache::KVCache(const ModelConfig& config, Backend& backend, Strategy strategy,
 
 int KVCache::slot_of(int i) const {
   // The offset 2 is hard-wired in the reference (it is the released model's prelude depth).
-  if (i <= 1 || strategy_ == Strategy::kFull) return i;
+  if (strategy_ == Strategy::kFull) return i;
+  if (strategy_ == Strategy::kCompressSPrelude) {
+    const int p = config_.n_prelude;
+    return i < p ? i : (i - p) % k_ + p;
+  }
+  if (i <= 1) return i;
   if (strategy_ == Strategy::kCompressS) return (i - 2) % k_ + 2;
   return (i - 2) / k_ + 2;
 }

@@ -1,0 +1,219 @@
+// Text generation with a recurrent-depth model: a KV cache across prelude, every core
+// recurrence and coda; per-token adaptive exit; KV-cache sharing across recurrences; continuous
+// chain-of-thought (warm start); a sampler chain; stop ids and stop strings.
+//
+// Weights vs. state: a Generator holds only the const Model, the Backend and the options, so it
+// may serve many sequences; everything that changes while generating (KV cache, scratch, warm
+// state, sampler history and RNG, exit-policy memory, statistics) lives in a GenerationContext,
+// one per sequence. Several contexts can run on one model in one process (one context is used
+// by one thread at a time).
+//
+// Calls follow the released generators (golden README items 11-16): call 0 runs the whole
+// prompt in one batched pass (positions 0..L-1) and the next token comes from its last
+// position; each later call runs the one new token at the next position against the cache.
+// A call runs the prelude, then core recurrences (a fixed count, or until the exit policy
+// fires), then the coda. Exits are decided by the last position for a prompt (the whole prompt
+// exits together) and a call that exits early writes no core KV entries at deeper step indices.
+//
+// Warm start (continuous chain-of-thought): the first call starts from the initial state; each
+// later single-token call starts from the previous call's last-position state. With
+// WarmStart::kAuto that state is what the reference passes: ln_f(s_T) in the fixed-step
+// generator (generate_minimal), the raw s_T at the exit step in the adaptive one
+// (generate_with_adaptive_compute). kLatent / kRaw force one of the two. A later call of more
+// than one token (e.g. a new chat turn) starts from the initial state.
+//
+// Checks and logits with --min-steps / --check-every: recurrence n (1-based) is checked when
+// n >= max(min_steps, 1) and n % check_every == 0. Without an exit, the logits come from the
+// last performed check for logit criteria (golden README item 15), and from a decode of the
+// final state otherwise (or when no check ran).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "huginn/exit.h"
+#include "huginn/forward.h"
+#include "huginn/sampler.h"
+
+namespace huginn {
+
+enum class WarmStart { kOff, kAuto, kLatent, kRaw };
+
+struct GenerateOptions {
+  // Recurrences per call: the fixed count, or the maximum when an exit criterion is set.
+  // 0 = the config's mean_recurrence.
+  int steps = 0;
+  ExitSpec exit;          // criterion kNone: fixed steps
+  int min_steps = 0;      // no exit check before this many recurrences
+  int check_every = 1;    // check every n-th recurrence
+  // KV cache: full, or `cache_slots` core slots shared by the compress-s rule (golden README
+  // item 13, offset 2 as in the reference), compress-r, or the prelude-aware variant.
+  KVCache::Strategy cache_strategy = KVCache::Strategy::kFull;
+  int cache_slots = 0;
+  WarmStart warm_start = WarmStart::kOff;
+  double init_scale = 0.0;  // initial state: 0 = zeros, else the seeded truncated normal
+  uint64_t init_seed = 0;   // call c draws with a seed derived from (init_seed, c)
+  int max_new_tokens = 32;
+  SamplingParams sampling;
+  // Stop ids: 65504/65505/65508 (Huginn's begin_text/end_text/end_turn) when they are inside
+  // the vocabulary and default_stop_ids is set, plus these (e.g. the tokenizer's eos).
+  bool default_stop_ids = true;
+  std::vector<int32_t> stop_ids;
+  // Whole strings, matched on the decoded text across token boundaries (needs a TextStream).
+  std::vector<std::string> stop_strings;
+  int64_t context_length = 0;  // 0 = the model's RoPE table length
+  bool truncate_left = false;  // a prompt too long for the context keeps its last tokens
+
+  // Throws huginn::Error naming the option for invalid values (steps < 1 once resolved, ...).
+  void validate(const ModelConfig& config) const;
+};
+
+// Incremental detokenisation for streaming and stop strings: push(id) returns the text that
+// became final with this token; finish() returns what is left at the end.
+class TextStream {
+ public:
+  virtual ~TextStream() = default;
+  virtual std::string push(int32_t id) = 0;
+  virtual std::string finish() { return {}; }
+};
+
+// One model call (the prompt, or one token).
+struct CallResult {
+  int steps = 0;                       // recurrences run
+  std::span<const float> logits;       // last position's logits [V] (valid until the next call)
+  std::span<const double> exit_values; // one value per performed check (empty without a policy)
+  bool exited = false;                 // the policy fired before the limit
+};
+
+// Streamed once per generated token. `text` is the text that became final (held back while it
+// may still begin a stop string). After the last token, one more event with id = -1 carries
+// any remaining text (only when there is some).
+struct TokenEvent {
+  int32_t id = -1;
+  int steps = 0;
+  std::string_view text;
+  std::span<const float> logits;  // the logits the token was chosen from
+  std::span<const double> exit_values;
+};
+using TokenCallback = std::function<bool(const TokenEvent&)>;  // false stops generation
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids (a stop id that ended generation included)
+  std::vector<int> steps;       // recurrences of the call that produced each token
+  std::string text;             // decoded text of the generated tokens (stop id/string excluded)
+  std::string finish_reason;    // "stop", "stop_string", "length", "callback"
+  int32_t prompt_tokens = 0;    // after truncation
+  int decode_calls = 0;         // single-token calls after the prefill
+  double prefill_seconds = 0.0, decode_seconds = 0.0;
+  size_t cache_bytes = 0;       // KV cache after generation
+  double prefill_tok_s() const;
+  double decode_tok_s() const;  // tokens after the first / decode time
+};
+
+class Generator;
+
+// The per-sequence state. Create with Generator::new_context.
+class GenerationContext {
+ public:
+  ~GenerationContext();
+  GenerationContext(const GenerationContext&) = delete;
+  GenerationContext& operator=(const GenerationContext&) = delete;
+
+  int32_t n_past() const { return n_past_; }
+  const KVCache& cache() const { return *cache_; }
+  Runner& runner() { return *runner_; }
+  // Tokens evaluated so far (prompt + generated ones fed back).
+  const std::vector<int32_t>& history() const { return history_; }
+  // Back to empty: cache cleared, warm state dropped, sampler and exit policy reset.
+  void reset();
+
+ private:
+  friend class Generator;
+  GenerationContext() = default;
+  std::unique_ptr<Runner> runner_;
+  std::unique_ptr<KVCache> cache_;
+  std::unique_ptr<SamplerChain> sampler_;
+  std::unique_ptr<ExitPolicy> policy_;
+  std::vector<int32_t> history_, positions_;
+  std::vector<float> warm_;           // [E], the warm-start state (empty: none)
+  std::vector<float> logits_, host_state_;
+  std::vector<double> exit_values_;
+  Tensor logits_dev_, norm_dev_;      // [1, V], [1, E]
+  int32_t n_past_ = 0;
+  uint64_t calls_ = 0;
+};
+
+class Generator {
+ public:
+  // Validates the options against the model (throws huginn::Error).
+  Generator(const Model& model, Backend& backend, GenerateOptions options);
+
+  const GenerateOptions& options() const { return options_; }
+  const Model& model() const { return model_; }
+  int steps() const { return steps_; }            // resolved recurrences per call
+  int64_t context_length() const { return context_; }
+  const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
+
+  std::unique_ptr<GenerationContext> new_context() const;
+
+  // The prompt in one batched pass at positions n_past.. (normally 0). Throws huginn::Error for
+  // an empty prompt, ids outside the vocabulary, or a prompt past the context.
+  CallResult prefill(GenerationContext& ctx, std::span<const int32_t> ids) const;
+  // One token at the next position.
+  CallResult decode(GenerationContext& ctx, int32_t id) const;
+  // The sampler chain on these logits; the chosen id is accepted into the sampler's history.
+  int32_t sample(GenerationContext& ctx, std::span<const float> logits) const;
+
+  // Prompt -> up to max_new_tokens tokens, streaming each through `on_token` (may be empty).
+  // `text` (optional) decodes the tokens for the result text, the events and stop strings.
+  // The context should be fresh (or reset); the prompt is truncated or rejected per options.
+  GenerateResult generate(GenerationContext& ctx, std::span<const int32_t> prompt,
+                          const TokenCallback& on_token = {}, TextStream* text = nullptr) const;
+
+  // The prompt as generate() will use it: validated ids, truncated on the left if allowed.
+  std::vector<int32_t> prepare_prompt(std::span<const int32_t> prompt) const;
+
+ private:
+  CallResult run_call(GenerationContext& ctx, std::span<const int32_t> ids) const;
+  void decode_logits(GenerationContext& ctx, Tensor& s) const;
+
+  const Model& model_;
+  Backend& be_;
+  GenerateOptions options_;
+  int steps_ = 0;
+  int64_t context_ = 0;
+  std::vector<int32_t> stop_ids_;
+  std::unique_ptr<SamplerChain> sampler_proto_;
+  std::unique_ptr<ExitPolicy> policy_proto_;
+};
+
+// Matches whole stop strings on text arriving in pieces: push() returns the text that is safe
+// to emit (a suffix that could begin a stop string is held back); after a match, matched() is
+// true and nothing from the stop string on is ever emitted.
+class StopStringMatcher {
+ public:
+  explicit StopStringMatcher(std::vector<std::string> stops);
+  std::string push(std::string_view piece);
+  std::string flush();  // the held-back text (at the end, when nothing matched)
+  bool matched() const { return matched_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string text_;
+  size_t emitted_ = 0;
+  bool matched_ = false;
+};
+
+// Throws huginn::Error naming `what` and the byte offset when `text` is not valid UTF-8.
+void validate_utf8(std::string_view text, const std::string& what);
+
+// eos ids named by DIR/generation_config.json or DIR/config.json ("eos_token_id": int or list);
+// empty when neither names one. Malformed files throw huginn::Error naming the file.
+std::vector<int32_t> read_eos_ids(const std::string& model_dir);
+
+}  // namespace huginn
