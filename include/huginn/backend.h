@@ -61,6 +61,42 @@ class Backend {
   virtual void concat_cols(const Tensor& a, const Tensor& b, Tensor& out) = 0;
   // y = log_softmax(x) per row.   [T, V]; y may alias x.
   virtual void log_softmax(const Tensor& x, Tensor& y) = 0;
+
+  // --- backward ops -------------------------------------------------------------------------
+  // Gradient contract: parameter gradients (dw, dbias, dtable) ACCUMULATE (+=); activation
+  // gradients (dx, dq, dfc, ...) are ASSIGNED (=). Each op takes the forward inputs it needs
+  // and recomputes the rest. dy is the gradient of the forward output. Not overriding an op
+  // gives the scalar reference on host memory (src/kernels/ref/ref_grad.h).
+  //
+  // matmul y = x·wᵀ: dx = dy·w [M, K] (skipped when null); dw += dyᵀ·x [N, K] (skipped when null).
+  virtual void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                               Tensor* dw);
+  // rmsnorm: dx [T, E] assigned, dw [E] accumulated. dx may alias dy (not x).
+  virtual void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                Tensor& dx, Tensor& dw);
+  // add_bias: dbias[n] += Σ_t dy[t, n]. (The input's gradient is dy itself.)
+  virtual void add_bias_backward(const Tensor& dy, Tensor& dbias);
+  // rope: the inverse rotation of the gradient, in place (a = a'·cos + b'·sin, b = b'·cos − a'·sin).
+  virtual void rope_backward(Tensor& dx, const Tensor& cos_sin,
+                             std::span<const int32_t> positions, int head_dim);
+  // attention (same mask as the forward): dq [T, H*D], dk, dv [S, H*D] assigned. `out` is the
+  // forward output for these q, k, v; probabilities are recomputed.
+  virtual void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& out, const Tensor& dout, int n_heads, Tensor& dq,
+                                  Tensor& dk, Tensor& dv);
+  // swiglu: dfc [T, 2I] assigned from fc [T, 2I] and dout [T, I].
+  virtual void swiglu_backward(const Tensor& fc, const Tensor& dout, Tensor& dfc);
+  // concat_cols: da = dout[:, :A], db = dout[:, A:], both assigned.
+  virtual void concat_cols_backward(const Tensor& dout, Tensor& da, Tensor& db);
+  // embedding: dtable[ids[t], :] += scale · dout[t, :] (scatter-add; repeated ids add up).
+  virtual void embedding_backward(const Tensor& dout, std::span<const int32_t> ids, float scale,
+                                  Tensor& dtable);
+  // Fused log-softmax + NLL. logits [T, V]; labels[t] in [0, V) or -100 (ignored; checked by
+  // the caller). Returns the mean of −log_softmax(logits)[t, labels[t]] over the n_valid rows
+  // that are not ignored (0 when n_valid = 0). When dlogits is given ([T, V], may alias
+  // logits): dlogits = dscale · (softmax − onehot) / n_valid, zero rows where ignored.
+  virtual float cross_entropy(const Tensor& logits, std::span<const int32_t> labels, float dscale,
+                              Tensor* dlogits);
 };
 
 // The plain scalar reference backend (single thread, straightforward loops).

@@ -27,6 +27,25 @@ class RefBackend : public Backend {
   void swiglu(const Tensor& fc, Tensor& out) override;
   void concat_cols(const Tensor& a, const Tensor& b, Tensor& out) override;
   void log_softmax(const Tensor& x, Tensor& y) override;
+
+  // Backward ops: the templated scalar kernels of ref_grad.h instantiated for float
+  // (ref_backward.cc). Backend's defaults forward to these.
+  void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                       Tensor* dw) override;
+  void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                        Tensor& dw) override;
+  void add_bias_backward(const Tensor& dy, Tensor& dbias) override;
+  void rope_backward(Tensor& dx, const Tensor& cos_sin, std::span<const int32_t> positions,
+                     int head_dim) override;
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                          const Tensor& dout, int n_heads, Tensor& dq, Tensor& dk,
+                          Tensor& dv) override;
+  void swiglu_backward(const Tensor& fc, const Tensor& dout, Tensor& dfc) override;
+  void concat_cols_backward(const Tensor& dout, Tensor& da, Tensor& db) override;
+  void embedding_backward(const Tensor& dout, std::span<const int32_t> ids, float scale,
+                          Tensor& dtable) override;
+  float cross_entropy(const Tensor& logits, std::span<const int32_t> labels, float dscale,
+                      Tensor* dlogits) override;
 };
 
 }  // namespace huginn
