@@ -108,4 +108,26 @@ class WindowSampler {
 // random draw in training.
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0, uint64_t d = 0);
 
+// `huginn data prepare`: text files (each one document) and JSONL files (one document per line,
+// in its "text" field) tokenized on a thread pool into train/val shards of a new data directory,
+// with the end-of-text token after every document. The last val_fraction of each batch of
+// documents' tokens goes to val, so the split does not depend on the thread count.
+struct PrepareOptions {
+  std::string tokenizer;            // tokenizer.json
+  std::vector<std::string> inputs;  // .jsonl files are JSONL; anything else is plain text
+  std::string out;                  // must not hold shards already
+  double val_fraction = 0.01;
+  std::string eot_token;            // default: the tokenizer's eos, else <|endoftext|>
+  uint64_t shard_tokens = 1ull << 26;
+  int threads = 0;
+  bool quiet = false;
+};
+struct PrepareResult {
+  uint64_t documents = 0, train_tokens = 0, val_tokens = 0;
+  int train_shards = 0, val_shards = 0;
+  int32_t eot_id = -1;
+  uint32_t vocab_size = 0;
+};
+PrepareResult prepare_data(const PrepareOptions& options);
+
 }  // namespace huginn
