@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -26,24 +27,32 @@ class ThreadPool {
 
   // Calls fn(begin, end) over a partition of [0, n) into at most size() contiguous chunks,
   // each at least `grain` long; the caller's thread takes chunk 0. Blocks until all finish.
+  // Called from inside a job of this pool (nested), it runs the chunks on the calling thread.
+  // An exception thrown by fn is rethrown here once every chunk has finished.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
-  // Calls fn(thread_index) once on each of size() threads.
+  // Calls fn(thread_index) once for each index in [0, size()), on size() threads (all on the
+  // calling thread when nested inside a job of this pool).
   void run_on_all(const std::function<void(int)>& fn);
 
   static int hardware_threads();
 
  private:
   void worker(int index);
+  void run_job(const std::function<void(int)>& fn, int index);
 
   int n_threads_;
   std::vector<std::thread> workers_;
+  std::mutex dispatch_mu_;  // one job at a time when several outside threads share the pool
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;       // workers sleep here after spinning idle for a while
+  std::condition_variable done_cv_;  // the caller sleeps here if the job outlasts its spin
   const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
-  bool stop_ = false;
+  std::atomic<bool> stop_{false};
+  std::mutex error_mu_;
+  std::exception_ptr error_;  // first exception thrown by a worker, rethrown to the caller
 };
 
 }  // namespace huginn
