@@ -77,10 +77,13 @@ class TensorStore {
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
 };
 
-// Collects tensors and writes one safetensors file atomically (temp file + rename).
+// Collects tensors and writes one safetensors file atomically (temp file + rename). Layout as the
+// reference writer's: tensors packed in name order, header padded with spaces to a multiple of 8,
+// __metadata__ last and only when non-empty, so re-writing a file's tensors reproduces its bytes.
 class SafetensorsWriter {
  public:
-  // Stores a copy of `t`'s elements (any strides) in t's dtype, or converted to `as` when given.
+  // Stores a copy of `t`'s elements (any strides) in t's dtype, or converted to `as` when given
+  // (float dtypes only). Throws huginn::Error at once on a name already added.
   void add(const std::string& name, const Tensor& t);
   void add(const std::string& name, const Tensor& t, DType as);
   void add_metadata(const std::string& key, const std::string& value);

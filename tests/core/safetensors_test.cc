@@ -226,6 +226,38 @@ TEST(SafetensorsBad, MetadataValuesNotStrings) {
   expect_open_error(d, R"({"__metadata__": ["pt"]})", 0, {"__metadata__", "object of strings"});
 }
 
+// A real checkpoint cut anywhere, or with a header byte overwritten, gives an Error or a valid
+// file, never a crash (run under HUGINN_SANITIZE to make that a memory-safety check too).
+TEST(SafetensorsBad, CutOrCorruptedGoldenFileNeverCrashes) {
+  TempDir d;
+  const std::string full = read_bytes(kGolden + "/tiny-a/model.safetensors");
+  const std::string path = d / "cut.safetensors";
+  int errors = 0;
+  for (size_t len = 0; len < full.size(); len += (len < 4100 ? 37 : 50021)) {
+    write_bytes(path, full.substr(0, len));
+    try {
+      SafetensorsFile::open(path);
+      ADD_FAILURE() << "a file cut at " << len << " of " << full.size() << " bytes opened";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos);
+      ++errors;
+    }
+  }
+  EXPECT_GT(errors, 100);
+  for (size_t at = 8; at < 4048; at += 101) {
+    for (char c : {'"', '9', '\0'}) {
+      std::string bad = full;
+      bad[at] = c;
+      write_bytes(path, bad);
+      try {
+        auto f = SafetensorsFile::open(path);
+        for (const auto& e : f->entries()) (void)f->raw(e.name).numel();
+      } catch (const Error&) {
+      }
+    }
+  }
+}
+
 TEST(SafetensorsBad, EmptyAndZeroSizedTensorsAreFine) {
   TempDir d;
   const std::string path = d / "ok.safetensors";
