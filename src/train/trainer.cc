@@ -141,6 +141,7 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
     throw Error("--stop-at " + std::to_string(o_.stop_at) + " is outside 0.." +
                 std::to_string(o_.steps));
   if (o_.out.empty()) throw Error("--out is required");
+  if (o_.data.empty()) throw Error("--data is required");
   if (o_.max_bad_steps <= 0) throw Error("--max-bad-steps must be positive");
   sched_.kind = Schedule::parse(o_.schedule);
   be_ = make_backend(o_.backend, pool_);
