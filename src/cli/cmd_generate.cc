@@ -1,0 +1,150 @@
+// huginn generate: prompt -> streamed tokens with fixed or adaptive recurrence, then a summary
+// (prefill and decode tok/s, steps per token, KV-cache size); --json prints the result instead.
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/generate_flags.h"
+#include "huginn/model.h"
+#include "huginn/thread_pool.h"
+
+namespace huginn::cli {
+namespace {
+
+struct Args {
+  GenFlags g;
+  std::string prompt, ids, system;
+  bool prompt_given = false, chat = false, json = false;
+};
+
+struct Text {
+#ifdef HUGINN_HAVE_TOKENIZER
+  std::shared_ptr<const Tokenizer> tok;
+#endif
+  bool available() const {
+#ifdef HUGINN_HAVE_TOKENIZER
+    return tok != nullptr;
+#else
+    return false;
+#endif
+  }
+};
+
+Text load_text(const Args& a) {
+  Text t;
+  const std::string path = tokenizer_path(a.g);
+#ifdef HUGINN_HAVE_TOKENIZER
+  if (!path.empty()) t.tok = Tokenizer::load(path);
+#else
+  if (!a.g.tokenizer.empty())
+    throw Error("--tokenizer: this build has no tokenizer library; use --ids");
+#endif
+  return t;
+}
+
+std::vector<int32_t> prompt_ids(const Args& a, const Text& text) {
+  if (!a.ids.empty()) {
+    if (a.chat) throw Error("--chat needs --prompt text, not --ids");
+    std::vector<int> v = parse_int_list(a.ids, "--ids");
+    return {v.begin(), v.end()};
+  }
+  validate_utf8(a.prompt, "--prompt");
+  if (!text.available())
+    throw Error("--prompt needs a tokenizer: give --tokenizer FILE (or put tokenizer.json in " +
+                a.g.model + "), or pass token ids with --ids");
+#ifdef HUGINN_HAVE_TOKENIZER
+  if (!a.chat) return text.tok->encode(a.prompt, /*add_special=*/false);
+  std::vector<ChatMessage> msgs;
+  if (!a.system.empty()) msgs.push_back({"system", a.system});
+  msgs.push_back({"user", a.prompt});
+  return text.tok->encode(text.tok->apply_chat_template(msgs, true), false);
+#else
+  return {};
+#endif
+}
+
+void print_summary(const GenerateResult& r, const Generator& gen) {
+  if (r.steps.empty()) return;
+  double mean = 0;
+  for (int s : r.steps) mean += s;
+  mean /= static_cast<double>(r.steps.size());
+  const auto [mn, mx] = std::minmax_element(r.steps.begin(), r.steps.end());
+  std::fprintf(stderr,
+               "\n[%d prompt tokens, %zu generated, finish: %s]\n"
+               "prefill  %.1f tok/s\ndecode   %.1f tok/s\n"
+               "steps    mean %.2f, min %d, max %d (limit %d, exit %s)\n"
+               "kv cache %.3f MB\n",
+               r.prompt_tokens, r.tokens.size(), r.finish_reason.c_str(), r.prefill_tok_s(),
+               r.decode_tok_s(), mean, *mn, *mx, gen.steps(),
+               gen.options().exit.to_string().c_str(), r.cache_bytes / 1e6);
+}
+
+void run(const Args& a, const Common& common) {
+  if (a.ids.empty() == !a.prompt_given) throw Error("give exactly one of --prompt and --ids");
+  if (a.prompt_given && a.prompt.empty()) throw Error("--prompt is empty");
+  Text text = load_text(a);
+  std::vector<int32_t> extra_stops;
+#ifdef HUGINN_HAVE_TOKENIZER
+  if (text.tok && text.tok->eos_id() >= 0) extra_stops.push_back(text.tok->eos_id());
+#endif
+  GenerateOptions opt = make_gen_options(a.g, a.g.model, extra_stops);
+  ThreadPool pool(common.threads);
+  auto backend = make_backend(common.backend, pool);
+  auto model = Model::load(a.g.model, *backend);
+  const std::vector<int32_t> ids = prompt_ids(a, text);
+  Generator gen(*model, *backend, opt);
+  auto ctx = gen.new_context();
+
+  std::unique_ptr<TextStream> stream;
+#ifdef HUGINN_HAVE_TOKENIZER
+  if (text.tok) stream = std::make_unique<TokenizerTextStream>(text.tok);
+#endif
+  TokenCallback on_token;
+  bool first = true;
+  if (!a.json)
+    on_token = [&](const TokenEvent& ev) {
+      if (stream) {
+        std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
+      } else if (ev.id >= 0) {
+        std::printf("%s%d", first ? "" : " ", ev.id);
+        first = false;
+      }
+      std::fflush(stdout);
+      return true;
+    };
+  GenerateResult r = gen.generate(*ctx, ids, on_token, stream.get());
+  if (a.json) {
+    nlohmann::json j;
+    j["tokens"] = r.tokens;
+    j["steps"] = r.steps;
+    j["text"] = stream ? nlohmann::json(r.text) : nlohmann::json(nullptr);
+    j["finish_reason"] = r.finish_reason;
+    j["prompt_tokens"] = r.prompt_tokens;
+    j["kv_cache_bytes"] = r.cache_bytes;
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return;
+  }
+  std::printf("\n");
+  if (!common.quiet) print_summary(r, gen);
+}
+
+Registrar reg(40, [](CLI::App& app, Common& common) {
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand(
+      "generate", "Generate tokens with fixed or adaptive recurrence, streaming as they come");
+  add_gen_flags(sub, a->g);
+  auto* p = sub->add_option("--prompt", a->prompt, "prompt text (needs a tokenizer)");
+  sub->add_option("--ids", a->ids, "prompt token ids, comma-separated")->excludes(p);
+  sub->add_flag("--chat", a->chat, "wrap --prompt in the model's chat template");
+  sub->add_option("--system", a->system, "system message with --chat");
+  sub->add_flag("--json", a->json,
+                "print {\"tokens\", \"steps\", \"text\", ...} instead of streaming");
+  add_common_options(sub, common);
+  sub->callback([a, p, &common] {
+    a->prompt_given = p->count() > 0;
+    run(*a, common);
+  });
+});
+
+}  // namespace
+}  // namespace huginn::cli
