@@ -1,0 +1,332 @@
+// The training loop end to end on a tiny model: learning, exact resume, non-finite steps, and
+// bad input that must leave saved checkpoints intact.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "huginn/data.h"
+#include "huginn/error.h"
+#include "huginn/train.h"
+#include "test_util.h"
+
+namespace huginn {
+namespace {
+namespace fs = std::filesystem;
+
+constexpr uint32_t kVocab = 32;
+
+std::string read_file(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Documents of a learnable pattern: a uniformly random first token in 1..31, then a fixed
+// permutation cycle for 8..39 tokens, then the end-of-text token 0. Every token but a document's
+// first (and the eot) is determined by the one before it.
+std::vector<uint32_t> pattern_stream(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(7);  // the permutation is the same for train and val
+  std::vector<uint32_t> perm(kVocab - 1);
+  for (uint32_t i = 0; i < perm.size(); ++i) perm[i] = i + 1;
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<uint32_t> next(kVocab);
+  for (size_t i = 0; i < perm.size(); ++i) next[perm[i]] = perm[(i + 1) % perm.size()];
+  rng.seed(seed);
+  std::vector<uint32_t> out;
+  while (out.size() < n) {
+    uint32_t t = 1 + rng() % (kVocab - 1);
+    const int len = 8 + static_cast<int>(rng() % 32);
+    for (int i = 0; i < len; ++i, t = next[t]) out.push_back(t);
+    out.push_back(0);
+  }
+  out.resize(n);
+  return out;
+}
+
+// Entropy (nats) of the unigram distribution of `s`: the best loss of a model that ignores context.
+double unigram_entropy(const std::vector<uint32_t>& s) {
+  std::map<uint32_t, double> count;
+  for (uint32_t t : s) count[t] += 1;
+  double h = 0;
+  for (auto& [t, c] : count) h -= c / s.size() * std::log(c / s.size());
+  return h;
+}
+
+std::string write_config(const std::string& dir, int64_t n_embd = 32) {
+  nlohmann::json c{{"n_embd", n_embd},
+                   {"num_attention_heads", 2},
+                   {"intermediate_size", 64},
+                   {"vocab_size", kVocab},
+                   {"block_size", 32},
+                   {"n_layers_in_prelude", 1},
+                   {"n_layers_in_recurrent_block", 1},
+                   {"n_layers_in_coda", 1},
+                   {"mean_recurrence", 4},
+                   {"mean_backprop_depth", 2},
+                   {"tie_embeddings", true},
+                   {"qk_bias", true}};
+  const std::string p = dir + "/config-" + std::to_string(n_embd) + ".json";
+  std::ofstream(p) << c.dump(1);
+  return p;
+}
+
+struct Fixture {
+  std::string dir, data, config;
+  std::vector<uint32_t> train_tokens;
+  explicit Fixture(const std::string& tag) {
+    dir = test::make_temp_dir(tag);
+    data = dir + "/data";
+    fs::create_directories(data);
+    train_tokens = pattern_stream(20000, 1);
+    write_shard(data + "/train-00000.bin", train_tokens, kVocab, 0);
+    write_shard(data + "/val-00000.bin", pattern_stream(4000, 2), kVocab, 0);
+    config = write_config(dir);
+  }
+  ~Fixture() { fs::remove_all(dir); }
+  TrainOptions options(const std::string& out) const {
+    TrainOptions o;
+    o.model_config = config;
+    o.data = data;
+    o.out = dir + "/" + out;
+    o.steps = 20;
+    o.batch = 2;
+    o.seq_len = 16;
+    o.lr = 3e-3;
+    o.warmup = 3;
+    o.threads = 2;
+    o.val_depths = {2};
+    o.val_windows = 2;
+    o.quiet = true;
+    return o;
+  }
+};
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Every file under a directory with its bytes, to prove nothing saved was changed.
+std::map<std::string, std::string> snapshot(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().filename() != "metrics.jsonl")
+      out[e.path().string()] = read_file(e.path().string());
+  return out;
+}
+
+TEST(TrainLoop, ResumeIsBitIdenticalToAStraightRun) {
+  Fixture f("resume");
+  TrainOptions straight = f.options("straight");
+  straight.grad_accum = 2;
+  straight.save_every = 5;
+  train(straight);
+
+  TrainOptions first = straight;
+  first.out = f.dir + "/split";
+  first.stop_at = 10;
+  EXPECT_EQ(train(first).final_step, 10);
+  TrainOptions second = first;
+  second.stop_at = 0;
+  second.resume = true;
+  const TrainResult r = train(second);
+  EXPECT_EQ(r.final_step, 20);
+  EXPECT_EQ(r.last_checkpoint, f.dir + "/split/" + checkpoint_name(20));
+
+  for (const char* file : {"model.safetensors", "train_state.safetensors", "config.json"}) {
+    const std::string a = read_file(f.dir + "/straight/step-00000020/" + file);
+    const std::string b = read_file(f.dir + "/split/step-00000020/" + file);
+    ASSERT_FALSE(a.empty()) << file;
+    EXPECT_TRUE(a == b) << file << " differs between the resumed and the straight run";
+  }
+  // The run moved: the weights at 10 and 20 differ.
+  EXPECT_NE(read_file(f.dir + "/split/step-00000010/model.safetensors"),
+            read_file(f.dir + "/split/step-00000020/model.safetensors"));
+}
+
+TEST(TrainLoop, TinyModelLearnsAPatternThroughTheCli) {
+  Fixture f("learn");
+  // A model that ignores context cannot beat the unigram entropy H1 (≈ ln 31 ≈ 3.4 nats here:
+  // cross-entropy against any fixed distribution is at least the data's entropy). The data
+  // allows ≈ 0.3 nats (only a document's first token and its length are random). Reaching
+  // below H1/2 therefore means the model predicts from context, i.e. it learned the cycle.
+  const double h1 = unigram_entropy(f.train_tokens);
+  ASSERT_GT(h1, 3.0);
+  const std::string out = f.dir + "/run";
+  std::string log;
+  const std::string cmd = std::string(HUGINN_CLI) + " train --model-config " + f.config +
+                          " --data " + f.data + " --out " + out +
+                          " --steps 60 --batch 8 --lr 3e-3 --warmup 5 --threads 2 --seed 3"
+                          " --val-depths 1,4,8 --val-windows 8 --eval-every 30";
+  ASSERT_EQ(test::run_command(cmd, &log), 0) << log;
+  EXPECT_NE(log.find("step 60/60  loss"), std::string::npos) << log;
+  EXPECT_NE(log.find("tok/s  ETA"), std::string::npos) << log;
+
+  std::ifstream metrics(out + "/metrics.jsonl");
+  std::string line;
+  nlohmann::json last_val;
+  int step_lines = 0;
+  while (std::getline(metrics, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("val_loss")) last_val = j; else ++step_lines;
+  }
+  EXPECT_EQ(step_lines, 60);
+  ASSERT_EQ(last_val["step"], 60) << last_val.dump();
+  const double val4 = last_val["val_loss"]["4"].get<double>();
+  std::printf("unigram entropy %.3f, val loss r=1 %.3f r=4 %.3f r=8 %.3f\n", h1,
+              last_val["val_loss"]["1"].get<double>(), val4, last_val["val_loss"]["8"].get<double>());
+  EXPECT_LT(val4, 0.5 * h1);
+
+  // The checkpoint is an ordinary HF model directory.
+  const std::string ckpt = out + "/" + checkpoint_name(60);
+  ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " forward --model " + ckpt +
+                                  " --ids 1,2,3 --steps 4 --out " + f.dir + "/fwd.safetensors",
+                              &log),
+            0)
+      << log;
+}
+
+TEST(TrainLoop, NonFiniteStepsAreSkippedThenStopKeepingTheLastCheckpoint) {
+  Fixture f("nonfinite");
+  TrainOptions o = f.options("run");
+  o.save_every = 5;
+  o.max_bad_steps = 3;
+  std::map<std::string, std::string> at5;
+  o.after_backward = [&](int64_t step, std::vector<NamedParam>& params) {
+    if (step == 1 || step >= 6) params[0].grad.f32()[0] = NAN;  // step 1 alone: just skipped
+    if (step == 6) at5 = snapshot(o.out);
+  };
+  const std::string e = error_of([&] { train(o); });
+  EXPECT_NE(e.find("3 steps in a row with a non-finite loss or gradient"), std::string::npos) << e;
+  EXPECT_NE(e.find(checkpoint_name(5)), std::string::npos) << e;
+  EXPECT_EQ(latest_checkpoint(o.out), o.out + "/" + checkpoint_name(5));
+  EXPECT_EQ(snapshot(o.out), at5);  // nothing written after the last good checkpoint
+
+  std::ifstream metrics(o.out + "/metrics.jsonl");
+  std::string line;
+  std::vector<bool> skipped;
+  while (std::getline(metrics, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("skipped")) skipped.push_back(j["skipped"].get<bool>());
+  }
+  ASSERT_EQ(skipped.size(), 8u);  // steps 1..8; the 3rd bad one in a row (step 9) stops first
+  EXPECT_FALSE(skipped[0]);
+  EXPECT_TRUE(skipped[1]);  // 0-based step 1 = step 2
+  EXPECT_FALSE(skipped[2]);
+  EXPECT_TRUE(skipped[6] && skipped[7]);
+}
+
+TEST(TrainLoop, SkippedStepLeavesTheWeightsUnchanged) {
+  Fixture f("skip");
+  TrainOptions o = f.options("a");
+  o.steps = 2;
+  o.after_backward = [](int64_t step, std::vector<NamedParam>& params) {
+    if (step == 1) params.back().grad.f32()[0] = INFINITY;
+  };
+  train(o);
+  TrainOptions p = f.options("b");
+  p.steps = 2;
+  p.stop_at = 1;
+  train(p);
+  // Step 2 was skipped, so after it the weights are still those after step 1 (both runs share
+  // the schedule, data and draws of step 1).
+  EXPECT_EQ(read_file(o.out + "/step-00000002/model.safetensors"),
+            read_file(p.out + "/step-00000001/model.safetensors"));
+}
+
+TEST(TrainLoop, BadInputIsAClearErrorAndSavedCheckpointsSurvive) {
+  Fixture f("badinput");
+  TrainOptions o = f.options("run");
+  o.steps = 4;
+  o.save_every = 2;
+  train(o);
+  const auto saved = snapshot(o.out);
+
+  // Resuming with a different model config.
+  TrainOptions other = o;
+  other.model_config = write_config(f.dir, 64);
+  other.resume = true;
+  other.steps = 8;
+  std::string e = error_of([&] { train(other); });
+  EXPECT_NE(e.find("differs from"), std::string::npos) << e;
+  EXPECT_NE(e.find("'n_embd' is 32 there, 64 here"), std::string::npos) << e;
+
+  // Resuming with different training options breaks exactness: refused.
+  TrainOptions batch = o;
+  batch.resume = true;
+  batch.steps = 8;
+  batch.batch = 3;
+  e = error_of([&] { train(batch); });
+  EXPECT_NE(e.find("batch = 2"), std::string::npos) << e;
+
+  // Training into a directory that already holds a run, without --resume.
+  e = error_of([&] { train(o); });
+  EXPECT_NE(e.find("already holds checkpoints"), std::string::npos) << e;
+
+  // An output directory that cannot be created (a path through a regular file).
+  TrainOptions unwritable = o;
+  unwritable.out = f.config + "/run";
+  e = error_of([&] { train(unwritable); });
+  EXPECT_NE(e.find("cannot create the output directory"), std::string::npos) << e;
+
+  // Shards of another vocabulary.
+  const std::string data2 = f.dir + "/data2";
+  fs::create_directories(data2);
+  write_shard(data2 + "/train-00000.bin", pattern_stream(1000, 3), 1000);
+  TrainOptions vocab = f.options("vocab");
+  vocab.data = data2;
+  e = error_of([&] { train(vocab); });
+  EXPECT_NE(e.find("vocabulary mismatch"), std::string::npos) << e;
+
+  // A corrupt shard.
+  const std::string data3 = f.dir + "/data3";
+  fs::create_directories(data3);
+  write_shard(data3 + "/train-00000.bin", pattern_stream(1000, 3), kVocab);
+  {
+    std::fstream s(data3 + "/train-00000.bin", std::ios::in | std::ios::out | std::ios::binary);
+    s.seekg(kShardHeaderBytes + 100);
+    const char c = static_cast<char>(s.get() ^ 0x40);
+    s.seekp(kShardHeaderBytes + 100);
+    s.put(c);
+  }
+  TrainOptions corrupt = f.options("corrupt");
+  corrupt.data = data3;
+  e = error_of([&] { train(corrupt); });
+  EXPECT_NE(e.find("train-00000.bin: corrupt shard"), std::string::npos) << e;
+
+  EXPECT_EQ(snapshot(o.out), saved);
+  EXPECT_EQ(latest_checkpoint(o.out), o.out + "/" + checkpoint_name(4));
+}
+
+TEST(TrainLoop, CheckpointLoadsAsAModelWithTheTrainedWeights) {
+  Fixture f("ckpt");
+  TrainOptions o = f.options("run");
+  o.steps = 3;
+  train(o);
+  auto loaded = TrainableModel::load(o.out + "/" + checkpoint_name(3));
+  auto fresh = TrainableModel::init(ModelConfig::from_file(f.config), o.seed);
+  const auto a = loaded->hf_tensors(), b = fresh->hf_tensors();
+  ASSERT_EQ(a.size(), b.size());
+  int changed = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].first, b[i].first);
+    changed += std::memcmp(a[i].second.raw(), b[i].second.raw(), a[i].second.nbytes()) != 0;
+  }
+  // Every trained tensor moved (freqs_cis is not a parameter).
+  EXPECT_EQ(changed, static_cast<int>(a.size()) - 1);
+}
+
+}  // namespace
+}  // namespace huginn
