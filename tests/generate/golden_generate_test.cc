@@ -54,7 +54,7 @@ TEST_P(GoldenGenerate, MatchesReference) {
   const std::vector<int32_t> tokens = test::load_ids(base + ".safetensors", "tokens");
   const bool klexit = spec["kind"] == "generate_kl_exit";
 
-  ThreadPool pool(2);
+  ThreadPool pool(1);
   auto be = make_backend(backend, pool);
   auto model = Model::load(golden_dir(set), *be);
   const int64_t V = model->config().vocab_size;
@@ -141,7 +141,7 @@ TEST_P(GoldenDecodeViaGenerator, MatchesReference) {
   const std::string path = golden_dir(set) + "/decode_" + strategy + "_s8.safetensors";
   auto want = test::load_tensors(path);
   const std::vector<int32_t> ids = test::load_ids(path, "input_ids");
-  ThreadPool pool(2);
+  ThreadPool pool(1);
   auto be = make_backend("cpu", pool);
   auto model = Model::load(golden_dir(set), *be);
   const int64_t V = model->config().vocab_size;

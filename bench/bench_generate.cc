@@ -1,0 +1,162 @@
+// Generation throughput: prefill and decode tokens/s at r recurrences, and KV-cache bytes with
+// the full cache vs. --cache-slots K (compress-s), for a model directory or a config with
+// random weights (speed does not depend on the values). One row per (r, cache).
+//
+//   bench_generate [--model DIR | --config FILE] [--prompt T] [--new N] [--steps 4,8,32]
+//                  [--slots K] [--threads N] [--backend cpu|ref]
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "huginn/generate.h"
+#include "huginn/model.h"
+#include "huginn/thread_pool.h"
+
+using namespace huginn;
+
+namespace {
+
+Tensor random_tensor(std::initializer_list<int64_t> shape, std::mt19937& rng, float scale) {
+  Tensor t = Tensor::empty(shape);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
+  return t;
+}
+
+Tensor ones(int64_t n) {
+  Tensor t = Tensor::empty({n});
+  for (int64_t i = 0; i < n; ++i) t.f32()[i] = 1.0f;
+  return t;
+}
+
+BlockWeights random_block(const ModelConfig& c, std::mt19937& rng) {
+  const int64_t E = c.n_embd, I = c.intermediate_size;
+  const float s = static_cast<float>(std::sqrt(2.0 / (5.0 * E)));
+  BlockWeights w;
+  w.norm_1 = ones(E);
+  w.norm_2 = ones(E);
+  w.norm_3 = ones(E);
+  w.norm_4 = ones(E);
+  w.wqkv = random_tensor({3 * E, E}, rng, s);
+  w.q_bias = random_tensor({E}, rng, 0.1f);
+  w.k_bias = random_tensor({E}, rng, 0.1f);
+  w.attn_proj = random_tensor({E, E}, rng, s);
+  w.mlp_fc = random_tensor({2 * I, E}, rng, s);
+  w.mlp_proj = random_tensor({E, I}, rng, s);
+  return w;
+}
+
+std::shared_ptr<const Model> random_model(const ModelConfig& c) {
+  std::mt19937 rng(1234);
+  Weights w;
+  w.wte = random_tensor({c.vocab_size, c.n_embd}, rng, 0.02f);
+  w.adapter = random_tensor({c.n_embd, 2 * c.n_embd}, rng, 0.02f);
+  w.ln_f = ones(c.n_embd);
+  w.lm_head = w.wte;
+  for (int i = 0; i < c.n_prelude; ++i) w.prelude.push_back(random_block(c, rng));
+  for (int i = 0; i < c.n_core; ++i) w.core.push_back(random_block(c, rng));
+  for (int i = 0; i < c.n_coda; ++i) w.coda.push_back(random_block(c, rng));
+  w.rope = rope_table(std::max<int64_t>(c.block_size, 4096), c.head_dim, c.rope_base);
+  return std::make_shared<const Model>(c, std::move(w));
+}
+
+std::vector<int> int_list(const char* s) {
+  std::vector<int> v;
+  for (const char* p = s; *p;) {
+    v.push_back(std::atoi(p));
+    while (*p && *p != ',') ++p;
+    if (*p) ++p;
+  }
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir, config_path, backend = "cpu";
+  int prompt_len = 64, n_new = 32, slots = 4, threads = 0;
+  std::vector<int> steps = {4, 8, 32};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--model") model_dir = next();
+    else if (a == "--config") config_path = next();
+    else if (a == "--prompt") prompt_len = std::atoi(next());
+    else if (a == "--new") n_new = std::atoi(next());
+    else if (a == "--steps") steps = int_list(next());
+    else if (a == "--slots") slots = std::atoi(next());
+    else if (a == "--threads") threads = std::atoi(next());
+    else if (a == "--backend") backend = next();
+    else {
+      std::printf(
+          "usage: bench_generate [--model DIR | --config FILE] [--prompt T] [--new N]\n"
+          "                      [--steps 4,8,32] [--slots K] [--threads N] [--backend cpu|ref]\n"
+          "Without --model/--config: a 0.1B-class config (E=768, I=2048, 2/4/2 layers).\n");
+      return a == "--help" || a == "-h" ? 0 : 2;
+    }
+  }
+  try {
+    ThreadPool pool(threads);
+    auto be = make_backend(backend, pool);
+    std::shared_ptr<const Model> model;
+    if (!model_dir.empty()) {
+      model = Model::load(model_dir, *be);
+    } else {
+      ModelConfig c;
+      if (!config_path.empty()) {
+        c = ModelConfig::from_file(config_path);
+      } else {
+        c.name = "bench-768";
+        c.n_embd = 768; c.n_heads = 12; c.head_dim = 64; c.intermediate_size = 2048;
+        c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
+      }
+      model = random_model(c);
+    }
+    const ModelConfig& c = model->config();
+    std::printf("model %s: E=%lld V=%lld layers %d/%d/%d, prompt %d, %d new tokens, %d threads, "
+                "backend %s\n",
+                c.name.c_str(), (long long)c.n_embd, (long long)c.vocab_size, c.n_prelude,
+                c.n_core, c.n_coda, prompt_len, n_new, pool.size(), backend.c_str());
+    std::printf("%5s %10s %14s %14s %14s %8s\n", "r", "cache", "prefill tok/s", "decode tok/s",
+                "cache MB", "vs full");
+    std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
+    for (int t = 0; t < prompt_len; ++t) prompt[t] = static_cast<int32_t>((t * 7919) % c.vocab_size);
+    for (int r : steps) {
+      size_t full_bytes = 0;
+      for (int shared = 0; shared < 2; ++shared) {
+        GenerateOptions o;
+        o.steps = r;
+        o.max_new_tokens = n_new;
+        o.default_stop_ids = false;
+        if (shared) {
+          o.cache_strategy = KVCache::Strategy::kCompressS;
+          o.cache_slots = slots;
+        }
+        Generator gen(*model, *be, o);
+        auto ctx = gen.new_context();
+        gen.generate(*ctx, std::span<const int32_t>(prompt.data(), 4));  // warm-up
+        ctx->reset();
+        const GenerateResult res = gen.generate(*ctx, prompt);
+        if (!shared) full_bytes = res.cache_bytes;
+        const std::string name = shared ? "slots " + std::to_string(slots) : "full";
+        std::printf("%5d %10s %14.1f %14.2f %14.3f %8.4f\n", r, name.c_str(), res.prefill_tok_s(),
+                    res.decode_tok_s(), res.cache_bytes / 1e6,
+                    double(res.cache_bytes) / double(full_bytes));
+        std::fflush(stdout);
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
