@@ -330,3 +330,33 @@ TEST(TrainLoop, CheckpointLoadsAsAModelWithTheTrainedWeights) {
 
 }  // namespace
 }  // namespace huginn
+
+namespace huginn {
+namespace {
+
+TEST(TrainCli, JsonConfigFileWithCommandLineOverrides) {
+  Fixture f("jsonconfig");
+  const std::string cfg = f.dir + "/train.json";
+  std::ofstream(cfg) << "{\"model_config\": \"" << f.config << "\", \"data\": \"" << f.data
+                     << "\", \"steps\": 50, \"batch\": 2, \"seq-len\": 8, \"val-depths\": [1, 3],"
+                        " \"threads\": 2, \"quiet\": true}";
+  std::string log;
+  const std::string cli = HUGINN_CLI;
+  ASSERT_EQ(test::run_command(cli + " train --config " + cfg + " --out " + f.dir + "/run --steps 2", &log), 0)
+      << log;
+  EXPECT_NE(log.find("step 2  loss"), std::string::npos) << log;  // --steps 2 beat the file's 50
+  EXPECT_NE(log.find("r=1:"), std::string::npos) << log;
+  EXPECT_NE(log.find("r=3:"), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(f.dir + "/run/" + checkpoint_name(2) + "/model.safetensors"));
+
+  std::ofstream(cfg) << "{\"stepz\": 3}";
+  EXPECT_EQ(test::run_command(cli + " train --config " + cfg + " --out " + f.dir + "/r2 --data " + f.data, &log), 1);
+  EXPECT_NE(log.find("unknown key 'stepz'"), std::string::npos) << log;
+  std::ofstream(cfg) << "{\"batch\": -1}";
+  EXPECT_EQ(test::run_command(cli + " train --config " + cfg + " --out " + f.dir + "/r2 --data " + f.data, &log), 1);
+  EXPECT_NE(log.find("key 'batch'"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(f.dir + "/r2/" + checkpoint_name(3)));
+}
+
+}  // namespace
+}  // namespace huginn
