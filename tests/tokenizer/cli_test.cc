@@ -50,7 +50,8 @@ TEST(TokenizeCli, EncodesLinesAndDecodesThemBack) {
   for (const auto& l : lines) {
     ASSERT_TRUE(std::getline(ss, line));
     EXPECT_EQ(json::parse(line).get<std::vector<int32_t>>(), tok->encode(l, true)) << l;
-    for (int32_t id : tok->encode(l)) ids_text += std::to_string(id) + " ";
+    auto ids = tok->encode(l);
+    for (size_t k = 0; k < ids.size(); ++k) ids_text += (k ? " " : "") + std::to_string(ids[k]);
     ids_text += "\n";
   }
   Result plain = run("tokenize --tokenizer " + kTok, input);
