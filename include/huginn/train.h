@@ -20,6 +20,8 @@
 
 namespace huginn {
 
+class ThreadPool;
+
 // ---- trainable weights ------------------------------------------------------------------------
 
 // A model whose weights are owned host F32 tensors that training updates in place. The Model
@@ -63,7 +65,9 @@ struct AdamWOptions {
 class AdamW {
  public:
   AdamW(std::vector<NamedParam> params, AdamWOptions options);
-  void step(double lr);  // uses each param's current grad
+  // Uses each param's current grad; elementwise, spread over `pool` when given (results do not
+  // depend on the thread count).
+  void step(double lr, ThreadPool* pool = nullptr);
   int64_t steps_taken() const { return t_; }
   const std::vector<NamedParam>& params() const { return params_; }
   // Moments keyed "adam.m.<name>" / "adam.v.<name>"; set_state validates names and shapes.

@@ -4,6 +4,7 @@
 #include <numbers>
 
 #include "huginn/error.h"
+#include "huginn/thread_pool.h"
 #include "huginn/train.h"
 
 namespace huginn {
@@ -19,7 +20,7 @@ AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions options)
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, ThreadPool* pool) {
   ++t_;
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(t_));
@@ -35,13 +36,19 @@ void AdamW::step(double lr) {
     const float* g = p.grad.f32();
     float* m = m_[i].f32();
     float* v = v_[i].f32();
+    auto update = [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        if (decay) w[j] *= keep;
+        m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+        v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+        w[j] -= step_size * m[j] / (std::sqrt(v[j]) / sqrt_bc2 + eps);
+      }
+    };
     const int64_t n = p.value.numel();
-    for (int64_t j = 0; j < n; ++j) {
-      if (decay) w[j] *= keep;
-      m[j] = b1 * m[j] + (1.0f - b1) * g[j];
-      v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
-      w[j] -= step_size * m[j] / (std::sqrt(v[j]) / sqrt_bc2 + eps);
-    }
+    if (pool && n >= (1 << 16))
+      pool->parallel_for(n, 1 << 14, update);
+    else
+      update(0, n);
   }
 }
 

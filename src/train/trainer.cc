@@ -6,6 +6,7 @@
 // the step, seed and the options the run depends on) and metrics.jsonl. Each checkpoint is
 // written into a hidden temporary folder and renamed into place, so a checkpoint folder is
 // always complete.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,6 +72,13 @@ void check_writable_dir(const std::string& out) {
     throw Error(out + ": output directory is not writable (" + e.what() + ")");
   }
   fs::remove(probe, ec);
+}
+
+void sync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // best effort: the files themselves were fsynced
+  ::fsync(fd);
+  ::close(fd);
 }
 
 std::string fmt_eta(double seconds) {
@@ -157,6 +165,9 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
   config_ = ModelConfig::from_file(o_.model_config.empty() ? newest + "/config.json" : o_.model_config);
   seq_len_ = o_.seq_len > 0 ? o_.seq_len : static_cast<int>(config_.block_size);
   if (seq_len_ <= 0) throw Error("--seq-len is required (the model config has no block_size)");
+  if (seq_len_ > std::max<int64_t>(config_.block_size, 4096))
+    throw Error("--seq-len " + std::to_string(seq_len_) + " exceeds the model's RoPE table (" +
+                std::to_string(std::max<int64_t>(config_.block_size, 4096)) + " positions)");
   mean_rec_ = o_.mean_recurrence > 0 ? o_.mean_recurrence : config_.mean_recurrence;
   depth_ = o_.backprop_depth > 0 ? o_.backprop_depth : config_.mean_backprop_depth;
 
@@ -337,6 +348,7 @@ std::string Trainer::save(int64_t step) {
     fs::remove_all(tmp);
     throw Error(final_dir + ": cannot move the checkpoint into place: " + ec.message());
   }
+  sync_dir(o_.out);  // make the rename itself durable
   last_ckpt_ = final_dir;
   return final_dir;
 }
@@ -361,7 +373,7 @@ TrainResult Trainer::run() {
     const double lr = sched_.at(s);
     const double loss = train_step(s, &n, &k, &gnorm, &finite);
     if (finite) {
-      adam_->step(lr);
+      adam_->step(lr, &pool_);
       bad_in_row_ = 0;
     } else if (++bad_in_row_ >= o_.max_bad_steps) {
       throw Error("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "huginn/train.h"
 
@@ -189,6 +190,29 @@ TEST(Schedule, ConstantWithCooldown) {
   EXPECT_DOUBLE_EQ(s.at(19), 0.0);
   EXPECT_EQ(Schedule::parse("constant"), ScheduleKind::kConstant);
   EXPECT_THROW(Schedule::parse("exponential"), Error);
+}
+
+}  // namespace
+}  // namespace huginn
+
+#include "huginn/thread_pool.h"
+
+namespace huginn {
+namespace {
+
+TEST(AdamW, ThreadedStepEqualsSerialStep) {
+  const int n = 200003;  // odd, above the threading threshold
+  std::vector<float> w(n);
+  for (int i = 0; i < n; ++i) w[i] = std::sin(0.37f * i);
+  std::vector<NamedParam> a{make_param("w", w, true)}, b{make_param("w", w, true)};
+  AdamW oa(a, AdamWOptions{}), ob(b, AdamWOptions{});
+  ThreadPool pool(3);
+  for (int s = 0; s < 3; ++s) {
+    for (int i = 0; i < n; ++i) a[0].grad.f32()[i] = b[0].grad.f32()[i] = std::cos(0.11f * i + s);
+    oa.step(0.01);
+    ob.step(0.01, &pool);
+  }
+  EXPECT_EQ(std::memcmp(a[0].value.raw(), b[0].value.raw(), a[0].value.nbytes()), 0);
 }
 
 }  // namespace
