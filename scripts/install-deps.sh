@@ -9,9 +9,10 @@
 #   libpcre2-dev                  Unicode regexes of HF tokenizers (\p{L}, lookahead), exactly
 #   libutf8proc-dev               NFC/NFKC normalization for tokenizers (small C library made for it)
 #   libopenblas-dev               reference BLAS used to cross-check our GEMM in tests and benchmarks
+#   gnuplot-nox                   PNG/SVG plots (huginn trace, eval) without X: pngcairo + svg terminals
 set -euo pipefail
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-      libpcre2-dev libutf8proc-dev libopenblas-dev)
+      libpcre2-dev libutf8proc-dev libopenblas-dev gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
