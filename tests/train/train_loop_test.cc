@@ -156,6 +156,26 @@ TEST(TrainLoop, ResumeIsBitIdenticalToAStraightRun) {
             read_file(f.dir + "/split/step-00000020/model.safetensors"));
 }
 
+// The literal form "--steps 10, then --steps 20 --resume": exact when the schedule does not
+// depend on the run's length (constant, no cooldown); with cosine/linear use --stop-at instead.
+TEST(TrainLoop, TenStepsThenTenMoreWithAConstantSchedule) {
+  Fixture f("resume10");
+  TrainOptions straight = f.options("straight");
+  straight.schedule = "constant";
+  straight.cooldown = 0;
+  train(straight);
+  TrainOptions first = straight;
+  first.out = f.dir + "/split";
+  first.steps = 10;
+  train(first);
+  TrainOptions second = straight;
+  second.out = first.out;
+  second.resume = true;
+  EXPECT_EQ(train(second).final_step, 20);
+  EXPECT_TRUE(read_file(f.dir + "/straight/step-00000020/model.safetensors") ==
+              read_file(f.dir + "/split/step-00000020/model.safetensors"));
+}
+
 TEST(TrainLoop, TinyModelLearnsAPatternThroughTheCli) {
   Fixture f("learn");
   // A model that ignores context cannot beat the unigram entropy H1 (≈ ln 31 ≈ 3.4 nats here:
