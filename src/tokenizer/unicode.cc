@@ -131,10 +131,10 @@ bool is_punctuation(int32_t cp) {
 
 namespace {
 
-// True when `s` is certainly unchanged by `form`: every character below U+0300 is NFC/NFD-stable
-// (lead bytes below 0xCC), and ASCII is stable under every form.
+// True when `s` is certainly unchanged by `form`: every character below U+0300 is in NFC (lead
+// bytes below 0xCC), and ASCII is stable under every form.
 bool trivially_normal(std::string_view s, NormForm form) {
-  uint8_t limit = (form == NormForm::kNFC || form == NormForm::kNFD) ? 0xCC : 0x80;
+  uint8_t limit = form == NormForm::kNFC ? 0xCC : 0x80;
   for (char ch : s)
     if (static_cast<uint8_t>(ch) >= limit) return false;
   return true;
@@ -162,17 +162,89 @@ void normalize_valid(std::string_view s, NormForm form, std::string& out) {
 
 }  // namespace
 
-std::string normalize(std::string_view s, NormForm form) {
-  if (trivially_normal(s, form)) return std::string(s);
+namespace {
+
+bool is_hangul(int32_t cp) {
+  return (cp >= 0x1100 && cp <= 0x11FF) || (cp >= 0xA960 && cp <= 0xA97F) ||
+         (cp >= 0xAC00 && cp <= 0xD7FF);
+}
+
+// A normalization boundary: a starter that nothing before it can compose with, so that
+// normalize(X + Y) == normalize(X) + normalize(Y) when Y begins with one.
+bool is_boundary(int32_t cp, const utf8proc_property_t* p) {
+  if (cp < 0x80) return true;
+  bool second = p->comb_index != UINT16_MAX && p->comb_index >= 0x8000;
+  return p->combining_class == 0 && !second && !is_hangul(cp);
+}
+
+// True when the character may change the text under `form` (decomposes, reorders, composes
+// with a previous character).
+bool may_change(int32_t cp, const utf8proc_property_t* p, NormForm form) {
+  if (cp < (form == NormForm::kNFC ? 0x300 : 0x80)) return false;  // all below U+0300 are NFC
+  bool canonical = form == NormForm::kNFC || form == NormForm::kNFD;
+  bool second = p->comb_index != UINT16_MAX && p->comb_index >= 0x8000;
+  bool decomposes = p->decomp_seqindex != UINT16_MAX && (!canonical || p->decomp_type == 0);
+  return p->combining_class != 0 || second || decomposes || is_hangul(cp);
+}
+
+}  // namespace
+
+std::string normalize_reference(std::string_view s, NormForm form) {
   std::string out;
-  out.reserve(s.size() + s.size() / 4);
   size_t i = 0;
   while (i < s.size()) {
     size_t ok = utf8_valid_prefix(s.substr(i));
     if (ok > 0) normalize_valid(s.substr(i, ok), form, out);
     i += ok;
-    if (i < s.size()) out.push_back(s[i++]);  // an invalid byte stays as it is
+    if (i < s.size()) out.push_back(s[i++]);
   }
+  return out;
+}
+
+// Copies the text through, sending to utf8proc only the chunks (from one boundary to the next)
+// that hold a character that may change; invalid bytes are kept and also end a chunk.
+std::string normalize(std::string_view s, NormForm form) {
+  if (trivially_normal(s, form)) return std::string(s);
+  std::string out;
+  out.reserve(s.size() + s.size() / 8);
+  size_t chunk = 0;          // start of the text not yet written
+  size_t last_boundary = 0;  // the latest boundary at or after `chunk`
+  bool dirty = false;        // [chunk, i) must go through utf8proc
+  auto close = [&](size_t end) {
+    if (dirty)
+      normalize_valid(s.substr(chunk, end - chunk), form, out);
+    else
+      out.append(s.substr(chunk, end - chunk));
+    chunk = last_boundary = end;
+    dirty = false;
+  };
+  for (size_t i = 0; i < s.size();) {
+    if (static_cast<uint8_t>(s[i]) < 0x80) {
+      if (dirty) close(i);
+      last_boundary = i++;
+      continue;
+    }
+    int len;
+    int32_t cp = utf8_decode(s, i, &len);
+    if (cp < 0) {  // an invalid byte stays as it is
+      close(i);
+      out.push_back(s[i]);
+      chunk = last_boundary = ++i;
+      continue;
+    }
+    const utf8proc_property_t* p = utf8proc_get_property(cp);
+    if (is_boundary(cp, p)) {
+      if (dirty) close(i);
+      last_boundary = i;
+    }
+    if (!dirty && may_change(cp, p, form)) {
+      out.append(s.substr(chunk, last_boundary - chunk));
+      chunk = last_boundary;
+      dirty = true;
+    }
+    i += len;
+  }
+  close(s.size());
   return out;
 }
 

@@ -29,8 +29,12 @@ bool is_alphanumeric(int32_t cp); // L* or N* (Rust char::is_alphanumeric, witho
 bool is_punctuation(int32_t cp);  // P*
 
 enum class NormForm { kNFC, kNFD, kNFKC, kNFKD };
-// Normalizes each maximal valid UTF-8 run of `s`; invalid bytes are kept as they are.
+// Normalizes each maximal valid UTF-8 run of `s`; invalid bytes are kept as they are. Only the
+// chunks between normalization boundaries that hold a character that may change are passed to
+// utf8proc, so mostly-normalized text is copied at memory speed.
 std::string normalize(std::string_view s, NormForm form);
+// The plain reference: every valid run through utf8proc whole.
+std::string normalize_reference(std::string_view s, NormForm form);
 
 // The GPT-2 byte-level alphabet: byte b is written as the character byte_char(b).
 int32_t byte_char(uint8_t b);

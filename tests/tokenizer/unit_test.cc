@@ -155,6 +155,26 @@ TEST(Utf8, LossyMatchesRustFromUtf8Lossy) {
   EXPECT_EQ(tok::utf8_lossy("\xe4\xb8\xad\xe4"), "\xe4\xb8\xad" + r);
 }
 
+// The chunked normalizer against utf8proc over whole runs, on random mixes of characters that
+// compose, decompose, reorder or are Hangul, with plain text and invalid bytes between them.
+TEST(Utf8, ChunkedNormalizationMatchesReference) {
+  const std::vector<std::string> parts = {
+      "a", "e", " ", "A", "\xC3\xA9", "\xCC\x81", "\xCC\x80", "\xCC\xA3", "\xCD\x85",
+      "\xE1\x84\x80", "\xE1\x85\xA1", "\xE1\x86\xA8", "\xEA\xB0\x80", "\xE2\x84\xAB",
+      "\xEF\xAC\x81", "\xC2\xA0", "\xE4\xB8\xAD", "\xE0\xA4\x95", "\xE0\xA4\xBC",
+      "\xE0\xA5\x8D", "\xCE\x90", "\xE1\xBE\xB3", "\xC2\xB9", "\xF0\x91\x84\xB1",
+      "\xF0\x91\x84\xA7", "\xff", "\xe4\xb8", "\n", "1", "\xE2\x80\xAE"};
+  std::mt19937 rng(3);
+  for (int rep = 0; rep < 3000; ++rep) {
+    std::string s;
+    int n = 1 + rng() % 12;
+    for (int k = 0; k < n; ++k) s += parts[rng() % parts.size()];
+    for (auto form : {tok::NormForm::kNFC, tok::NormForm::kNFD, tok::NormForm::kNFKC, tok::NormForm::kNFKD})
+      ASSERT_EQ(tok::normalize(s, form), tok::normalize_reference(s, form))
+          << json(tok::utf8_lossy(s)).dump() << " form " << static_cast<int>(form);
+  }
+}
+
 TEST(Regex, FollowsUnicode16AndOnigurumaWhitespace) {
   std::vector<std::pair<size_t, size_t>> m;
   tok::Regex letters("\\p{L}+", "test");
