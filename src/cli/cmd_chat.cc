@@ -25,8 +25,7 @@ void run(const Args& a, const Common& common) {
   auto tok = Tokenizer::load(path);
   if (tok->chat_format() == ChatFormat::kNone)
     throw Error(path + ": the vocabulary has no chat markers (Huginn or ChatML); use generate");
-  std::vector<int32_t> extra;
-  if (tok->eos_id() >= 0) extra.push_back(tok->eos_id());
+  const std::vector<int32_t> extra = tokenizer_stop_ids(*tok);
   GenerateOptions opt = make_gen_options(a.g, a.g.model, extra);
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);

@@ -85,7 +85,7 @@ void run(const Args& a, const Common& common) {
   Text text = load_text(a);
   std::vector<int32_t> extra_stops;
 #ifdef HUGINN_HAVE_TOKENIZER
-  if (text.tok && text.tok->eos_id() >= 0) extra_stops.push_back(text.tok->eos_id());
+  if (text.tok) extra_stops = tokenizer_stop_ids(*text.tok);
 #endif
   GenerateOptions opt = make_gen_options(a.g, a.g.model, extra_stops);
   ThreadPool pool(common.threads);

@@ -21,7 +21,8 @@ struct GenFlags {
   std::string exit = "none";
   int cache_slots = 0;
   std::string cache_rule = "s";
-  std::string warm_start = "off";
+  bool warm = false;
+  std::string warm_state = "auto";
   double init_scale = 1.0;  // the released generators' default: a random state per call
   uint64_t seed = 0;
   bool greedy = false;
@@ -52,13 +53,12 @@ inline void add_gen_flags(CLI::App* sub, GenFlags& f) {
                   "slot rule with --cache-slots: s = the reference's compress-s (offset 2), "
                   "r = compress-r, prelude = compress-s offset by the model's prelude depth")
       ->check(CLI::IsMember({"s", "r", "prelude"}));
-  sub->add_option("--warm-start", f.warm_start,
-                  "continuous chain-of-thought: start each token from the previous token's state; "
-                  "auto = as the reference (ln_f(s) with fixed steps, raw s with --exit), latent, "
-                  "raw, off")
-      ->check(CLI::IsMember({"off", "auto", "latent", "raw"}))
-      ->expected(0, 1)
-      ->default_str("off");
+  sub->add_flag("--warm-start", f.warm,
+                "continuous chain-of-thought: each token starts from the previous token's state");
+  sub->add_option("--warm-state", f.warm_state,
+                  "the state --warm-start passes: auto = as the reference (ln_f(s) with fixed "
+                  "steps, raw s with --exit), latent = ln_f(s), raw = s")
+      ->check(CLI::IsMember({"auto", "latent", "raw"}));
   sub->add_option("--init-scale", f.init_scale,
                   "initial state: 0 = zeros, S = truncated normal scaled by S (default 1, as the "
                   "released generators)");
@@ -100,11 +100,11 @@ inline GenerateOptions make_gen_options(const GenFlags& f, const std::string& mo
                        : f.cache_rule == "prelude" ? KVCache::Strategy::kCompressSPrelude
                                                    : KVCache::Strategy::kCompressS;
   }
-  const std::string ws = f.warm_start.empty() ? "auto" : f.warm_start;
-  o.warm_start = ws == "auto"     ? WarmStart::kAuto
-                 : ws == "latent" ? WarmStart::kLatent
-                 : ws == "raw"    ? WarmStart::kRaw
-                                  : WarmStart::kOff;
+  if (!f.warm && f.warm_state != "auto") throw Error("--warm-state needs --warm-start");
+  o.warm_start = !f.warm                        ? WarmStart::kOff
+                 : f.warm_state == "latent"     ? WarmStart::kLatent
+                 : f.warm_state == "raw"        ? WarmStart::kRaw
+                                                : WarmStart::kAuto;
   o.init_scale = f.init_scale;
   o.init_seed = f.seed;
   o.max_new_tokens = f.max_new;
@@ -133,6 +133,17 @@ inline std::string tokenizer_path(const GenFlags& f) {
 }
 
 #ifdef HUGINN_HAVE_TOKENIZER
+// Stop ids a tokenizer names: its eos, and the ids of the markers the released generators stop
+// on (65504/65505/65508 are <|begin_text|>, <|end_text|>, <|end_turn|> in Huginn's vocabulary;
+// a smaller vocabulary puts them elsewhere), plus ChatML's <|im_end|>.
+inline std::vector<int32_t> tokenizer_stop_ids(const Tokenizer& tok) {
+  std::vector<int32_t> ids;
+  if (tok.eos_id() >= 0) ids.push_back(tok.eos_id());
+  for (const char* name : {"<|begin_text|>", "<|end_text|>", "<|end_turn|>", "<|im_end|>"})
+    if (tok.token_to_id(name) >= 0) ids.push_back(tok.token_to_id(name));
+  return ids;
+}
+
 // Streams text through the tokenizer's incremental decoder.
 class TokenizerTextStream : public TextStream {
  public:

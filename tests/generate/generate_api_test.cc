@@ -211,6 +211,32 @@ TEST(Generate, ContextsOnOneModelAreIndependent) {
   EXPECT_EQ(gen.generate(*a, kPrompt).tokens, ra.tokens);  // reset = fresh
 }
 
+TEST(Generate, WarmStateChoicesDiffer) {
+  Fixture f;
+  std::vector<std::vector<float>> call1;
+  for (WarmStart w : {WarmStart::kOff, WarmStart::kLatent, WarmStart::kRaw}) {
+    GenerateOptions o;
+    o.steps = 8;
+    o.max_new_tokens = 2;
+    o.warm_start = w;
+    Generator gen(*f.model, *f.be, o);
+    auto ctx = gen.new_context();
+    int call = 0;
+    gen.generate(*ctx, kPrompt, [&](const TokenEvent& ev) {
+      if (call++ == 1) call1.emplace_back(ev.logits.begin(), ev.logits.end());
+      return true;
+    });
+  }
+  ASSERT_EQ(call1.size(), 3u);
+  for (int a = 0; a < 3; ++a)
+    for (int b = a + 1; b < 3; ++b) {
+      double d = 0;
+      for (size_t i = 0; i < call1[a].size(); ++i)
+        d = std::max(d, double(std::fabs(call1[a][i] - call1[b][i])));
+      EXPECT_GT(d, 1e-3) << a << " vs " << b;
+    }
+}
+
 TEST(Generate, StopIdEndsGenerationAndIsReturned) {
   Fixture f;
   GenerateOptions o;
@@ -455,6 +481,26 @@ TEST(Cli, GenerateJsonMatchesGolden) {
   ASSERT_EQ(rc, 0);
   EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(),
             std::vector<int32_t>(greedy.begin() + 5, greedy.end()));
+
+  // Warm start: the fixed-step generator passes ln_f(s), the adaptive one the raw s.
+  const std::vector<int32_t> cont =
+      test::load_ids(dir + "/gen_greedy_continuous_s8.safetensors", "tokens");
+  j = cli_json("--model " + dir + " --ids " + ids_arg(prompt) +
+                   " --init-scale 0 --steps 8 --max-new 12 --warm-start",
+               &rc);
+  ASSERT_EQ(rc, 0);
+  EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(),
+            std::vector<int32_t>(cont.begin() + 5, cont.end()));
+  const std::vector<int32_t> klc =
+      test::load_ids(dir + "/gen_klexit_continuous_max16.safetensors", "tokens");
+  j = cli_json("--model " + dir + " --ids " + ids_arg(prompt) +
+                   " --init-scale 0 --exit kl:0.003 --max-steps 16 --max-new 12 --warm-start",
+               &rc);
+  ASSERT_EQ(rc, 0);
+  EXPECT_EQ(j["tokens"].get<std::vector<int32_t>>(),
+            std::vector<int32_t>(klc.begin() + 5, klc.end()));
+  EXPECT_EQ(j["steps"].get<std::vector<int>>(),
+            (std::vector<int>{7, 8, 9, 8, 7, 8, 7, 6, 8, 6, 6, 8}));
 }
 
 TEST(Cli, BadInputIsAClearError) {
