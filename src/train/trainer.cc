@@ -153,7 +153,6 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
   if (o_.max_bad_steps <= 0) throw Error("--max-bad-steps must be positive");
   sched_.kind = Schedule::parse(o_.schedule);
   be_ = make_backend(o_.backend, pool_);
-  check_writable_dir(o_.out);
   const std::string newest = latest_checkpoint(o_.out);
   if (!o_.resume && !newest.empty())
     throw Error(o_.out + ": already holds checkpoints (newest: " + newest +
@@ -188,6 +187,7 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
   sched_.total = o_.steps;
   sched_.cooldown = o_.cooldown >= 0 ? o_.cooldown : o_.steps / 5;
 
+  check_writable_dir(o_.out);  // after the inputs are validated: a failed start leaves no folder
   if (o_.resume) {
     resume_from(newest);
   } else if (!o_.init_from.empty()) {

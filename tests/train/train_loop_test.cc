@@ -309,6 +309,7 @@ TEST(TrainLoop, BadInputIsAClearErrorAndSavedCheckpointsSurvive) {
   vocab.data = data2;
   e = error_of([&] { train(vocab); });
   EXPECT_NE(e.find("vocabulary mismatch"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(vocab.out));  // a failed start leaves nothing behind
 
   // A corrupt shard.
   const std::string data3 = f.dir + "/data3";
