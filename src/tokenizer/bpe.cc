@@ -299,39 +299,48 @@ void BpeModel::merge_small(std::vector<int32_t>& ids) const {
   ids.resize(n);
 }
 
-// The library's Word::merge_all: a heap of candidate merges over a linked list of symbols.
+// The library's Word::merge_all: a heap of candidate merges over a linked list of symbols. A
+// candidate is one integer, rank << 32 | position, so the heap orders by rank, then position;
+// it is stale when the pair now at its position has another rank (a rank names one pair).
 void BpeModel::merge_large(std::vector<int32_t>& ids) const {
   struct Sym {
     int32_t id;
     int32_t prev, next;
-    bool alive;
-  };
-  struct Cand {
-    int32_t rank, pos, merged;
-    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };
   const int32_t n = static_cast<int32_t>(ids.size());
   std::vector<Sym> sym(n);
-  for (int32_t i = 0; i < n; ++i) sym[i] = {ids[i], i - 1, i + 1 < n ? i + 1 : -1, true};
-  std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
-  for (int32_t i = 0; i + 1 < n; ++i) {
-    int32_t r, m;
-    if (merges_.get(ids[i], ids[i + 1], &r, &m)) heap.push({r, i, m});
-  }
+  for (int32_t i = 0; i < n; ++i) sym[i] = {ids[i], i - 1, i + 1 < n ? i + 1 : -1};
+  std::vector<bool> alive(n, true);
+  std::vector<uint64_t> heap;
+  heap.reserve(n);
+  auto key = [](int32_t rank, int32_t pos) {
+    return (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(pos);
+  };
+  int32_t r, m;
+  for (int32_t i = 0; i + 1 < n; ++i)
+    if (merges_.get(ids[i], ids[i + 1], &r, &m)) heap.push_back(key(r, i));
+  std::make_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
   while (!heap.empty()) {
-    Cand top = heap.top();
-    heap.pop();
-    Sym& left = sym[top.pos];
-    if (!left.alive || left.next < 0) continue;
+    std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    uint64_t top = heap.back();
+    heap.pop_back();
+    const int32_t rank = static_cast<int32_t>(top >> 32), pos = static_cast<int32_t>(top & 0xFFFFFFFF);
+    Sym& left = sym[pos];
+    if (!alive[pos] || left.next < 0) continue;
     Sym& right = sym[left.next];
-    int32_t r, m;
-    if (!merges_.get(left.id, right.id, &r, &m) || m != top.merged) continue;  // stale
-    left.id = top.merged;
-    right.alive = false;
+    if (!merges_.get(left.id, right.id, &r, &m) || r != rank) continue;  // stale
+    left.id = m;
+    alive[left.next] = false;
     left.next = right.next;
-    if (right.next >= 0) sym[right.next].prev = top.pos;
-    if (left.prev >= 0 && merges_.get(sym[left.prev].id, left.id, &r, &m)) heap.push({r, left.prev, m});
-    if (left.next >= 0 && merges_.get(left.id, sym[left.next].id, &r, &m)) heap.push({r, top.pos, m});
+    if (right.next >= 0) sym[right.next].prev = pos;
+    if (left.prev >= 0 && merges_.get(sym[left.prev].id, left.id, &r, &m)) {
+      heap.push_back(key(r, left.prev));
+      std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    }
+    if (left.next >= 0 && merges_.get(left.id, sym[left.next].id, &r, &m)) {
+      heap.push_back(key(r, pos));
+      std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    }
   }
   ids.clear();
   for (int32_t i = 0; i >= 0 && i < n; i = sym[i].next) ids.push_back(sym[i].id);
