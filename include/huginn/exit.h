@@ -23,6 +23,11 @@
 // KV entries of the call's positions, overwriting the previous check's); the others decode
 // only once, at the exit or at the limit. A prompt exits as a whole: logit criteria look at its
 // last position, latent criteria average over its positions (as the reference does).
+//
+// The prompt call checks exits too, as in the golden reference (gen_klexit_*: call 0 exits at
+// 5 of 16 steps). Later revisions of the released file skip the checks in the prefill call
+// (`if _ > 0`); that variant is not implemented. Default thresholds are those of the released
+// exit evaluators (an older inline version used 5e-4 for kl and 1e-6 for minp-kl).
 #pragma once
 
 #include <cstdint>

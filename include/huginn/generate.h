@@ -6,7 +6,8 @@
 // may serve many sequences; everything that changes while generating (KV cache, scratch, warm
 // state, sampler history and RNG, exit-policy memory, statistics) lives in a GenerationContext,
 // one per sequence. Several contexts can run on one model in one process (one context is used
-// by one thread at a time).
+// by one thread at a time; contexts running on different threads at once should each use their
+// own Backend, since a backend's thread pool serves one caller at a time).
 //
 // Calls follow the released generators (golden README items 11-16): call 0 runs the whole
 // prompt in one batched pass (positions 0..L-1) and the next token comes from its last
