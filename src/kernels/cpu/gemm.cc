@@ -5,8 +5,8 @@
 // - M <= kGemvMaxRows (decode): dot products along K, each weight row streamed once for all
 //   rows of x. Bandwidth bound; no packing.
 // - otherwise: x is packed transposed into panels of MW rows ([K][MW], zero padded), and a
-//   register tile computes yᵀ[n.., m..] += w[n, k] (broadcast) * xᵀ[k, m..] over the whole of K,
-//   rows of w read in place. Packing x costs M·K against M·N·K of work, so it is cheap for every
+//   register tile computes yᵀ[n.., m..] += w[n, k] (broadcast) * xᵀ[k, m..], rows of w read in
+//   place, K in cache-sized blocks. Packing x costs M·K against M·N·K of work, so it is cheap for every
 //   layer shape (N >= 64), whereas packing w (the usual layout) would cost N·K, i.e. 1/M.
 // Every output is one FMA chain over k = 0..K-1 in order, whatever the tiling or split.
 #include <algorithm>
@@ -69,28 +69,36 @@ void gemv(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
   });
 }
 
-// dst[k][j] = x[m0 + j][k] for j < count, 0 for the padding rows.
+// dst[k][j] = x[m0 + j][k] for j < count, 0 for the padding rows. Blocks of 16 k keep the
+// 16 destination lines in L1 while the MW source rows are read along k.
 template <int MW>
 void pack_xt(const Tensor& x, int64_t m0, int64_t count, int64_t K, float* dst) {
-  for (int64_t j = 0; j < MW; ++j) {
-    if (j < count) {
-      const float* xr = x.row(m0 + j);
-      for (int64_t k = 0; k < K; ++k) dst[k * MW + j] = xr[k];
-    } else {
-      for (int64_t k = 0; k < K; ++k) dst[k * MW + j] = 0.0f;
+  constexpr int64_t kB = 16;
+  for (int64_t k0 = 0; k0 < K; k0 += kB) {
+    const int64_t kb = std::min(kB, K - k0);
+    float* d = dst + k0 * MW;
+    for (int64_t j = 0; j < MW; ++j) {
+      if (j < count) {
+        const float* xr = x.row(m0 + j) + k0;
+        for (int64_t k = 0; k < kb; ++k) d[k * MW + j] = xr[k];
+      } else {
+        for (int64_t k = 0; k < kb; ++k) d[k * MW + j] = 0.0f;
+      }
     }
   }
 }
 
-// out[i][m] = sum_k w_i[k] * xt[k][m] for NR rows of w and MV vectors of m.
+// acc[i][m] (+)= sum_k w_i[k] * xt[k][m] for k < kc, NR rows of w and MV vectors of m; `acc`
+// holds the partial sums of the previous K blocks (exactly: the FMA chain just continues).
 template <class V, int NR, int MV>
-void tile(const float* const* wr, const float* xt, int64_t K, float* out) {
+void tile(const float* const* wr, const float* xt, int64_t kc, bool first, float* acc_io) {
   using R = typename V::R;
   constexpr int W = V::W;
   R acc[NR][MV];
-  for (auto& a : acc)
-    for (R& r : a) r = V::zero();
-  for (int64_t k = 0; k < K; ++k) {
+  for (int i = 0; i < NR; ++i)
+    for (int j = 0; j < MV; ++j)
+      acc[i][j] = first ? V::zero() : V::load(acc_io + (i * MV + j) * W);
+  for (int64_t k = 0; k < kc; ++k) {
     R b[MV];
     for (int j = 0; j < MV; ++j) b[j] = V::load(xt + k * MV * W + j * W);
     for (int i = 0; i < NR; ++i) {
@@ -99,8 +107,12 @@ void tile(const float* const* wr, const float* xt, int64_t K, float* out) {
     }
   }
   for (int i = 0; i < NR; ++i)
-    for (int j = 0; j < MV; ++j) V::store(out + (i * MV + j) * W, acc[i][j]);
+    for (int j = 0; j < MV; ++j) V::store(acc_io + (i * MV + j) * W, acc[i][j]);
 }
+
+// K is done in blocks of kKc: per block, one tile of w rows (NR x kKc, L1) meets every panel
+// of x (M x kKc, L2), the accumulators parked in a per-thread buffer between blocks.
+constexpr int64_t kKc = 256;
 
 template <class V>
 void gemm_packed(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
@@ -113,17 +125,23 @@ void gemm_packed(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
       pack_xt<MW>(x, p * MW, std::min<int64_t>(MW, M - p * MW), K, xt + p * K * MW);
   });
   c.for_range(tiles, 2 * M * K * NR, [&](int64_t t0, int64_t t1) {
-    alignas(64) float out[NR * MW];
-    for (int64_t p = 0; p < panels; ++p) {
-      const int64_t m0 = p * MW, mc = std::min<int64_t>(MW, M - m0);
+    float* acc = scratch(2, (t1 - t0) * panels * NR * MW);  // this thread's own buffer
+    for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+      const int64_t kc = std::min(kKc, K - k0);
+      const bool first = k0 == 0, last = k0 + kc == K;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n0 = t * NR, nc = std::min<int64_t>(NR, N - n0);
         const float* wr[NR];
-        for (int i = 0; i < NR; ++i) wr[i] = w.row(n0 + std::min<int64_t>(i, nc - 1));
-        tile<V, NR, MV>(wr, xt + p * K * MW, K, out);
-        for (int64_t m = 0; m < mc; ++m) {
-          float* yr = y.row(m0 + m) + n0;
-          for (int64_t i = 0; i < nc; ++i) yr[i] = out[i * MW + m];
+        for (int i = 0; i < NR; ++i) wr[i] = w.row(n0 + std::min<int64_t>(i, nc - 1)) + k0;
+        for (int64_t p = 0; p < panels; ++p) {
+          float* a = acc + ((t - t0) * panels + p) * NR * MW;
+          tile<V, NR, MV>(wr, xt + p * K * MW + k0 * MW, kc, first, a);
+          if (!last) continue;
+          const int64_t m0 = p * MW, mc = std::min<int64_t>(MW, M - m0);
+          for (int64_t m = 0; m < mc; ++m) {
+            float* yr = y.row(m0 + m) + n0;
+            for (int64_t i = 0; i < nc; ++i) yr[i] = a[i * MW + m];
+          }
         }
       }
     }

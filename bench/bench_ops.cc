@@ -1,0 +1,295 @@
+// Per-op throughput of the fast CPU backend at 1 and 2 threads, as GFLOP/s or GB/s and as a
+// percentage of this machine's peak, which the program measures first (fp32 FMA throughput and
+// read bandwidth). Best of several runs, since the machine may be shared.
+//
+//   bench_ops [--quick] [--isa generic|avx2|avx512] [--filter SUBSTRING]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "huginn/backend.h"
+#include "huginn/thread_pool.h"
+#include "kernels/cpu/cpu_backend.h"
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// GCC 12 flags its own _mm512_undefined_ps() idiom inside the intrinsics as uninitialized.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#endif
+
+namespace huginn {
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Best time of fn() over repeats filling about `budget` seconds (at least 3 runs).
+double best_time(const std::function<void()>& fn, double budget) {
+  fn();  // warm up (page faults, scratch buffers)
+  double best = 1e30;
+  const double start = now();
+  for (int i = 0; i < 3 || now() - start < budget; ++i) {
+    const double t0 = now();
+    fn();
+    best = std::min(best, now() - t0);
+    if (i > 1000) break;
+  }
+  return best;
+}
+
+// Flops per call of a loop of independent FMAs (24 accumulators: enough to cover latency x
+// ports on any current core).
+double fma_peak_gflops(ThreadPool& pool) {
+  constexpr int64_t kIters = 1 << 16;  // ~2 ms: short runs dodge preemption
+#if defined(__AVX512F__)
+  using R = __m512;
+  constexpr int W = 16;
+  auto kernel = [] {
+    R acc[24];
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+    const R a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-4f);
+    for (int64_t it = 0; it < kIters; ++it) {
+#pragma GCC unroll 24  // the accumulators must live in registers
+      for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    }
+    R s = acc[0];
+    for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+  };
+#elif defined(__AVX2__) && defined(__FMA__)
+  using R = __m256;
+  constexpr int W = 8;
+  auto kernel = [] {
+    R acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
+    const R a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-4f);
+    for (int64_t it = 0; it < kIters * 2; ++it) {
+#pragma GCC unroll 12
+      for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+    }
+    float out[8];
+    _mm256_storeu_ps(out, acc[0]);
+    volatile float sink = out[0];
+    (void)sink;
+  };
+#else
+  constexpr int W = 1;
+  auto kernel = [] {
+    float acc[24];
+    for (int i = 0; i < 24; ++i) acc[i] = static_cast<float>(i);
+    for (int64_t it = 0; it < kIters; ++it)
+      for (int i = 0; i < 24; ++i) acc[i] = acc[i] * 0.999f + 1e-4f;
+    volatile float sink = acc[0];
+    (void)sink;
+  };
+#endif
+  const double flops = 2.0 * W * 24 * kIters * pool.size();
+  return flops / best_time([&] { pool.run_on_all([&](int) { kernel(); }); }, 0.5) / 1e9;
+}
+
+// Read bandwidth over a buffer far larger than the caches, each thread reading its own part.
+double read_bandwidth_gbs(ThreadPool& pool, std::vector<float>& buf) {
+  const int64_t n = static_cast<int64_t>(buf.size());
+  std::vector<double> sink(static_cast<size_t>(pool.size()));
+  auto run = [&] {
+    pool.parallel_for(n / 64, 1, [&](int64_t b, int64_t e) {
+      const float* p = buf.data();
+#if defined(__AVX512F__)
+      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (int64_t i = b * 64; i < e * 64; i += 64) {
+        s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
+        s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
+        s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
+        s3 = _mm512_add_ps(s3, _mm512_load_ps(p + i + 48));
+      }
+      sink[static_cast<size_t>(b * pool.size() / (n / 64))] =
+          _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+#else
+      float s[64] = {};
+      for (int64_t i = b * 64; i < e * 64; i += 64)
+        for (int j = 0; j < 64; ++j) s[j] += p[i + j];
+      sink[static_cast<size_t>(b * pool.size() / (n / 64))] = s[0];
+#endif
+    });
+  };
+  return n * 4.0 / best_time(run, 0.5) / 1e9;
+}
+
+Tensor random_tensor(std::initializer_list<int64_t> shape, std::mt19937& rng) {
+  Tensor t = Tensor::empty(shape);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = d(rng);
+  return t;
+}
+
+struct Peak {
+  double gflops[2], gbs[2];  // at 1 and 2 threads
+};
+
+struct Bench {
+  std::string name;
+  double flops, bytes;  // per call; bytes = main memory traffic the op cannot avoid
+  std::function<void(Backend&)> run;
+};
+
+void report(const Bench& b, const double secs[2], const Peak& peak) {
+  std::printf("%-44s", b.name.c_str());
+  for (int i = 0; i < 2; ++i) {
+    const double gf = b.flops / secs[i] / 1e9, gb = b.bytes / secs[i] / 1e9;
+    // An op is bound by whichever resource it uses the larger share of.
+    const double pf = 100 * gf / peak.gflops[i], pb = 100 * gb / peak.gbs[i];
+    if (pf >= pb)
+      std::printf(" | %8.1f GFLOP/s %5.1f%% peak", gf, pf);
+    else
+      std::printf(" | %8.1f GB/s    %5.1f%% bw  ", gb, pb);
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+std::vector<Bench> benches(std::mt19937& rng, bool quick) {
+  std::vector<Bench> out;
+  auto matmul = [&](const char* what, int64_t M, int64_t K, int64_t N) {
+    auto x = std::make_shared<Tensor>(random_tensor({M, K}, rng));
+    auto w = std::make_shared<Tensor>(random_tensor({N, K}, rng));
+    auto y = std::make_shared<Tensor>(Tensor::empty({M, N}));
+    char name[96];
+    std::snprintf(name, sizeof name, "matmul %-9s M%-4ld K%-5ld N%ld", what, static_cast<long>(M),
+                  static_cast<long>(K), static_cast<long>(N));
+    out.push_back({name, 2.0 * M * N * K, 4.0 * (N * K + M * K + M * N),
+                   [=](Backend& b) { b.matmul(*x, *w, *y); }});
+  };
+  // Huginn-0125: E=5280, I=17920 (fc is [2I, E]); the tiny test models have E = 64 / 96.
+  matmul("decode", 1, 5280, 5280);
+  matmul("decode", 1, 5280, 3 * 5280);
+  if (!quick) matmul("decode", 1, 5280, 2 * 17920);
+  matmul("decode", 1, 17920, 5280);
+  matmul("decode", 4, 5280, 5280);
+  matmul("prefill", 64, 5280, 5280);
+  matmul("prefill", 256, 5280, 5280);
+  if (!quick) matmul("prefill", 512, 5280, 5280);
+  if (!quick) matmul("prefill", 256, 5280, 2 * 17920);
+  matmul("prefill", 256, 17920, 5280);
+  matmul("bench-m", 256, 1024, 2 * 2816);
+  matmul("bench-m", 256, 2816, 1024);
+  matmul("tiny", 64, 64, 192);
+  matmul("tiny", 96, 96, 288);
+
+  auto attention = [&](const char* what, int64_t T, int64_t S, int H, int64_t D) {
+    auto q = std::make_shared<Tensor>(random_tensor({T, H * D}, rng));
+    auto k = std::make_shared<Tensor>(random_tensor({S, H * D}, rng));
+    auto v = std::make_shared<Tensor>(random_tensor({S, H * D}, rng));
+    auto o = std::make_shared<Tensor>(Tensor::empty({T, H * D}));
+    const double pairs = static_cast<double>(T) * (S - T) + T * (T + 1) / 2.0;  // causal
+    char name[96];
+    std::snprintf(name, sizeof name, "attention %-7s T%-4ld S%-5ld H%d D%ld", what,
+                  static_cast<long>(T), static_cast<long>(S), H, static_cast<long>(D));
+    out.push_back({name, 4.0 * pairs * H * D, 4.0 * 2 * S * H * D,
+                   [=](Backend& b) { b.attention(*q, *k, *v, H, *o); }});
+  };
+  attention("decode", 1, 4096, 55, 96);
+  attention("prefill", 512, 512, 55, 96);
+  attention("prefill", 256, 256, 16, 64);
+
+  const int64_t T = 512, E = 5280, I = 17920;
+  auto x = std::make_shared<Tensor>(random_tensor({T, E}, rng));
+  auto x2 = std::make_shared<Tensor>(random_tensor({T, E}, rng));
+  auto w = std::make_shared<Tensor>(random_tensor({E}, rng));
+  auto y = std::make_shared<Tensor>(Tensor::empty({T, E}));
+  const double tb = 4.0 * T * E;
+  out.push_back({"rmsnorm T512 E5280", 4.0 * T * E, 2 * tb,
+                 [=](Backend& b) { b.rmsnorm(*x, *w, 1e-6f, *y); }});
+  out.push_back({"add T512 E5280", 1.0 * T * E, 3 * tb, [=](Backend& b) { b.add(*x, *x2, *y); }});
+  out.push_back({"add_bias T512 E5280", 1.0 * T * E, 2 * tb, [=](Backend& b) { b.add_bias(*y, *w); }});
+  out.push_back({"copy T512 E5280", 0, 2 * tb, [=](Backend& b) { b.copy(*x, *y); }});
+  auto cs = std::make_shared<Tensor>(random_tensor({T, 48, 2}, rng));
+  auto pos = std::make_shared<std::vector<int32_t>>(T);
+  for (int64_t t = 0; t < T; ++t) (*pos)[t] = static_cast<int32_t>(t);
+  out.push_back({"rope T512 H55 D96", 6.0 * T * E, 2 * tb,
+                 [=](Backend& b) { b.rope(*y, *cs, *pos, 96); }});
+  const int64_t Ts = quick ? 64 : 256;
+  auto fc = std::make_shared<Tensor>(random_tensor({Ts, 2 * I}, rng));
+  auto act = std::make_shared<Tensor>(Tensor::empty({Ts, I}));
+  out.push_back({"swiglu T" + std::to_string(Ts) + " I17920", 20.0 * Ts * I, 4.0 * 3 * Ts * I,
+                 [=](Backend& b) { b.swiglu(*fc, *act); }});
+  auto cat = std::make_shared<Tensor>(Tensor::empty({T, 2 * E}));
+  out.push_back({"concat_cols T512 2x5280", 0, 4 * tb,
+                 [=](Backend& b) { b.concat_cols(*x, *x2, *cat); }});
+  auto logits = std::make_shared<Tensor>(random_tensor({64, 65536}, rng));
+  auto lp = std::make_shared<Tensor>(Tensor::empty({64, 65536}));
+  out.push_back({"log_softmax T64 V65536", 20.0 * 64 * 65536, 4.0 * 2 * 64 * 65536,
+                 [=](Backend& b) { b.log_softmax(*logits, *lp); }});
+  auto table = std::make_shared<Tensor>(random_tensor({65536, E}, rng));
+  auto ids = std::make_shared<std::vector<int32_t>>(T);
+  for (int64_t t = 0; t < T; ++t) (*ids)[t] = static_cast<int32_t>((t * 7919) % 65536);
+  out.push_back({"embedding T512 E5280", 1.0 * T * E, 2 * tb,
+                 [=](Backend& b) { b.embedding(*table, *ids, 72.7f, *y); }});
+  return out;
+}
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::string filter;
+  CpuOptions opt;
+  opt.isa = best_cpu_isa();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") {
+      quick = true;
+    } else if (a == "--filter" && i + 1 < argc) {
+      filter = argv[++i];
+    } else if (a == "--isa" && i + 1 < argc) {
+      const std::string want = argv[++i];
+      bool found = false;
+      for (CpuIsa isa : available_cpu_isas())
+        if (want == cpu_isa_name(isa)) opt.isa = isa, found = true;
+      if (!found) {
+        std::fprintf(stderr, "bench_ops: --isa %s is not available here\n", want.c_str());
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "usage: bench_ops [--quick] [--isa generic|avx2|avx512] [--filter S]\n");
+      return a == "--help" ? 0 : 2;
+    }
+  }
+  ThreadPool pools[2] = {ThreadPool(1), ThreadPool(2)};
+  Peak peak;
+  {
+    std::vector<float> buf(static_cast<size_t>(1) << 28);  // 1 GiB
+    for (size_t i = 0; i < buf.size(); i += 1024) buf[i] = 1.0f;
+    for (int i = 0; i < 2; ++i) {
+      peak.gflops[i] = fma_peak_gflops(pools[i]);
+      peak.gbs[i] = read_bandwidth_gbs(pools[i], buf);
+    }
+  }
+  std::printf("machine peak: fp32 FMA %.1f / %.1f GFLOP/s, read bandwidth %.1f / %.1f GB/s "
+              "(1 / 2 threads)\n",
+              peak.gflops[0], peak.gflops[1], peak.gbs[0], peak.gbs[1]);
+  std::printf("backend cpu, isa %s\n%-44s | %-32s | %s\n", cpu_isa_name(opt.isa), "op",
+              "1 thread", "2 threads");
+  std::mt19937 rng(1);
+  std::unique_ptr<Backend> backends[2] = {make_cpu_backend(pools[0], opt),
+                                          make_cpu_backend(pools[1], opt)};
+  for (const Bench& b : benches(rng, quick)) {
+    if (!filter.empty() && b.name.find(filter) == std::string::npos) continue;
+    double secs[2];
+    for (int i = 0; i < 2; ++i) secs[i] = best_time([&] { b.run(*backends[i]); }, quick ? 0.2 : 0.5);
+    report(b, secs, peak);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace huginn
+
+int main(int argc, char** argv) { return huginn::main(argc, argv); }
