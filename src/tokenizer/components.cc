@@ -317,8 +317,15 @@ struct ByteLevelPre : PreTokenizer {
     std::vector<Piece> tmp;
     const std::vector<Piece>* cur = &in;
     if (add_prefix_space) {
-      for (const Piece& p : in)
-        tmp.push_back(p.text.empty() || p.text[0] == ' ' ? p : Piece{arena.keep(" " + std::string(p.text)), p.at_start});
+      for (const Piece& p : in) {
+        if (p.text.empty() || p.text[0] == ' ') {
+          tmp.push_back(p);
+          continue;
+        }
+        std::string s(1, ' ');
+        s.append(p.text);
+        tmp.push_back(Piece{arena.keep(std::move(s)), p.at_start});
+      }
       cur = &tmp;
     }
     if (use_regex) {

@@ -219,6 +219,28 @@ TEST(TokenizerComponents, MetaspaceDigitsAndAddedTokenStripping) {
   EXPECT_EQ(t->decode(std::vector<int32_t>{6, 7, 6}, true), "a a");
 }
 
+// GPT-2 style: ByteLevel pre-tokenizer with its own regex and a prefix space on every piece.
+TEST(TokenizerComponents, ByteLevelWithRegexAndPrefixSpace) {
+  std::vector<std::string> vocab;
+  for (int b = 0; b < 256; ++b) {
+    std::string ch;
+    tok::utf8_append(ch, tok::byte_char(static_cast<uint8_t>(b)));
+    vocab.push_back(ch);
+  }
+  const std::string G = "\xC4\xA0";  // the byte-level character of ' '
+  vocab.push_back(G + "H");
+  vocab.push_back(G + "He");
+  json j = tiny(vocab, {G + " H", G + "H e"});
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  j["decoder"] = {{"type", "ByteLevel"}};
+  auto t = Tokenizer::from_json(j.dump());
+  EXPECT_EQ(t->encode("Hello"), (std::vector<int32_t>{257, 'l', 'l', 'o'}));
+  // " a", " " (\s+(?!\S)), " b": the prefix space is added to the text once, the regex splits.
+  EXPECT_EQ(t->encode("a  b"), (std::vector<int32_t>{t->token_to_id(G), 'a', t->token_to_id(G),
+                                                       t->token_to_id(G), 'b'}));
+  EXPECT_EQ(t->decode(t->encode("Hello")), " Hello");
+}
+
 TEST(TokenizerComponents, NormalizersAndReplace) {
   json j = tiny({"a", "b", "c", "1", "i", "\xCC\x87", " "}, {});
   j["normalizer"] = {{"type", "Sequence"},
