@@ -1,0 +1,307 @@
+// Built-in tasks (answers checked by an independent resolver, disjoint splits, determinism),
+// answer extraction, Wilson intervals, JSONL task files and their errors, and the eval runner /
+// task trainer end to end on a tiny model (CLI included).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "huginn/error.h"
+#include "huginn/eval.h"
+#include "test_util.h"
+
+namespace huginn {
+namespace {
+namespace fs = std::filesystem;
+
+// Plain reference for chain prompts: parse "x=y;" statements and follow pointers.
+std::string resolve_chain(const std::string& prompt) {
+  std::map<char, std::string> rhs;
+  size_t i = 0;
+  while (i < prompt.size() && prompt[i + 1] == '=') {
+    const size_t semi = prompt.find(';', i);
+    rhs[prompt[i]] = prompt.substr(i + 2, semi - i - 2);
+    i = semi + 1;
+  }
+  EXPECT_EQ(prompt.back(), '?');
+  std::string v(1, prompt[i]);
+  for (int guard = 0; guard < 100 && !(v[0] >= '0' && v[0] <= '9'); ++guard) v = rhs.at(v[0]);
+  return v;
+}
+
+TEST(Tasks, ChainAnswersFollowThePointersAndNeedEveryHop) {
+  const TaskSpec spec = TaskSpec::parse("chain:hops=2-5");
+  EXPECT_EQ(spec.min_level, 2);
+  EXPECT_EQ(spec.max_level, 5);
+  std::set<int> lengths;
+  for (const auto& ex : make_task(spec, Split::kTrain, 300, 7)) {
+    EXPECT_EQ(resolve_chain(ex.prompt), ex.answer) << ex.prompt;
+    lengths.insert(static_cast<int>(ex.prompt.size()));
+    // Two literal digits, different: the digits alone do not give the answer.
+    std::string digits;
+    for (char c : ex.prompt)
+      if (c >= '0' && c <= '9') digits += c;
+    ASSERT_EQ(digits.size(), 2u) << ex.prompt;
+    EXPECT_NE(digits[0], digits[1]);
+  }
+  // 2 chains x (hops + 1) statements of 4 chars + "x?": every hop count appears.
+  for (int h = 2; h <= 5; ++h) EXPECT_TRUE(lengths.count(8 * (h + 1) + 2)) << h;
+}
+
+TEST(Tasks, ParityAndAdditionAnswers) {
+  for (const auto& ex : make_task(TaskSpec::parse("parity:bits=9"), Split::kTest, 100, 3)) {
+    int x = 0;
+    const std::string bits = ex.prompt.substr(7, 9);
+    for (char c : bits) x ^= c - '0';
+    EXPECT_EQ(ex.answer, std::to_string(x));
+    EXPECT_EQ(ex.prompt, "parity " + bits + "?");
+  }
+  for (const auto& ex : make_task(TaskSpec::parse("add:digits=4"), Split::kTrain, 100, 3)) {
+    const size_t plus = ex.prompt.find('+');
+    const long a = std::stol(ex.prompt.substr(0, plus)), b = std::stol(ex.prompt.substr(plus + 1));
+    EXPECT_EQ(ex.answer, std::to_string(a + b));
+    EXPECT_GE(a, 1000);
+    EXPECT_LE(b, 9999);
+  }
+}
+
+TEST(Tasks, DeterministicAndSplitsDisjoint) {
+  const TaskSpec spec = TaskSpec::parse("chain:hops=1");
+  const auto a = make_task(spec, Split::kTest, 50, 11), b = make_task(spec, Split::kTest, 50, 11);
+  const auto c = make_task(spec, Split::kTest, 50, 12);
+  int same_seed = 0, other_seed = 0;
+  for (int i = 0; i < 50; ++i) {
+    same_seed += a[i].prompt == b[i].prompt;
+    other_seed += a[i].prompt == c[i].prompt;
+  }
+  EXPECT_EQ(same_seed, 50);
+  EXPECT_LT(other_seed, 5);
+  std::set<std::string> train;
+  for (uint64_t seed : {1, 2, 3})
+    for (const auto& ex : make_task(spec, Split::kTrain, 2000, seed)) train.insert(ex.prompt);
+  int overlap = 0;
+  for (uint64_t seed : {1, 4})
+    for (const auto& ex : make_task(spec, Split::kTest, 500, seed)) overlap += train.count(ex.prompt);
+  EXPECT_EQ(overlap, 0);
+}
+
+TEST(Tasks, BadSpecsAreErrorsNamingTheKnob) {
+  for (const char* bad : {"chains", "chain:hops=0", "chain:hops=13", "chain:depth=3",
+                          "chain:hops=5-2", "chain:hops=x", "parity:bits=2-", "add:digits=10"}) {
+    try {
+      TaskSpec::parse(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("task '"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(TaskSpec::parse("chain").to_string(), "chain:hops=4-8");
+  EXPECT_EQ(TaskSpec::parse("parity:bits=5").to_string(), "parity:bits=5");
+  EXPECT_THROW(parse_split("val"), Error);
+}
+
+TEST(Scoring, ExtractAnswer) {
+  EXPECT_EQ(extract_answer(" 7\nmore", ""), "7");
+  EXPECT_EQ(extract_answer("the answer is 42.", "answer is (\\d+)"), "42");
+  EXPECT_EQ(extract_answer("x=13", "\\d+"), "13");
+  EXPECT_EQ(extract_answer("no digits", "(\\d+)"), "");
+}
+
+TEST(Scoring, WilsonIntervalKnownValues) {
+  // 8/10 at 95 %: [0.4902, 0.9433] (Wilson 1927; e.g. Newcombe 1998, table I).
+  auto [lo, hi] = wilson_interval(8, 10);
+  EXPECT_NEAR(lo, 0.4902, 1e-4);
+  EXPECT_NEAR(hi, 0.9433, 1e-4);
+  std::tie(lo, hi) = wilson_interval(0, 20);
+  EXPECT_EQ(lo, 0.0);
+  EXPECT_NEAR(hi, 0.1611, 1e-4);
+  std::tie(lo, hi) = wilson_interval(0, 0);
+  EXPECT_EQ(lo, 0.0);
+  EXPECT_EQ(hi, 1.0);
+  // Symmetric in successes / failures; contains the point estimate.
+  for (int k = 0; k <= 30; ++k) {
+    auto [a, b] = wilson_interval(k, 30);
+    auto [c, d] = wilson_interval(30 - k, 30);
+    EXPECT_NEAR(a, 1 - d, 1e-12);
+    EXPECT_NEAR(b, 1 - c, 1e-12);
+    EXPECT_LE(a, k / 30.0);
+    EXPECT_GE(b, k / 30.0);
+  }
+}
+
+TEST(TaskFiles, RoundTripAndErrorsNameFileAndLine) {
+  const std::string dir = test::make_temp_dir("eval_files");
+  const auto exs = make_task(TaskSpec::parse("add:digits=2"), Split::kTest, 5, 1);
+  {
+    std::ofstream(dir + "/t.jsonl") << task_to_jsonl(exs);
+  }
+  const auto back = load_task_file(dir + "/t.jsonl");
+  ASSERT_EQ(back.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(back[i].prompt, exs[i].prompt);
+    EXPECT_EQ(back[i].answer, exs[i].answer);
+  }
+  {
+    std::ofstream(dir + "/mc.jsonl") << R"({"context":"1+1=","choices":["2","3"],"gold":0})" << "\n";
+  }
+  const auto mc = load_task_file(dir + "/mc.jsonl");
+  ASSERT_TRUE(mc[0].multiple_choice());
+  EXPECT_EQ(mc[0].gold, 0);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"prompt":"a"})", "missing field 'answer'"},
+      {R"({"prompt":"a","answer":3})", "field 'answer' must be a string"},
+      {R"({"context":"a","choices":["x","y"],"gold":2})", "'gold' = 2"},
+      {R"({"context":"a","choices":["x"],"gold":0})", "at least 2"},
+      {R"({"prompt":"a","answer":"b","regex":"("})", "regular expression"},
+      {"{not json", "not valid JSON"},
+  };
+  for (const auto& [line, want] : bad) {
+    {
+      std::ofstream(dir + "/bad.jsonl") << R"({"prompt":"ok","answer":"1"})" << "\n" << line << "\n";
+    }
+    try {
+      load_task_file(dir + "/bad.jsonl");
+      ADD_FAILURE() << line;
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("bad.jsonl:2"), std::string::npos) << m;
+      EXPECT_NE(m.find(want), std::string::npos) << m;
+    }
+  }
+  EXPECT_THROW(load_task_file(dir + "/missing.jsonl"), Error);
+  fs::remove_all(dir);
+}
+
+TEST(TextCodec, BytesCheckedAgainstTheVocabulary) {
+  const TextCodec c = TextCodec::bytes(128);
+  const auto ids = c.encode("a=1;", "x");
+  EXPECT_EQ(ids, (std::vector<int32_t>{'a', '=', '1', ';'}));
+  EXPECT_EQ(c.decode(ids), "a=1;");
+  EXPECT_EQ(c.newline_id(), '\n');
+  try {
+    c.encode("caf\xc3\xa9", "example 3 prompt");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("example 3 prompt: byte 195"), std::string::npos) << e.what();
+  }
+}
+
+const char* kTinyConfig = R"({"name": "eval-test", "block_size": 48, "vocab_size": 128,
+ "n_embd": 32, "num_attention_heads": 2, "intermediate_size": 64, "n_layers_in_prelude": 1,
+ "n_layers_in_recurrent_block": 1, "n_layers_in_coda": 1, "mean_recurrence": 4,
+ "mean_backprop_depth": 2, "tie_embeddings": true})";
+
+// Train a few steps, then evaluate: the report is consistent with itself and its files.
+TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
+  const std::string dir = test::make_temp_dir("eval_runner");
+  {
+    std::ofstream(dir + "/config.json") << kTinyConfig;
+  }
+  TaskTrainOptions t;
+  t.model_config = dir + "/config.json";
+  t.task = "chain:hops=1-2";
+  t.out = dir + "/model";
+  t.steps = 4;
+  t.batch = 2;
+  t.eval_every = 0;
+  t.eval_examples = 4;
+  t.threads = 1;
+  t.quiet = true;
+  std::vector<double> losses;
+  t.on_step = [&](int64_t, double loss) { losses.push_back(loss); };
+  const TaskTrainResult tr = train_task(t);
+  ASSERT_EQ(losses.size(), 4u);
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l) && l > 0);
+  EXPECT_TRUE(fs::exists(dir + "/model/model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir + "/model/task.json"));
+  // Same seed: the same run.
+  TaskTrainOptions t2 = t;
+  t2.out = dir + "/model2";
+  std::vector<double> losses2;
+  t2.on_step = [&](int64_t, double loss) { losses2.push_back(loss); };
+  train_task(t2);
+  EXPECT_EQ(losses, losses2);
+  (void)tr;
+
+  EvalOptions o;
+  o.model = dir + "/model";
+  o.task = "chain:hops=1";
+  o.steps = {1, 3};
+  o.exits = {"kl:1e-2"};
+  o.limit = 6;
+  o.threads = 1;
+  o.quiet = true;
+  o.plots = false;
+  o.out_dir = dir + "/eval";
+  const EvalReport rep = run_eval(o);
+  ASSERT_EQ(rep.rows.size(), 3u);
+  EXPECT_EQ(rep.rows[0].setting.label(), "r=1");
+  EXPECT_EQ(rep.rows[2].setting.label(), "kl:0.01 (max 3)");
+  for (const auto& r : rep.rows) {
+    EXPECT_EQ(r.n, 6);
+    EXPECT_NEAR(r.accuracy, r.correct / 6.0, 1e-12);
+    EXPECT_LE(r.ci_low, r.accuracy);
+    EXPECT_GE(r.ci_high, r.accuracy);
+    EXPECT_GT(r.tokens, 0);
+  }
+  EXPECT_DOUBLE_EQ(rep.rows[0].mean_steps, 1.0);
+  EXPECT_DOUBLE_EQ(rep.rows[1].mean_steps, 3.0);
+  EXPECT_GE(rep.rows[2].mean_steps, 1.0);
+  EXPECT_LE(rep.rows[2].mean_steps, 3.0);
+  ASSERT_FALSE(rep.examples.empty());
+  for (const auto& e : rep.examples) EXPECT_EQ(e.pieces.size(), e.steps.size());
+  std::ifstream jf(dir + "/eval/results.json");
+  const auto j = nlohmann::json::parse(jf);
+  ASSERT_EQ(j["rows"].size(), 3u);
+  EXPECT_EQ(j["rows"][1]["correct"].get<int>(), rep.rows[1].correct);
+  std::ifstream cf(dir + "/eval/results.csv");
+  std::string line;
+  int lines = 0;
+  while (std::getline(cf, line)) ++lines;
+  EXPECT_EQ(lines, 4);
+
+  // Multiple choice by log-likelihood: the chosen answers match a file of the same examples.
+  {
+    std::ofstream(dir + "/mc.jsonl") << R"({"context":"a=1;a?","choices":["1","2","3"],"gold":0})" << "\n"
+                                     << R"({"context":"b=2;b?","choices":["1","2"],"gold":1})" << "\n";
+  }
+  o.task = dir + "/mc.jsonl";
+  o.exits = {};
+  o.out_dir = "";
+  const EvalReport mc = run_eval(o);
+  EXPECT_TRUE(mc.multiple_choice);
+  EXPECT_NEAR(mc.chance, (1.0 / 3 + 1.0 / 2) / 2, 1e-12);
+  EXPECT_EQ(mc.rows[0].n, 2);
+  EXPECT_EQ(mc.rows[0].tokens, 5);
+
+  // The CLI: table on stdout; bad flags are errors naming the flag.
+  std::string out;
+  ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " eval --model " + dir +
+                                  "/model --task chain:hops=1 --steps 1,2 --limit 3 --no-plots -q",
+                              &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("r=2"), std::string::npos) << out;
+  EXPECT_NE(test::run_command(std::string(HUGINN_CLI) + " eval --model " + dir +
+                                  "/model --task nosuch --steps 1 -q 2>&1",
+                              &out),
+            0);
+  EXPECT_NE(out.find("not a built-in task"), std::string::npos) << out;
+  EXPECT_NE(test::run_command(std::string(HUGINN_CLI) + " eval --model " + dir +
+                                  "/model --task chain --steps 1,x -q 2>&1",
+                              &out),
+            0);
+  EXPECT_NE(out.find("--steps"), std::string::npos) << out;
+  ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) +
+                                  " task generate chain:hops=2 --split test --n 3",
+                              &out),
+            0);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 3);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace huginn
