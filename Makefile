@@ -4,6 +4,7 @@ BUILD ?= build
 JOBS ?= 2
 BUILD_TYPE ?= Release
 CMAKE_FLAGS ?=
+QUICK ?= 0
 
 .PHONY: all deps configure build test demo bench clean format
 
@@ -22,7 +23,7 @@ test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
 
 demo: build
-	@bash scripts/demo.sh $(BUILD)
+	@QUICK=$(QUICK) bash scripts/demo.sh $(BUILD)
 
 bench: build
 	@$(BUILD)/bench_forward
