@@ -76,7 +76,7 @@ TEST(GradContract, GradientsAccumulateAndScale) {
   const float l2 = runner.loss_and_grad(ids, labels, opt, twice, 2.0f);
   EXPECT_EQ(l1, l2);
   auto a = named_params(*model, once), b = named_params(*model, twice);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(test::rel_err(b[i].grad, a[i].grad), 1e-6) << a[i].name;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(test::rel_err(b[i].grad, a[i].grad), 1e-5) << a[i].name;  // float rounding of 1+2 vs 3
   once.zero(*be);
   for (const auto& p : named_params(*model, once))
     for (int64_t j = 0; j < p.grad.numel(); ++j) ASSERT_EQ(p.grad.f32()[j], 0.0f) << p.name;

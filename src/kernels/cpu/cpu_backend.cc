@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "huginn/thread_pool.h"
+#include "kernels/cpu/backward_kernels.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
 
@@ -123,6 +124,42 @@ class CpuBackend : public Backend {
     k_.concat_cols(ctx_, a, b, out);
   }
   void log_softmax(const Tensor& x, Tensor& y) override { k_.log_softmax(ctx_, x, y); }
+
+  // Backward ops (backward_*.cc); matmul_backward runs on this instruction set's GEMM.
+  void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                       Tensor* dw) override {
+    cpu::matmul_backward(ctx_, k_.matmul, x, w, dy, dx, dw);
+  }
+  void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                        Tensor& dw) override {
+    cpu::rmsnorm_backward(ctx_, x, w, eps, dy, dx, dw);
+  }
+  void add_bias_backward(const Tensor& dy, Tensor& dbias) override {
+    cpu::add_bias_backward(ctx_, dy, dbias);
+  }
+  void rope_backward(Tensor& dx, const Tensor& cos_sin, std::span<const int32_t> positions,
+                     int head_dim) override {
+    cpu::rope_backward(ctx_, dx, cos_sin, positions, head_dim);
+  }
+  void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                          const Tensor& dout, int n_heads, Tensor& dq, Tensor& dk,
+                          Tensor& dv) override {
+    cpu::attention_backward(ctx_, q, k, v, out, dout, n_heads, dq, dk, dv);
+  }
+  void swiglu_backward(const Tensor& fc, const Tensor& dout, Tensor& dfc) override {
+    cpu::swiglu_backward(ctx_, fc, dout, dfc);
+  }
+  void concat_cols_backward(const Tensor& dout, Tensor& da, Tensor& db) override {
+    cpu::concat_cols_backward(ctx_, dout, da, db);
+  }
+  void embedding_backward(const Tensor& dout, std::span<const int32_t> ids, float scale,
+                          Tensor& dtable) override {
+    cpu::embedding_backward(ctx_, dout, ids, scale, dtable);
+  }
+  float cross_entropy(const Tensor& logits, std::span<const int32_t> labels, float dscale,
+                      Tensor* dlogits) override {
+    return cpu::cross_entropy(ctx_, logits, labels, dscale, dlogits);
+  }
 
  private:
   Kernels k_;

@@ -1,0 +1,34 @@
+// The fast CPU backend's backward ops (gradient contract of huginn/backend.h: parameter
+// gradients +=, activation gradients =). Free functions over the same Ctx as the forward
+// kernels; every op splits over independent outputs with a fixed per-output order, so results
+// do not depend on the thread count. Shapes as in huginn/backend.h.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "kernels/cpu/kernels.h"
+
+namespace huginn::cpu {
+
+// The forward GEMM y = x·wᵀ the backward reuses (one instruction set's cpu::matmul<V>).
+using MatmulFn = void (*)(const Ctx&, const Tensor&, const Tensor&, Tensor&);
+
+void matmul_backward(const Ctx& c, MatmulFn mm, const Tensor& x, const Tensor& w,
+                     const Tensor& dy, Tensor* dx, Tensor* dw);
+void rmsnorm_backward(const Ctx& c, const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                      Tensor& dx, Tensor& dw);
+void add_bias_backward(const Ctx& c, const Tensor& dy, Tensor& dbias);
+void rope_backward(const Ctx& c, Tensor& dx, const Tensor& cos_sin,
+                   std::span<const int32_t> positions, int head_dim);
+void attention_backward(const Ctx& c, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& dout, int n_heads, Tensor& dq,
+                        Tensor& dk, Tensor& dv);
+void swiglu_backward(const Ctx& c, const Tensor& fc, const Tensor& dout, Tensor& dfc);
+void concat_cols_backward(const Ctx& c, const Tensor& dout, Tensor& da, Tensor& db);
+void embedding_backward(const Ctx& c, const Tensor& dout, std::span<const int32_t> ids,
+                        float scale, Tensor& dtable);
+float cross_entropy(const Ctx& c, const Tensor& logits, std::span<const int32_t> labels,
+                    float dscale, Tensor* dlogits);
+
+}  // namespace huginn::cpu
