@@ -2,6 +2,9 @@
 // pieces) and batched over threads, on ~10 MB of mixed text (code + prose + multilingual).
 //
 //   bench_tokenizer [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME]
+//                   [--write DIR]
+// --write saves the corpus (DIR/corpus.txt) and each tokenizer's ids of one encode call
+// (DIR/NAME.ids, uint32 little-endian) so another implementation can be compared id for id.
 //
 // The default corpus mixes, like the golden README's speed anchor: Python standard-library
 // source (/usr/lib/python3.11, else this repository's sources), the tokenizers' license prose,
@@ -101,7 +104,7 @@ int main(int argc, char** argv) {
   // The golden tokenizers, beside this source file in the repository.
   std::string tok_dir = (fs::path(__FILE__).parent_path() / "../tests/data/tokenizers").lexically_normal().string();
   int runs = 3;
-  std::string only;
+  std::string only, write_dir;  // --write DIR: the corpus and each tokenizer's ids, for oracles
   double mb = 10.0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -117,8 +120,9 @@ int main(int argc, char** argv) {
     else if (a == "--runs") runs = std::max(1, std::stoi(next()));
     else if (a == "--mb") mb = std::stod(next());
     else if (a == "--only") only = next();
+    else if (a == "--write") write_dir = next();
     else {
-      std::fprintf(stderr, "usage: %s [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME] [--write DIR]\n", argv[0]);
       return a == "--help" ? 0 : 2;
     }
   }
@@ -129,6 +133,10 @@ int main(int argc, char** argv) {
               corpus_path.empty() ? " (python source + license prose + golden strings)" : "", runs,
               huginn::ThreadPool::hardware_threads());
   const std::vector<std::string> chunks = pieces(text, 64 * 1024);
+  if (!write_dir.empty()) {
+    fs::create_directories(write_dir);
+    std::ofstream(fs::path(write_dir) / "corpus.txt", std::ios::binary) << text;
+  }
   struct Ref {
     const char* name;
     double hf_one, hf_chunked;
@@ -147,7 +155,11 @@ int main(int argc, char** argv) {
     for (int r = 0; r < runs; ++r) {
       t0 = now();
       double c0 = thread_cpu();
-      n_tokens = tok->encode(text).size();
+      std::vector<int32_t> ids = tok->encode(text);
+      n_tokens = ids.size();
+      if (r == 0 && !write_dir.empty())
+        std::ofstream(fs::path(write_dir) / (std::string(ref.name) + ".ids"), std::ios::binary)
+            .write(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(int32_t));
       best_one = std::min(best_one, thread_cpu() - c0);
       wall_one = std::min(wall_one, now() - t0);
       t0 = now();
