@@ -8,8 +8,14 @@
 //
 // The backward mirrors this op by op. s_n is a constant (its gradient is dropped); e is not cut,
 // so de sums the e-half of each tracked adapter input's gradient and flows into the prelude and
-// wte. Core weights' gradients accumulate over the k steps. Memory: the prelude, k core steps and
-// the coda are kept — recompute-free, independent of n.
+// wte. Core weights' gradients accumulate over the k steps.
+//
+// Memory (recompute-free, independent of n): every tracked block keeps x0, h1, qkv, ctx, u1, x1,
+// h3, fc, act, u2 = T·(10E + 3I) floats; there are P + k·C + Q tracked blocks, plus k adapter
+// inputs (T·2E) and fixed buffers (reserve(): eleven [T, E], dqkv, dfc, dact, dcat, logits). So
+//   peak_activation_bytes = 4·T·[(P + k·C + Q)(10E + 3I) + 2kE + 16E + 3I + V]
+// e.g. tiny-b (E 96, I 256, P/C/Q 2/4/2, V 300), T = 64, k = 8: 16.2 MiB for any n. The n
+// untracked steps use the plain Runner's fixed scratch.
 #include "huginn/backward.h"
 
 #include <cmath>

@@ -84,6 +84,32 @@ TEST(GradContract, GradientsAccumulateAndScale) {
   EXPECT_NEAR(runner.loss(ids, labels, 3), l1, 1e-5 * std::fabs(l1));
 }
 
+// Activation memory depends on k, not on n (the documented formula of backward.cc).
+TEST(GradContract, PeakActivationBytesFlatInN) {
+  ThreadPool pool(1);
+  auto be = make_backend("cpu", pool);
+  auto model = Model::load(test::golden_dir("tiny-a"), *be);
+  const ModelConfig& c = model->config();
+  std::vector<int32_t> ids(12, 7), labels(12, 9);
+  Grads g = Grads::zeros_like(*model, *be);
+  auto peak = [&](int n, int k) {
+    BackwardRunner r(*model, *be);
+    LossOptions opt;
+    opt.n_no_grad = n;
+    opt.n_with_grad = k;
+    r.loss_and_grad(ids, labels, opt, g);
+    return r.peak_activation_bytes();
+  };
+  const int64_t T = 12, E = c.n_embd, I = c.intermediate_size, V = c.vocab_size;
+  const int k = 3;
+  const size_t want = 4 * T *
+                      ((c.n_prelude + k * c.n_core + c.n_coda) * (10 * E + 3 * I) + 2 * k * E +
+                       16 * E + 3 * I + V);
+  EXPECT_EQ(peak(0, k), want);
+  EXPECT_EQ(peak(24, k), want);
+  EXPECT_GT(peak(0, k + 1), want);
+}
+
 TEST(GradContract, BadLabelsAndIdsAreClearErrors) {
   ThreadPool pool(1);
   auto be = make_backend("cpu", pool);
