@@ -176,14 +176,15 @@ Pca pca(const Tensor& x, int k);
 //
 // With the tail window W = max(min_window, round(window_fraction · R)) iterations (capped at R):
 //   tail_change  median of rel_change over t = R−W+1 .. R
-//   contraction  mean step ‖s_t − s_{t−1}‖ of the window's last m steps over that of its first m
-//                steps, m = clamp(W/2, 1, 2)  (< 1: the steps shrink)
+//   contraction  the per-iteration factor by which the step ‖s_t − s_{t−1}‖ shrinks across the
+//                window: (mean of its last m steps / mean of its first m steps)^(1/(W−m)),
+//                m = clamp(W/2, 1, 2)  (< 1: the steps shrink; ~1: they keep their size)
 //   straightness ‖s_R − s_{R−W}‖ / Σ_{t=R−W+1..R} ‖s_t − s_{t−1}‖  (1: a straight line, ~0: a loop)
 //   return lag   the k in [2, W] minimising ‖s_R − s_{R−k}‖ (the orbit's period estimate)
 // Rule, in order:
 //   converging  tail_change < converge_tol (the state has (nearly) stopped moving), or
-//               contraction < converge_contraction (still moving, but the steps shrink
-//               geometrically towards a fixed point — a slow spiral in, not an orbit)
+//               contraction < converge_contraction (still moving, but every step is at least
+//               10% shorter than the last, by default: a spiral into a fixed point, not an orbit)
 //   drifting    straightness >= drift_straightness (it keeps moving in one direction)
 //   orbiting    otherwise (it keeps moving but comes back near where it was: a loop)
 // Fewer than 2 recurrences: "undetermined".
@@ -192,7 +193,7 @@ const char* trajectory_class_name(TrajectoryClass c);
 
 struct ClassifyOptions {
   double converge_tol = 0.01;
-  double converge_contraction = 0.5;
+  double converge_contraction = 0.9;
   double drift_straightness = 0.5;
   int min_window = 4;
   double window_fraction = 0.25;

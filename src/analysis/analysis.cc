@@ -252,7 +252,8 @@ Classification classify_trajectory(const Tensor& states, const ClassifyOptions& 
     first += steps[k];
     last += steps[steps.size() - 1 - k];
   }
-  c.contraction = first > 0 ? last / first : 0.0;
+  // Per-iteration factor between the two ends' centres, which lie w − m iterations apart.
+  c.contraction = first > 0 ? std::pow(last / first, 1.0 / double(std::max(w - ends, 1))) : 0.0;
   std::nth_element(changes.begin(), changes.begin() + changes.size() / 2, changes.end());
   double median = changes[changes.size() / 2];
   if (changes.size() % 2 == 0) {

@@ -32,6 +32,7 @@ struct TraceArgs {
   uint64_t seed = 0;
   bool record_adapter = false, no_decode = false, no_plots = false;
   double converge_tol = ClassifyOptions{}.converge_tol;
+  double converge_contraction = ClassifyOptions{}.converge_contraction;
   double drift_straightness = ClassifyOptions{}.drift_straightness;
 };
 
@@ -159,6 +160,7 @@ void run(const TraceArgs& a, const Common& common) {
   const Trajectory tr = record_trajectory(runner, tk.ids, o);
   ClassifyOptions co;
   co.converge_tol = a.converge_tol;
+  co.converge_contraction = a.converge_contraction;
   co.drift_straightness = a.drift_straightness;
   if (a.pca_components < 1) throw Error("trace: --pca-components must be at least 1");
   const std::vector<TokenAnalysis> an = analyse_trajectory(tr, a.pca_components, co);
@@ -226,6 +228,9 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
   sub->add_option("--pca-components", a->pca_components, "PCA components per token");
   sub->add_option("--converge-tol", a->converge_tol,
                   "classification: median tail relative change below this = converging");
+  sub->add_option("--converge-contraction", a->converge_contraction,
+                  "classification: steps shrinking by at least this factor per iteration = "
+                  "converging");
   sub->add_option("--drift-straightness", a->drift_straightness,
                   "classification: tail straightness at least this = drifting");
   sub->add_flag("--no-plots", a->no_plots, "write no plots (no gnuplot needed)");
