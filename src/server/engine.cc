@@ -1,0 +1,122 @@
+// Engine: one request = one GenerationContext on the shared const Model.
+#include "server/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+
+#include "huginn/backend.h"
+#include "huginn/error.h"
+#include "huginn/forward.h"
+#include "huginn/model.h"
+#include "huginn/thread_pool.h"
+
+namespace huginn::server {
+namespace {
+
+class DecoderStream : public TextStream {
+ public:
+  explicit DecoderStream(std::shared_ptr<const Tokenizer> tok) : dec_(std::move(tok)) {}
+  std::string push(int32_t id) override { return dec_.push(id); }
+  std::string finish() override { return dec_.finish(); }
+
+ private:
+  StreamDecoder dec_;
+};
+
+std::vector<int32_t> tokenizer_stops(const Tokenizer& tok) {
+  std::vector<int32_t> ids;
+  if (tok.eos_id() >= 0) ids.push_back(tok.eos_id());
+  for (const char* name : {"<|begin_text|>", "<|end_text|>", "<|end_turn|>", "<|im_end|>"})
+    if (tok.token_to_id(name) >= 0) ids.push_back(tok.token_to_id(name));
+  return ids;
+}
+
+}  // namespace
+
+TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int k) {
+  TokenLogprob lp;
+  lp.id = id;
+  if (logits.empty()) return lp;
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
+  const double lse = mx + std::log(sum);
+  if (id >= 0 && static_cast<size_t>(id) < logits.size()) lp.logprob = logits[id] - lse;
+  k = std::min<int>(k, static_cast<int>(logits.size()));
+  if (k > 0) {
+    std::vector<int32_t> idx(logits.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    for (int i = 0; i < k; ++i) lp.top.emplace_back(idx[i], logits[idx[i]] - lse);
+  }
+  return lp;
+}
+
+Engine::Engine(const ServerOptions& o) {
+  if (o.model_dir.empty()) throw Error("--model: give the model directory");
+  std::string tok_path = o.tokenizer_path;
+  if (tok_path.empty()) tok_path = o.model_dir + "/tokenizer.json";
+  if (!std::filesystem::exists(tok_path))
+    throw Error("the server needs a tokenizer: " + tok_path +
+                " does not exist (give --tokenizer FILE)");
+  tok_ = Tokenizer::load(tok_path);
+  pool_ = std::make_unique<ThreadPool>(o.threads);
+  backend_ = make_backend(o.backend, *pool_);
+  model_ = Model::load(o.model_dir, *backend_);
+  if (tok_->id_limit() > model_->config().vocab_size)
+    throw Error(tok_path + ": the tokenizer has ids up to " + std::to_string(tok_->id_limit() - 1) +
+                " but the model's vocabulary has " + std::to_string(model_->config().vocab_size));
+  stop_ids_ = read_eos_ids(o.model_dir);
+  for (int32_t id : tokenizer_stops(*tok_)) stop_ids_.push_back(id);
+}
+
+Engine::~Engine() = default;
+
+int64_t Engine::context_length() const { return model_->max_positions(); }
+int Engine::default_steps() const { return static_cast<int>(model_->config().mean_recurrence); }
+
+EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token) const {
+  EngineResult res;
+  Generator gen(*model_, *backend_, rq.options);
+  if (rq.prompt_logprobs) {
+    // Every prompt position's next-token distribution, at the request's depth and initial state.
+    Runner runner(*model_, *backend_);
+    InitState init{rq.options.init_scale, rq.options.init_seed, {}};
+    ForwardOutput out = runner.forward(rq.prompt, gen.steps(), init);
+    const int64_t V = model_->config().vocab_size;
+    std::vector<float> host(static_cast<size_t>(out.logits.numel()));
+    backend_->download(out.logits, host.data());
+    res.prompt_logprobs.push_back(TokenLogprob{rq.prompt[0], 0.0, {}});
+    for (size_t i = 1; i < rq.prompt.size(); ++i) {
+      std::span<const float> row(host.data() + (i - 1) * V, static_cast<size_t>(V));
+      res.prompt_logprobs.push_back(token_logprob(row, rq.prompt[i], std::max(rq.top_logprobs, 0)));
+    }
+  }
+  auto ctx = gen.new_context();
+  DecoderStream stream(tok_);
+  TokenCallback cb = [&](const TokenEvent& ev) {
+    if (rq.cancel && rq.cancel->load()) {
+      res.cancelled = true;
+      return false;
+    }
+    if (Clock::now() > rq.deadline) {
+      res.timed_out = true;
+      return false;
+    }
+    EngineEvent e{ev.id, ev.steps, ev.text, nullptr};
+    if (rq.top_logprobs >= 0 && ev.id >= 0) {
+      res.logprobs.push_back(token_logprob(ev.logits, ev.id, rq.top_logprobs));
+      e.logprob = &res.logprobs.back();
+    }
+    if (on_token) on_token(e);
+    return true;
+  };
+  res.gen = gen.generate(*ctx, rq.prompt, cb, &stream);
+  return res;
+}
+
+}  // namespace huginn::server

@@ -1,0 +1,86 @@
+// The server's engine: one const Model, Backend and Tokenizer shared by every request; each
+// request runs in its own GenerationContext with its own GenerateOptions (depth, exit rule,
+// cache, warm start, sampling), so concurrent requests never share mutable state.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "huginn/generate.h"
+#include "huginn/server.h"
+#include "huginn/tokenizer.h"
+
+namespace huginn {
+class Backend;
+class Model;
+class ThreadPool;
+}  // namespace huginn
+
+namespace huginn::server {
+
+using Clock = std::chrono::steady_clock;
+
+struct EngineRequest {
+  std::vector<int32_t> prompt;
+  GenerateOptions options;
+  int top_logprobs = -1;        // -1: no logprobs; else the chosen token's and this many others'
+  bool prompt_logprobs = false;  // also score the prompt tokens (completions echo + logprobs)
+  std::shared_ptr<std::atomic<bool>> cancel;  // set by the HTTP layer (client gone)
+  Clock::time_point deadline = Clock::time_point::max();
+};
+
+struct TokenLogprob {
+  int32_t id = -1;
+  double logprob = 0.0;
+  std::vector<std::pair<int32_t, double>> top;  // most likely first
+};
+
+struct EngineEvent {
+  int32_t id = -1;  // -1: trailing text after the last token
+  int steps = 0;
+  std::string_view text;
+  const TokenLogprob* logprob = nullptr;  // when asked for and id >= 0
+};
+using EngineCallback = std::function<void(const EngineEvent&)>;
+
+struct EngineResult {
+  GenerateResult gen;
+  std::vector<TokenLogprob> logprobs;         // one per generated token (stop id included)
+  std::vector<TokenLogprob> prompt_logprobs;  // one per prompt token; [0] has no logprob
+  bool cancelled = false, timed_out = false;
+};
+
+// log-softmax of `logits` at `id`, and the k most likely tokens.
+TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int k);
+
+class Engine {
+ public:
+  explicit Engine(const ServerOptions& options);
+  ~Engine();
+
+  // Generates for one request on the calling thread. Throws huginn::Error for options or
+  // prompts the model cannot take (the caller turns that into a 400).
+  EngineResult run(const EngineRequest& request, const EngineCallback& on_token) const;
+
+  const Tokenizer& tokenizer() const { return *tok_; }
+  const Model& model() const { return *model_; }
+  int64_t context_length() const;
+  int default_steps() const;
+  // eos ids of the model directory and the tokenizer's end markers.
+  const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
+
+ private:
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Backend> backend_;
+  std::shared_ptr<const Model> model_;
+  std::shared_ptr<const Tokenizer> tok_;
+  std::vector<int32_t> stop_ids_;
+};
+
+}  // namespace huginn::server
