@@ -17,28 +17,30 @@ namespace {
 
 constexpr int kMaxVecs = 8;
 
-// Lanes of vector c in a group of `dlen` floats.
-template <class V>
+// Lanes of vector c in a group of `dlen` floats; kFull: dlen is NC whole vectors (the usual
+// head_dim), which keeps masks and branches out of the inner loops.
+template <class V, bool kFull>
 inline int lanes(int c, int dlen) {
-  return std::min(V::W, dlen - c * V::W);
+  return kFull ? V::W : std::min(V::W, dlen - c * V::W);
 }
 
 // sc[s] += q·k_s over one group of NC vectors (dlen floats), for s < n.
-template <class V, int NC>
+template <class V, int NC, bool kFull>
 void dot_group(const float* q, const float* k0, int64_t ldk, int64_t n, int dlen, float* sc) {
   using R = typename V::R;
   R qv[NC];
-  for (int c = 0; c < NC; ++c) qv[c] = ld<V>(q + c * V::W, lanes<V>(c, dlen));
+  for (int c = 0; c < NC; ++c) qv[c] = ld<V>(q + c * V::W, lanes<V, kFull>(c, dlen));
   for (int64_t s = 0; s < n; ++s) {
     const float* kr = k0 + s * ldk;
-    R acc = V::mul(qv[0], ld<V>(kr, lanes<V>(0, dlen)));
-    for (int c = 1; c < NC; ++c) acc = V::fmadd(qv[c], ld<V>(kr + c * V::W, lanes<V>(c, dlen)), acc);
+    R acc = V::mul(qv[0], ld<V>(kr, lanes<V, kFull>(0, dlen)));
+    for (int c = 1; c < NC; ++c)
+      acc = V::fmadd(qv[c], ld<V>(kr + c * V::W, lanes<V, kFull>(c, dlen)), acc);
     sc[s] += V::reduce_add(acc);
   }
 }
 
 // o = inv * sum_s p[s] v_s over one group of NC vectors (dlen floats).
-template <class V, int NC>
+template <class V, int NC, bool kFull>
 void wsum_group(const float* p, int64_t n, const float* v0, int64_t ldv, int dlen, float inv,
                 float* o) {
   using R = typename V::R;
@@ -48,22 +50,26 @@ void wsum_group(const float* p, int64_t n, const float* v0, int64_t ldv, int dle
     const R ps = V::set1(p[s]);
     const float* vr = v0 + s * ldv;
     for (int c = 0; c < NC; ++c)
-      acc[c] = V::fmadd(ps, ld<V>(vr + c * V::W, lanes<V>(c, dlen)), acc[c]);
+      acc[c] = V::fmadd(ps, ld<V>(vr + c * V::W, lanes<V, kFull>(c, dlen)), acc[c]);
   }
   const R iv = V::set1(inv);
-  for (int c = 0; c < NC; ++c) st<V>(o + c * V::W, V::mul(acc[c], iv), lanes<V>(c, dlen));
+  for (int c = 0; c < NC; ++c)
+    st<V>(o + c * V::W, V::mul(acc[c], iv), lanes<V, kFull>(c, dlen));
 }
 
 using DotFn = void (*)(const float*, const float*, int64_t, int64_t, int, float*);
 using WsumFn = void (*)(const float*, int64_t, const float*, int64_t, int, float, float*);
 
+// Indexed by [full][vectors - 1].
 template <class V, int... I>
-constexpr std::array<DotFn, sizeof...(I)> dot_table(std::integer_sequence<int, I...>) {
-  return {&dot_group<V, I + 1>...};
+constexpr std::array<std::array<DotFn, sizeof...(I)>, 2> dot_table(
+    std::integer_sequence<int, I...>) {
+  return {{{&dot_group<V, I + 1, false>...}, {&dot_group<V, I + 1, true>...}}};
 }
 template <class V, int... I>
-constexpr std::array<WsumFn, sizeof...(I)> wsum_table(std::integer_sequence<int, I...>) {
-  return {&wsum_group<V, I + 1>...};
+constexpr std::array<std::array<WsumFn, sizeof...(I)>, 2> wsum_table(
+    std::integer_sequence<int, I...>) {
+  return {{{&wsum_group<V, I + 1, false>...}, {&wsum_group<V, I + 1, true>...}}};
 }
 
 // sc[0..n) <- exp(scale*sc - max) in place; returns 1 / their sum.
@@ -113,13 +119,14 @@ void attention(const Ctx& c, const Tensor& q, const Tensor& k, const Tensor& v, 
     const float* qr = q.row(t) + h * D;
     for (int64_t g = 0; g < D; g += kGroup) {
       const int dlen = static_cast<int>(std::min(kGroup, D - g));
-      kDot[(dlen + V::W - 1) / V::W - 1](qr + g, k.row(0) + h * D + g, k.stride(0), n, dlen, sc);
+      kDot[dlen % V::W == 0][(dlen + V::W - 1) / V::W - 1](qr + g, k.row(0) + h * D + g,
+                                                           k.stride(0), n, dlen, sc);
     }
     const float inv = softmax_inplace<V>(sc, n, scale);
     for (int64_t g = 0; g < D; g += kGroup) {
       const int dlen = static_cast<int>(std::min(kGroup, D - g));
-      kWsum[(dlen + V::W - 1) / V::W - 1](sc, n, v.row(0) + h * D + g, v.stride(0), dlen, inv,
-                                          out.row(t) + h * D + g);
+      kWsum[dlen % V::W == 0][(dlen + V::W - 1) / V::W - 1](
+          sc, n, v.row(0) + h * D + g, v.stride(0), dlen, inv, out.row(t) + h * D + g);
     }
   };
   c.for_range(T * H, 4 * D * (S - T / 2), [&](int64_t b, int64_t e) {
