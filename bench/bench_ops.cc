@@ -2,12 +2,17 @@
 // percentage of this machine's peak, which the program measures first (fp32 FMA throughput and
 // read bandwidth). Best of several runs, since the machine may be shared.
 //
-//   bench_ops [--quick] [--isa generic|avx2|avx512] [--filter SUBSTRING]
+//   bench_ops [--quick] [--cpu-time] [--isa generic|avx2|avx512] [--filter SUBSTRING]
+//
+// --cpu-time times by the process's CPU time divided by the thread count instead of the wall
+// clock: on a machine shared with other jobs this discounts the time the threads were not
+// running (the wall clock then measures the other jobs); spinning workers are counted as busy.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <random>
 #include <string>
@@ -27,20 +32,30 @@
 namespace huginn {
 namespace {
 
+bool g_cpu_time = false;
+
 double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-// Best time of fn() over repeats filling about `budget` seconds (at least 3 runs).
-double best_time(const std::function<void()>& fn, double budget) {
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Best time of fn() over repeats filling about `budget` seconds (at least 3 runs), on the wall
+// clock or (--cpu-time) as process CPU time / threads.
+double best_time(const std::function<void()>& fn, double budget, int threads) {
+  auto clock = [&] { return g_cpu_time ? process_cpu_seconds() / threads : now(); };
   fn();  // warm up (page faults, scratch buffers)
   double best = 1e30;
   const double start = now();
   for (int i = 0; i < 3 || now() - start < budget; ++i) {
-    const double t0 = now();
+    const double t0 = clock();
     fn();
-    best = std::min(best, now() - t0);
+    best = std::min(best, clock() - t0);
     if (i > 1000) break;
   }
   return best;
@@ -94,7 +109,8 @@ double fma_peak_gflops(ThreadPool& pool) {
   };
 #endif
   const double flops = 2.0 * W * 24 * kIters * pool.size();
-  return flops / best_time([&] { pool.run_on_all([&](int) { kernel(); }); }, 0.5) / 1e9;
+  auto run = [&] { pool.run_on_all([&](int) { kernel(); }); };
+  return flops / best_time(run, 0.5, pool.size()) / 1e9;
 }
 
 // Read bandwidth over a buffer far larger than the caches, each thread reading its own part.
@@ -122,7 +138,7 @@ double read_bandwidth_gbs(ThreadPool& pool, std::vector<float>& buf) {
 #endif
     });
   };
-  return n * 4.0 / best_time(run, 0.5) / 1e9;
+  return n * 4.0 / best_time(run, 0.5, pool.size()) / 1e9;
 }
 
 Tensor random_tensor(std::initializer_list<int64_t> shape, std::mt19937& rng) {
@@ -210,7 +226,8 @@ std::vector<Bench> benches(std::mt19937& rng, bool quick) {
   out.push_back({"rmsnorm T512 E5280", 4.0 * T * E, 2 * tb,
                  [=](Backend& b) { b.rmsnorm(*x, *w, 1e-6f, *y); }});
   out.push_back({"add T512 E5280", 1.0 * T * E, 3 * tb, [=](Backend& b) { b.add(*x, *x2, *y); }});
-  out.push_back({"add_bias T512 E5280", 1.0 * T * E, 2 * tb, [=](Backend& b) { b.add_bias(*y, *w); }});
+  out.push_back({"add_bias T512 E5280", 1.0 * T * E, 2 * tb,
+                 [=](Backend& b) { b.add_bias(*y, *w); }});
   out.push_back({"copy T512 E5280", 0, 2 * tb, [=](Backend& b) { b.copy(*x, *y); }});
   auto cs = std::make_shared<Tensor>(random_tensor({T, 48, 2}, rng));
   auto pos = std::make_shared<std::vector<int32_t>>(T);
@@ -246,6 +263,8 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--quick") {
       quick = true;
+    } else if (a == "--cpu-time") {
+      g_cpu_time = true;
     } else if (a == "--filter" && i + 1 < argc) {
       filter = argv[++i];
     } else if (a == "--isa" && i + 1 < argc) {
@@ -258,7 +277,9 @@ int main(int argc, char** argv) {
         return 2;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_ops [--quick] [--isa generic|avx2|avx512] [--filter S]\n");
+      std::fprintf(stderr,
+                   "usage: bench_ops [--quick] [--cpu-time] [--isa generic|avx2|avx512] "
+                   "[--filter S]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -275,6 +296,15 @@ int main(int argc, char** argv) {
   std::printf("machine peak: fp32 FMA %.1f / %.1f GFLOP/s, read bandwidth %.1f / %.1f GB/s "
               "(1 / 2 threads)\n",
               peak.gflops[0], peak.gflops[1], peak.gbs[0], peak.gbs[1]);
+  double load = 0;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &load) != 1) load = 0;
+    std::fclose(f);
+  }
+  std::printf("load average %.1f on %d hardware threads%s; timing by %s\n", load,
+              ThreadPool::hardware_threads(),
+              load > ThreadPool::hardware_threads() ? " (busy machine: numbers are low)" : "",
+              g_cpu_time ? "CPU time / threads" : "wall clock");
   std::printf("backend cpu, isa %s\n%-44s | %-32s | %s\n", cpu_isa_name(opt.isa), "op",
               "1 thread", "2 threads");
   std::mt19937 rng(1);
@@ -283,7 +313,8 @@ int main(int argc, char** argv) {
   for (const Bench& b : benches(rng, quick)) {
     if (!filter.empty() && b.name.find(filter) == std::string::npos) continue;
     double secs[2];
-    for (int i = 0; i < 2; ++i) secs[i] = best_time([&] { b.run(*backends[i]); }, quick ? 0.2 : 0.5);
+    for (int i = 0; i < 2; ++i)
+      secs[i] = best_time([&] { b.run(*backends[i]); }, quick ? 0.2 : 0.5, i + 1);
     report(b, secs, peak);
   }
   return 0;

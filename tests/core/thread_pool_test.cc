@@ -19,7 +19,8 @@ TEST(ThreadPool, PartitionCoversRangeExactlyOnce) {
     EXPECT_EQ(pool.size(), threads);
     for (int64_t n : {0, 1, 2, 3, 4, 7, 100, 1001}) {
       for (int64_t grain : {0, 1, 3, 50}) {
-        SCOPED_TRACE(testing::Message() << "threads " << threads << " n " << n << " grain " << grain);
+        SCOPED_TRACE(testing::Message()
+                     << "threads " << threads << " n " << n << " grain " << grain);
         std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
         std::atomic<int> chunks{0};
         pool.parallel_for(n, grain, [&](int64_t b, int64_t e) {

@@ -6,8 +6,9 @@
 //   rows of x. Bandwidth bound; no packing.
 // - otherwise: x is packed transposed into panels of MW rows ([K][MW], zero padded), and a
 //   register tile computes yᵀ[n.., m..] += w[n, k] (broadcast) * xᵀ[k, m..], rows of w read in
-//   place, K in cache-sized blocks. Packing x costs M·K against M·N·K of work, so it is cheap for every
-//   layer shape (N >= 64), whereas packing w (the usual layout) would cost N·K, i.e. 1/M.
+//   place, K in cache-sized blocks. Packing x costs M·K against M·N·K of work, so it is cheap
+//   for every layer shape (N >= 64), whereas packing w (the usual layout) would cost N·K, i.e.
+//   1/M of the work.
 // Every output is one FMA chain over k = 0..K-1 in order, whatever the tiling or split.
 #include <algorithm>
 #include <cstring>
