@@ -83,6 +83,8 @@ void run(const Args& a, const Common& common) {
   if (a.ids.empty() == !a.prompt_given) throw Error("give exactly one of --prompt and --ids");
   if (a.prompt_given && a.prompt.empty()) throw Error("--prompt is empty");
   Text text = load_text(a);
+  if (!a.g.stop_strings.empty() && !text.available())
+    throw Error("--stop needs a tokenizer to see text (use --stop-id with --ids)");
   std::vector<int32_t> extra_stops;
 #ifdef HUGINN_HAVE_TOKENIZER
   if (text.tok) extra_stops = tokenizer_stop_ids(*text.tok);

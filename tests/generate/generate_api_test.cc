@@ -515,6 +515,8 @@ TEST(Cli, BadInputIsAClearError) {
       {"--ids 1,x", "'x' is not an integer"},
       {"--ids 1,2,3,4,5,6 --context 4", "does not fit the context of 4"},
       {"--prompt $'\\xff\\xfehi'", "not valid UTF-8"},
+      {"--ids 1,2 --stop abc", "--stop needs a tokenizer"},
+      {"--ids 1,2 --cache-slots -1", "--cache-slots must be >= 0"},
   };
   for (const Case& c : cases) {
     std::string out;
