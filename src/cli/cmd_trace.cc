@@ -220,8 +220,8 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
   sub->add_flag("--no-decode", a->no_decode,
                 "skip the per-iteration logit lens (no kl / entropy / top-1 / logit exits)");
   sub->add_option("--exit", a->exits,
-                  "exit criteria to evaluate per token (repeatable): kl, minp-kl, entropy-diff, "
-                  "latent-diff, cosine, argmax-stability, each optionally :THRESHOLD")
+                  "exit criteria to evaluate per token, space-separated (default kl): kl, minp-kl, "
+                  "entropy-diff, latent-diff, cosine, argmax-stability, each optionally :THRESHOLD")
       ->take_all();
   sub->add_option("--memory-limit", a->memory_limit_mib,
                   "MiB the recording may hold (0 = no limit)");
@@ -229,8 +229,8 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
   sub->add_option("--converge-tol", a->converge_tol,
                   "classification: median tail relative change below this = converging");
   sub->add_option("--converge-contraction", a->converge_contraction,
-                  "classification: steps shrinking by at least this factor per iteration = "
-                  "converging");
+                  "classification: steps shrinking per iteration by a factor below this = "
+                  "converging (0.9: each step 10% shorter)");
   sub->add_option("--drift-straightness", a->drift_straightness,
                   "classification: tail straightness at least this = drifting");
   sub->add_flag("--no-plots", a->no_plots, "write no plots (no gnuplot needed)");

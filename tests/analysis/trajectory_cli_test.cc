@@ -227,5 +227,25 @@ TEST(TraceCli, BadInputGivesAClearErrorAndNoOutput) {
   fs::remove_all(dir_);
 }
 
+TEST(TraceCli, PromptIsTokenizedAndLabelled) {
+  const std::string dir = test::make_temp_dir("trace-prompt");
+  std::ofstream(dir + "/text.txt") << "the cat sat on the mat. the dog ate the bone.\n"
+                                      "the cat sat on the mat. the dog ate the bone.\n";
+  std::string log;
+  // A byte-level BPE of 290 ids fits tiny-b's 300-row vocabulary.
+  ASSERT_EQ(cli("tokenizer train --vocab-size 290 --quiet --input " + dir + "/text.txt --out " +
+                dir + "/tok.json", &log), "0") << log;
+  ASSERT_EQ(cli("trace --model " + golden_dir("tiny-b") + " --tokenizer " + dir +
+                "/tok.json --prompt 'the cat sat' --steps 6 --no-plots --out " + dir + "/t", &log),
+            "0") << log;
+  std::ifstream js(dir + "/t/summary.json");
+  const nlohmann::json j = nlohmann::json::parse(js);
+  std::string text;
+  for (const auto& t : j["per_token"]) text += t["text"].get<std::string>();
+  EXPECT_EQ(text, "the cat sat");
+  EXPECT_EQ(j["steps"], 6);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace huginn
