@@ -94,21 +94,22 @@ void Grads::zero(Backend& be) {
   for (auto& b : w.coda) clear_block(b);
 }
 
+// `value` views the model's weight memory (the optimizer updates it in place, so the weights must
+// be writable: a copy, not a read-only mapping).
 std::vector<NamedParam> named_params(const Model& model, Grads& grads) {
   const Weights& w = model.weights();
   const ModelConfig& c = model.config();
-  auto mut = [](const Tensor& t) { return t; };  // the optimizer updates values in place
   std::vector<NamedParam> out;
-  out.push_back({names::kWte, mut(w.wte), grads.w.wte, false});
+  out.push_back({names::kWte, w.wte, grads.w.wte, false});
   for (int i = 0; i < c.n_prelude; ++i)
     add_block(out, names::block("prelude", i), w.prelude[i], grads.w.prelude[i], c);
-  out.push_back({names::kAdapter, mut(w.adapter), grads.w.adapter, true});
+  out.push_back({names::kAdapter, w.adapter, grads.w.adapter, true});
   for (int i = 0; i < c.n_core; ++i)
     add_block(out, names::block("core_block", i), w.core[i], grads.w.core[i], c);
   for (int i = 0; i < c.n_coda; ++i)
     add_block(out, names::block("coda", i), w.coda[i], grads.w.coda[i], c);
-  out.push_back({names::kLnF, mut(w.ln_f), grads.w.ln_f, false});
-  if (!tied(w)) out.push_back({names::kLmHead, mut(w.lm_head), grads.w.lm_head, true});
+  out.push_back({names::kLnF, w.ln_f, grads.w.ln_f, false});
+  if (!tied(w)) out.push_back({names::kLmHead, w.lm_head, grads.w.lm_head, true});
   return out;
 }
 
