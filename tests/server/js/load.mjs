@@ -1,0 +1,48 @@
+// Bounded load test: CONC clients, each sending REQS completions one after another (keep-alive).
+// Every response is checked against the one a lone request got for the same prompt (greedy).
+// Usage: node load.mjs BASE_URL MODEL KEY CONC REQS MAX_TOKENS NUM_STEPS
+// Prints {total, errors, mismatches, seconds, req_per_s, tok_per_s, p50_ms, p99_ms, max_ms}.
+const [base, model, key, conc, reqs, maxTokens, numSteps] = process.argv.slice(2);
+const C = Number(conc), R = Number(reqs);
+const prompts = ['hello world', 'the world says', 'hello there', 'hello hello', 'says hello back',
+                 'world, hello', 'there. the', 'back hello world'];
+
+async function ask(prompt) {
+  const r = await fetch(`${base}/v1/completions`, {
+    method: 'POST', signal: AbortSignal.timeout(60000),
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model, prompt, max_tokens: Number(maxTokens), temperature: 0, seed: 0,
+                           num_steps: Number(numSteps) }) });
+  const body = await r.json();
+  if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${JSON.stringify(body)}`);
+  return body;
+}
+
+const want = {};
+for (const p of prompts) want[p] = (await ask(p)).choices[0].text;
+
+const lat = [];
+let errors = 0, mismatches = 0, tokens = 0;
+const firstErrors = [];
+const t0 = performance.now();
+await Promise.all(Array.from({ length: C }, async (_, c) => {
+  for (let i = 0; i < R; i++) {
+    const p = prompts[(c * 7 + i) % prompts.length];
+    const s = performance.now();
+    try {
+      const body = await ask(p);
+      lat.push(performance.now() - s);
+      tokens += body.usage.completion_tokens;
+      if (body.choices[0].text !== want[p]) mismatches++;
+    } catch (e) {
+      errors++;
+      if (firstErrors.length < 3) firstErrors.push(String(e));
+    }
+  }
+}));
+const seconds = (performance.now() - t0) / 1000;
+lat.sort((a, b) => a - b);
+const q = (f) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] : 0);
+console.log(JSON.stringify({ total: C * R, errors, mismatches, seconds, req_per_s: (C * R) / seconds,
+  tok_per_s: tokens / seconds, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat.at(-1) ?? 0,
+  first_errors: firstErrors }));

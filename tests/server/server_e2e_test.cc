@@ -1,0 +1,300 @@
+// huginn serve end to end: a server on 127.0.0.1 (free port) running tiny-b with a byte-level
+// BPE tokenizer trained here (Huginn's chat markers fit tiny-b's 300-token vocabulary), driven
+// by the official openai npm client (js/e2e.mjs), a hostile-request corpus (js/corpus.mjs,
+// hostile_corpus.json) and a bounded load test (js/load.mjs).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "huginn/thread_pool.h"
+#include "huginn/tokenizer.h"
+#include "test_util.h"
+
+namespace huginn {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+constexpr const char* kKey = "test-key-123";
+
+bool node_ready() {
+  static const bool ok = [] {
+    if (test::run_command("command -v node >/dev/null && command -v npm >/dev/null") != 0)
+      return false;
+    const std::string js = HUGINN_SERVER_JS;
+    std::string out;
+    const int rc = test::run_command("flock /tmp/huginn-server-npm.lock sh -c 'cd " + js +
+                                         " && { [ -d node_modules/openai ] || npm ci --no-audit "
+                                         "--no-fund --silent; }'",
+                                     &out);
+    if (rc != 0) std::fprintf(stderr, "npm ci failed: %s\n", out.c_str());
+    return rc == 0;
+  }();
+  return ok;
+}
+
+// A model directory: tiny-b's config and weights plus a trained tokenizer.json.
+std::string make_model_dir() {
+  const std::string dir = test::make_temp_dir("server_model") + "/tiny";
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(test::golden_dir("tiny-b") + "/" + f, dir + "/" + f);
+  BpeTrainOptions o;
+  o.vocab_size = 280;
+  o.special_tokens = {"<|begin_text|>", "<|end_text|>", "<|begin_header|>", "<|end_header|>",
+                      "<|end_turn|>"};
+  o.progress = false;
+  ThreadPool pool(1);
+  std::ofstream(dir + "/tokenizer.json")
+      << train_bpe({"hello world, hello there. the world says hello back", "hello hello world"},
+                   o, pool);
+  return dir;
+}
+
+// `huginn serve` as a child process; killed (SIGTERM, then SIGKILL) when destroyed.
+class ServerProcess {
+ public:
+  ServerProcess(const std::string& model, const std::string& extra) {
+    int fds[2];
+    EXPECT_EQ(pipe(fds), 0);
+    log_ = model + "/../server.log";
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(fds[1], 1);
+      close(fds[0]);
+      const std::string cmd = std::string("exec ") + HUGINN_CLI + " serve --model " + model +
+                              " --host 127.0.0.1 --port 0 --api-key " + kKey + " --threads 1 " +
+                              extra + " 2>" + log_;
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    FILE* f = fdopen(fds[0], "r");
+    char line[256] = {0};
+    if (f && std::fgets(line, sizeof line, f)) {
+      const char* p = std::strrchr(line, ':');
+      if (p) port_ = std::atoi(p + 1);
+    }
+    if (f) std::fclose(f);
+  }
+  ~ServerProcess() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < 50; ++i) {
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  bool alive() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string log() const {
+    std::ifstream in(log_);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  long rss_kb() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    std::string k;
+    long v = 0;
+    while (in >> k) {
+      if (k == "VmRSS:") {
+        in >> v;
+        return v;
+      }
+    }
+    return -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string log_;
+};
+
+json run_js(const std::string& script, const std::string& args) {
+  std::string out;
+  const int rc = test::run_command("node " + std::string(HUGINN_SERVER_JS) + "/" + script + " " +
+                                       args + " 2>&1",
+                                   &out);
+  EXPECT_EQ(rc, 0) << out;
+  const size_t brace = out.find_first_of("{[");
+  json j = json::parse(brace == std::string::npos ? std::string("null") : out.substr(brace),
+                       nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << out;
+  return j;
+}
+
+json cli_generate(const std::string& model, const std::string& args, int max_new = 8) {
+  std::string out;
+  const int rc = test::run_command(std::string(HUGINN_CLI) + " generate --model " + model +
+                                       " --threads 1 --json --max-new " + std::to_string(max_new) + " " + args + " 2>/dev/null",
+                                   &out);
+  EXPECT_EQ(rc, 0) << out;
+  return json::parse(out, nullptr, false);
+}
+
+class ServeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!node_ready()) GTEST_SKIP() << "node/npm not available: the openai client tests skip";
+    model_ = make_model_dir();
+  }
+  void TearDown() override {
+    if (!model_.empty()) fs::remove_all(fs::path(model_).parent_path());
+  }
+  std::string js_args(const ServerProcess& s) const {
+    return s.url() + "/v1 tiny " + kKey;
+  }
+  std::string model_;
+};
+
+TEST_F(ServeTest, OpenAIClientGreedyEqualsGenerateAndNumStepsChangesOutput) {
+  ServerProcess s(model_, "--parallel 2");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const json r = run_js("e2e.mjs", js_args(s));
+  ASSERT_TRUE(r.is_object()) << s.log();
+  EXPECT_EQ(r["models"], json::array({"tiny"}));
+
+  const json chat = cli_generate(model_, "--chat --prompt 'hello world' --steps 4");
+  const json comp = cli_generate(model_, "--prompt 'hello world' --steps 4");
+  ASSERT_TRUE(chat.is_object() && comp.is_object());
+  EXPECT_EQ(r["chat"]["text"], chat["text"]);
+  EXPECT_EQ(r["chat"]["object"], "chat.completion");
+  EXPECT_EQ(r["chat_stream"]["text"], chat["text"]);
+  EXPECT_EQ(r["chat_stream"]["role"], "assistant");
+  EXPECT_EQ(r["chat_stream"]["usage"]["completion_tokens"], chat["tokens"].size());
+  EXPECT_EQ(r["chat_stream"]["usage"]["prompt_tokens"], chat["prompt_tokens"]);
+  EXPECT_EQ(r["completion"]["text"], comp["text"]);
+  EXPECT_EQ(r["completion"]["usage"]["completion_tokens"], comp["tokens"].size());
+  EXPECT_DOUBLE_EQ(r["completion"]["usage"]["mean_iterations_per_token"].get<double>(), 4.0);
+  EXPECT_EQ(r["completion_stream"]["text"], comp["text"]);
+  EXPECT_EQ(r["completion_stream"]["finish"], r["completion"]["finish"]);
+  for (const json& it : r["completion_stream"]["iterations"]) EXPECT_EQ(it, 4);
+
+  // num_steps: the same output as huginn generate at that depth, and reported per token.
+  for (int steps : {1, 8}) {
+    const json want = cli_generate(model_, "--prompt 'hello world' --steps " + std::to_string(steps), 12);
+    const json& got = r["steps" + std::to_string(steps)];
+    EXPECT_EQ(got["text"], want["text"]) << steps;
+    EXPECT_EQ(got["usage"]["iterations_per_token"], want["steps"]) << steps;
+    EXPECT_DOUBLE_EQ(got["usage"]["mean_iterations_per_token"].get<double>(), steps);
+  }
+  EXPECT_NE(r["steps1"]["text"], r["steps8"]["text"]);
+  const json kl = cli_generate(model_, "--prompt 'hello world' --exit kl:0.01 --max-steps 16", 12);
+  EXPECT_EQ(r["exit_kl"]["text"], kl["text"]);
+  EXPECT_EQ(r["exit_kl"]["usage"]["iterations_per_token"], kl["steps"]);
+
+  // Echo + logprobs: every prompt token scored (the first has none), then the completion.
+  const json& lp = r["logprobs"]["logprobs"];
+  const size_t n_prompt = r["logprobs"]["usage"]["prompt_tokens"].get<size_t>();
+  ASSERT_GE(lp["tokens"].size(), n_prompt + 1);
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  for (size_t i = 1; i < lp["tokens"].size(); ++i) {
+    const double v = lp["token_logprobs"][i].get<double>();
+    EXPECT_LE(v, 0.0);
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 3u);
+    if (i >= n_prompt) {  // greedy: the chosen token is the most likely one
+      double best = -1e9;
+      for (const auto& [k, x] : lp["top_logprobs"][i].items()) best = std::max(best, x.get<double>());
+      EXPECT_NEAR(v, best, 1e-6);
+    }
+  }
+  const json& clp = r["chat_logprobs"]["logprobs"]["content"];
+  ASSERT_FALSE(clp.empty());
+  EXPECT_EQ(clp[0]["top_logprobs"].size(), 2u);
+  EXPECT_EQ(r["bad_model"]["status"], 404);
+  EXPECT_TRUE(s.alive());
+}
+
+TEST_F(ServeTest, HostileCorpusGetsOpenAIErrorsAndServerStaysHealthy) {
+  ServerProcess s(model_, "--parallel 2 --max-body-mib 1");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const json corpus = json::parse(std::ifstream(HUGINN_SERVER_CORPUS));
+  ASSERT_GE(corpus.size(), 30u);
+  const json r = run_js("corpus.mjs", s.url() + " " + HUGINN_SERVER_CORPUS + " tiny " + kKey);
+  ASSERT_EQ(r.size(), corpus.size());
+  for (size_t i = 0; i < r.size(); ++i) {
+    const std::string name = r[i]["name"];
+    EXPECT_EQ(r[i]["status"], corpus[i]["expect"]) << name << ": " << r[i]["body"];
+    const json body = json::parse(r[i]["body"].get<std::string>(), nullptr, false);
+    ASSERT_FALSE(body.is_discarded()) << name << ": " << r[i]["body"];
+    EXPECT_TRUE(body["error"]["message"].is_string()) << name;
+    EXPECT_TRUE(body["error"]["type"].is_string()) << name;
+    EXPECT_TRUE(body["error"].contains("param") && body["error"].contains("code")) << name;
+  }
+  EXPECT_TRUE(s.alive()) << s.log();
+  // Still serving: health, a real completion, and metrics that counted the refusals.
+  const json ok = run_js("e2e.mjs", js_args(s));
+  EXPECT_TRUE(ok.is_object() && ok["completion"]["text"].is_string());
+  std::string metrics;
+  ASSERT_EQ(test::run_command("node -e \"fetch('" + s.url() +
+                                  "/metrics').then(r=>r.text()).then(t=>console.log(t))\"",
+                              &metrics),
+            0);
+  EXPECT_NE(metrics.find("huginn_requests_total{endpoint=\"/v1/completions\",code=\"400\"}"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("# TYPE huginn_request_duration_seconds histogram"), std::string::npos);
+  EXPECT_NE(metrics.find("huginn_iterations_per_token_bucket{le=\"4\"}"), std::string::npos);
+  EXPECT_NE(metrics.find("huginn_queue_depth 0"), std::string::npos);
+}
+
+// Small in CI (the 32 x 20 run is scripts/bench-server.sh): no errors, every response equal to
+// a lone request's, memory back near its baseline.
+TEST_F(ServeTest, BoundedLoadNoErrorsSameAnswersMemoryBack) {
+  ServerProcess s(model_, "--parallel 4 --max-queue 64");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string args = s.url() + " tiny " + kKey;
+  // Warm-up with the same load: the HTTP threads' stacks and malloc arenas are touched once.
+  const json warm = run_js("load.mjs", args + " 8 6 8 4");
+  ASSERT_EQ(warm["errors"], 0) << warm;
+  const long base = s.rss_kb();
+  const json r = run_js("load.mjs", args + " 8 6 8 4");
+  EXPECT_EQ(r["errors"], 0) << r;
+  EXPECT_EQ(r["mismatches"], 0) << r;
+  EXPECT_EQ(r["total"], 48);
+  const long after = s.rss_kb();
+  EXPECT_LE(after, base + std::max(16L * 1024, base / 4)) << "RSS " << base << " -> " << after;
+  std::fprintf(stderr, "load: %s; RSS %ld -> %ld kB\n", r.dump().c_str(), base, after);
+  EXPECT_TRUE(s.alive());
+}
+
+TEST_F(ServeTest, FullQueueAnswers503WithRetryAfter) {
+  ServerProcess s(model_, "--parallel 1 --max-queue 1");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string script =
+      "const b=JSON.stringify({model:'tiny',prompt:'hello',max_tokens:64,num_steps:32,"
+      "temperature:0});const h={'content-type':'application/json',authorization:'Bearer " +
+      std::string(kKey) + "'};Promise.all(Array.from({length:8},()=>fetch('" + s.url() +
+      "/v1/completions',{method:'POST',headers:h,body:b}).then(async r=>[r.status,"
+      "r.headers.get('retry-after'),await r.json()]))).then(x=>console.log(JSON.stringify(x)))";
+  std::string out;
+  ASSERT_EQ(test::run_command("node -e \"" + script + "\"", &out), 0) << out;
+  const json r = json::parse(out);
+  int ok = 0, busy = 0;
+  for (const json& x : r) {
+    if (x[0] == 200) ++ok;
+    if (x[0] == 503) {
+      ++busy;
+      EXPECT_EQ(x[1], "1");
+      EXPECT_EQ(x[2]["error"]["code"], "queue_full");
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(busy, 1);
+  EXPECT_EQ(ok + busy, 8);
+}
+
+}  // namespace
+}  // namespace huginn
