@@ -104,8 +104,9 @@ void load_added(const json& list, const std::string& where, Pipeline& p) {
     const json& a = list[k];
     std::string w = where + "[" + std::to_string(k) + "]";
     if (!a.is_object() || !a.contains("id") || !a.at("id").is_number_integer() ||
-        a.at("id").get<int64_t>() < 0 || !a.contains("content") || !a.at("content").is_string())
-      throw Error(w + ": expected {\"id\": non-negative integer, \"content\": string, ...}");
+        a.at("id").get<int64_t>() < 0 || a.at("id").get<int64_t>() >= (1 << 26) ||
+        !a.contains("content") || !a.at("content").is_string())
+      throw Error(w + ": expected {\"id\": integer in [0, 2^26), \"content\": string, ...}");
     tok::AddedToken t;
     t.id = a.at("id").get<int32_t>();
     t.content = a.at("content").get<std::string>();
