@@ -253,19 +253,26 @@ TEST_F(ServeTest, HostileCorpusGetsOpenAIErrorsAndServerStaysHealthy) {
 // Small in CI (the 32 x 20 run is scripts/bench-server.sh): no errors, every response equal to
 // a lone request's, memory back near its baseline.
 TEST_F(ServeTest, BoundedLoadNoErrorsSameAnswersMemoryBack) {
-  ServerProcess s(model_, "--parallel 4 --max-queue 64");
+  // 8 clients fit 2 slots + 8 queued (a finished slot may not have popped the next job yet).
+  ServerProcess s(model_, "--parallel 2 --max-queue 8");
   ASSERT_GT(s.port(), 0) << s.log();
   const std::string args = s.url() + " tiny " + kKey;
-  // Warm-up with the same load: the HTTP threads' stacks and malloc arenas are touched once.
-  const json warm = run_js("load.mjs", args + " 8 6 8 4");
-  ASSERT_EQ(warm["errors"], 0) << warm;
+  // Warm-up with the same load, three times: every HTTP thread's stack and buffers get touched
+  // once (RSS then stays flat; with 16 threads: 50 -> 69 -> 69 -> 69 MB).
+  for (int i = 0; i < 3; ++i) {
+    const json warm = run_js("load.mjs", args + " 8 6 8 4");
+    ASSERT_EQ(warm["errors"], 0) << warm;
+  }
   const long base = s.rss_kb();
-  const json r = run_js("load.mjs", args + " 8 6 8 4");
-  EXPECT_EQ(r["errors"], 0) << r;
-  EXPECT_EQ(r["mismatches"], 0) << r;
-  EXPECT_EQ(r["total"], 48);
+  json r;
+  for (int i = 0; i < 2; ++i) {
+    r = run_js("load.mjs", args + " 8 6 8 4");
+    EXPECT_EQ(r["errors"], 0) << r;
+    EXPECT_EQ(r["mismatches"], 0) << r;
+    EXPECT_EQ(r["total"], 48);
+  }
   const long after = s.rss_kb();
-  EXPECT_LE(after, base + std::max(16L * 1024, base / 4)) << "RSS " << base << " -> " << after;
+  EXPECT_LE(after, base + 4 * 1024) << "RSS " << base << " -> " << after << " kB";
   std::fprintf(stderr, "load: %s; RSS %ld -> %ld kB\n", r.dump().c_str(), base, after);
   EXPECT_TRUE(s.alive());
 }
