@@ -41,7 +41,8 @@ Split parse_split(const std::string& s);  // "train" | "test"
 // A built-in task by name with difficulty knobs, e.g. "chain", "chain:hops=6",
 // "chain:hops=4-8", "parity:bits=8", "add:digits=3".
 //   chain   multi-hop variable resolution: a literal digit, then `hops` pointer assignments in
-//           shuffled order, "c=b;a=7;b=a;c?" -> "7". Each hop is one sequential lookup.
+//           shuffled order, "c=b;a=7;b=a;c?" -> "7". Each hop is one sequential lookup
+//           (hops=0: a direct lookup, "a=7;b=2;a?").
 //   parity  "parity 10110?" -> "1" (xor of `bits` bits).
 //   add     "123+989=" -> "1112" (two `digits`-digit numbers).
 // Train and test draw from the same generator; an example belongs to the test split iff a hash

@@ -39,7 +39,7 @@ struct Knob {
   int def_lo, def_hi;   // default
 };
 constexpr Knob kKnobs[] = {
-    {"chain", "hops", 1, 12, 4, 8},
+    {"chain", "hops", 0, 12, 4, 8},
     {"parity", "bits", 1, 40, 8, 8},
     {"add", "digits", 1, 9, 3, 3},
 };
