@@ -1,0 +1,106 @@
+// Server parts without HTTP: the bounded queue, the scheduler's slot limit, Prometheus
+// histograms, OpenAI error bodies and the logprob helper (these run without node).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "server/engine.h"
+#include "server/metrics.h"
+#include "server/openai.h"
+#include "server/queue.h"
+#include "server/scheduler.h"
+
+namespace huginn::server {
+namespace {
+
+TEST(ServerQueue, RefusesWhenFullAndWakesOnClose) {
+  RequestQueue q(2);
+  EXPECT_TRUE(q.try_push([] {}));
+  EXPECT_TRUE(q.try_push([] {}));
+  EXPECT_FALSE(q.try_push([] {}));
+  EXPECT_EQ(q.size(), 2u);
+  EXPECT_TRUE(static_cast<bool>(q.pop()));
+  EXPECT_TRUE(q.try_push([] {}));
+  std::thread waiter([&] {
+    q.pop();
+    q.pop();
+    EXPECT_FALSE(static_cast<bool>(q.pop()));  // closed: an empty job
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  q.close();
+  waiter.join();
+  EXPECT_FALSE(q.try_push([] {}));
+}
+
+TEST(ServerScheduler, NeverRunsMoreThanItsSlots) {
+  std::atomic<int> running{0}, peak{0}, done{0};
+  {
+    Scheduler s(2, 100);
+    for (int i = 0; i < 12; ++i)
+      ASSERT_TRUE(s.submit([&] {
+        const int now = ++running;
+        int p = peak.load();
+        while (now > p && !peak.compare_exchange_weak(p, now)) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        --running;
+        ++done;
+      }));
+    while (done.load() < 12) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    s.submit([] { throw std::runtime_error("a failing job does not kill its slot"); });
+    ASSERT_TRUE(s.submit([&] { ++done; }));
+    while (done.load() < 13) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(peak.load(), 2);
+}
+
+TEST(ServerMetrics, HistogramBucketsAreCumulative) {
+  Histogram h({1, 4});
+  for (double v : {0.5, 1.0, 2.0, 9.0}) h.observe(v);
+  const std::string t = h.render("x", "help");
+  EXPECT_NE(t.find("# TYPE x histogram"), std::string::npos);
+  EXPECT_NE(t.find("x_bucket{le=\"1\"} 2\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("x_bucket{le=\"4\"} 3\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("x_bucket{le=\"+Inf\"} 4\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("x_sum 12.5\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("x_count 4\n"), std::string::npos) << t;
+  Metrics m;
+  m.count_request("/v1/completions", 400);
+  m.count_request("/v1/completions", 400);
+  const std::string all = m.render(3, 1, 2);
+  EXPECT_NE(all.find("huginn_requests_total{endpoint=\"/v1/completions\",code=\"400\"} 2"),
+            std::string::npos);
+  EXPECT_NE(all.find("huginn_queue_depth 3\n"), std::string::npos);
+  EXPECT_NE(all.find("huginn_active_slots 1\n"), std::string::npos);
+}
+
+TEST(ServerOpenAI, ErrorBodyHasTheOpenAIShape) {
+  const auto j = nlohmann::json::parse(error_body({404, "no such model", "", "model", "model_not_found"}));
+  EXPECT_EQ(j["error"]["message"], "no such model");
+  EXPECT_EQ(j["error"]["type"], "not_found_error");
+  EXPECT_EQ(j["error"]["param"], "model");
+  EXPECT_EQ(j["error"]["code"], "model_not_found");
+  const auto k = nlohmann::json::parse(error_body({400, "bad"}));
+  EXPECT_EQ(k["error"]["type"], "invalid_request_error");
+  EXPECT_TRUE(k["error"]["param"].is_null());
+}
+
+TEST(ServerOpenAI, TokenLogprobIsLogSoftmaxAndTopK) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f};
+  double z = 0;
+  for (float v : logits) z += std::exp(static_cast<double>(v));
+  const TokenLogprob lp = token_logprob(logits, 2, 3);
+  EXPECT_NEAR(lp.logprob, 2.0 - std::log(z), 1e-9);
+  ASSERT_EQ(lp.top.size(), 3u);
+  EXPECT_EQ(lp.top[0].first, 1);  // ties: the smaller id first
+  EXPECT_EQ(lp.top[1].first, 3);
+  EXPECT_EQ(lp.top[2].first, 2);
+  EXPECT_NEAR(lp.top[0].second, 3.0 - std::log(z), 1e-9);
+}
+
+}  // namespace
+}  // namespace huginn::server
