@@ -26,6 +26,7 @@ constexpr const char* kExtensions =
     "  warm_start B|MODE      continuous chain-of-thought (true, auto, latent, raw)\n"
     "  init_scale S           initial state scale (default 1; 0 = zeros); seed N\n"
     "  top_k, min_p, repetition_penalty    extra samplers\n"
+    "  ignore_eos B           generate max_tokens tokens, ignoring stop ids\n"
     "  return_iterations B    usage.iterations_per_token (and per-chunk 'iterations' when\n"
     "                         streaming); usage.mean_iterations_per_token is always there\n";
 

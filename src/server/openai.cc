@@ -107,7 +107,7 @@ const std::set<std::string>& known_fields(Endpoint ep) {
       // extensions
       "num_steps", "exit_criterion", "exit_threshold", "max_steps", "min_steps", "check_every",
       "cache_slots", "cache_rule", "warm_start", "init_scale", "top_k", "min_p",
-      "repetition_penalty", "return_iterations"};
+      "repetition_penalty", "return_iterations", "ignore_eos"};
   static const std::set<std::string> completions = [] {
     auto s = common;
     s.insert({"prompt", "echo", "suffix", "best_of"});
@@ -463,7 +463,11 @@ ParsedRequest parse_request(Endpoint ep, std::string_view body, const Engine& en
   parse_recurrence(j, o, lim);
   parse_sampling(j, o);
   o.stop_strings = stop_strings(j);
-  o.stop_ids = engine.stop_ids();
+  // ignore_eos (as vLLM / llama.cpp): no stop ids at all, e.g. for benchmarks of a fixed length.
+  if (get_bool(j, "ignore_eos", false))
+    o.default_stop_ids = false;
+  else
+    o.stop_ids = engine.stop_ids();
   try {
     o.validate(engine.model().config());
     o.sampling.validate();

@@ -2,10 +2,10 @@
 // unknown fields refused as OpenAI does), results -> response JSON, streaming chunks (server-
 // sent events), and OpenAI-style error bodies. No HTTP here, and no JSON types in this header.
 //
-// Extensions (documented in docs of `huginn serve --help` and README): num_steps,
-// exit_criterion, exit_threshold, max_steps, min_steps, check_every, cache_slots, cache_rule,
-// warm_start, init_scale, top_k, min_p, repetition_penalty, return_iterations. `usage` always
-// carries mean_iterations_per_token, and iterations_per_token when return_iterations is true.
+// Extensions (listed by `huginn serve --help`): num_steps, exit_criterion, exit_threshold,
+// max_steps, min_steps, check_every, cache_slots, cache_rule, warm_start, init_scale, top_k,
+// min_p, repetition_penalty, return_iterations, ignore_eos. `usage` always carries
+// mean_iterations_per_token, and iterations_per_token when return_iterations is true.
 #pragma once
 
 #include <cstdint>
