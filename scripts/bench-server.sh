@@ -26,6 +26,12 @@ PORT=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$TMP/out")
 URL="http://127.0.0.1:$PORT"
 node "$JS/load.mjs" "$URL" "$NAME" bench 8 3 16 4 > /dev/null   # warm-up
 RSS0=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+# Three runs: the first ones also touch HTTP threads for the first time (thread-local
+# tokenizer caches); later runs show whether RSS stays flat.
 node "$JS/load.mjs" "$URL" "$NAME" bench "$CONC" "$REQS" 16 4
 RSS1=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
-echo "server RSS: ${RSS0} kB before, ${RSS1} kB after"
+node "$JS/load.mjs" "$URL" "$NAME" bench "$CONC" "$REQS" 16 4
+RSS2=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+node "$JS/load.mjs" "$URL" "$NAME" bench "$CONC" "$REQS" 16 4 > /dev/null
+RSS3=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+echo "server RSS (kB): ${RSS0} before, ${RSS1} / ${RSS2} / ${RSS3} after runs 1 / 2 / 3"

@@ -262,7 +262,10 @@ void Server::Impl::generate(server::Endpoint ep, const httplib::Request& req,
 }
 
 void Server::Impl::setup() {
-  const int http_threads = std::min(512, opts.parallel + opts.max_queue + 16);
+  // One thread per open connection (a queued request waits on its thread). Capped: each thread
+  // that tokenizes keeps thread-local tokenizer word caches (~1-2 MB), so RSS plateaus at about
+  // threads x that; connections beyond the cap wait in httplib's accept queue.
+  const int http_threads = std::min(128, opts.parallel + opts.max_queue + 8);
   http.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
   http.set_payload_max_length(opts.max_body_bytes);
   http.set_keep_alive_timeout(5);
