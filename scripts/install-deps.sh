@@ -8,13 +8,12 @@
 #   libcli11-dev                  command-line parsing with --help for every command
 #   libpcre2-dev                  Unicode regexes of HF tokenizers (\p{L}, lookahead), exactly
 #   libutf8proc-dev               NFC/NFKC normalization for tokenizers (small C library made for it)
-#   libopenblas-dev               reference BLAS used to cross-check our GEMM in tests and benchmarks
 #   gnuplot-nox                   PNG/SVG plots (huginn trace, eval) without X: pngcairo + svg terminals
 #   libcpp-httplib-dev            HTTP/1.1 server for huginn serve (threaded, SSE streaming), small
 #   nodejs, npm                   server tests drive huginn serve with the official openai npm client
 set -euo pipefail
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-      libpcre2-dev libutf8proc-dev libopenblas-dev gnuplot-nox libcpp-httplib-dev)
+      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()
