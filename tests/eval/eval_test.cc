@@ -295,11 +295,14 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
                               &out),
             0);
   EXPECT_NE(out.find("--steps"), std::string::npos) << out;
+  std::string gen;
   ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) +
                                   " task generate chain:hops=2 --split test --n 3",
-                              &out),
+                              &gen),
             0);
-  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 3);
+  EXPECT_EQ(std::count(gen.begin(), gen.end(), '\n'), 3) << gen;
+  EXPECT_EQ(gen.substr(0, gen.find('\n') + 1),
+            task_to_jsonl(make_task(TaskSpec::parse("chain:hops=2"), Split::kTest, 1, 1234)));
   fs::remove_all(dir);
 }
 
