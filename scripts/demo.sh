@@ -29,7 +29,7 @@ else
 fi
 MEAN=8
 rm -rf "$OUT"
-mkdir -p "$OUT"
+mkdir -p "$OUT/eval"
 
 # E = 64, 1 prelude / 2 core / 1 coda layers, byte vocabulary (128 ids), trained with a
 # recurrence drawn per step (log-normal Poisson, mean 8) and truncated backprop through 4 of them.
