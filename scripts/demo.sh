@@ -18,13 +18,13 @@ THREADS=${DEMO_THREADS:-2}
 
 if [[ "$QUICK" == 1 ]]; then
   OUT=${DEMO_OUT:-$BUILD/demo-quick}
-  TASK=chain:hops=1-3 EVAL_TASK=chain:hops=1-3
-  STEPS=${DEMO_STEPS:-250} BATCH=8 LR=3e-3 LIMIT=100
+  TASK=chain:hops=0-3 EVAL_TASK=chain:hops=1-3
+  STEPS=${DEMO_STEPS:-1500} BATCH=16 LR=3e-3 LIMIT=100
   EVAL_STEPS=1,2,4,8,16 EXITS=kl:1e-3 EXIT_MAX=16
 else
   OUT=${DEMO_OUT:-$BUILD/demo}
-  TASK=chain:hops=1-4 EVAL_TASK=chain:hops=1-4
-  STEPS=${DEMO_STEPS:-700} BATCH=12 LR=3e-3 LIMIT=300
+  TASK=chain:hops=0-4 EVAL_TASK=chain:hops=1-4
+  STEPS=${DEMO_STEPS:-5000} BATCH=16 LR=3e-3 LIMIT=300
   EVAL_STEPS=1,2,4,8,16,32,64 EXITS=kl:3e-2,kl:1e-2,kl:3e-3,kl:1e-3,kl:1e-4 EXIT_MAX=32
 fi
 MEAN=8
