@@ -14,53 +14,16 @@
 #include "huginn/generate.h"
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
+#include "huginn/train.h"
 
 using namespace huginn;
 
 namespace {
 
-Tensor random_tensor(std::initializer_list<int64_t> shape, std::mt19937& rng, float scale) {
-  Tensor t = Tensor::empty(shape);
-  std::uniform_real_distribution<float> u(-scale, scale);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = u(rng);
-  return t;
-}
-
-Tensor ones(int64_t n) {
-  Tensor t = Tensor::empty({n});
-  for (int64_t i = 0; i < n; ++i) t.f32()[i] = 1.0f;
-  return t;
-}
-
-BlockWeights random_block(const ModelConfig& c, std::mt19937& rng) {
-  const int64_t E = c.n_embd, I = c.intermediate_size;
-  const float s = static_cast<float>(std::sqrt(2.0 / (5.0 * E)));
-  BlockWeights w;
-  w.norm_1 = ones(E);
-  w.norm_2 = ones(E);
-  w.norm_3 = ones(E);
-  w.norm_4 = ones(E);
-  w.wqkv = random_tensor({3 * E, E}, rng, s);
-  w.q_bias = random_tensor({E}, rng, 0.1f);
-  w.k_bias = random_tensor({E}, rng, 0.1f);
-  w.attn_proj = random_tensor({E, E}, rng, s);
-  w.mlp_fc = random_tensor({2 * I, E}, rng, s);
-  w.mlp_proj = random_tensor({E, I}, rng, s);
-  return w;
-}
-
+// Weights don't change speed: the reference initialisation of the trainer, seeded.
 std::shared_ptr<const Model> random_model(const ModelConfig& c) {
-  std::mt19937 rng(1234);
-  Weights w;
-  w.wte = random_tensor({c.vocab_size, c.n_embd}, rng, 0.02f);
-  w.adapter = random_tensor({c.n_embd, 2 * c.n_embd}, rng, 0.02f);
-  w.ln_f = ones(c.n_embd);
-  w.lm_head = w.wte;
-  for (int i = 0; i < c.n_prelude; ++i) w.prelude.push_back(random_block(c, rng));
-  for (int i = 0; i < c.n_core; ++i) w.core.push_back(random_block(c, rng));
-  for (int i = 0; i < c.n_coda; ++i) w.coda.push_back(random_block(c, rng));
-  w.rope = rope_table(std::max<int64_t>(c.block_size, 4096), c.head_dim, c.rope_base);
-  return std::make_shared<const Model>(c, std::move(w));
+  std::shared_ptr<TrainableModel> tm = TrainableModel::init(c, 1234);
+  return std::shared_ptr<const Model>(tm, &tm->model());
 }
 
 std::vector<int> int_list(const char* s) {
