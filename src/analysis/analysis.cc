@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "huginn/trajectory.h"
+#include "huginn/host_math.h"
 
 namespace huginn {
 
@@ -29,16 +30,6 @@ double row_norm(const Tensor& x, int64_t a) {
   double s = 0.0;
   for (int64_t j = 0; j < x.dim(1); ++j) s += double(p[j]) * double(p[j]);
   return std::sqrt(s);
-}
-
-void log_softmax(std::span<const float> x, std::vector<double>& out) {
-  out.resize(x.size());
-  double mx = -std::numeric_limits<double>::infinity();
-  for (float v : x) mx = std::max(mx, double(v));
-  double sum = 0.0;
-  for (float v : x) sum += std::exp(double(v) - mx);
-  const double lse = mx + std::log(sum);
-  for (size_t i = 0; i < x.size(); ++i) out[i] = double(x[i]) - lse;
 }
 
 void check_2d(const Tensor& x, const char* what) {
@@ -68,8 +59,8 @@ StateMetrics state_metrics(const Tensor& states) {
 double kl_from_logits(std::span<const float> p_logits, std::span<const float> q_logits) {
   HUGINN_ASSERT(p_logits.size() == q_logits.size(), "kl_from_logits: sizes differ");
   std::vector<double> lp, lq;
-  log_softmax(p_logits, lp);
-  log_softmax(q_logits, lq);
+  log_softmax_f64(p_logits, lp);
+  log_softmax_f64(q_logits, lq);
   double kl = 0.0;
   for (size_t v = 0; v < lp.size(); ++v) kl += std::exp(lp[v]) * (lp[v] - lq[v]);
   return kl;
@@ -77,7 +68,7 @@ double kl_from_logits(std::span<const float> p_logits, std::span<const float> q_
 
 double entropy_from_logits(std::span<const float> logits) {
   std::vector<double> l;
-  log_softmax(logits, l);
+  log_softmax_f64(logits, l);
   double h = 0.0;
   for (double x : l) h -= std::exp(x) * x;
   return h;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "huginn/error.h"
+#include "huginn/host_math.h"
 
 namespace huginn {
 
@@ -36,17 +37,6 @@ std::string known_names() {
   return s;
 }
 
-// log_softmax in double.
-void log_softmax(std::span<const float> x, std::vector<double>& out) {
-  out.resize(x.size());
-  double mx = -std::numeric_limits<double>::infinity();
-  for (float v : x) mx = std::max(mx, double(v));
-  double sum = 0.0;
-  for (float v : x) sum += std::exp(double(v) - mx);
-  const double lse = mx + std::log(sum);
-  for (size_t i = 0; i < x.size(); ++i) out[i] = double(x[i]) - lse;
-}
-
 // F.kl_div(cur, prev, log_target=True).sum() = Σ exp(prev)(prev − cur).
 double kl(const std::vector<double>& prev, const std::vector<double>& cur) {
   double s = 0.0;
@@ -65,7 +55,7 @@ class KLPolicy : public ExitPolicy {
     prev_.assign(static_cast<size_t>(vocab), std::log(1.0 / double(vocab)));
   }
   double measure(const ExitObservation& o) override {
-    log_softmax(o.logits, cur_);
+    log_softmax_f64(o.logits, cur_);
     if (minp_) smooth(cur_);
     const double v = kl(prev_, cur_);
     prev_.swap(cur_);
@@ -102,7 +92,7 @@ class EntropyDiffPolicy : public ExitPolicy {
   bool uses_logits() const override { return true; }
   void begin(std::span<const float>, int64_t, int64_t, int64_t) override { prev_ = 100.0; }
   double measure(const ExitObservation& o) override {
-    log_softmax(o.logits, lp_);
+    log_softmax_f64(o.logits, lp_);
     double h = 0.0;
     for (double v : lp_) {
       const double p = std::exp(v);
