@@ -11,11 +11,15 @@
 #   gnuplot-nox                   PNG/SVG plots (huginn trace, eval) without X: pngcairo + svg terminals
 #   libcpp-httplib-dev            HTTP/1.1 server for huginn serve (threaded, SSE streaming), small
 #   nodejs, npm                   server tests drive huginn serve with the official openai npm client
+# With --bench (opt-in; large, so CI and `make test` do not pay for it):
+#   python3-torch, python3-numpy  bench/compare_pytorch.py: the eager PyTorch side of the speed
+#                                 comparison and its golden check (ctest compare_pytorch_golden)
 set -euo pipefail
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
       libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+[ "${1:-}" = "--bench" ] && PKGS+=(python3-torch python3-numpy)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
