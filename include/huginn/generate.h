@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <span>
@@ -103,6 +104,11 @@ struct TokenEvent {
 };
 using TokenCallback = std::function<bool(const TokenEvent&)>;  // false stops generation
 
+class GenerationContext;
+// Runs the decode call for one token (in place of Generator::decode, e.g. by batching it with
+// other sequences' calls); must behave exactly like decode(ctx, id).
+using DecodeFn = std::function<CallResult(GenerationContext&, int32_t)>;
+
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids (a stop id that ended generation included)
   std::vector<int> steps;       // recurrences of the call that produced each token
@@ -117,6 +123,16 @@ struct GenerateResult {
 };
 
 class Generator;
+class BatchRunner;
+
+// One single-token decode call of a batch (Generator::decode_batch).
+struct BatchedCall {
+  const Generator* generator = nullptr;  // the sequence's own options (depth, exit, warm start)
+  GenerationContext* ctx = nullptr;
+  int32_t id = -1;            // the token fed back
+  CallResult result;          // what decode(*ctx, id) returns
+  std::exception_ptr error;   // instead of a result: the call could not run (nothing changed)
+};
 
 // The per-sequence state. Create with Generator::new_context.
 class GenerationContext {
@@ -173,14 +189,31 @@ class Generator {
   // Prompt -> up to max_new_tokens tokens, streaming each through `on_token` (may be empty).
   // `text` (optional) decodes the tokens for the result text, the events and stop strings.
   // The context should be fresh (or reset); the prompt is truncated or rejected per options.
+  // `decode_fn` (optional) runs the per-token decode calls in place of decode().
   GenerateResult generate(GenerationContext& ctx, std::span<const int32_t> prompt,
-                          const TokenCallback& on_token = {}, TextStream* text = nullptr) const;
+                          const TokenCallback& on_token = {}, TextStream* text = nullptr,
+                          const DecodeFn& decode_fn = {}) const;
+
+  // One decode call for each of several sequences, batched (src/generate/decode_batch.cc): the
+  // B new tokens go through the model together (huginn/forward_batch.h), each sequence with its
+  // own generator's options, cache, position, recurrence count and exit rule; a sequence
+  // leaves the batch when it exits or reaches its step count, so the batch shrinks within the
+  // token. Each result is bit-identical to decode(*call.ctx, call.id). Every generator must
+  // run on `runner`'s model and backend. Calls that cannot run (an id outside the vocabulary,
+  // past the context) get `error` and leave their context unchanged.
+  static void decode_batch(std::span<BatchedCall> calls, BatchRunner& runner);
 
   // The prompt as generate() will use it: validated ids, truncated on the left if allowed.
   std::vector<int32_t> prepare_prompt(std::span<const int32_t> prompt) const;
 
  private:
   CallResult run_call(GenerationContext& ctx, std::span<const int32_t> ids) const;
+  // Checks that the call fits the context; throws huginn::Error otherwise.
+  void check_call(const GenerationContext& ctx, std::span<const int32_t> ids) const;
+  // The call's initial state [T, E] on the host: the warm one or a seeded s_0.
+  Tensor initial_state(const GenerationContext& ctx, int64_t T) const;
+  // After a call whose final state is s [T, E]: warm state, history, position, call count.
+  void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
   void decode_logits(GenerationContext& ctx, Tensor& s) const;
 
   const Model& model_;

@@ -131,28 +131,62 @@ void Generator::decode_logits(GenerationContext& ctx, Tensor& s) const {
   be_.download(ctx.logits_dev_, ctx.logits_.data());
 }
 
-CallResult Generator::run_call(GenerationContext& ctx, std::span<const int32_t> ids) const {
-  const ModelConfig& c = model_.config();
-  const int64_t T = static_cast<int64_t>(ids.size()), E = c.n_embd;
+void Generator::check_call(const GenerationContext& ctx, std::span<const int32_t> ids) const {
+  const int64_t V = model_.config().vocab_size, T = static_cast<int64_t>(ids.size());
+  if (ids.empty()) throw Error("prompt is empty: give at least one token");
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      throw Error("prompt token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
   if (ctx.n_past_ + T > context_)
     throw Error("sequence of " + std::to_string(ctx.n_past_ + T) +
                 " tokens does not fit the context of " + std::to_string(context_) + " positions");
+}
+
+Tensor Generator::initial_state(const GenerationContext& ctx, int64_t T) const {
+  const int64_t E = model_.config().n_embd;
+  // The warm state for a single token after the first call, else s_0.
+  if (options_.warm_start != WarmStart::kOff && T == 1 && !ctx.warm_.empty()) {
+    Tensor init = Tensor::empty({1, E});
+    std::copy(ctx.warm_.begin(), ctx.warm_.end(), init.f32());
+    return init;
+  }
+  InitState is;
+  is.scale = options_.init_scale;
+  is.seed = splitmix64(options_.init_seed ^ splitmix64(ctx.calls_));
+  return make_initial_state(model_.config(), T, is);
+}
+
+void Generator::end_call(GenerationContext& ctx, const Tensor& s,
+                         std::span<const int32_t> ids) const {
+  const ModelConfig& c = model_.config();
+  const int64_t T = static_cast<int64_t>(ids.size()), E = c.n_embd;
+  if (options_.warm_start != WarmStart::kOff) {
+    const bool raw = options_.warm_start == WarmStart::kRaw ||
+                     (options_.warm_start == WarmStart::kAuto && ctx.policy_ != nullptr);
+    ctx.warm_.resize(static_cast<size_t>(E));
+    Tensor last = s.rows(T - 1, T);
+    if (raw) {
+      be_.download(last, ctx.warm_.data());
+    } else {
+      be_.rmsnorm(last, model_.weights().ln_f, static_cast<float>(c.norm_eps), ctx.norm_dev_);
+      be_.download(ctx.norm_dev_, ctx.warm_.data());
+    }
+  }
+  ctx.history_.insert(ctx.history_.end(), ids.begin(), ids.end());
+  ctx.n_past_ += static_cast<int32_t>(T);
+  ++ctx.calls_;
+}
+
+CallResult Generator::run_call(GenerationContext& ctx, std::span<const int32_t> ids) const {
+  const ModelConfig& c = model_.config();
+  const int64_t T = static_cast<int64_t>(ids.size()), E = c.n_embd;
+  check_call(ctx, ids);
   ctx.positions_.resize(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) ctx.positions_[t] = ctx.n_past_ + static_cast<int32_t>(t);
   Runner& runner = *ctx.runner_;
   Tensor e = runner.prelude(ids, ctx.positions_, ctx.cache_.get());
-
-  // The initial state: the warm one for a single token after the first call, else s_0.
-  Tensor init;
-  if (options_.warm_start != WarmStart::kOff && T == 1 && !ctx.warm_.empty()) {
-    init = Tensor::empty({1, E});
-    std::copy(ctx.warm_.begin(), ctx.warm_.end(), init.f32());
-  } else {
-    InitState is;
-    is.scale = options_.init_scale;
-    is.seed = splitmix64(options_.init_seed ^ splitmix64(ctx.calls_));
-    init = make_initial_state(c, T, is);
-  }
+  Tensor init = initial_state(ctx, T);
   ExitPolicy* policy = ctx.policy_.get();
   if (policy)
     policy->begin(std::span<const float>(init.f32(), static_cast<size_t>(T * E)), T, E,
@@ -190,21 +224,7 @@ CallResult Generator::run_call(GenerationContext& ctx, std::span<const int32_t> 
   }
   if (!have_logits) decode_logits(ctx, s);
 
-  if (options_.warm_start != WarmStart::kOff) {
-    const bool raw = options_.warm_start == WarmStart::kRaw ||
-                     (options_.warm_start == WarmStart::kAuto && policy != nullptr);
-    ctx.warm_.resize(static_cast<size_t>(E));
-    Tensor last = s.rows(T - 1, T);
-    if (raw) {
-      be_.download(last, ctx.warm_.data());
-    } else {
-      be_.rmsnorm(last, model_.weights().ln_f, static_cast<float>(c.norm_eps), ctx.norm_dev_);
-      be_.download(ctx.norm_dev_, ctx.warm_.data());
-    }
-  }
-  ctx.history_.insert(ctx.history_.end(), ids.begin(), ids.end());
-  ctx.n_past_ += static_cast<int32_t>(T);
-  ++ctx.calls_;
+  end_call(ctx, s, ids);
 
   CallResult r;
   r.steps = steps;
@@ -215,12 +235,6 @@ CallResult Generator::run_call(GenerationContext& ctx, std::span<const int32_t> 
 }
 
 CallResult Generator::prefill(GenerationContext& ctx, std::span<const int32_t> ids) const {
-  const int64_t V = model_.config().vocab_size;
-  if (ids.empty()) throw Error("prompt is empty: give at least one token");
-  for (size_t i = 0; i < ids.size(); ++i)
-    if (ids[i] < 0 || ids[i] >= V)
-      throw Error("prompt token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
-                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
   return run_call(ctx, ids);
 }
 
@@ -235,7 +249,8 @@ int32_t Generator::sample(GenerationContext& ctx, std::span<const float> logits)
 }
 
 GenerateResult Generator::generate(GenerationContext& ctx, std::span<const int32_t> prompt_in,
-                                   const TokenCallback& on_token, TextStream* text) const {
+                                   const TokenCallback& on_token, TextStream* text,
+                                   const DecodeFn& decode_fn) const {
   std::vector<int32_t> prompt;
   if (ctx.n_past_ == 0) {
     prompt = prepare_prompt(prompt_in);
@@ -283,7 +298,7 @@ GenerateResult Generator::generate(GenerationContext& ctx, std::span<const int32
       break;
     }
     auto td = std::chrono::steady_clock::now();
-    r = decode(ctx, tok);
+    r = decode_fn ? decode_fn(ctx, tok) : decode(ctx, tok);
     res.decode_seconds += seconds_since(td);
     ++res.decode_calls;
   }

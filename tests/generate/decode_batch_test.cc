@@ -1,0 +1,305 @@
+// Batched decode (huginn/forward_batch.h, Generator::decode_batch, DecodeBatcher): a sequence's
+// tokens, per-token iteration counts and logits are bit-identical whether it decodes alone or
+// batched with others — mixed depths, exit rules, warm starts, caches and samplers in one batch,
+// sequences joining and leaving between tokens.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "huginn/decode_batcher.h"
+#include "huginn/forward_batch.h"
+#include "huginn/generate.h"
+#include "huginn/thread_pool.h"
+#include "test_util.h"
+
+namespace huginn {
+namespace {
+
+using test::golden_dir;
+
+Tensor random_tensor(int64_t rows, int64_t cols, uint64_t seed) {
+  Tensor t = Tensor::empty({rows, cols});
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (int64_t i = 0; i < rows * cols; ++i) t.f32()[i] = d(rng);
+  return t;
+}
+
+bool same_bits(const float* a, const float* b, int64_t n) {
+  return std::memcmp(a, b, static_cast<size_t>(n) * sizeof(float)) == 0;
+}
+
+class BatchLinear : public ::testing::TestWithParam<std::string> {};
+
+// The property linear() relies on (the backend's matmul gives each of up to kExactRows rows
+// the bits of a one-row call), and linear() itself over more rows, with column tiles.
+TEST_P(BatchLinear, RowsEqualOneRowMatmul) {
+  ThreadPool pool(2);
+  auto be = make_backend(GetParam(), pool);
+  auto model = Model::load(golden_dir("tiny-a"), *be);
+  BatchRunner br(*model, *be);
+  for (auto [N, K] : {std::pair<int64_t, int64_t>{67, 45}, {300, 64}, {700, 1000}}) {
+    const Tensor w = be->upload(random_tensor(N, K, 1));
+    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 13, 19}) {
+      const Tensor x = be->upload(random_tensor(M, K, 100 + M));
+      Tensor y = be->alloc({M, N});
+      br.linear(x, w, y);
+      Tensor direct = be->alloc({M, N});
+      if (M <= BatchRunner::kExactRows) be->matmul(x, w, direct);
+      for (int64_t m = 0; m < M; ++m) {
+        Tensor one = be->alloc({1, N});
+        be->matmul(x.rows(m, m + 1), w, one);
+        EXPECT_TRUE(same_bits(y.row(m), one.row(0), N)) << "linear N=" << N << " K=" << K
+                                                        << " M=" << M << " row " << m;
+        if (M <= BatchRunner::kExactRows)
+          EXPECT_TRUE(same_bits(direct.row(m), one.row(0), N))
+              << "backend matmul M=" << M << " row " << m << " differs from a one-row call";
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BatchLinear, ::testing::Values("cpu", "ref"));
+
+struct Fixture {
+  explicit Fixture(const std::string& set = "tiny-a")
+      : pool(2), be(make_backend("cpu", pool)), model(Model::load(golden_dir(set), *be)) {}
+  ThreadPool pool;
+  std::unique_ptr<Backend> be;
+  std::shared_ptr<const Model> model;
+};
+
+// Sequences with every kind of per-request setting; max_new_tokens differ so they leave at
+// different ticks. No repetition penalty: the hand-driven loop below does not feed the prompt
+// to the sampler's history as generate() does.
+std::vector<GenerateOptions> mixed_options() {
+  std::vector<GenerateOptions> v;
+  GenerateOptions o;
+  o.default_stop_ids = false;
+  o.steps = 4;
+  o.max_new_tokens = 9;
+  v.push_back(o);  // greedy, fixed depth
+  o = GenerateOptions{};
+  o.default_stop_ids = false;
+  o.steps = 16;
+  o.exit = ExitSpec::parse("kl:5e-3");
+  o.warm_start = WarmStart::kAuto;
+  o.sampling.greedy = false;
+  o.sampling.temperature = 0.9f;
+  o.sampling.seed = 7;
+  o.max_new_tokens = 12;
+  v.push_back(o);  // logit exit, warm start (raw), seeded sampling
+  o = GenerateOptions{};
+  o.default_stop_ids = false;
+  o.steps = 12;
+  o.exit = ExitSpec::parse("latent-diff:0.3");
+  o.init_scale = 1.0;
+  o.init_seed = 3;
+  o.cache_strategy = KVCache::Strategy::kCompressS;
+  o.cache_slots = 2;
+  o.warm_start = WarmStart::kRaw;
+  o.max_new_tokens = 7;
+  v.push_back(o);  // state exit, random s_0, shared cache
+  o = GenerateOptions{};
+  o.default_stop_ids = false;
+  o.steps = 10;
+  o.exit = ExitSpec::parse("argmax-stability:2");
+  o.min_steps = 2;
+  o.check_every = 2;
+  o.warm_start = WarmStart::kLatent;
+  o.sampling.greedy = false;
+  o.sampling.temperature = 0.7f;
+  o.sampling.top_k = 20;
+  o.sampling.seed = 11;
+  o.max_new_tokens = 10;
+  v.push_back(o);  // sparse checks, warm start (ln_f), top-k
+  o = GenerateOptions{};
+  o.default_stop_ids = false;
+  o.steps = 1;
+  o.max_new_tokens = 5;
+  v.push_back(o);  // one recurrence
+  o = GenerateOptions{};
+  o.default_stop_ids = false;
+  o.steps = 20;
+  o.exit = ExitSpec::parse("entropy-diff:1e-2");
+  o.sampling.greedy = false;
+  o.sampling.min_p = 0.05f;
+  o.sampling.seed = 5;
+  o.max_new_tokens = 11;
+  v.push_back(o);
+  return v;
+}
+
+const std::vector<std::vector<int32_t>> kPrompts = {
+    {3, 141, 59, 26, 53}, {7, 7, 200}, {1}, {90, 12, 44, 250, 31, 8}, {17, 18}, {100, 101, 102}};
+
+struct Trace {
+  std::vector<int32_t> tokens;
+  std::vector<int> steps;
+  std::vector<std::vector<float>> logits;
+};
+
+Trace solo(const Generator& gen, std::span<const int32_t> prompt) {
+  Trace t;
+  auto ctx = gen.new_context();
+  gen.generate(*ctx, prompt, [&](const TokenEvent& ev) {
+    t.tokens.push_back(ev.id);
+    t.steps.push_back(ev.steps);
+    t.logits.emplace_back(ev.logits.begin(), ev.logits.end());
+    return true;
+  });
+  return t;
+}
+
+void expect_same(const Trace& got, const Trace& want, const std::string& what) {
+  EXPECT_EQ(got.tokens, want.tokens) << what;
+  EXPECT_EQ(got.steps, want.steps) << what;
+  ASSERT_EQ(got.logits.size(), want.logits.size()) << what;
+  for (size_t i = 0; i < got.logits.size(); ++i)
+    EXPECT_TRUE(got.logits[i] == want.logits[i]) << what << ": logits of token " << i;
+}
+
+// A hand-driven engine: sequence i starts (prefill) at tick 2i, then every tick the live
+// sequences sample their next token and decode together; each leaves after its max_new_tokens.
+TEST(DecodeBatch, EqualsSoloWithJoinsLeavesAndMixedSettings) {
+  Fixture f;
+  const auto opts = mixed_options();
+  std::vector<std::unique_ptr<Generator>> gens;
+  std::vector<Trace> want;
+  for (size_t i = 0; i < opts.size(); ++i) {
+    gens.push_back(std::make_unique<Generator>(*f.model, *f.be, opts[i]));
+    want.push_back(solo(*gens[i], kPrompts[i]));
+  }
+  // The settings do what they are meant to: adaptive exits end tokens at different depths.
+  std::set<int> depths;
+  for (const Trace& t : want) depths.insert(t.steps.begin(), t.steps.end());
+  EXPECT_GE(depths.size(), 5u) << "exit rules should give varied iteration counts";
+
+  BatchRunner br(*f.model, *f.be);
+  const size_t n = opts.size();
+  std::vector<std::unique_ptr<GenerationContext>> ctxs(n);
+  std::vector<CallResult> last(n);
+  std::vector<Trace> got(n);
+  std::vector<bool> done(n, false);
+  std::set<size_t> batch_sizes;
+  for (int tick = 0; std::count(done.begin(), done.end(), true) < static_cast<long>(n); ++tick) {
+    std::vector<BatchedCall> calls;
+    std::vector<size_t> who;
+    for (size_t i = 0; i < n; ++i) {
+      if (done[i] || tick < 2 * static_cast<int>(i)) continue;
+      if (!ctxs[i]) {
+        ctxs[i] = gens[i]->new_context();
+        last[i] = gens[i]->prefill(*ctxs[i], kPrompts[i]);
+      }
+      const int32_t tok = gens[i]->sample(*ctxs[i], last[i].logits);
+      got[i].tokens.push_back(tok);
+      got[i].steps.push_back(last[i].steps);
+      got[i].logits.emplace_back(last[i].logits.begin(), last[i].logits.end());
+      if (static_cast<int>(got[i].tokens.size()) >= opts[i].max_new_tokens) {
+        done[i] = true;
+        continue;
+      }
+      calls.push_back({gens[i].get(), ctxs[i].get(), tok, {}, nullptr});
+      who.push_back(i);
+    }
+    if (calls.empty()) continue;
+    batch_sizes.insert(calls.size());
+    Generator::decode_batch(calls, br);
+    for (size_t k = 0; k < calls.size(); ++k) {
+      ASSERT_FALSE(calls[k].error) << "sequence " << who[k];
+      last[who[k]] = calls[k].result;
+    }
+  }
+  for (size_t i = 0; i < n; ++i) expect_same(got[i], want[i], "sequence " + std::to_string(i));
+  EXPECT_GE(*batch_sizes.rbegin(), 4u);
+  EXPECT_GE(batch_sizes.size(), 4u) << "the batch should grow and shrink";
+}
+
+// A call past its context fails alone; its context is untouched and the others proceed.
+TEST(DecodeBatch, CallPastTheContextFailsAlone) {
+  Fixture f;
+  GenerateOptions small;
+  small.context_length = 6;
+  small.steps = 3;
+  GenerateOptions big;
+  big.steps = 5;
+  Generator g1(*f.model, *f.be, small), g2(*f.model, *f.be, big);
+  auto c1 = g1.new_context(), c2 = g2.new_context();
+  g1.prefill(*c1, std::vector<int32_t>{1, 2, 3, 4, 5, 6});
+  g2.prefill(*c2, std::vector<int32_t>{1, 2, 3});
+  auto c3 = g2.new_context();
+  g2.prefill(*c3, std::vector<int32_t>{1, 2, 3});
+  const CallResult want = g2.decode(*c3, 9);
+  const std::vector<float> want_logits(want.logits.begin(), want.logits.end());
+  BatchRunner br(*f.model, *f.be);
+  std::vector<BatchedCall> calls = {{&g1, c1.get(), 9, {}, nullptr}, {&g2, c2.get(), 9, {}, nullptr}};
+  Generator::decode_batch(calls, br);
+  EXPECT_TRUE(calls[0].error);
+  EXPECT_EQ(c1->n_past(), 6);
+  ASSERT_FALSE(calls[1].error);
+  EXPECT_EQ(c2->n_past(), 4);
+  EXPECT_EQ(calls[1].result.steps, 5);
+  EXPECT_TRUE(std::vector<float>(calls[1].result.logits.begin(), calls[1].result.logits.end()) ==
+              want_logits);
+  try {
+    std::rethrow_exception(calls[0].error);
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("context"), std::string::npos) << e.what();
+  }
+  // An id outside the vocabulary is refused the same way.
+  std::vector<BatchedCall> bad = {{&g2, c2.get(), 300, {}, nullptr}};
+  Generator::decode_batch(bad, br);
+  EXPECT_TRUE(bad[0].error);
+  EXPECT_EQ(c2->n_past(), 4);
+}
+
+// Threads generating with generate() meet in a DecodeBatcher: same tokens as alone, and the
+// calls really were batched. Late starters join while others run.
+TEST(DecodeBatcher, ThreadsGetSoloResults) {
+  Fixture f("tiny-b");
+  const auto opts = mixed_options();
+  std::vector<std::unique_ptr<Generator>> gens;
+  std::vector<Trace> want;
+  for (size_t i = 0; i < opts.size(); ++i) {
+    GenerateOptions o = opts[i];
+    o.max_new_tokens += 8;
+    gens.push_back(std::make_unique<Generator>(*f.model, *f.be, o));
+    want.push_back(solo(*gens[i], kPrompts[i]));
+  }
+  DecodeBatcher batcher(*f.model, *f.be, 4, std::chrono::microseconds(20000));
+  std::vector<Trace> got(opts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < opts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      if (i >= 3) {  // join while the first ones are generating
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        while (batcher.stats().ticks < 3 * (i - 2) && std::chrono::steady_clock::now() < give_up)
+          std::this_thread::yield();
+      }
+      DecodeBatcher::Member member(batcher);
+      auto ctx = gens[i]->new_context();
+      gens[i]->generate(
+          *ctx, kPrompts[i],
+          [&](const TokenEvent& ev) {
+            got[i].tokens.push_back(ev.id);
+            got[i].steps.push_back(ev.steps);
+            got[i].logits.emplace_back(ev.logits.begin(), ev.logits.end());
+            return true;
+          },
+          nullptr,
+          [&](GenerationContext& c, int32_t id) { return member.decode(*gens[i], c, id); });
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < opts.size(); ++i) expect_same(got[i], want[i], "thread " + std::to_string(i));
+  const DecodeBatcher::Stats st = batcher.stats();
+  EXPECT_GE(st.max_rows, 3);
+  EXPECT_LE(st.max_rows, 4);
+  EXPECT_GT(st.rows, st.ticks);
+}
+
+}  // namespace
+}  // namespace huginn
