@@ -22,6 +22,9 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;              // 0 = any free port (reported through on_listening)
   int parallel = 2;             // requests generated at once (slots)
+  // Decode calls of concurrent requests run as one batch of up to this many rows (one token
+  // per request; huginn/decode_batcher.h). 0 = --parallel; 1 = off (each slot decodes alone).
+  int max_batch = 0;
   int max_queue = 64;           // requests waiting for a slot; more are answered 503
   std::string api_key;          // non-empty: every /v1 request needs "Authorization: Bearer KEY"
   double timeout_s = 600.0;     // per request, queue wait included; 0 = none

@@ -72,6 +72,8 @@ Engine::Engine(const ServerOptions& o) {
                 " but the model's vocabulary has " + std::to_string(model_->config().vocab_size));
   stop_ids_ = read_eos_ids(o.model_dir);
   for (int32_t id : tokenizer_stops(*tok_)) stop_ids_.push_back(id);
+  const int max_batch = o.max_batch > 0 ? o.max_batch : o.parallel;
+  if (max_batch > 1) batcher_ = std::make_unique<DecodeBatcher>(*model_, *backend_, max_batch);
 }
 
 Engine::~Engine() = default;
@@ -115,7 +117,15 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     if (on_token) on_token(e);
     return true;
   };
-  res.gen = gen.generate(*ctx, rq.prompt, cb, &stream);
+  if (batcher_) {
+    // Prefill on this slot's thread; every later token's decode call joins the batch.
+    DecodeBatcher::Member member(*batcher_);
+    res.gen = gen.generate(*ctx, rq.prompt, cb, &stream, [&](GenerationContext& c, int32_t id) {
+      return member.decode(gen, c, id);
+    });
+  } else {
+    res.gen = gen.generate(*ctx, rq.prompt, cb, &stream);
+  }
   return res;
 }
 

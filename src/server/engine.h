@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "huginn/decode_batcher.h"
 #include "huginn/generate.h"
 #include "huginn/server.h"
 #include "huginn/tokenizer.h"
@@ -74,6 +75,9 @@ class Engine {
   int default_steps() const;
   // eos ids of the model directory and the tokenizer's end markers.
   const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
+  // Decode batching: the largest batch (1 = off) and the batcher's counters (zero when off).
+  int max_batch() const { return batcher_ ? batcher_->max_batch() : 1; }
+  DecodeBatcher::Stats batch_stats() const { return batcher_ ? batcher_->stats() : DecodeBatcher::Stats{}; }
 
  private:
   std::unique_ptr<ThreadPool> pool_;
@@ -81,6 +85,7 @@ class Engine {
   std::shared_ptr<const Model> model_;
   std::shared_ptr<const Tokenizer> tok_;
   std::vector<int32_t> stop_ids_;
+  std::unique_ptr<DecodeBatcher> batcher_;  // null when batching is off
 };
 
 }  // namespace huginn::server

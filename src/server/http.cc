@@ -13,6 +13,7 @@
 #include "huginn/error.h"
 #include "huginn/log.h"
 #include "huginn/server.h"
+#include "server/conn_watch.h"
 #include "server/engine.h"
 #include "server/metrics.h"
 #include "server/openai.h"
@@ -87,7 +88,8 @@ struct Server::Impl {
 
   void setup();
   void generate(server::Endpoint ep, const httplib::Request& req, httplib::Response& res);
-  void run_blocking(server::ParsedRequest p, Clock::time_point t0, httplib::Response& res);
+  void run_blocking(server::ParsedRequest p, Clock::time_point t0, const httplib::Request& req,
+                    httplib::Response& res);
   void run_streaming(server::ParsedRequest p, Clock::time_point t0, httplib::Response& res);
   void record(const server::EngineResult& r, Clock::time_point t0);
   bool authorized(const httplib::Request& req) const;
@@ -122,14 +124,18 @@ void Server::Impl::record(const server::EngineResult& r, Clock::time_point t0) {
 }
 
 void Server::Impl::run_blocking(server::ParsedRequest p, Clock::time_point t0,
-                                httplib::Response& res) {
+                                const httplib::Request& req, httplib::Response& res) {
   auto out = std::make_shared<Outcome>();
   auto rq = std::make_shared<server::ParsedRequest>(std::move(p));
   const bool queued = sched.submit([this, out, rq, t0] {
     int status = 200;
     std::string body;
     try {
-      if (Clock::now() > rq->engine.deadline) {
+      if (rq->engine.cancel->load()) {  // the client left while the request was queued
+        ++metrics.cancelled;
+        status = 499;
+        body = server::error_body({499, "the client closed the connection", "cancelled"});
+      } else if (Clock::now() > rq->engine.deadline) {
         status = 504;
         body = server::error_body({504, "the request timed out waiting for a free slot", "timeout_error"});
       } else {
@@ -165,18 +171,24 @@ void Server::Impl::run_blocking(server::ParsedRequest p, Clock::time_point t0,
     return reply_error(res, {503, "the server is busy: the request queue is full, retry later",
                              "server_overloaded_error", "", "queue_full"});
   }
+  // A client that closes its connection cancels the job (see server/conn_watch.h); the engine
+  // sees the flag after the token in progress, a queued job before it starts.
+  const server::ConnectionWatch watch(req.local_addr, req.local_port, req.remote_addr,
+                                      req.remote_port);
+  const auto tick = std::chrono::milliseconds(watch.valid() ? 20 : 1000);
   std::unique_lock<std::mutex> lock(out->mu);
   // The job checks the deadline itself; the grace period lets it report a timeout.
   const auto limit = rq->engine.deadline == Clock::time_point::max()
                          ? Clock::time_point::max()
                          : rq->engine.deadline + std::chrono::seconds(5);
   while (!out->done) {
-    if (limit == Clock::time_point::max()) {
-      out->cv.wait(lock);
-    } else if (out->cv.wait_until(lock, limit) == std::cv_status::timeout && !out->done) {
+    const auto until = std::min(limit, Clock::now() + tick);
+    if (out->cv.wait_until(lock, until) == std::cv_status::no_timeout || out->done) continue;
+    if (Clock::now() >= limit) {
       rq->engine.cancel->store(true);
       return reply_error(res, {504, "the request timed out", "timeout_error"});
     }
+    if (!rq->engine.cancel->load() && watch.gone()) rq->engine.cancel->store(true);
   }
   res.status = out->status;
   res.set_content(out->body, kJson);
@@ -258,7 +270,7 @@ void Server::Impl::generate(server::Endpoint ep, const httplib::Request& req,
   if (p.stream)
     run_streaming(std::move(p), t0, res);
   else
-    run_blocking(std::move(p), t0, res);
+    run_blocking(std::move(p), t0, req, res);
 }
 
 void Server::Impl::setup() {
@@ -346,6 +358,9 @@ void Server::Impl::setup() {
     r.set_content(R"({"status":"ok"})", kJson);
   });
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
+    const DecodeBatcher::Stats bs = engine.batch_stats();
+    metrics.decode_batches = bs.ticks;
+    metrics.decode_batch_rows = bs.rows;
     r.set_content(metrics.render(sched.queued(), sched.active(), sched.slots()),
                   "text/plain; version=0.0.4");
   });
@@ -361,6 +376,9 @@ namespace {
 void check_options(const ServerOptions& o) {
   if (o.parallel < 1 || o.parallel > 256)
     throw Error("--parallel must be in [1, 256], got " + std::to_string(o.parallel));
+  if (o.max_batch < 0 || o.max_batch > 256)
+    throw Error("--max-batch must be in [0, 256] (0 = --parallel, 1 = off), got " +
+                std::to_string(o.max_batch));
   if (o.max_queue < 0 || o.max_queue > 100000)
     throw Error("--max-queue must be in [0, 100000], got " + std::to_string(o.max_queue));
   if (o.port < 0 || o.port > 65535) throw Error("--port must be in [0, 65535]");

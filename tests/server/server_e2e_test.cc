@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "huginn/thread_pool.h"
@@ -330,6 +331,53 @@ TEST_F(ServeTest, DisconnectCancelsAndTimeoutAnswers504) {
   EXPECT_EQ(r["status"], 504) << r;
   EXPECT_EQ(r["body"]["error"]["type"], "timeout_error") << r;
   EXPECT_LT(r["timeout_ms"].get<double>(), 10000) << r;
+  EXPECT_TRUE(s.alive());
+}
+
+// Decode steps of concurrent requests batched (default: up to --parallel rows) or not
+// (--max-batch 1): the same answers and per-token iterations, request by request, with mixed
+// depths, exit rules, warm starts and samplers in flight together; the batched server did batch.
+TEST_F(ServeTest, BatchedDecodeAnswersEqualUnbatched) {
+  json got[2];
+  for (int batched = 0; batched < 2; ++batched) {
+    ServerProcess s(model_, batched ? "--parallel 8" : "--parallel 8 --max-batch 1");
+    ASSERT_GT(s.port(), 0) << s.log();
+    got[batched] = run_js("batch.mjs", s.url() + " " + kKey);
+    ASSERT_TRUE(got[batched].is_object()) << s.log();
+    for (const json& a : got[batched]["answers"]) ASSERT_EQ(a["status"], 200) << a;
+    EXPECT_TRUE(s.alive());
+  }
+  const json& off = got[0];
+  const json& on = got[1];
+  ASSERT_EQ(on["answers"].size(), off["answers"].size());
+  std::set<int> depths;
+  for (size_t i = 0; i < on["answers"].size(); ++i) {
+    EXPECT_EQ(on["answers"][i], off["answers"][i]) << "request " << i;
+    for (const json& it : off["answers"][i]["iterations"]) depths.insert(it.get<int>());
+  }
+  EXPECT_GE(depths.size(), 5u) << "mixed depths in flight";
+  std::fprintf(stderr, "batched: %d passes, %d request-tokens\n", on["batches"].get<int>(),
+               on["rows"].get<int>());
+  EXPECT_EQ(off["batches"], 0);
+  EXPECT_GT(on["batches"].get<int>(), 0);
+  EXPECT_GT(on["rows"].get<int>(), on["batches"].get<int>()) << "some passes decoded several requests";
+}
+
+// A non-streamed request whose client closes the connection is cancelled: counted, its slot
+// freed within moments (not after its 4000 tokens), and the server answers the next request.
+TEST_F(ServeTest, NonStreamedDisconnectCancels) {
+  ServerProcess s(model_, "--parallel 1");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const json r = run_js("disconnect.mjs", s.url() + " " + kKey);
+  ASSERT_TRUE(r.is_object()) << s.log();
+  std::fprintf(stderr, "disconnect: %s\n", r.dump().c_str());
+  EXPECT_TRUE(r["started"].get<bool>()) << r;
+  EXPECT_EQ(r["client"], "AbortError") << r;
+  EXPECT_EQ(r["cancelled"], 1) << r;
+  EXPECT_EQ(r["active"], 0) << r;
+  EXPECT_LT(r["freed_ms"].get<double>(), 3000) << r;
+  EXPECT_LT(r["tokens"].get<int>(), 4000) << r;
+  EXPECT_EQ(r["after"], 200) << r;
   EXPECT_TRUE(s.alive());
 }
 
