@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -30,6 +31,14 @@ inline constexpr const char* kAdapter = "transformer.adapter.weight";
 inline constexpr const char* kLnF = "transformer.ln_f.weight";
 inline constexpr const char* kLmHead = "lm_head.weight";
 inline constexpr const char* kFreqs = "freqs_cis";
+// The big matrices, which the inference weight formats (BF16, Q8) apply to: Wqkv, attn.proj,
+// mlp.fc, mlp.proj of every block, the adapter and lm_head. Embeddings and norms stay F32.
+bool is_matrix(const std::string& name);
+// A Q8 matrix is stored as two tensors: NAME (I8 [N, K]) and NAME + kQ8ScalesSuffix
+// (F16 [N, K/32]), in a file whose __metadata__ has kWeightFormatKey = kQ8Format.
+inline constexpr const char* kQ8ScalesSuffix = ".q8_scales";
+inline constexpr const char* kWeightFormatKey = "huginn.weight_format";
+inline constexpr const char* kQ8Format = "q8_0";  // int8, one F16 scale per 32 values along K
 }  // namespace names
 
 struct BlockWeights {
@@ -45,7 +54,8 @@ struct Weights {
   Tensor wte;      // [V, E]
   Tensor adapter;  // [E, 2E]: columns [state | e]
   Tensor ln_f;     // [E]
-  Tensor lm_head;  // [V, E]; the same memory as wte when tied
+  Tensor lm_head;  // [V, E]; the same memory as wte when tied (F32), else a converted copy
+  bool head_tied = false;  // lm_head is wte (possibly converted to the weight dtype)
   std::vector<BlockWeights> prelude, core, coda;
   Tensor rope;  // [max_positions, D/2, 2] (cos, sin)
 };
@@ -61,20 +71,31 @@ struct ParamCounts {
 // theta = float(p) * inv, then (cos, sin). Shape [n_positions, D/2, 2].
 Tensor rope_table(int64_t n_positions, int64_t head_dim, double base);
 
+// A weight-format flag: "f32" | "bf16" | "q8" -> that dtype; "auto" -> std::nullopt (as the
+// checkpoint stores its matrices). Throws huginn::Error naming the value otherwise.
+std::optional<DType> parse_weight_dtype(const std::string& s);
+
 class Model {
  public:
   struct LoadOptions {
     int64_t max_positions = 0;  // RoPE table length; 0 = max(block_size, 4096)
     bool verbose = false;
+    // The dtype of the big matrices (names::is_matrix; a tied lm_head gets its own copy when
+    // not F32): F32, BF16 or Q8. std::nullopt: as the checkpoint stores them (Q8 for I8 + scales,
+    // BF16 for BF16, else F32). Embeddings, norms and biases are always F32.
+    std::optional<DType> weight_dtype = DType::kF32;
   };
   // Loads DIR/config.json and the checkpoint's tensors (single file or sharded), converting to
-  // F32 (zero-copy for F32 files). Throws huginn::Error naming the file and tensor on any problem;
+  // F32 (zero-copy for F32 files) and the matrices to options.weight_dtype. Throws huginn::Error naming the file and tensor on any problem;
   // an unexpected extra tensor only warns.
   static std::shared_ptr<const Model> load(const std::string& dir, Backend& backend,
                                            const LoadOptions& options);
   static std::shared_ptr<const Model> load(const std::string& dir, Backend& backend) {
     return load(dir, backend, LoadOptions{});
   }
+  // A copy whose big matrices (names::is_matrix; a tied lm_head gets its own copy) are in `dt`
+  // (F32, BF16 or Q8); every other tensor is shared. For random-weight benchmarks and studies.
+  std::shared_ptr<const Model> with_weight_dtype(DType dt, Backend& backend) const;
   // A model from a config and its weights (for tests and training from scratch).
   Model(ModelConfig config, Weights weights, std::shared_ptr<void> keepalive = {});
 

@@ -69,6 +69,8 @@ class TensorStore {
   const std::string& file_of(const std::string& name) const;     // throws when absent
   Tensor raw(const std::string& name) const;
   Tensor as_f32(const std::string& name) const;
+  // The __metadata__ of the file holding `name` (throws when absent).
+  const std::map<std::string, std::string>& metadata_of(const std::string& name) const;
   const std::string& source() const { return source_; }  // what was opened, for messages
 
  private:

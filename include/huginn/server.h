@@ -31,6 +31,7 @@ struct ServerOptions {
   size_t max_body_bytes = 1 << 20;
   int threads = 0;              // compute threads shared by all slots (0 = one per core)
   std::string backend = "cpu";
+  std::string weight_dtype = "f32";  // f32 | bf16 | q8 | auto (huginn::parse_weight_dtype)
   int max_steps_limit = 256;    // largest num_steps / max_steps a request may ask for
 };
 

@@ -15,9 +15,12 @@
 
 namespace huginn {
 
-enum class DType : uint8_t { kF32, kBF16, kF16, kF64, kI32, kI64, kU8 };
+// kI8 is safetensors' "I8". kQ8 is an in-memory weight format only (never a safetensors dtype):
+// see "Q8 weights" below.
+enum class DType : uint8_t { kF32, kBF16, kF16, kF64, kI32, kI64, kU8, kI8, kQ8 };
 
-size_t dtype_size(DType t);
+size_t dtype_size(DType t);                  // bytes per element (kQ8: the int8 value only)
+size_t storage_bytes(DType t, int64_t numel);  // bytes of a contiguous tensor (kQ8: + scales)
 const char* dtype_name(DType t);             // safetensors spelling: "F32", "BF16", ...
 bool dtype_from_name(const std::string& s, DType* out);
 
@@ -28,6 +31,23 @@ float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 void convert_to_f32(const void* src, DType src_type, float* dst, int64_t n);
 void convert_from_f32(const float* src, void* dst, DType dst_type, int64_t n);
+
+// --- Q8 weights ------------------------------------------------------------------------------
+// A Q8 tensor [N, K] (K a multiple of kQ8Block) holds w[n, k] ≈ q[n, k] · scale[n, k / 32]:
+// one contiguous buffer of the int8 values q [N, K] row-major, followed by the scales
+// [N, K/32] as IEEE half floats (F16; ample range for weights, 2 bytes per 32 values, so 1.0625
+// bytes per weight). Quantization: scale = f16(max|w| over the block / 127),
+// q = clamp(round_half_even(w / scale), -127, 127). Q8 tensors are whole (no rows()/cols() views).
+constexpr int64_t kQ8Block = 32;
+class Tensor;
+// F32 [N, K] (rows may be strided) -> Q8. Throws huginn::Error when K is not a multiple of 32 or
+// a value is not finite.
+Tensor quantize_q8(const Tensor& w);
+// Any weight dtype (F32, BF16, Q8) -> F32 [N, K] rows n0..n1 into dst (dense, (n1-n0)·K floats).
+void weight_rows_to_f32(const Tensor& w, int64_t n0, int64_t n1, float* dst);
+// A 2-D weight in F32, BF16 or Q8 converted to `to` (F32, BF16 or Q8); returns w itself when
+// it already has that dtype. Throws huginn::Error for other dtypes or a Q8 K not divisible by 32.
+Tensor convert_weight(const Tensor& w, DType to);
 
 constexpr int kMaxDims = 5;
 
@@ -56,7 +76,7 @@ class Tensor {
   int64_t stride(int i) const { return strides_[i < 0 ? i + ndim_ : i]; }
   std::span<const int64_t> shape() const { return {shape_, static_cast<size_t>(ndim_)}; }
   int64_t numel() const;
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  size_t nbytes() const { return storage_bytes(dtype_, numel()); }
   bool is_contiguous() const;
   std::string shape_str() const;  // "[7, 64]"
 
@@ -69,6 +89,15 @@ class Tensor {
   template <class T>
   const T* data() const {
     return static_cast<const T*>(data_);
+  }
+  // Q8 tensors: the values [N, K] and the F16 scales [N, K/32] that follow them.
+  const int8_t* q8_values() const {
+    HUGINN_DASSERT(dtype_ == DType::kQ8, "tensor is not Q8");
+    return static_cast<const int8_t*>(data_);
+  }
+  const uint16_t* q8_scales() const {
+    HUGINN_DASSERT(dtype_ == DType::kQ8, "tensor is not Q8");
+    return reinterpret_cast<const uint16_t*>(static_cast<const int8_t*>(data_) + numel());
   }
   float* f32() {
     HUGINN_DASSERT(dtype_ == DType::kF32, "tensor is not F32");

@@ -29,7 +29,7 @@ void run(const Args& a, const Common& common) {
   GenerateOptions opt = make_gen_options(a.g, a.g.model, extra);
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
-  auto model = Model::load(a.g.model, *backend);
+  auto model = Model::load(a.g.model, *backend, load_options(common));
   Generator gen(*model, *backend, opt);
   auto ctx = gen.new_context();
   std::vector<ChatMessage> msgs;
@@ -98,6 +98,7 @@ Registrar reg(41, [](CLI::App& app, Common& common) {
   add_gen_flags(sub, a->g);
   sub->add_option("--system", a->system, "system message");
   add_common_options(sub, common);
+  add_dtype_option(sub, common);
   sub->callback([a, &common] { run(*a, common); });
 });
 

@@ -1,6 +1,9 @@
 // huginn convert: rewrites a checkpoint's tensors in another dtype and/or split into N shards
 // (HF layout: model-00001-of-0000N.safetensors + model.safetensors.index.json), copying
-// config.json. Needs no model code: TensorStore in, SafetensorsWriter out, one shard at a time.
+// config.json. TensorStore in, SafetensorsWriter out, one shard at a time.
+// --dtype q8 quantizes the big matrices only (names::is_matrix) into NAME (I8) +
+// NAME.q8_scales (F16), with __metadata__ huginn.weight_format = q8_0; everything else is kept
+// as stored. Model::load reads such files back (--dtype auto keeps them Q8 in memory).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +14,7 @@
 #include "cli/command.h"
 #include "huginn/config.h"
 #include "huginn/error.h"
+#include "huginn/model.h"
 #include "huginn/safetensors.h"
 #include "util/mapped_file.h"
 
@@ -58,6 +62,24 @@ void copy_file(const std::string& from, const std::string& to) {
   write_file_atomic(to, f->data(), f->size());
 }
 
+// NAME as I8 values and NAME.q8_scales as F16 (see huginn/tensor.h, "Q8 weights").
+void add_q8(SafetensorsWriter& w, const std::string& name, const TensorStore& store) {
+  const SafetensorsEntry& e = store.entry(name);
+  if (e.shape.size() != 2)
+    throw Error(store.file_of(name) + ": tensor '" + name + "' has " +
+                std::to_string(e.shape.size()) + " dimensions, expected a 2-D matrix for q8");
+  Tensor q;
+  try {
+    q = quantize_q8(store.as_f32(name).reshape({e.shape[0], e.shape[1]}));
+  } catch (const Error& err) {
+    throw Error(store.file_of(name) + ": tensor '" + name + "': " + err.what());
+  }
+  const int64_t N = e.shape[0], K = e.shape[1];
+  w.add(name, Tensor::wrap(const_cast<int8_t*>(q.q8_values()), {N, K}, DType::kI8));
+  w.add(name + names::kQ8ScalesSuffix,
+        Tensor::wrap(const_cast<uint16_t*>(q.q8_scales()), {N, K / kQ8Block}, DType::kF16));
+}
+
 void run_convert(const ConvertArgs& a) {
   const fs::path model_dir = fs::is_directory(a.model) ? fs::path(a.model)
                                                        : fs::path(a.model).parent_path();
@@ -74,6 +96,7 @@ void run_convert(const ConvertArgs& a) {
     if (fs::exists(fs::path(a.out) / f))
       throw Error(a.out + ": already holds " + f + "; choose an empty output directory");
 
+  const bool q8 = a.dtype == "q8";
   std::optional<DType> target;
   if (a.dtype == "f32") target = DType::kF32;
   if (a.dtype == "bf16") target = DType::kBF16;
@@ -83,13 +106,24 @@ void run_convert(const ConvertArgs& a) {
     return target && is_float(stored) ? *target : stored;  // ids and counts stay as they are
   };
 
+  // The tensors written: Q8 splits each matrix into values + scales (same shard).
+  auto q8_matrix = [&](const std::string& name) {
+    return q8 && names::is_matrix(name) && is_float(store.entry(name).dtype);
+  };
   const std::vector<std::string> names = store.names();
+  bool src_q8 = false;  // a Q8 checkpoint: only re-sharding (keep / q8) is supported
+  for (const auto& n : names) src_q8 |= names::is_matrix(n) && store.entry(n).dtype == DType::kI8;
+  if (src_q8 && !q8 && a.dtype != "keep")
+    throw Error(a.model + ": holds q8 matrices; converting them to " + a.dtype +
+                " is not supported (convert the original checkpoint instead)");
   if (a.shards > static_cast<int>(names.size()))
     throw Error("--shards " + std::to_string(a.shards) + ": the checkpoint has only " +
                 std::to_string(names.size()) + " tensors");
   std::vector<uint64_t> bytes;
   for (const auto& n : names)
-    bytes.push_back(static_cast<uint64_t>(store.entry(n).numel()) * dtype_size(out_dtype(n)));
+    bytes.push_back(q8_matrix(n) ? storage_bytes(DType::kQ8, store.entry(n).numel())
+                                 : static_cast<uint64_t>(store.entry(n).numel()) *
+                                       dtype_size(out_dtype(n)));
   const auto groups = split(names, bytes, a.shards);
 
   nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
@@ -98,8 +132,14 @@ void run_convert(const ConvertArgs& a) {
     const std::string file = a.shards == 1 ? "model.safetensors" : shard_name(int(s), a.shards);
     SafetensorsWriter w;
     w.add_metadata("format", "pt");
+    if (q8 || src_q8) w.add_metadata(names::kWeightFormatKey, names::kQ8Format);
     for (const auto& n : groups[s]) {
-      w.add(n, store.raw(n), out_dtype(n));
+      if (q8_matrix(n)) {
+        add_q8(w, n, store);
+        weight_map[n + names::kQ8ScalesSuffix] = file;
+      } else {
+        w.add(n, store.raw(n), out_dtype(n));
+      }
       weight_map[n] = file;
     }
     w.write((fs::path(a.out) / file).string());
@@ -128,8 +168,9 @@ Registrar reg(80, [](CLI::App& app, Common& common) {
   sub->add_option("--out", args->out, "output directory (created; must not hold a checkpoint)")
       ->required();
   sub->add_option("--dtype", args->dtype,
-                  "dtype of floating-point tensors: f32, bf16, f16, or keep (as stored)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "keep"}))
+                  "dtype of floating-point tensors: f32, bf16, f16, keep (as stored), or q8 "
+                  "(the matrices as int8 + one F16 scale per 32 values; the rest as stored)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8", "keep"}))
       ->capture_default_str();
   sub->add_option("--shards", args->shards,
                   "number of files; > 1 writes model-0000i-of-0000N.safetensors + index")

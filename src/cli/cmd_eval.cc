@@ -53,11 +53,13 @@ Registrar reg(71, [](CLI::App& app, Common& common) {
   sub->add_option("--show", a->o.show_examples, "example generations to print per setting (largest r and exits)")
       ->check(CLI::NonNegativeNumber);
   add_common_options(sub, common);
+  add_dtype_option(sub, common);
   sub->callback([a, no_plots, &common] {
     a->o.steps = a->steps.empty() ? std::vector<int>{} : parse_int_list(a->steps, "--steps");
     a->o.exits = split_list(a->exits);
     a->o.plots = !*no_plots;
     a->o.threads = common.threads;
+    a->o.weight_dtype = common.dtype;
     a->o.backend = common.backend;
     a->o.quiet = common.quiet;
     const EvalReport rep = run_eval(a->o);

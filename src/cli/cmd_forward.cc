@@ -58,7 +58,7 @@ void run(const ForwardArgs& a, const Common& common) {
   std::vector<int32_t> ids(ids_int.begin(), ids_int.end());
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
-  auto model = Model::load(a.model, *backend);
+  auto model = Model::load(a.model, *backend, load_options(common));
   const ModelConfig& c = model->config();
   const int steps = a.steps >= 0 ? a.steps : c.mean_recurrence;
   InitState init;
@@ -104,6 +104,7 @@ Registrar reg(20, [](CLI::App& app, Common& common) {
   sub->add_option("--top", a->top, "print the K most likely next tokens per position")
       ->check(CLI::PositiveNumber);
   add_common_options(sub, common);
+  add_dtype_option(sub, common);
   sub->callback([a, &common] {
     if (a->out.empty() && a->top == 0) throw Error("forward: give --out FILE and/or --top K");
     run(*a, common);

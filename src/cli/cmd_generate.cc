@@ -92,7 +92,7 @@ void run(const Args& a, const Common& common) {
   GenerateOptions opt = make_gen_options(a.g, a.g.model, extra_stops);
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
-  auto model = Model::load(a.g.model, *backend);
+  auto model = Model::load(a.g.model, *backend, load_options(common));
   const std::vector<int32_t> ids = prompt_ids(a, text);
   Generator gen(*model, *backend, opt);
   auto ctx = gen.new_context();
@@ -142,6 +142,7 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
   sub->add_flag("--json", a->json,
                 "print {\"tokens\", \"steps\", \"text\", ...} instead of streaming");
   add_common_options(sub, common);
+  add_dtype_option(sub, common);
   sub->callback([a, p, &common] {
     a->prompt_given = p->count() > 0;
     run(*a, common);

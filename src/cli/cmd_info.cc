@@ -21,7 +21,7 @@ std::string human(int64_t n) {
 void run(const std::string& dir, int r, const Common& common) {
   ThreadPool pool(1);
   auto backend = make_backend(common.backend, pool);
-  auto model = Model::load(dir, *backend);
+  auto model = Model::load(dir, *backend, load_options(common));
   const ModelConfig& c = model->config();
   const ParamCounts p = model->param_counts();
   if (r < 0) r = c.mean_recurrence;
@@ -42,6 +42,13 @@ void run(const std::string& dir, int r, const Common& common) {
   std::printf("  coda + ln_f    %14lld  (%s)\n", (long long)p.coda, human(p.coda).c_str());
   std::printf("  head           %14lld  (%s)%s\n", (long long)p.head, human(p.head).c_str(), p.head ? "" : " tied to embedding");
   std::printf("  total          %14lld  (%s)\n", (long long)p.total(), human(p.total()).c_str());
+  const Weights& w = model->weights();
+  size_t mat = w.adapter.nbytes() + (p.head || w.head_tied ? w.lm_head.nbytes() : 0);
+  for (const auto* blocks : {&w.prelude, &w.core, &w.coda})
+    for (const BlockWeights& b : *blocks)
+      mat += b.wqkv.nbytes() + b.attn_proj.nbytes() + b.mlp_fc.nbytes() + b.mlp_proj.nbytes();
+  std::printf("  matrices       %s, %.1f MB in memory (--dtype %s)\n", dtype_name(w.adapter.dtype()),
+              mat / 1e6, common.dtype.c_str());
   std::printf("  materialized at r=%-3d %7lld  (%s)  layers per token: %d\n", r,
               (long long)p.materialized(r), human(p.materialized(r)).c_str(),
               c.n_prelude + r * c.n_core + c.n_coda);
@@ -55,6 +62,7 @@ Registrar reg(10, [](CLI::App& app, Common& common) {
   sub->add_option("--steps", *r, "r for the materialized count (default: mean_recurrence)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--backend", common.backend, "compute backend")->check(CLI::IsMember({"cpu", "ref"}));
+  add_dtype_option(sub, common);
   sub->callback([dir, r, &common] { run(*dir, *r, common); });
 });
 

@@ -39,6 +39,7 @@ void run(const Args& a, const Common& common) {
   ServerOptions o = a.o;
   o.threads = common.threads;
   o.backend = common.backend;
+  o.weight_dtype = common.dtype;
   if (!(a.max_body_mib > 0)) throw Error("--max-body-mib must be > 0");
   o.max_body_bytes = static_cast<size_t>(a.max_body_mib * 1024 * 1024);
   // Signals go to a watcher thread only: block them before any thread is created.
@@ -97,6 +98,7 @@ Registrar reg(90, [](CLI::App& app, Common& common) {
   sub->add_option("--max-steps-limit", a->o.max_steps_limit,
                   "largest num_steps / max_steps a request may ask for (default 256)");
   add_common_options(sub, common);
+  add_dtype_option(sub, common);
   sub->callback([a, &common] { run(*a, common); });
 });
 

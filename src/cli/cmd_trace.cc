@@ -138,7 +138,7 @@ void run(const TraceArgs& a, const Common& common) {
   const Tokens tk = read_tokens(a);
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
-  auto model = Model::load(a.model, *backend);
+  auto model = Model::load(a.model, *backend, load_options(common));
   const ModelConfig& c = model->config();
 
   TraceOptions o;
@@ -238,6 +238,7 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
   sub->add_option("--plot-tokens", a->plot_tokens,
                   "tokens in the PCA plot, e.g. 0,3,5 (default: up to 6 spread out)");
   add_common_options(sub, common);
+  add_dtype_option(sub, common);
   sub->callback([a, &common] { run(*a, common); });
 });
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "huginn/model.h"
+
 namespace huginn::cli {
 
 // Options every command shares (threads, backend, verbosity).
@@ -15,6 +17,7 @@ struct Common {
   int threads = 0;  // 0 = one per core
   std::string backend = "cpu";
   bool quiet = false;
+  std::string dtype = "f32";  // weight format for inference (add_dtype_option)
 };
 
 using Setup = std::function<void(CLI::App& app, Common& common)>;
@@ -28,6 +31,12 @@ void setup_all(CLI::App& app, Common& common);
 
 // Adds --threads and --backend to a subcommand.
 void add_common_options(CLI::App* sub, Common& common);
+
+// Adds --dtype f32|bf16|q8|auto (the format of the big weight matrices) to a subcommand that
+// loads a model for inference; pass load_options(common) to Model::load. Training commands do
+// not offer it: they train F32 weights.
+void add_dtype_option(CLI::App* sub, Common& common);
+Model::LoadOptions load_options(const Common& common);
 
 // Parses "1,2,3" into ints; throws huginn::Error naming `what` on a malformed list.
 std::vector<int> parse_int_list(const std::string& s, const std::string& what);

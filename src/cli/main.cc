@@ -27,6 +27,20 @@ void add_common_options(CLI::App* sub, Common& common) {
   sub->add_flag("-q,--quiet", common.quiet, "print results only, no progress or summaries");
 }
 
+void add_dtype_option(CLI::App* sub, Common& common) {
+  sub->add_option("--dtype", common.dtype,
+                  "weight format of the matrices: f32, bf16, q8 (int8 + F16 scale per 32), or "
+                  "auto (as the checkpoint stores them)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8", "auto"}))
+      ->capture_default_str();
+}
+
+Model::LoadOptions load_options(const Common& common) {
+  Model::LoadOptions o;
+  o.weight_dtype = parse_weight_dtype(common.dtype);
+  return o;
+}
+
 std::vector<int> parse_int_list(const std::string& s, const std::string& what) {
   std::vector<int> out;
   size_t i = 0;

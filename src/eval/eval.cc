@@ -81,7 +81,9 @@ EvalReport run_eval(const EvalOptions& o) {
 
   ThreadPool pool(o.threads);
   auto be = make_backend(o.backend, pool);
-  auto model = Model::load(o.model, *be);
+  Model::LoadOptions lo;
+  lo.weight_dtype = parse_weight_dtype(o.weight_dtype);
+  auto model = Model::load(o.model, *be, lo);
   const ModelConfig& cfg = model->config();
   const TextCodec codec = TextCodec::for_model(o.model, cfg.vocab_size);
   const int64_t V = cfg.vocab_size;

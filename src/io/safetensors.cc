@@ -395,6 +395,12 @@ const std::string& TensorStore::file_of(const std::string& name) const {
   return files_[it->second]->path();
 }
 
+const std::map<std::string, std::string>& TensorStore::metadata_of(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) throw Error(source_ + ": no tensor " + q(name));
+  return files_[it->second]->metadata();
+}
+
 Tensor TensorStore::raw(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) throw Error(source_ + ": no tensor " + q(name));

@@ -3,6 +3,7 @@
 #include "huginn/model.h"
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "huginn/log.h"
@@ -11,6 +12,23 @@ namespace huginn {
 
 std::string names::block(const char* part, int i) {
   return std::string("transformer.") + part + "." + std::to_string(i);
+}
+
+bool names::is_matrix(const std::string& name) {
+  auto ends = [&](const char* suffix) {
+    const std::string s(suffix);
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  return name == kAdapter || name == kLmHead || ends(".attn.Wqkv.weight") ||
+         ends(".attn.proj.weight") || ends(".mlp.fc.weight") || ends(".mlp.proj.weight");
+}
+
+std::optional<DType> parse_weight_dtype(const std::string& s) {
+  if (s == "f32") return DType::kF32;
+  if (s == "bf16") return DType::kBF16;
+  if (s == "q8") return DType::kQ8;
+  if (s == "auto") return std::nullopt;
+  throw Error("weight dtype '" + s + "': expected f32, bf16, q8 or auto");
 }
 
 Tensor rope_table(int64_t n_positions, int64_t head_dim, double base) {
@@ -59,6 +77,27 @@ class Loader {
     used_.insert(name);
     return be_.upload(store_.as_f32(name).reshape(shape));
   }
+  // A big matrix [N, K] in the target weight dtype (see LoadOptions::weight_dtype).
+  Tensor matrix(const std::string& name, int64_t N, int64_t K) {
+    get_checked_entry(name, N, K);
+    const SafetensorsEntry& e = store_.entry(name);
+    Tensor w;
+    if (e.dtype == DType::kI8) {
+      w = stored_q8(name, N, K);
+    } else if (e.dtype == DType::kBF16 && target_ == DType::kBF16) {
+      w = store_.raw(name).reshape({N, K});  // zero-copy when 2-byte aligned
+      if (reinterpret_cast<uintptr_t>(w.raw()) % 2 != 0) w = w.clone();
+    } else {
+      w = store_.as_f32(name).reshape({N, K});
+    }
+    try {
+      return be_.upload(convert_weight(w, target_));
+    } catch (const Error& err) {
+      throw Error(store_.file_of(name) + ": tensor '" + name + "': " + err.what());
+    }
+  }
+  void set_target(DType t) { target_ = t; }
+  DType target() const { return target_; }
   bool has(const std::string& name) const { return store_.contains(name); }
   void warn_unused() const {
     for (const auto& n : store_.names())
@@ -67,6 +106,53 @@ class Loader {
   void mark_used(const std::string& name) { used_.insert(name); }
 
  private:
+  void get_checked_entry(const std::string& name, int64_t N, int64_t K) {
+    const std::vector<int64_t> shape{N, K};
+    if (!store_.contains(name))
+      throw Error(dir_ + ": missing tensor '" + name + "' (expected shape " + shape_str(shape) + ")");
+    const SafetensorsEntry& e = store_.entry(name);
+    if (e.shape != shape)
+      throw Error(store_.file_of(name) + ": tensor '" + name + "' has shape " +
+                  shape_str(e.shape) + ", expected " + shape_str(shape));
+    used_.insert(name);
+  }
+  // NAME (I8 [N, K]) + NAME.q8_scales (F16 [N, K/32]) -> one Q8 tensor, every part checked.
+  Tensor stored_q8(const std::string& name, int64_t N, int64_t K) {
+    const std::string& file = store_.file_of(name);
+    const std::string where = file + ": Q8 tensor '" + name + "'";
+    const auto& md = store_.metadata_of(name);
+    auto it = md.find(names::kWeightFormatKey);
+    if (it == md.end() || it->second != names::kQ8Format)
+      throw Error(where + " is I8, but the file's __metadata__ does not have \"" +
+                  names::kWeightFormatKey + "\": \"" + names::kQ8Format + "\" (found " +
+                  (it == md.end() ? std::string("none") : "\"" + it->second + "\"") + ")");
+    if (K % kQ8Block != 0)
+      throw Error(where + " has K = " + std::to_string(K) + ", expected a multiple of " +
+                  std::to_string(kQ8Block));
+    const std::string sn = name + names::kQ8ScalesSuffix;
+    const std::vector<int64_t> sshape{N, K / kQ8Block};
+    if (!store_.contains(sn))
+      throw Error(where + " has no scales: missing tensor '" + sn + "' (expected F16 " +
+                  shape_str(sshape) + ")");
+    const SafetensorsEntry& se = store_.entry(sn);
+    if (se.dtype != DType::kF16 || se.shape != sshape)
+      throw Error(store_.file_of(sn) + ": scales tensor '" + sn + "' is " +
+                  dtype_name(se.dtype) + " " + shape_str(se.shape) + ", expected F16 " +
+                  shape_str(sshape));
+    used_.insert(sn);
+    Tensor q = Tensor::empty({N, K}, DType::kQ8);
+    auto* dst = static_cast<uint8_t*>(q.raw());
+    std::memcpy(dst, store_.raw(name).raw(), static_cast<size_t>(N * K));
+    std::memcpy(dst + N * K, store_.raw(sn).raw(), static_cast<size_t>(N * (K / kQ8Block)) * 2);
+    const uint16_t* sc = q.q8_scales();
+    for (int64_t i = 0; i < N * (K / kQ8Block); ++i)
+      if ((sc[i] & 0x7c00u) == 0x7c00u)
+        throw Error(store_.file_of(sn) + ": scales tensor '" + sn + "' holds a non-finite value at [" +
+                    std::to_string(i / (K / kQ8Block)) + ", " + std::to_string(i % (K / kQ8Block)) +
+                    "]");
+    return q;
+  }
+  DType target_ = DType::kF32;
   const TensorStore& store_;
   Backend& be_;
   std::string dir_;
@@ -80,16 +166,32 @@ BlockWeights load_block(Loader& ld, const ModelConfig& c, const std::string& pre
   w.norm_2 = ld.get(prefix + ".norm_2.weight", {E});
   w.norm_3 = ld.get(prefix + ".norm_3.weight", {E});
   w.norm_4 = ld.get(prefix + ".norm_4.weight", {E});
-  w.wqkv = ld.get(prefix + ".attn.Wqkv.weight", {3 * E, E});
+  w.wqkv = ld.matrix(prefix + ".attn.Wqkv.weight", 3 * E, E);
   if (c.qk_bias) {
     Tensor b = ld.get(prefix + ".attn.qk_bias", {2, 1, c.n_heads, c.head_dim}).reshape({2, E});
     w.q_bias = b.rows(0, 1).reshape({E});
     w.k_bias = b.rows(1, 2).reshape({E});
   }
-  w.attn_proj = ld.get(prefix + ".attn.proj.weight", {E, E});
-  w.mlp_fc = ld.get(prefix + ".mlp.fc.weight", {2 * I, E});
-  w.mlp_proj = ld.get(prefix + ".mlp.proj.weight", {E, I});
+  w.attn_proj = ld.matrix(prefix + ".attn.proj.weight", E, E);
+  w.mlp_fc = ld.matrix(prefix + ".mlp.fc.weight", 2 * I, E);
+  w.mlp_proj = ld.matrix(prefix + ".mlp.proj.weight", E, I);
   return w;
+}
+
+// The requested weight dtype, or the stored one of the first matrix ("as stored").
+DType resolve_weight_dtype(std::optional<DType> want, const TensorStore& store,
+                           const ModelConfig& c) {
+  if (want) {
+    if (*want != DType::kF32 && *want != DType::kBF16 && *want != DType::kQ8)
+      throw Error(std::string("weight dtype ") + dtype_name(*want) +
+                  " is not supported (expected F32, BF16 or Q8)");
+    return *want;
+  }
+  const std::string probe = c.n_prelude > 0 ? names::block("prelude", 0) + ".attn.Wqkv.weight"
+                                            : std::string(names::kAdapter);
+  if (!store.contains(probe)) return DType::kF32;  // reported as missing later
+  const DType t = store.entry(probe).dtype;
+  return t == DType::kI8 ? DType::kQ8 : t == DType::kBF16 ? DType::kBF16 : DType::kF32;
 }
 
 int64_t block_params(const ModelConfig& c) {
@@ -108,18 +210,22 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, Backend& be,
   TensorStore store = TensorStore::open(dir);
   Loader ld(store, be, dir);
   const int64_t E = c.n_embd, V = c.vocab_size;
+  ld.set_target(resolve_weight_dtype(opt.weight_dtype, store, c));
 
   Weights w;
   w.wte = ld.get(names::kWte, {V, E});
   for (int i = 0; i < c.n_prelude; ++i) w.prelude.push_back(load_block(ld, c, names::block("prelude", i)));
-  w.adapter = ld.get(names::kAdapter, {E, 2 * E});
+  w.adapter = ld.matrix(names::kAdapter, E, 2 * E);
   for (int i = 0; i < c.n_core; ++i) w.core.push_back(load_block(ld, c, names::block("core_block", i)));
   for (int i = 0; i < c.n_coda; ++i) w.coda.push_back(load_block(ld, c, names::block("coda", i)));
   w.ln_f = ld.get(names::kLnF, {E});
   if (ld.has(names::kLmHead)) {
-    w.lm_head = ld.get(names::kLmHead, {V, E});
+    w.lm_head = ld.matrix(names::kLmHead, V, E);
   } else if (c.tie_embeddings) {
-    w.lm_head = w.wte;  // tied: the unscaled embedding is the output head
+    // Tied: the unscaled embedding is the output head (its own copy in a non-F32 weight dtype,
+    // since the embedding gather reads F32 rows).
+    w.lm_head = ld.target() == DType::kF32 ? w.wte : be.upload(convert_weight(w.wte, ld.target()));
+    w.head_tied = true;
   } else {
     throw Error(dir + ": missing tensor 'lm_head.weight' (config has tie_embeddings: false)");
   }
@@ -147,6 +253,18 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, Backend& be,
   return std::make_shared<const Model>(std::move(c), std::move(w));
 }
 
+std::shared_ptr<const Model> Model::with_weight_dtype(DType dt, Backend& be) const {
+  Weights w = weights_;
+  auto conv = [&](Tensor& t) { t = be.upload(convert_weight(t, dt)); };
+  for (auto* blocks : {&w.prelude, &w.core, &w.coda})
+    for (BlockWeights& b : *blocks)
+      for (Tensor* t : {&b.wqkv, &b.attn_proj, &b.mlp_fc, &b.mlp_proj}) conv(*t);
+  conv(w.adapter);
+  if (weights_.head_tied || weights_.lm_head.raw() == weights_.wte.raw()) w.head_tied = true;
+  conv(w.lm_head);
+  return std::make_shared<const Model>(config_, std::move(w), keepalive_);
+}
+
 ParamCounts Model::param_counts() const {
   const ModelConfig& c = config_;
   const int64_t E = c.n_embd, V = c.vocab_size, bp = block_params(c);
@@ -156,7 +274,7 @@ ParamCounts Model::param_counts() const {
   p.adapter = 2 * E * E;
   p.core = c.n_core * bp;
   p.coda = c.n_coda * bp + E;  // + ln_f
-  p.head = weights_.lm_head.raw() == weights_.wte.raw() ? 0 : V * E;
+  p.head = weights_.head_tied || weights_.lm_head.raw() == weights_.wte.raw() ? 0 : V * E;
   return p;
 }
 

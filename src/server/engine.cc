@@ -66,7 +66,9 @@ Engine::Engine(const ServerOptions& o) {
   tok_ = Tokenizer::load(tok_path);
   pool_ = std::make_unique<ThreadPool>(o.threads);
   backend_ = make_backend(o.backend, *pool_);
-  model_ = Model::load(o.model_dir, *backend_);
+  Model::LoadOptions lo;
+  lo.weight_dtype = parse_weight_dtype(o.weight_dtype);
+  model_ = Model::load(o.model_dir, *backend_, lo);
   if (tok_->id_limit() > model_->config().vocab_size)
     throw Error(tok_path + ": the tokenizer has ids up to " + std::to_string(tok_->id_limit() - 1) +
                 " but the model's vocabulary has " + std::to_string(model_->config().vocab_size));

@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "huginn/tensor.h"
@@ -13,8 +15,16 @@ size_t dtype_size(DType t) {
     case DType::kI32: return 4;
     case DType::kI64: return 8;
     case DType::kU8: return 1;
+    case DType::kI8: return 1;
+    case DType::kQ8: return 1;
   }
   return 0;
+}
+
+size_t storage_bytes(DType t, int64_t numel) {
+  const size_t n = static_cast<size_t>(numel);
+  if (t == DType::kQ8) return n + n / kQ8Block * 2;
+  return n * dtype_size(t);
 }
 
 const char* dtype_name(DType t) {
@@ -26,6 +36,8 @@ const char* dtype_name(DType t) {
     case DType::kI32: return "I32";
     case DType::kI64: return "I64";
     case DType::kU8: return "U8";
+    case DType::kI8: return "I8";
+    case DType::kQ8: return "Q8";
   }
   return "?";
 }
@@ -33,7 +45,8 @@ const char* dtype_name(DType t) {
 bool dtype_from_name(const std::string& s, DType* out) {
   static const struct { const char* name; DType t; } kTable[] = {
       {"F32", DType::kF32}, {"BF16", DType::kBF16}, {"F16", DType::kF16}, {"F64", DType::kF64},
-      {"I32", DType::kI32}, {"I64", DType::kI64},   {"U8", DType::kU8}};
+      {"I32", DType::kI32}, {"I64", DType::kI64},   {"U8", DType::kU8},
+      {"I8", DType::kI8}};  // not Q8: it is no safetensors dtype
   for (const auto& e : kTable) {
     if (s == e.name) {
       *out = e.t;
@@ -148,6 +161,82 @@ void convert_from_f32(const float* src, void* dst, DType t, int64_t n) {
     }
     default: throw Error(std::string("cannot convert F32 to ") + dtype_name(t));
   }
+}
+
+// --- weight formats --------------------------------------------------------------------------
+
+Tensor quantize_q8(const Tensor& w) {
+  HUGINN_ASSERT(w.ndim() == 2 && w.dtype() == DType::kF32, "quantize_q8: F32 [N, K] expected");
+  const int64_t N = w.dim(0), K = w.dim(1);
+  if (K % kQ8Block != 0)
+    throw Error("cannot quantize a " + w.shape_str() + " weight to Q8: K = " + std::to_string(K) +
+                " is not a multiple of " + std::to_string(kQ8Block));
+  Tensor q = Tensor::empty({N, K}, DType::kQ8);
+  int8_t* qv = static_cast<int8_t*>(q.raw());
+  auto* qs = reinterpret_cast<uint16_t*>(qv + N * K);
+  for (int64_t n = 0; n < N; ++n) {
+    const float* wr = w.row(n);
+    for (int64_t b = 0; b < K / kQ8Block; ++b) {
+      const float* src = wr + b * kQ8Block;
+      float amax = 0.0f;
+      for (int64_t i = 0; i < kQ8Block; ++i) {
+        if (!std::isfinite(src[i]))
+          throw Error("cannot quantize a weight with a non-finite value at [" + std::to_string(n) +
+                      ", " + std::to_string(b * kQ8Block + i) + "]");
+        amax = std::max(amax, std::fabs(src[i]));
+      }
+      const uint16_t s16 = f32_to_f16(amax / 127.0f);
+      const float s = f16_to_f32(s16);
+      if (std::isinf(s))
+        throw Error("cannot quantize to Q8: block max " + std::to_string(amax) +
+                    " overflows the F16 scale");
+      qs[n * (K / kQ8Block) + b] = s16;
+      int8_t* dst = qv + n * K + b * kQ8Block;
+      for (int64_t i = 0; i < kQ8Block; ++i) {
+        const float r = s > 0.0f ? std::nearbyint(src[i] / s) : 0.0f;  // default mode: half-even
+        dst[i] = static_cast<int8_t>(std::clamp(r, -127.0f, 127.0f));
+      }
+    }
+  }
+  return q;
+}
+
+void weight_rows_to_f32(const Tensor& w, int64_t n0, int64_t n1, float* dst) {
+  const int64_t K = w.dim(1);
+  switch (w.dtype()) {
+    case DType::kF32:
+      for (int64_t n = n0; n < n1; ++n) std::memcpy(dst + (n - n0) * K, w.row(n), K * 4);
+      return;
+    case DType::kBF16:
+      for (int64_t n = n0; n < n1; ++n)
+        convert_to_f32(w.data<uint16_t>() + n * w.stride(0), DType::kBF16, dst + (n - n0) * K, K);
+      return;
+    case DType::kQ8: {
+      const int8_t* qv = w.q8_values();
+      const uint16_t* qs = w.q8_scales();
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t k = 0; k < K; ++k)
+          dst[(n - n0) * K + k] =
+              static_cast<float>(qv[n * K + k]) * f16_to_f32(qs[(n * K + k) / kQ8Block]);
+      return;
+    }
+    default: throw Error(std::string("a weight cannot be ") + dtype_name(w.dtype()));
+  }
+}
+
+Tensor convert_weight(const Tensor& w, DType to) {
+  HUGINN_ASSERT(w.ndim() == 2, "convert_weight: 2-D weight expected");
+  if (w.dtype() == to) return w;
+  if (to != DType::kF32 && to != DType::kBF16 && to != DType::kQ8)
+    throw Error(std::string("weights cannot be converted to ") + dtype_name(to) +
+                " (expected F32, BF16 or Q8)");
+  Tensor f = Tensor::empty({w.dim(0), w.dim(1)});
+  weight_rows_to_f32(w, 0, w.dim(0), f.f32());
+  if (to == DType::kF32) return f;
+  if (to == DType::kQ8) return quantize_q8(f);
+  Tensor b = Tensor::empty({w.dim(0), w.dim(1)}, DType::kBF16);
+  convert_from_f32(f.f32(), b.raw(), DType::kBF16, f.numel());
+  return b;
 }
 
 }  // namespace huginn

@@ -35,7 +35,7 @@ Tensor Tensor::wrap(void* data, std::span<const int64_t> shape, DType dtype,
 Tensor Tensor::empty(std::span<const int64_t> shape, DType dtype) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
-  size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
+  size_t bytes = storage_bytes(dtype, n);
   size_t alloc = (bytes + 63) / 64 * 64;
   if (alloc == 0) alloc = 64;
   void* p = std::aligned_alloc(64, alloc);
@@ -82,6 +82,7 @@ Tensor Tensor::reshape(std::span<const int64_t> shape) const {
 
 Tensor Tensor::rows(int64_t begin, int64_t end) const {
   HUGINN_ASSERT(ndim_ >= 1 && 0 <= begin && begin <= end && end <= shape_[0], "rows out of range");
+  HUGINN_ASSERT(dtype_ != DType::kQ8 || (begin == 0 && end == shape_[0]), "rows of a Q8 tensor");
   Tensor t = *this;
   t.data_ = static_cast<char*>(data_) + begin * strides_[0] * dtype_size(dtype_);
   t.shape_[0] = end - begin;
@@ -90,6 +91,7 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
 
 Tensor Tensor::cols(int64_t begin, int64_t end) const {
   HUGINN_ASSERT(ndim_ == 2 && 0 <= begin && begin <= end && end <= shape_[1], "cols out of range");
+  HUGINN_ASSERT(dtype_ != DType::kQ8 || (begin == 0 && end == shape_[1]), "cols of a Q8 tensor");
   Tensor t = *this;
   t.data_ = static_cast<char*>(data_) + begin * strides_[1] * dtype_size(dtype_);
   t.shape_[1] = end - begin;
@@ -109,6 +111,7 @@ void Tensor::copy_from(const Tensor& src) {
     std::memcpy(data_, src.data_, nbytes());
     return;
   }
+  HUGINN_ASSERT(dtype_ != DType::kQ8, "copy_from: strided Q8 tensor");
   // Generic strided copy over a flat index.
   const size_t es = dtype_size(dtype_);
   int64_t n = numel();

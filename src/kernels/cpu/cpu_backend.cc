@@ -8,6 +8,7 @@
 #include "huginn/thread_pool.h"
 #include "kernels/cpu/backward_kernels.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/cpu/matmul_lowp.h"
 #include "kernels/cpu/simd.h"
 
 namespace huginn {
@@ -40,6 +41,7 @@ struct Kernels {
   decltype(&copy<VecGeneric>) copy;
   decltype(&embedding<VecGeneric>) embedding;
   decltype(&matmul<VecGeneric>) matmul;
+  decltype(&matmul_lowp<VecGeneric>) matmul_lowp;  // BF16 / Q8 weights
   decltype(&rmsnorm<VecGeneric>) rmsnorm;
   decltype(&add<VecGeneric>) add;
   decltype(&add_bias<VecGeneric>) add_bias;
@@ -52,8 +54,9 @@ struct Kernels {
 
 template <class V>
 constexpr Kernels kernels_for() {
-  return {&copy<V>,    &embedding<V>, &matmul<V>, &rmsnorm<V>,     &add<V>,        &add_bias<V>,
-          &rope<V>,    &attention<V>, &swiglu<V>, &concat_cols<V>, &log_softmax<V>};
+  return {&copy<V>,    &embedding<V>,   &matmul<V>,      &matmul_lowp<V>,
+          &rmsnorm<V>, &add<V>,         &add_bias<V>,    &rope<V>,
+          &attention<V>, &swiglu<V>,    &concat_cols<V>, &log_softmax<V>};
 }
 
 Kernels kernels_for(CpuIsa isa) {
@@ -105,7 +108,14 @@ class CpuBackend : public Backend {
                  Tensor& out) override {
     k_.embedding(ctx_, table, ids, scale, out);
   }
-  void matmul(const Tensor& x, const Tensor& w, Tensor& y) override { k_.matmul(ctx_, x, w, y); }
+  // The one dtype dispatch of the weights: F32 to the GEMM, BF16 / Q8 to matmul_lowp.cc.
+  void matmul(const Tensor& x, const Tensor& w, Tensor& y) override {
+    if (w.dtype() == DType::kF32) {
+      k_.matmul(ctx_, x, w, y);
+    } else {
+      k_.matmul_lowp(ctx_, x, w, y, k_.matmul);
+    }
+  }
   void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
     k_.rmsnorm(ctx_, x, w, eps, y);
   }
