@@ -2,8 +2,9 @@
 //
 // - M <= kMatvecMaxRows (decode): weight-streaming matvec. Threads split the N output rows; each
 //   row of w is read once for all rows of x, four rows of w at a time. BF16 weights are widened
-//   to F32 in registers (a 16-bit shift) and meet x exactly; where the CPU has AVX512_BF16 and
-//   it is switched on, vdpbf16ps multiplies them with x rounded to BF16 instead. Q8 blocks of 32
+//   to F32 in registers (even lanes by a shift, odd lanes by a mask, against a copy of x split
+//   the same way) and meet x exactly; where the CPU has AVX512_BF16 and it is switched on,
+//   vdpbf16ps multiplies them with x rounded to BF16 instead (one instruction per 32 weights). Q8 blocks of 32
 //   are widened int8 -> F32, dotted with x, and the block sum is scaled once.
 // - larger M (prefill): tiles of w are widened to F32 and the F32 GEMM of the same instruction
 //   set runs on them. This is the one place where a dedicated BF16 GEMM (gemm_bf16, owned by the
@@ -39,7 +40,17 @@ struct Widen<VecGeneric> {
     for (int i = 0; i < VecGeneric::W; ++i) r.v[i] = static_cast<float>(p[i]);
     return r;
   }
+  // 2W BF16 values -> the even-indexed ones and the odd-indexed ones as F32.
+  static void bf16_pair(const uint16_t* p, R& even, R& odd) {
+    for (int i = 0; i < VecGeneric::W; ++i) {
+      even.v[i] = bf16_to_f32(p[2 * i]);
+      odd.v[i] = bf16_to_f32(p[2 * i + 1]);
+    }
+  }
   static float f16(uint16_t h) { return f16_to_f32(h); }
+  static void f16_n(const uint16_t* p, int n, float* out) {
+    for (int i = 0; i < n; ++i) out[i] = f16_to_f32(p[i]);
+  }
 };
 
 #ifdef HUGINN_HAVE_AVX2
@@ -54,7 +65,17 @@ struct Widen<VecAvx2> {
     return _mm256_cvtepi32_ps(
         _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
+  // A BF16 is the high half of an F32: within each 32-bit lane, the even element moves up by a
+  // shift and the odd one is already in place once the low half is cleared. No shuffles.
+  static void bf16_pair(const uint16_t* p, R& even, R& odd) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(int(0xffff0000u))));
+  }
   static float f16(uint16_t h) { return _cvtsh_ss(h); }
+  static void f16_n(const uint16_t* p, int n, float* out) {
+    for (int i = 0; i < n; ++i) out[i] = _cvtsh_ss(p[i]);
+  }
 };
 #endif
 
@@ -71,7 +92,20 @@ struct Widen<VecAvx512> {
     return _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
   }
+  static void bf16_pair(const uint16_t* p, R& even, R& odd) {
+    const __m512i v = _mm512_loadu_si512(p);
+    even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u))));
+  }
   static float f16(uint16_t h) { return _cvtsh_ss(h); }
+  static void f16_n(const uint16_t* p, int n, float* out) {  // n <= 16
+#ifdef __AVX512BW__
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    _mm512_storeu_ps(out, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)));
+#else
+    for (int i = 0; i < n; ++i) out[i] = _cvtsh_ss(p[i]);
+#endif
+  }
 };
 #endif
 
@@ -98,24 +132,50 @@ struct Rows {
   int64_t K;
 };
 
+// Touches the cache line `ahead` bytes past p: the same place in the next group of four rows,
+// so that memory is already streaming the next rows while these are summed (each row is only
+// a few KB, too short for the hardware prefetcher to ramp up on alone). Harmless past the end.
+inline void prefetch_ahead(const void* p, int64_t ahead) {
+  __builtin_prefetch(static_cast<const char*>(p) + ahead, 0, 3);
+}
+
 // --- BF16, widened to F32 --------------------------------------------------------------------
+// xp holds the MB rows of x (Kp apart) with each chunk of 2W values split into its even- and
+// odd-indexed halves, to meet Widen::bf16_pair; the last K % 2W values are done in scalar.
+template <class V>
+void deinterleave(const float* x, int64_t K, float* xp) {
+  constexpr int W = V::W;
+  for (int64_t c = 0; c + 2 * W <= K; c += 2 * W)
+    for (int l = 0; l < W; ++l) {
+      xp[c + l] = x[c + 2 * l];
+      xp[c + W + l] = x[c + 2 * l + 1];
+    }
+}
+
 template <class V, int MB>
-void bf16_block(const Rows& r, const uint16_t* w, int64_t n0, int64_t n1) {
+void bf16_block(const Rows& r, const float* xp, int64_t Kp, const uint16_t* w, int64_t n0,
+                int64_t n1) {
   using R = typename V::R;
   constexpr int W = V::W;
-  const int64_t K = r.K, kfull = K / W * W;
+  const int64_t K = r.K, kfull = K / (2 * W) * (2 * W);
   for (int64_t n = n0; n < n1; n += 4) {
     const uint16_t* wr[4];
     for (int i = 0; i < 4; ++i) wr[i] = w + std::min(n + i, n1 - 1) * K;
     R acc[4][MB];
     for (auto& a : acc)
       for (R& v : a) v = V::zero();
-    for (int64_t k = 0; k < kfull; k += W) {
-      R xv[MB];
-      for (int j = 0; j < MB; ++j) xv[j] = V::load(r.x[j] + k);
+    for (int64_t k = 0; k < kfull; k += 2 * W) {
+      R xe[MB], xo[MB];
+      for (int j = 0; j < MB; ++j) {
+        xe[j] = V::load(xp + j * Kp + k);
+        xo[j] = V::load(xp + j * Kp + k + W);
+      }
       for (int i = 0; i < 4; ++i) {
-        const R wv = Widen<V>::bf16(wr[i] + k);
-        for (int j = 0; j < MB; ++j) acc[i][j] = V::fmadd(wv, xv[j], acc[i][j]);
+        prefetch_ahead(wr[i] + k, 8 * K);
+        R we, wo;
+        Widen<V>::bf16_pair(wr[i] + k, we, wo);
+        for (int j = 0; j < MB; ++j)
+          acc[i][j] = V::fmadd(wo, xo[j], V::fmadd(we, xe[j], acc[i][j]));
       }
     }
     const int valid = static_cast<int>(std::min<int64_t>(4, n1 - n));
@@ -146,6 +206,7 @@ __attribute__((target("avx512bf16,avx512bw,avx512f"))) void bf16_block_dp(
       __m512bh xv[MB];
       for (int j = 0; j < MB; ++j) xv[j] = (__m512bh)_mm512_loadu_si512(xb + j * Kp + k);
       for (int i = 0; i < 4; ++i) {
+        prefetch_ahead(wr[i] + k, 8 * K);
         const __m512bh wv = (__m512bh)load(wr[i] + k);
         for (int j = 0; j < MB; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv, xv[j]);
       }
@@ -162,6 +223,7 @@ __attribute__((target("avx512bf16,avx512bw,avx512f"))) void bf16_block_dp(
 #endif
 
 // --- Q8 ------------------------------------------------------------------------------------
+constexpr int kScaleGroup = 16;
 template <class V, int MB>
 void q8_block(const Rows& r, const Tensor& w, int64_t n0, int64_t n1) {
   using R = typename V::R;
@@ -180,15 +242,20 @@ void q8_block(const Rows& r, const Tensor& w, int64_t n0, int64_t n1) {
     R acc[4][MB];
     for (auto& a : acc)
       for (R& v : a) v = V::zero();
+    float sf[4][kScaleGroup];  // the F16 scales of the next kScaleGroup blocks, as F32
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t k = b * kQ8Block;
+      if (b % kScaleGroup == 0)
+        for (int i = 0; i < 4; ++i)
+          Widen<V>::f16_n(sr[i] + b, static_cast<int>(std::min<int64_t>(kScaleGroup, nb - b)), sf[i]);
       R xv[MB][NV];
       for (int j = 0; j < MB; ++j)
         for (int v = 0; v < NV; ++v) xv[j][v] = V::load(r.x[j] + k + v * W);
       for (int i = 0; i < 4; ++i) {
+        if (b % 2 == 0) prefetch_ahead(wr[i] + k, 4 * K);
         R wv[NV];
         for (int v = 0; v < NV; ++v) wv[v] = Widen<V>::i8(wr[i] + k + v * W);
-        const R s = V::set1(Widen<V>::f16(sr[i][b]));
+        const R s = V::set1(sf[i][b % kScaleGroup]);
         for (int j = 0; j < MB; ++j) {
           R p = V::mul(wv[0], xv[j][0]);
           for (int v = 1; v < NV; ++v) p = V::fmadd(wv[v], xv[j][v], p);
@@ -203,8 +270,8 @@ void q8_block(const Rows& r, const Tensor& w, int64_t n0, int64_t n1) {
 }
 
 template <class V, int MB>
-void matvec_rows(const Rows& r, const Tensor& w, const uint16_t* xb, int64_t Kp, int64_t n0,
-                 int64_t n1) {
+void matvec_rows(const Rows& r, const Tensor& w, const uint16_t* xb, const float* xp, int64_t Kp,
+                 int64_t n0, int64_t n1) {
   if (w.dtype() == DType::kQ8) {
     q8_block<V, MB>(r, w, n0, n1);
     return;
@@ -215,7 +282,7 @@ void matvec_rows(const Rows& r, const Tensor& w, const uint16_t* xb, int64_t Kp,
     return;
   }
 #endif
-  bf16_block<V, MB>(r, w.data<uint16_t>(), n0, n1);
+  bf16_block<V, MB>(r, xp, Kp, w.data<uint16_t>(), n0, n1);
 }
 
 template <class V>
@@ -226,6 +293,7 @@ void matvec(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
   for (int64_t m = 0; m < M; ++m) xr[m] = x.row(m), yr[m] = y.row(m);
   const Rows rows{xr, yr, K};
   const uint16_t* xb = nullptr;
+  const float* xp = nullptr;
   const int64_t Kp = (K + 31) / 32 * 32;
 #ifdef HUGINN_HAVE_DPBF16
   if constexpr (std::is_same_v<V, VecAvx512>) {
@@ -238,12 +306,17 @@ void matvec(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
     }
   }
 #endif
+  if (w.dtype() == DType::kBF16 && !xb) {
+    float* buf = scratch(3, M * Kp);
+    for (int64_t m = 0; m < M; ++m) deinterleave<V>(xr[m], K, buf + m * Kp);
+    xp = buf;
+  }
   c.for_range(N, 2 * M * K, [&](int64_t n0, int64_t n1) {
     switch (M) {
-      case 1: matvec_rows<V, 1>(rows, w, xb, Kp, n0, n1); break;
-      case 2: matvec_rows<V, 2>(rows, w, xb, Kp, n0, n1); break;
-      case 3: matvec_rows<V, 3>(rows, w, xb, Kp, n0, n1); break;
-      default: matvec_rows<V, 4>(rows, w, xb, Kp, n0, n1); break;
+      case 1: matvec_rows<V, 1>(rows, w, xb, xp, Kp, n0, n1); break;
+      case 2: matvec_rows<V, 2>(rows, w, xb, xp, Kp, n0, n1); break;
+      case 3: matvec_rows<V, 3>(rows, w, xb, xp, Kp, n0, n1); break;
+      default: matvec_rows<V, 4>(rows, w, xb, xp, Kp, n0, n1); break;
     }
   });
 }
