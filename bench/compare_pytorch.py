@@ -346,6 +346,12 @@ def time_reps(fn, reps):
     return out
 
 
+def report_torch(name, xs):
+    m, sd = stats(xs)
+    print(f"[torch] {name}: {m:.2f} ± {sd:.2f} tok/s", file=sys.stderr, flush=True)
+    return xs
+
+
 def torch_prefill(m, n, r, reps):
     ids = ids_for(n, m.V)
 
@@ -450,7 +456,10 @@ def huginn_bench(args, model_dir, dtype, tests):
            "--threads", str(args.threads), "--json"]
     if args.no_peak:
         cmd.append("--no-peak")
-    return json.loads(run(cmd))
+    report = json.loads(run(cmd))
+    for res in report["results"]:  # as soon as known: a long run keeps what it measured
+        print(f"[huginn] {res['name']} r={res['r']} {dtype}: {res['tok_s_mean']:.2f} tok/s", file=sys.stderr, flush=True)
+    return report
 
 
 def stats(xs):
@@ -524,13 +533,13 @@ def main():
     theirs = {}
     if "prefill" in tests:
         print(f"[torch] prefill {args.prompt} tokens r={args.r}", file=sys.stderr)
-        theirs["prefill"] = torch_prefill(m, args.prompt, args.r, args.reps)
+        theirs["prefill"] = report_torch("prefill", torch_prefill(m, args.prompt, args.r, args.reps))
     if "decode" in tests:
         print(f"[torch] decode r={args.r}", file=sys.stderr)
-        theirs["decode"] = torch_decode(m, args.decode_prompt, args.gen, args.r, args.reps)
+        theirs["decode"] = report_torch("decode", torch_decode(m, args.decode_prompt, args.gen, args.r, args.reps))
     if "train" in tests:
         print("[torch] train step", file=sys.stderr)
-        theirs["train"] = torch_train(m, args.train_batch, args.train_len, args.train_n, args.train_k, args.reps)
+        theirs["train"] = report_torch("train", torch_train(m, args.train_batch, args.train_len, args.train_n, args.train_k, args.reps))
 
     rows = []
     for (test, d), res in ours.items():

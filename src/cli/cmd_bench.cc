@@ -334,7 +334,8 @@ json report_json(const Context& cx, const std::vector<Result>& results) {
   j["backend"] = cx.backend;
   if (cx.have_peak)
     j["machine"] = {{"threads", cx.peak.threads},        {"isa", cx.peak.isa},
-                    {"read_gbs", cx.peak.read_gbs},      {"fp32_gflops", cx.peak.fp32_gflops},
+                    {"read_gbs", cx.peak.read_gbs},      {"llc_read_gbs", cx.peak.llc_read_gbs},
+                    {"fp32_gflops", cx.peak.fp32_gflops},
                     {"bf16_gflops", cx.peak.bf16_gflops}, {"has_bf16", cx.peak.has_bf16},
                     {"buffer_bytes", cx.peak.buffer_bytes}, {"llc_bytes", cx.peak.llc_bytes}};
   else
@@ -385,6 +386,13 @@ void print_markdown(const Context& cx, const std::vector<Result>& results) {
                                  : "n/a (no AVX512_BF16)");
   else
     std::printf("machine peak not measured (--no-peak)\n\n");
+  if (cx.have_peak && cx.peak.llc_bytes > 0) {
+    const double rec = cx.bytes.core + cx.bytes.adapter;
+    std::printf("last-level cache read %.1f GB/s; recurrent core + adapter %.1f MB %s (a core "
+                "that stays in cache lets decode beat the memory bandwidth: %% BW > 100)\n\n",
+                cx.peak.llc_read_gbs, rec / 1e6,
+                rec < 0.75 * double(cx.peak.llc_bytes) ? "fit in it" : "do not fit in it");
+  }
   std::printf("| test | r | tok/s | GFLOP/s | %% FLOP peak | GB/s | %% BW peak |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
   for (const Result& r : results) {

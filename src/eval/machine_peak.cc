@@ -231,6 +231,8 @@ MachinePeak measure_peak(ThreadPool& pool, const PeakOptions& o) {
   p.llc_bytes = last_level_cache_bytes();
   p.buffer_bytes = o.buffer_bytes ? o.buffer_bytes : std::max<size_t>(4 * p.llc_bytes, size_t{256} << 20);
   p.read_gbs = measure_read_bandwidth(pool, p.buffer_bytes, o.min_seconds, o.reps);
+  if (p.llc_bytes >= (size_t{2} << 20))
+    p.llc_read_gbs = measure_read_bandwidth(pool, p.llc_bytes / 2, o.min_seconds, 5 * o.reps);
   p.fp32_gflops = measure_fp32_peak(pool, o.min_seconds, o.reps, &p.isa);
   p.has_bf16 = __builtin_cpu_supports("avx512bf16");
   p.bf16_gflops = measure_bf16_peak(pool, o.min_seconds, o.reps);

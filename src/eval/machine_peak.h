@@ -1,7 +1,8 @@
 // This machine's limits, measured at a given thread count, for "% of peak" figures: streaming
 // read bandwidth from memory (a buffer much larger than the last-level cache), the fp32 FMA peak
 // (an unrolled register-only loop) and the bf16 dot-product peak (vdpbf16ps, when the CPU has
-// AVX512_BF16). Each is the best of a few timed repetitions.
+// AVX512_BF16). Each is the best of a few timed repetitions. Also the read bandwidth from the
+// last-level cache, since a recurrent core small enough to stay there is not bound by memory.
 #pragma once
 
 #include <cstddef>
@@ -21,7 +22,8 @@ struct MachinePeak {
   int threads = 0;
   std::string isa;            // "avx512", "avx2" or "scalar": what the FMA loop used
   bool has_bf16 = false;      // AVX512_BF16 present (bf16_gflops measured)
-  double read_gbs = 0;        // 1e9 bytes/s
+  double read_gbs = 0;        // 1e9 bytes/s, from memory
+  double llc_read_gbs = 0;    // the same over half the last-level cache (0 when its size is unknown)
   double fp32_gflops = 0;     // 1e9 FLOP/s, an FMA = 2 FLOPs
   double bf16_gflops = 0;     // 1e9 FLOP/s, one bf16 pair product + add = 2 FLOPs; 0 when absent
   size_t buffer_bytes = 0;    // what the bandwidth test read per pass
