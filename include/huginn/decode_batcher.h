@@ -4,10 +4,10 @@
 // sequence joins the batch with its first decode call and leaves when its Member is destroyed,
 // so sequences come and go between tokens; inside a token the batch shrinks as sequences exit.
 //
-// A tick (one batched decode) starts when every member has its next call waiting, or `gather`
-// after the first call arrived (a member busy elsewhere, e.g. sampling or a slow callback,
-// does not hold the others back longer than that), and takes at most max_batch calls, oldest
-// first. Results are bit-identical to unbatched decode calls (see decode_batch), so batching
+// A tick (one batched decode) starts when every member has its next call waiting, or, after
+// the first call arrived, `gather` or a quarter of the previous tick's time, whichever is longer
+// (a member busy elsewhere, e.g. sampling or a slow callback, holds the others back no longer),
+// and takes at most max_batch calls, oldest first. Results are bit-identical to unbatched decode calls (see decode_batch), so batching
 // changes speed only.
 #pragma once
 

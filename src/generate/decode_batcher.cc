@@ -67,11 +67,14 @@ CallResult DecodeBatcher::Member::decode(const Generator& gen, GenerationContext
 
 void DecodeBatcher::loop() {
   std::unique_lock<std::mutex> lock(mu_);
+  std::chrono::steady_clock::duration last_tick{0};
   for (;;) {
     arrived_.wait(lock, [&] { return stop_ || !pending_.empty(); });
     if (pending_.empty()) return;  // stopping, nothing left to run
-    // Wait for the other members' next calls, at most `gather`.
-    const auto until = std::chrono::steady_clock::now() + gather_;
+    // Wait for the other members' next calls: at most `gather`, or a quarter of the last
+    // tick when that is longer (waking a dozen threads on a busy machine takes milliseconds;
+    // a wait short against the tick costs little and lets the batch fill).
+    const auto until = std::chrono::steady_clock::now() + std::max<std::chrono::steady_clock::duration>(gather_, last_tick / 4);
     arrived_.wait_until(lock, until, [&] {
       const size_t want = static_cast<size_t>(std::min(members_, max_batch_));
       return stop_ || pending_.size() >= want;
@@ -81,6 +84,7 @@ void DecodeBatcher::loop() {
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(n));
     lock.unlock();
 
+    const auto tick_start = std::chrono::steady_clock::now();
     std::vector<BatchedCall> calls;
     calls.reserve(n);
     for (Pending* p : tick) calls.push_back(p->call);
@@ -91,6 +95,8 @@ void DecodeBatcher::loop() {
       for (BatchedCall& c : calls) c.error = std::current_exception();
     }
 
+    last_tick = std::min<std::chrono::steady_clock::duration>(
+        std::chrono::steady_clock::now() - tick_start, std::chrono::milliseconds(200));
     lock.lock();
     for (size_t i = 0; i < n; ++i) {
       tick[i]->call.result = calls[i].result;
