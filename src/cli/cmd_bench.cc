@@ -548,6 +548,7 @@ Registrar reg(85, [](CLI::App& app, Common& common) {
   CLI::App* sub = app.add_subcommand(
       "bench", "Throughput of prefill, decode and training: tok/s, GFLOP/s, GB/s and % of this "
                "machine's measured peak (llama-bench style)");
+  sub->option_defaults()->always_capture_default();
   auto* m = sub->add_option("--model", a->model, "model directory (config.json + safetensors)");
   auto* c = sub->add_option("--config", a->config,
                             "config.json, or a built-in config: tiny | bench-m (random weights)");
