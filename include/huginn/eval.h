@@ -45,10 +45,14 @@ Split parse_split(const std::string& s);  // "train" | "test"
 //           (hops=0: a direct lookup, "a=7;b=2;a?").
 //   parity  "parity 10110?" -> "1" (xor of `bits` bits).
 //   add     "123+989=" -> "1112" (two `digits`-digit numbers).
+//   ops     "7*3+5*2=" -> "2": a digit, then `ops` operations +d / *d applied left to right,
+//           mod 10. One sequential step per operation (they do not commute).
+//   mul     "347*8=" -> "2776" (a `digits`-digit number times a digit 2-9).
+//   sum     "3+5+8+1=" -> "7" (the last digit of a sum of `terms` digits).
 // Train and test draw from the same generator; an example belongs to the test split iff a hash
 // of its prompt is 0 mod 8, so the splits are disjoint for every seed. Answers end at "\n".
 struct TaskSpec {
-  std::string name;  // chain | parity | add
+  std::string name;  // chain | parity | add | ops | mul | sum
   int min_level = 0, max_level = 0;
   std::string to_string() const;  // "chain:hops=4-8"
   static TaskSpec parse(const std::string& text);

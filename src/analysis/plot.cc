@@ -165,9 +165,9 @@ std::string panel_script(const Axes& ax, const TempDir& dir, int panel) {
   std::string g = "unset logscale\nset autoscale\nunset title\n";
   g += "set title " + quote(ax.title) + "\n";
   g += "set xlabel " + quote(ax.xlabel) + "\nset ylabel " + quote(ax.ylabel) + "\n";
-  if (ax.log_x) g += "set logscale x\n";
+  // Log x axes count recurrences or steps: powers of two, written plainly (1 2 4 ... 64).
+  if (ax.log_x) g += "set logscale x 2\n";
   g += "set format x '% h'\nset format y '% h'\n";
-  if (ax.log_x) g += "set format x '%.0e'\n";
   if (ax.log_y) g += "set logscale y\nset format y '%.0e'\n";
   g += ax.legend ? "set key top right noopaque font ',8'\n" : "unset key\n";
   g += "set grid lc rgb '#dddddd'\n";

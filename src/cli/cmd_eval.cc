@@ -33,7 +33,7 @@ Registrar reg(71, [](CLI::App& app, Common& common) {
   CLI::App* sub = app.add_subcommand("eval", "Evaluate a model on a task across recurrence settings");
   sub->add_option("--model", a->o.model, "model directory")->required()->check(CLI::ExistingDirectory);
   sub->add_option("--task", a->o.task,
-                  "built-in task (chain[:hops=N], parity[:bits=N], add[:digits=N]) or FILE.jsonl "
+                  "built-in task (chain[:hops=N], parity[:bits=N], add|mul[:digits=N], ops[:ops=N], sum[:terms=N]) or FILE.jsonl "
                   "(prompt/answer[/regex] or context/choices/gold lines)")
       ->required();
   sub->add_option("--steps", a->steps, "fixed recurrences to evaluate, comma-separated");
@@ -41,7 +41,10 @@ Registrar reg(71, [](CLI::App& app, Common& common) {
   sub->add_option("--exit-max-steps", a->o.exit_max_steps, "maximum recurrences with an exit (default: largest --steps)")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--warm-start", a->o.warm_start, "start each token's recurrence from the previous token's state");
-  sub->add_option("--cache-slots", a->o.cache_slots, "share K core KV slots across recurrences (0: full cache)")
+  sub->add_option("--cache-slots", a->o.cache_slots, "share K KV slots per token across recurrences (0: full cache). "
+                  "With --exit use K = the core's layer count: with a full cache a later token sees "
+                  "only the recurrences an earlier token ran (the reference's behaviour), which "
+                  "costs accuracy")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--limit", a->o.limit, "examples to evaluate")->check(CLI::PositiveNumber);
   sub->add_option("--seed", a->o.seed, "seed of a built-in task's test examples");
@@ -62,6 +65,11 @@ Registrar reg(71, [](CLI::App& app, Common& common) {
     a->o.weight_dtype = common.dtype;
     a->o.backend = common.backend;
     a->o.quiet = common.quiet;
+    if (!a->o.exits.empty() && a->o.cache_slots == 0 && !common.quiet)
+      std::fprintf(stderr,
+                   "note: --exit with a full KV cache: a token that exits early leaves no entries "
+                   "for later recurrences, so later tokens cannot see it there; --cache-slots "
+                   "(the core's layer count) shares one slot per layer instead\n");
     const EvalReport rep = run_eval(a->o);
     std::printf("%s", rep.table().c_str());
     if (!rep.examples.empty()) {

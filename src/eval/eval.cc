@@ -171,7 +171,9 @@ EvalReport run_eval(const EvalOptions& o) {
       if (o.warm_start) go.warm_start = WarmStart::kAuto;
       if (o.cache_slots > 0) {
         go.cache_slots = o.cache_slots;
-        go.cache_strategy = KVCache::Strategy::kCompressS;
+        // Prelude-aware compress-s: one rule for any prelude depth (equal to the reference's
+        // compress-s for Huginn-0125, whose prelude has 2 layers).
+        go.cache_strategy = KVCache::Strategy::kCompressSPrelude;
       }
       Generator gen(*model, *be, go);
       auto ctx = gen.new_context();

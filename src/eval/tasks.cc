@@ -42,6 +42,9 @@ constexpr Knob kKnobs[] = {
     {"chain", "hops", 0, 12, 4, 8},
     {"parity", "bits", 1, 40, 8, 8},
     {"add", "digits", 1, 9, 3, 3},
+    {"ops", "ops", 1, 24, 4, 8},
+    {"mul", "digits", 1, 9, 2, 3},
+    {"sum", "terms", 1, 24, 2, 8},
 };
 
 const Knob& knob_for(const std::string& name) {
@@ -99,6 +102,52 @@ TaskExample make_add(int digits, std::mt19937_64& rng) {
   TaskExample ex;
   ex.prompt = std::to_string(a) + "+" + std::to_string(b) + "=";
   ex.answer = std::to_string(a + b);
+  return ex;
+}
+
+// mul: a `digits`-digit number times a one-digit number, "347*8=" -> "2776": every output
+// digit needs the product of its column plus a carry of up to 8 from the columns to its right.
+TaskExample make_mul(int digits, std::mt19937_64& rng) {
+  uint64_t lo = 1, hi = 9;
+  for (int i = 1; i < digits; ++i) lo *= 10, hi = hi * 10 + 9;
+  if (digits == 1) lo = 0;
+  const uint64_t a = lo + rng() % (hi - lo + 1), b = 2 + rng() % 8;
+  TaskExample ex;
+  ex.prompt = std::to_string(a) + "*" + std::to_string(b) + "=";
+  ex.answer = std::to_string(a * b);
+  return ex;
+}
+
+// sum: the last digit of a sum of `terms` one-digit numbers, "3+5+8+1=" -> "7". A running
+// total mod 10, carried from term to term.
+TaskExample make_sum(int terms, std::mt19937_64& rng) {
+  int v = 0;
+  TaskExample ex;
+  for (int i = 0; i < terms; ++i) {
+    const int d = static_cast<int>(rng() % 10);
+    v = (v + d) % 10;
+    ex.prompt += (i ? "+" : "") + std::to_string(d);
+  }
+  ex.prompt += "=";
+  ex.answer = std::to_string(v);
+  return ex;
+}
+
+// ops: a digit, then `ops` operations (+d or *d) applied left to right, all mod 10:
+// "7*3+5*2=" -> ((7*3+5)*2) mod 10 = "2". Multiplication does not commute with addition, so
+// the value must be carried through the operations in order: one sequential step per operation.
+TaskExample make_ops(int ops, std::mt19937_64& rng) {
+  int v = static_cast<int>(rng() % 10);
+  TaskExample ex;
+  ex.prompt = std::to_string(v);
+  for (int i = 0; i < ops; ++i) {
+    const bool mul = rng() & 1;
+    const int d = static_cast<int>(rng() % 10);
+    v = mul ? v * d % 10 : (v + d) % 10;
+    ex.prompt += (mul ? "*" : "+") + std::to_string(d);
+  }
+  ex.prompt += "=";
+  ex.answer = std::to_string(v);
   return ex;
 }
 
@@ -170,6 +219,9 @@ TaskExample make_task_example(const TaskSpec& spec, Split split, uint64_t seed, 
         spec.min_level + static_cast<int>(rng() % (spec.max_level - spec.min_level + 1));
     TaskExample ex = spec.name == "chain"    ? make_chain(level, rng)
                      : spec.name == "parity" ? make_parity(level, rng)
+                     : spec.name == "ops"    ? make_ops(level, rng)
+                     : spec.name == "mul"    ? make_mul(level, rng)
+                     : spec.name == "sum"    ? make_sum(level, rng)
                                              : make_add(level, rng);
     const bool is_test = hash_text(ex.prompt) % 8 == 0;
     if (is_test == (split == Split::kTest)) return ex;

@@ -68,6 +68,40 @@ TEST(Tasks, ParityAndAdditionAnswers) {
   }
 }
 
+// Evaluates "d op d op d ... =" left to right mod `mod` (mod 0: plain integers).
+long eval_left_to_right(const std::string& prompt, long mod) {
+  long v = 0;
+  char op = '+';
+  size_t i = 0;
+  while (i < prompt.size() && prompt[i] != '=') {
+    size_t used = 0;
+    const long x = std::stol(prompt.substr(i), &used);
+    v = op == '+' ? v + x : v * x;
+    if (mod) v %= mod;
+    i += used;
+    if (prompt[i] != '=') op = prompt[i++];
+  }
+  EXPECT_EQ(prompt.back(), '=') << prompt;
+  return v;
+}
+
+TEST(Tasks, OpsMulAndSumAnswers) {
+  std::set<int> lengths;
+  for (const auto& ex : make_task(TaskSpec::parse("ops:ops=1-6"), Split::kTrain, 300, 5)) {
+    EXPECT_EQ(ex.answer, std::to_string(eval_left_to_right(ex.prompt, 10))) << ex.prompt;
+    lengths.insert(static_cast<int>(ex.prompt.size()));
+  }
+  EXPECT_EQ(lengths.size(), 6u);  // 1..6 operations: prompts of 4, 6, ..., 14 characters
+  for (const auto& ex : make_task(TaskSpec::parse("mul:digits=3"), Split::kTest, 100, 5)) {
+    EXPECT_EQ(ex.answer, std::to_string(eval_left_to_right(ex.prompt, 0))) << ex.prompt;
+    EXPECT_EQ(ex.prompt.find('*'), 3u) << ex.prompt;
+  }
+  for (const auto& ex : make_task(TaskSpec::parse("sum:terms=7"), Split::kTest, 100, 5)) {
+    EXPECT_EQ(ex.answer, std::to_string(eval_left_to_right(ex.prompt, 10))) << ex.prompt;
+    EXPECT_EQ(ex.prompt.size(), 14u) << ex.prompt;
+  }
+}
+
 TEST(Tasks, DeterministicAndSplitsDisjoint) {
   const TaskSpec spec = TaskSpec::parse("chain:hops=1");
   const auto a = make_task(spec, Split::kTest, 50, 11), b = make_task(spec, Split::kTest, 50, 11);
@@ -90,7 +124,8 @@ TEST(Tasks, DeterministicAndSplitsDisjoint) {
 
 TEST(Tasks, BadSpecsAreErrorsNamingTheKnob) {
   for (const char* bad : {"chains", "chain:hops=13", "chain:depth=3",
-                          "chain:hops=5-2", "chain:hops=x", "parity:bits=2-", "add:digits=10"}) {
+                          "chain:hops=5-2", "chain:hops=x", "parity:bits=2-", "add:digits=10",
+                          "ops:ops=0", "sum:terms=25", "mul:digits=0"}) {
     try {
       TaskSpec::parse(bad);
       ADD_FAILURE() << bad << " was accepted";
