@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The main job: train a small recurrent-depth model from scratch on a built-in reasoning task
-# (multi-hop variable resolution: "c=b;a=7;b=a;c?" -> 7, one pointer lookup per hop), then
-# evaluate it at test-time recurrences r = 1..64 and with KL exit at a few thresholds: the table,
-# JSON/CSV, plots, example generations with per-token step counts — and check the numbers.
+# The main job: train a small recurrent-depth model from scratch on a built-in task (two-digit
+# addition, "49+94=" -> "143", on a model whose core is one layer, so each recurrence adds one
+# layer of depth), then evaluate it at test-time recurrences r = 1..64 and with KL exit at a few
+# thresholds: the table, JSON/CSV, plots, example generations with per-token step counts — and
+# check the numbers.
 #
-#   bash scripts/demo.sh [BUILD_DIR]          the full demo (<= ~10 min of training on 2 cores)
+#   bash scripts/demo.sh [BUILD_DIR]          the full demo (~3 min of training on 2 cores)
 #   QUICK=1 bash scripts/demo.sh [BUILD_DIR]  the reduced run for CI (asserts learning happened)
 #
 # Outputs go to $DEMO_OUT (default BUILD_DIR/demo or BUILD_DIR/demo-quick). Exits non-zero when a
-# check fails. The recipe is seeded and deterministic for a thread count.
+# check fails. The recipe is seeded; its numbers do not depend on the thread count.
 set -euo pipefail
 BUILD=${1:-build}
 QUICK=${QUICK:-0}
