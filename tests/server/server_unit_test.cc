@@ -1,6 +1,11 @@
 // Server parts without HTTP: the bounded queue, the scheduler's slot limit, Prometheus
-// histograms, OpenAI error bodies and the logprob helper (these run without node).
+// histograms, OpenAI error bodies, the logprob helper and the connection watch (these run
+// without node).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -8,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "server/conn_watch.h"
 #include "server/engine.h"
 #include "server/metrics.h"
 #include "server/openai.h"
@@ -100,6 +106,51 @@ TEST(ServerOpenAI, TokenLogprobIsLogSoftmaxAndTopK) {
   EXPECT_EQ(lp.top[1].first, 3);
   EXPECT_EQ(lp.top[2].first, 2);
   EXPECT_NEAR(lp.top[0].second, 3.0 - std::log(z), 1e-9);
+}
+
+// The watch finds the server side of a loopback connection from the addresses httplib reports,
+// sees nothing while the client is there, and sees the client's close; addresses that match no
+// socket give an invalid watch that never reports a disconnect (the fail-safe path).
+TEST(ServerConnectionWatch, FindsTheSocketAndSeesTheClientLeave) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 1), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int client = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const int server = accept(listener, nullptr, nullptr);
+  ASSERT_GE(server, 0);
+  sockaddr_in peer{};
+  len = sizeof peer;
+  ASSERT_EQ(getpeername(server, reinterpret_cast<sockaddr*>(&peer), &len), 0);
+
+  const ConnectionWatch w("127.0.0.1", ntohs(addr.sin_port), "127.0.0.1", ntohs(peer.sin_port));
+  ASSERT_TRUE(w.valid());
+  EXPECT_EQ(w.fd(), server);
+  EXPECT_FALSE(w.gone());
+  ASSERT_EQ(send(client, "GET", 3, 0), 3);  // pending bytes (e.g. pipelining) are not a close
+  EXPECT_FALSE(w.gone());
+  close(client);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = w.gone();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(gone);
+
+  const ConnectionWatch none("127.0.0.1", ntohs(addr.sin_port), "127.0.0.1", 1);
+  EXPECT_FALSE(none.valid());
+  EXPECT_FALSE(none.gone());
+  const ConnectionWatch junk("not an address", 80, "", -1);
+  EXPECT_FALSE(junk.valid());
+  EXPECT_FALSE(junk.gone());
+  close(server);
+  close(listener);
 }
 
 }  // namespace
