@@ -21,6 +21,8 @@
 #include "huginn/backend.h"
 #include "huginn/thread_pool.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/simd.h"
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 // GCC 12 flags its own _mm512_undefined_ps() idiom inside the intrinsics as uninitialized.
@@ -113,6 +115,34 @@ double fma_peak_gflops(ThreadPool& pool) {
   return flops / best_time(run, 0.5, pool.size()) / 1e9;
 }
 
+// Flops per call of a loop of independent vdpbf16ps (each lane: two products and two adds); 0
+// where the instruction is not compiled in.
+double bf16_peak_gflops(ThreadPool& pool) {
+#if defined(__AVX512BF16__)
+  constexpr int64_t kIters = 1 << 16;
+  auto kernel = [] {
+    __m512 acc[24];
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+    const __m512i ai = _mm512_set1_epi32(0x3f803f80), bi = _mm512_set1_epi32(0x38d138d1);
+    const __m512bh a = reinterpret_cast<const __m512bh&>(ai), b = reinterpret_cast<const __m512bh&>(bi);
+    for (int64_t it = 0; it < kIters; ++it) {
+#pragma GCC unroll 24
+      for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+  };
+  const double flops = 4.0 * 16 * 24 * kIters * pool.size();
+  auto run = [&] { pool.run_on_all([&](int) { kernel(); }); };
+  return flops / best_time(run, 0.5, pool.size()) / 1e9;
+#else
+  (void)pool;
+  return 0;
+#endif
+}
+
 // Read bandwidth over a buffer far larger than the caches, each thread reading its own part.
 double read_bandwidth_gbs(ThreadPool& pool, std::vector<float>& buf) {
   const int64_t n = static_cast<int64_t>(buf.size());
@@ -150,20 +180,29 @@ Tensor random_tensor(std::initializer_list<int64_t> shape, std::mt19937& rng) {
 
 struct Peak {
   double gflops[2], gbs[2];  // at 1 and 2 threads
+  double bf16_gflops[2];     // vdpbf16ps; 0 where absent
 };
 
 struct Bench {
   std::string name;
   double flops, bytes;  // per call; bytes = main memory traffic the op cannot avoid
-  std::function<void(Backend&)> run;
+  std::function<void(Backend&, ThreadPool&)> run;
+  bool bf16 = false;  // % of the bf16 peak rather than the fp32 one
 };
+
+// The bf16-weight GEMM of the instruction set being measured, called directly (the backend's
+// matmul routes bf16 weights through matmul_lowp.cc).
+using GemmBf16Fn = void (*)(const cpu::Ctx&, const float*, int64_t, const uint16_t*, int64_t,
+                            float*, int64_t, int64_t, int64_t, int64_t);
+GemmBf16Fn g_gemm_bf16 = &cpu::gemm_bf16<cpu::VecGeneric>;
 
 void report(const Bench& b, const double secs[2], const Peak& peak) {
   std::printf("%-44s", b.name.c_str());
   for (int i = 0; i < 2; ++i) {
     const double gf = b.flops / secs[i] / 1e9, gb = b.bytes / secs[i] / 1e9;
     // An op is bound by whichever resource it uses the larger share of.
-    const double pf = 100 * gf / peak.gflops[i], pb = 100 * gb / peak.gbs[i];
+    const double fpeak = b.bf16 && peak.bf16_gflops[i] > 0 ? peak.bf16_gflops[i] : peak.gflops[i];
+    const double pf = 100 * gf / fpeak, pb = 100 * gb / peak.gbs[i];
     if (pf >= pb)
       std::printf(" | %8.1f GFLOP/s %5.1f%% peak", gf, pf);
     else
@@ -183,7 +222,7 @@ std::vector<Bench> benches(std::mt19937& rng, bool quick) {
     std::snprintf(name, sizeof name, "matmul %-9s M%-4ld K%-5ld N%ld", what, static_cast<long>(M),
                   static_cast<long>(K), static_cast<long>(N));
     out.push_back({name, 2.0 * M * N * K, 4.0 * (N * K + M * K + M * N),
-                   [=](Backend& b) { b.matmul(*x, *w, *y); }});
+                   [=](Backend& b, ThreadPool&) { b.matmul(*x, *w, *y); }});
   };
   // Huginn-0125: E=5280, I=17920 (fc is [2I, E]); the tiny test models have E = 64 / 96.
   matmul("decode", 1, 5280, 5280);
@@ -200,6 +239,34 @@ std::vector<Bench> benches(std::mt19937& rng, bool quick) {
   matmul("bench-m", 256, 2816, 1024);
   matmul("tiny", 64, 64, 192);
   matmul("tiny", 96, 96, 288);
+  // bench-m (E 1024, I 2816, V 32768): attention in/out, MLP in (fused gate+up) and out,
+  // adapter, LM head; prefill of 256 tokens and a training batch of 4 x 256.
+  const std::vector<std::pair<int64_t, int64_t>> bench_m_kn = {
+      {1024, 3072}, {1024, 1024}, {1024, 2816}, {1024, 2 * 2816}, {2816, 1024}, {2048, 1024},
+      {1024, 32768}};
+  auto gemm_bf16 = [&](int64_t M, int64_t K, int64_t N) {
+    auto x = std::make_shared<Tensor>(random_tensor({M, K}, rng));
+    auto w = std::make_shared<std::vector<uint16_t>>(static_cast<size_t>(N * K));
+    std::uniform_real_distribution<float> d(-1.f, 1.f);
+    for (uint16_t& v : *w) v = f32_to_bf16(d(rng));
+    auto y = std::make_shared<Tensor>(Tensor::empty({M, N}));
+    char name[96];
+    std::snprintf(name, sizeof name, "gemm_bf16 bench-m M%-4ld K%-5ld N%ld", static_cast<long>(M),
+                  static_cast<long>(K), static_cast<long>(N));
+    Bench b{name, 2.0 * M * N * K, 2.0 * N * K + 4.0 * (M * K + M * N),
+            [=](Backend&, ThreadPool& pool) {
+              g_gemm_bf16(cpu::Ctx{pool, 1 << 16}, x->f32(), K, w->data(), K, y->f32(), N, M, N,
+                          K);
+            }};
+    b.bf16 = true;
+    out.push_back(b);
+  };
+  for (int64_t M : {256, 1024})
+    for (auto [K, N] : bench_m_kn) {
+      if (quick && M == 1024) continue;
+      matmul("bench-m", M, K, N);
+      gemm_bf16(M, K, N);
+    }
 
   auto attention = [&](const char* what, int64_t T, int64_t S, int H, int64_t D) {
     auto q = std::make_shared<Tensor>(random_tensor({T, H * D}, rng));
@@ -211,7 +278,7 @@ std::vector<Bench> benches(std::mt19937& rng, bool quick) {
     std::snprintf(name, sizeof name, "attention %-7s T%-4ld S%-5ld H%d D%ld", what,
                   static_cast<long>(T), static_cast<long>(S), H, static_cast<long>(D));
     out.push_back({name, 4.0 * pairs * H * D, 4.0 * 2 * S * H * D,
-                   [=](Backend& b) { b.attention(*q, *k, *v, H, *o); }});
+                   [=](Backend& b, ThreadPool&) { b.attention(*q, *k, *v, H, *o); }});
   };
   attention("decode", 1, 4096, 55, 96);
   attention("prefill", 512, 512, 55, 96);
@@ -224,33 +291,33 @@ std::vector<Bench> benches(std::mt19937& rng, bool quick) {
   auto y = std::make_shared<Tensor>(Tensor::empty({T, E}));
   const double tb = 4.0 * T * E;
   out.push_back({"rmsnorm T512 E5280", 4.0 * T * E, 2 * tb,
-                 [=](Backend& b) { b.rmsnorm(*x, *w, 1e-6f, *y); }});
-  out.push_back({"add T512 E5280", 1.0 * T * E, 3 * tb, [=](Backend& b) { b.add(*x, *x2, *y); }});
+                 [=](Backend& b, ThreadPool&) { b.rmsnorm(*x, *w, 1e-6f, *y); }});
+  out.push_back({"add T512 E5280", 1.0 * T * E, 3 * tb, [=](Backend& b, ThreadPool&) { b.add(*x, *x2, *y); }});
   out.push_back({"add_bias T512 E5280", 1.0 * T * E, 2 * tb,
-                 [=](Backend& b) { b.add_bias(*y, *w); }});
-  out.push_back({"copy T512 E5280", 0, 2 * tb, [=](Backend& b) { b.copy(*x, *y); }});
+                 [=](Backend& b, ThreadPool&) { b.add_bias(*y, *w); }});
+  out.push_back({"copy T512 E5280", 0, 2 * tb, [=](Backend& b, ThreadPool&) { b.copy(*x, *y); }});
   auto cs = std::make_shared<Tensor>(random_tensor({T, 48, 2}, rng));
   auto pos = std::make_shared<std::vector<int32_t>>(T);
   for (int64_t t = 0; t < T; ++t) (*pos)[t] = static_cast<int32_t>(t);
   out.push_back({"rope T512 H55 D96", 6.0 * T * E, 2 * tb,
-                 [=](Backend& b) { b.rope(*y, *cs, *pos, 96); }});
+                 [=](Backend& b, ThreadPool&) { b.rope(*y, *cs, *pos, 96); }});
   const int64_t Ts = quick ? 64 : 256;
   auto fc = std::make_shared<Tensor>(random_tensor({Ts, 2 * I}, rng));
   auto act = std::make_shared<Tensor>(Tensor::empty({Ts, I}));
   out.push_back({"swiglu T" + std::to_string(Ts) + " I17920", 20.0 * Ts * I, 4.0 * 3 * Ts * I,
-                 [=](Backend& b) { b.swiglu(*fc, *act); }});
+                 [=](Backend& b, ThreadPool&) { b.swiglu(*fc, *act); }});
   auto cat = std::make_shared<Tensor>(Tensor::empty({T, 2 * E}));
   out.push_back({"concat_cols T512 2x5280", 0, 4 * tb,
-                 [=](Backend& b) { b.concat_cols(*x, *x2, *cat); }});
+                 [=](Backend& b, ThreadPool&) { b.concat_cols(*x, *x2, *cat); }});
   auto logits = std::make_shared<Tensor>(random_tensor({64, 65536}, rng));
   auto lp = std::make_shared<Tensor>(Tensor::empty({64, 65536}));
   out.push_back({"log_softmax T64 V65536", 20.0 * 64 * 65536, 4.0 * 2 * 64 * 65536,
-                 [=](Backend& b) { b.log_softmax(*logits, *lp); }});
+                 [=](Backend& b, ThreadPool&) { b.log_softmax(*logits, *lp); }});
   auto table = std::make_shared<Tensor>(random_tensor({65536, E}, rng));
   auto ids = std::make_shared<std::vector<int32_t>>(T);
   for (int64_t t = 0; t < T; ++t) (*ids)[t] = static_cast<int32_t>((t * 7919) % 65536);
   out.push_back({"embedding T512 E5280", 1.0 * T * E, 2 * tb,
-                 [=](Backend& b) { b.embedding(*table, *ids, 72.7f, *y); }});
+                 [=](Backend& b, ThreadPool&) { b.embedding(*table, *ids, 72.7f, *y); }});
   return out;
 }
 
@@ -291,11 +358,13 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 2; ++i) {
       peak.gflops[i] = fma_peak_gflops(pools[i]);
       peak.gbs[i] = read_bandwidth_gbs(pools[i], buf);
+      peak.bf16_gflops[i] = bf16_peak_gflops(pools[i]);
     }
   }
-  std::printf("machine peak: fp32 FMA %.1f / %.1f GFLOP/s, read bandwidth %.1f / %.1f GB/s "
-              "(1 / 2 threads)\n",
-              peak.gflops[0], peak.gflops[1], peak.gbs[0], peak.gbs[1]);
+  std::printf("machine peak: fp32 FMA %.1f / %.1f GFLOP/s, bf16 dot %.1f / %.1f GFLOP/s, "
+              "read bandwidth %.1f / %.1f GB/s (1 / 2 threads)\n",
+              peak.gflops[0], peak.gflops[1], peak.bf16_gflops[0], peak.bf16_gflops[1],
+              peak.gbs[0], peak.gbs[1]);
   double load = 0;
   if (FILE* f = std::fopen("/proc/loadavg", "r")) {
     if (std::fscanf(f, "%lf", &load) != 1) load = 0;
@@ -307,6 +376,15 @@ int main(int argc, char** argv) {
               g_cpu_time ? "CPU time / threads" : "wall clock");
   std::printf("backend cpu, isa %s\n%-44s | %-32s | %s\n", cpu_isa_name(opt.isa), "op",
               "1 thread", "2 threads");
+  switch (opt.isa) {
+#ifdef __AVX512F__
+    case CpuIsa::kAvx512: g_gemm_bf16 = &cpu::gemm_bf16<cpu::VecAvx512>; break;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    case CpuIsa::kAvx2: g_gemm_bf16 = &cpu::gemm_bf16<cpu::VecAvx2>; break;
+#endif
+    default: break;
+  }
   std::mt19937 rng(1);
   std::unique_ptr<Backend> backends[2] = {make_cpu_backend(pools[0], opt),
                                           make_cpu_backend(pools[1], opt)};
@@ -314,7 +392,7 @@ int main(int argc, char** argv) {
     if (!filter.empty() && b.name.find(filter) == std::string::npos) continue;
     double secs[2];
     for (int i = 0; i < 2; ++i)
-      secs[i] = best_time([&] { b.run(*backends[i]); }, quick ? 0.2 : 0.5, i + 1);
+      secs[i] = best_time([&] { b.run(*backends[i], pools[i]); }, quick ? 0.2 : 0.5, i + 1);
     report(b, secs, peak);
   }
   return 0;

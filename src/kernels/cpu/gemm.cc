@@ -4,17 +4,14 @@
 // Two paths, chosen by M alone (never by the thread count, so results do not depend on it):
 // - M <= kGemvMaxRows (decode): dot products along K, each weight row streamed once for all
 //   rows of x. Bandwidth bound; no packing.
-// - otherwise: x is packed transposed into panels of MW rows ([K][MW], zero padded), and a
-//   register tile computes yᵀ[n.., m..] += w[n, k] (broadcast) * xᵀ[k, m..], rows of w read in
-//   place, K in cache-sized blocks. Packing x costs M·K against M·N·K of work, so it is cheap
-//   for every layer shape (N >= 64), whereas packing w (the usual layout) would cost N·K, i.e.
-//   1/M of the work.
+// - otherwise gemm_f32: both operands packed into cache-sized panels (gemm_packed.h); w's rows
+//   are transposed into [k][NR] panels in registers, 16x16 at a time. The same routine takes
+//   either operand transposed, which is how matmul_backward runs without transposing copies.
 // Every output is one FMA chain over k = 0..K-1 in order, whatever the tiling or split.
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/cpu/kernels.h"
-#include "kernels/cpu/simd.h"
+#include "kernels/cpu/gemm_packed.h"
 
 namespace huginn::cpu {
 namespace {
@@ -70,86 +67,60 @@ void gemv(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
   });
 }
 
-// dst[k][j] = x[m0 + j][k] for j < count, 0 for the padding rows. Blocks of 16 k keep the
-// 16 destination lines in L1 while the MW source rows are read along k.
-template <int MW>
-void pack_xt(const Tensor& x, int64_t m0, int64_t count, int64_t K, float* dst) {
-  constexpr int64_t kB = 16;
-  for (int64_t k0 = 0; k0 < K; k0 += kB) {
-    const int64_t kb = std::min(kB, K - k0);
-    float* d = dst + k0 * MW;
-    for (int64_t j = 0; j < MW; ++j) {
-      if (j < count) {
-        const float* xr = x.row(m0 + j) + k0;
-        for (int64_t k = 0; k < kb; ++k) d[k * MW + j] = xr[k];
-      } else {
-        for (int64_t k = 0; k < kb; ++k) d[k * MW + j] = 0.0f;
-      }
+// A operand [M, K] at (i, k) -> a[i * ai + k * ak] (one of ai, ak is 1), as panels [k][MR].
+template <int MR>
+void pack_a(const float* a, int64_t ai, int64_t ak, int64_t m0, int64_t rows, int64_t k0,
+            int64_t kc, float* dst) {
+  if (ai == 1) {  // columns contiguous: copy MR floats per k
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* s = a + m0 + (k0 + k) * ak;
+      for (int64_t i = 0; i < MR; ++i) dst[k * MR + i] = i < rows ? s[i] : 0.0f;
     }
+    return;
   }
+  pack_rows_u32(a + m0 * ai + k0, ai * 4, rows, kc, MR, reinterpret_cast<uint32_t*>(dst));
 }
 
-// acc[i][m] (+)= sum_k w_i[k] * xt[k][m] for k < kc, NR rows of w and MV vectors of m; `acc`
-// holds the partial sums of the previous K blocks (exactly: the FMA chain just continues).
-template <class V, int NR, int MV>
-void tile(const float* const* wr, const float* xt, int64_t kc, bool first, float* acc_io) {
-  using R = typename V::R;
-  constexpr int W = V::W;
-  R acc[NR][MV];
-  for (int i = 0; i < NR; ++i)
-    for (int j = 0; j < MV; ++j)
-      acc[i][j] = first ? V::zero() : V::load(acc_io + (i * MV + j) * W);
+// B operand [K, N] at (k, n) -> b[k * bk + n * bn] (one of bk, bn is 1), as panels [k][NR].
+template <int NR>
+void pack_b(const float* b, int64_t bk, int64_t bn, int64_t n0, int64_t cols, int64_t k0,
+            int64_t kc, float* dst) {
+  if (bk == 1) {  // a weight [N, K] as stored: transpose
+    pack_transposed_u32(b + n0 * bn + k0, bn * 4, cols, kc, kc, NR,
+                        reinterpret_cast<uint32_t*>(dst));
+    return;
+  }
   for (int64_t k = 0; k < kc; ++k) {
-    R b[MV];
-    for (int j = 0; j < MV; ++j) b[j] = V::load(xt + k * MV * W + j * W);
-    for (int i = 0; i < NR; ++i) {
-      const R a = V::set1(wr[i][k]);
-      for (int j = 0; j < MV; ++j) acc[i][j] = V::fmadd(a, b[j], acc[i][j]);
-    }
+    const float* s = b + (k0 + k) * bk + n0;
+    float* d = dst + k * NR;
+    std::memcpy(d, s, cols * sizeof(float));
+    std::fill(d + cols, d + NR, 0.0f);
   }
-  for (int i = 0; i < NR; ++i)
-    for (int j = 0; j < MV; ++j) V::store(acc_io + (i * MV + j) * W, acc[i][j]);
-}
-
-// K is done in blocks of kKc: per block, one tile of w rows (NR x kKc, L1) meets every panel
-// of x (M x kKc, L2), the accumulators parked in a per-thread buffer between blocks.
-constexpr int64_t kKc = 256;
-
-template <class V>
-void gemm_packed(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
-  constexpr int NR = V::kGemmRows, MV = V::kGemmVecs, MW = MV * V::W;
-  const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
-  const int64_t panels = (M + MW - 1) / MW, tiles = (N + NR - 1) / NR;
-  float* xt = scratch(0, panels * K * MW);
-  c.for_range(panels, K * MW, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p)
-      pack_xt<MW>(x, p * MW, std::min<int64_t>(MW, M - p * MW), K, xt + p * K * MW);
-  });
-  c.for_range(tiles, 2 * M * K * NR, [&](int64_t t0, int64_t t1) {
-    float* acc = scratch(2, (t1 - t0) * panels * NR * MW);  // this thread's own buffer
-    for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-      const int64_t kc = std::min(kKc, K - k0);
-      const bool first = k0 == 0, last = k0 + kc == K;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n0 = t * NR, nc = std::min<int64_t>(NR, N - n0);
-        const float* wr[NR];
-        for (int i = 0; i < NR; ++i) wr[i] = w.row(n0 + std::min<int64_t>(i, nc - 1)) + k0;
-        for (int64_t p = 0; p < panels; ++p) {
-          float* a = acc + ((t - t0) * panels + p) * NR * MW;
-          tile<V, NR, MV>(wr, xt + p * K * MW + k0 * MW, kc, first, a);
-          if (!last) continue;
-          const int64_t m0 = p * MW, mc = std::min<int64_t>(MW, M - m0);
-          for (int64_t m = 0; m < mc; ++m) {
-            float* yr = y.row(m0 + m) + n0;
-            for (int64_t i = 0; i < nc; ++i) yr[i] = a[i * MW + m];
-          }
-        }
-      }
-    }
-  });
 }
 
 }  // namespace
+
+template <class V>
+void gemm_f32(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
+              int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+              bool accumulate) {
+  constexpr int MR = GemmTile<V>::MR, NV = GemmTile<V>::NV, NR = NV * V::W;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t m = 0; m < M; ++m) std::memset(y + m * ldy, 0, N * sizeof(float));
+    return;
+  }
+  auto pa = [&](int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
+    pack_a<MR>(a, ai, ak, m0, rows, k0, kc, dst);
+  };
+  auto pb = [&](int64_t n0, int64_t cols, int64_t k0, int64_t kc, float* dst) {
+    pack_b<NR>(b, bk, bn, n0, cols, k0, kc, dst);
+  };
+  packed_gemm<MR, NR, float>(c, kGemmBlocking, M, N, K, pa, pb, micro_f32<V, MR, NV>, y, ldy,
+                             accumulate);
+}
+
 
 template <class V>
 void matmul(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
@@ -161,12 +132,35 @@ void matmul(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
   } else if (M <= kGemvMaxRows) {
     gemv<V>(c, x, w, y);
   } else {
-    gemm_packed<V>(c, x, w, y);
+    gemm_f32<V>(c, x.row(0), x.stride(0), 1, w.row(0), 1, w.stride(0), y.row(0), y.stride(0), M,
+                N, K, false);
   }
 }
 
-#define HUGINN_INSTANTIATE(V) \
-  template void matmul<V>(const Ctx&, const Tensor&, const Tensor&, Tensor&);
+GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&)) {
+#define HUGINN_MATCH(V) \
+  if (mm == &matmul<V>) return &gemm_f32<V>;
+  HUGINN_FOR_EACH_VEC(HUGINN_MATCH)
+#undef HUGINN_MATCH
+  HUGINN_ASSERT(false, "gemm_f32_like: not one of the cpu::matmul instantiations");
+  return nullptr;
+}
+
+GemmF32Fn best_gemm_f32() {
+#ifdef HUGINN_HAVE_AVX512
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
+    return &gemm_f32<VecAvx512>;
+#endif
+#ifdef HUGINN_HAVE_AVX2
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &gemm_f32<VecAvx2>;
+#endif
+  return &gemm_f32<VecGeneric>;
+}
+
+#define HUGINN_INSTANTIATE(V)                                                                  \
+  template void matmul<V>(const Ctx&, const Tensor&, const Tensor&, Tensor&);                  \
+  template void gemm_f32<V>(const Ctx&, const float*, int64_t, int64_t, const float*, int64_t, \
+                            int64_t, float*, int64_t, int64_t, int64_t, int64_t, bool);
 HUGINN_FOR_EACH_VEC(HUGINN_INSTANTIATE)
 #undef HUGINN_INSTANTIATE
 

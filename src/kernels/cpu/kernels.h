@@ -32,6 +32,35 @@ struct Ctx {
 
 template <class V>
 void matmul(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y);
+// y[M, N] (= or +=, `accumulate`) A[M, K] · B[K, N], fp32, for operands given by strides in
+// elements: A(i, k) = a[i * ai + k * ak], B(k, n) = b[k * bk + n * bn], where one stride of each
+// operand is 1 (either layout, so transposed operands need no copy); y rows ldy apart.
+template <class V>
+void gemm_f32(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
+              int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+              bool accumulate);
+using GemmF32Fn = void (*)(const Ctx&, const float*, int64_t, int64_t, const float*, int64_t,
+                          int64_t, float*, int64_t, int64_t, int64_t, int64_t, bool);
+// The gemm_f32 of the same instruction set as the given matmul<V> (for the backward ops, which
+// receive the forward's matmul).
+GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&));
+// The gemm_f32 of the best instruction set this CPU runs, for the backward ops that are not
+// instantiated per instruction set (attention_backward).
+GemmF32Fn best_gemm_f32();
+
+// y[M, N] = x[M, K] · w[N, K]ᵀ with w in bf16 (a Linear weight as stored, HF [out, in]) and
+// fp32 accumulation; x, y fp32. Rows are ld* elements apart (views of wider buffers are fine).
+// x is used as it is (not rounded to bf16): for M > 4 the result is bit-identical to matmul<V>(x,
+// w widened to fp32), one fp32 FMA chain over k in order per output.
+// Weight panels are widened while packed, on the fly (no cache, no allocation once warm).
+// Results do not depend on the thread count. Meant for M >~ 8 (prefill); matvec-sized M is
+// better served by a weight-streaming kernel. Why not vdpbf16ps: see gemm_bf16.cc.
+// For the weight-format owner: dispatch from cpu_backend.cc's matmul, e.g.
+//   gemm_bf16<V>(ctx, x.row(0), x.stride(0), w.data<uint16_t>(), w.stride(0), y.row(0),
+//                y.stride(0), M, N, K);
+template <class V>
+void gemm_bf16(const Ctx& c, const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* y,
+               int64_t ldy, int64_t M, int64_t N, int64_t K);
 template <class V>
 void attention(const Ctx& c, const Tensor& q, const Tensor& k, const Tensor& v, int n_heads,
                Tensor& out);
