@@ -54,6 +54,7 @@ class Runner {
 
   // e = prelude(embed(ids) · sqrt(E)).  Positions are absolute (RoPE and cache).
   // Throws huginn::Error for ids outside the vocabulary or positions past the RoPE table.
+  // e is a view of this runner's scratch: valid until the next prelude() call (clone to keep).
   Tensor prelude(std::span<const int32_t> ids, std::span<const int32_t> positions,
                  KVCache* cache);
   // One recurrence, t = 0-based recurrence index: s <- core(adapter([s ; e])), in place.

@@ -11,6 +11,7 @@ namespace huginn {
 struct Runner::Scratch {
   int64_t T = 0;
   Tensor h, qkv, ctx, tmp, fc, act, cat, xn;  // [T, E], [T, 3E], [T, E], [T, E], [T, 2I], [T, I], [T, 2E], [T, E]
+  Tensor e;                                    // [T, E]: prelude's output (see Runner::prelude)
 };
 
 Runner::Runner(const Model& model, Backend& backend) : model_(model), be_(backend) {}
@@ -30,6 +31,7 @@ Runner::Scratch& Runner::scratch(int64_t T) {
     s->act = be_.alloc({T, I});
     s->cat = be_.alloc({T, 2 * E});
     s->xn = be_.alloc({T, E});
+    s->e = be_.alloc({T, E});
     scratch_ = std::move(s);
   }
   return *scratch_;
@@ -104,7 +106,7 @@ Tensor Runner::prelude(std::span<const int32_t> ids, std::span<const int32_t> po
       throw Error("position " + std::to_string(positions[t]) + " is beyond the context of " +
                   std::to_string(model_.max_positions()) + " positions");
   }
-  Tensor e = be_.alloc({T, c.n_embd});
+  Tensor e = scratch(T).e.rows(0, T);  // no allocation per token
   be_.embedding(model_.weights().wte, ids, static_cast<float>(std::sqrt(double(c.n_embd))), e);
   record("embed_scaled", e);
   for (int i = 0; i < c.n_prelude; ++i) {

@@ -24,6 +24,24 @@ int KVCache::slot_of(int i) const {
   return (i - 2) / k_ + 2;
 }
 
+namespace {
+
+// Makes room for `need` rows in k, v [capacity, E] holding `n` rows (geometric growth).
+void reserve(Backend& be, Tensor& k, Tensor& v, int64_t n, int64_t need, int64_t E) {
+  if (k.defined() && need <= k.dim(0)) return;
+  const int64_t cap = std::max<int64_t>({16, 2 * n, need});
+  Tensor nk = be.alloc({cap, E}), nv = be.alloc({cap, E});
+  if (n > 0) {
+    Tensor dk = nk.rows(0, n), dv = nv.rows(0, n);
+    be.copy(k.rows(0, n), dk);
+    be.copy(v.rows(0, n), dv);
+  }
+  k = nk;
+  v = nv;
+}
+
+}  // namespace
+
 KVCache::Slot& KVCache::slot(int step_index) {
   const int id = slot_of(step_index);
   for (auto& [sid, s] : slots_)
@@ -36,23 +54,27 @@ void KVCache::update(int step_index, std::span<const int32_t> positions, const T
                      const Tensor& v, Tensor* k_out, Tensor* v_out) {
   const int64_t E = config_.n_embd;
   Slot& s = slot(step_index);
-  for (size_t t = 0; t < positions.size(); ++t) {
+  // The usual case (a prompt, then one token at a time): increasing positions after the last
+  // one held, appended with one copy of all T rows.
+  bool append = true;
+  for (size_t t = 0; t < positions.size() && append; ++t)
+    append = t > 0 ? positions[t] > positions[t - 1] : s.pos.empty() || positions[0] > s.pos.back();
+  if (append && !positions.empty()) {
+    const int64_t n = static_cast<int64_t>(s.pos.size()), T = static_cast<int64_t>(positions.size());
+    reserve(be_, s.k, s.v, n, n + T, E);
+    Tensor dk = s.k.rows(n, n + T), dv = s.v.rows(n, n + T);
+    be_.copy(k, dk);
+    be_.copy(v, dv);
+    s.pos.insert(s.pos.end(), positions.begin(), positions.end());
+  }
+  // Otherwise row by row: overwrite a position held, or insert it in order.
+  for (size_t t = 0; !append && t < positions.size(); ++t) {
     const int32_t p = positions[t];
     auto it = std::lower_bound(s.pos.begin(), s.pos.end(), p);
     int64_t row = it - s.pos.begin();
     if (it == s.pos.end() || *it != p) {
       const int64_t n = static_cast<int64_t>(s.pos.size());
-      if (!s.k.defined() || n == s.k.dim(0)) {  // grow geometrically
-        const int64_t cap = std::max<int64_t>(16, 2 * n);
-        Tensor nk = be_.alloc({cap, E}), nv = be_.alloc({cap, E});
-        if (n > 0) {
-          Tensor dk = nk.rows(0, n), dv = nv.rows(0, n);
-          be_.copy(s.k.rows(0, n), dk);
-          be_.copy(s.v.rows(0, n), dv);
-        }
-        s.k = nk;
-        s.v = nv;
-      }
+      reserve(be_, s.k, s.v, n, n + 1, E);
       for (int64_t r = n; r > row; --r) {  // positions arrive in order; this rarely moves rows
         Tensor dk = s.k.rows(r, r + 1), dv = s.v.rows(r, r + 1);
         be_.copy(s.k.rows(r - 1, r), dk);
