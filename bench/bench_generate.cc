@@ -3,7 +3,10 @@
 // random weights (speed does not depend on the values). One row per (r, cache).
 //
 //   bench_generate [--model DIR | --config FILE] [--prompt T] [--new N] [--steps 4,8,32]
-//                  [--slots K] [--threads N] [--backend cpu|ref]
+//                  [--slots K] [--threads N] [--backend cpu|ref] [--dtype f32|bf16|q8|auto]
+//                  [--bench-m]
+// "weight GB/s" is the matrix bytes one decoded token reads (prelude + r·(adapter + core) +
+// coda + lm_head) times decode tok/s: compare it with the machine's read bandwidth.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +29,19 @@ std::shared_ptr<const Model> random_model(const ModelConfig& c) {
   return std::shared_ptr<const Model>(tm, &tm->model());
 }
 
+// Bytes of the matrices one decoded token at r recurrences reads.
+double weight_bytes_per_token(const Model& m, int r) {
+  const Weights& w = m.weights();
+  auto block = [](const BlockWeights& b) {
+    return double(b.wqkv.nbytes() + b.attn_proj.nbytes() + b.mlp_fc.nbytes() + b.mlp_proj.nbytes());
+  };
+  double pre = 0, core = 0, coda = 0;
+  for (const auto& b : w.prelude) pre += block(b);
+  for (const auto& b : w.core) core += block(b);
+  for (const auto& b : w.coda) coda += block(b);
+  return pre + r * (core + double(w.adapter.nbytes())) + coda + double(w.lm_head.nbytes());
+}
+
 std::vector<int> int_list(const char* s) {
   std::vector<int> v;
   for (const char* p = s; *p;) {
@@ -39,7 +55,8 @@ std::vector<int> int_list(const char* s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_dir, config_path, backend = "cpu";
+  std::string model_dir, config_path, backend = "cpu", dtype = "f32";
+  bool bench_m = false;
   int prompt_len = 64, n_new = 32, slots = 4, threads = 0;
   std::vector<int> steps = {4, 8, 32};
   for (int i = 1; i < argc; ++i) {
@@ -59,11 +76,15 @@ int main(int argc, char** argv) {
     else if (a == "--slots") slots = std::atoi(next());
     else if (a == "--threads") threads = std::atoi(next());
     else if (a == "--backend") backend = next();
+    else if (a == "--dtype") dtype = next();
+    else if (a == "--bench-m") bench_m = true;
     else {
       std::printf(
           "usage: bench_generate [--model DIR | --config FILE] [--prompt T] [--new N]\n"
           "                      [--steps 4,8,32] [--slots K] [--threads N] [--backend cpu|ref]\n"
-          "Without --model/--config: a 0.1B-class config (E=768, I=2048, 2/4/2 layers).\n");
+          "                      [--dtype f32|bf16|q8|auto] [--bench-m]\n"
+          "Without --model/--config: a 0.1B-class config (E=768, I=2048, 2/4/2 layers);\n"
+          "--bench-m: E=1024, 16 heads, I=2816, V=32768, 2/4/2 layers, tied.\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -72,25 +93,35 @@ int main(int argc, char** argv) {
     auto be = make_backend(backend, pool);
     std::shared_ptr<const Model> model;
     if (!model_dir.empty()) {
-      model = Model::load(model_dir, *be);
+      Model::LoadOptions lo;
+      lo.weight_dtype = parse_weight_dtype(dtype);
+      model = Model::load(model_dir, *be, lo);
     } else {
       ModelConfig c;
       if (!config_path.empty()) {
         c = ModelConfig::from_file(config_path);
+      } else if (bench_m) {
+        c.name = "bench-m";
+        c.n_embd = 1024; c.n_heads = 16; c.head_dim = 64; c.intermediate_size = 2816;
+        c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
+        c.tie_embeddings = true;
       } else {
         c.name = "bench-768";
         c.n_embd = 768; c.n_heads = 12; c.head_dim = 64; c.intermediate_size = 2048;
         c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
       }
       model = random_model(c);
+      const auto dt = parse_weight_dtype(dtype);
+      if (dt && *dt != DType::kF32) model = model->with_weight_dtype(*dt, *be);
     }
     const ModelConfig& c = model->config();
     std::printf("model %s: E=%lld V=%lld layers %d/%d/%d, prompt %d, %d new tokens, %d threads, "
-                "backend %s\n",
+                "backend %s, matrices %s\n",
                 c.name.c_str(), (long long)c.n_embd, (long long)c.vocab_size, c.n_prelude,
-                c.n_core, c.n_coda, prompt_len, n_new, pool.size(), backend.c_str());
-    std::printf("%5s %10s %14s %14s %14s %8s\n", "r", "cache", "prefill tok/s", "decode tok/s",
-                "cache MB", "vs full");
+                c.n_core, c.n_coda, prompt_len, n_new, pool.size(), backend.c_str(),
+                dtype_name(model->weights().adapter.dtype()));
+    std::printf("%5s %10s %14s %14s %14s %8s %12s\n", "r", "cache", "prefill tok/s",
+                "decode tok/s", "cache MB", "vs full", "weight GB/s");
     std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
     for (int t = 0; t < prompt_len; ++t) prompt[t] = static_cast<int32_t>((t * 7919) % c.vocab_size);
     for (int r : steps) {
@@ -111,9 +142,10 @@ int main(int argc, char** argv) {
         const GenerateResult res = gen.generate(*ctx, prompt);
         if (!shared) full_bytes = res.cache_bytes;
         const std::string name = shared ? "slots " + std::to_string(slots) : "full";
-        std::printf("%5d %10s %14.1f %14.2f %14.3f %8.4f\n", r, name.c_str(), res.prefill_tok_s(),
-                    res.decode_tok_s(), res.cache_bytes / 1e6,
-                    double(res.cache_bytes) / double(full_bytes));
+        std::printf("%5d %10s %14.1f %14.2f %14.3f %8.4f %12.1f\n", r, name.c_str(),
+                    res.prefill_tok_s(), res.decode_tok_s(), res.cache_bytes / 1e6,
+                    double(res.cache_bytes) / double(full_bytes),
+                    weight_bytes_per_token(*model, r) * res.decode_tok_s() / 1e9);
         std::fflush(stdout);
       }
     }
