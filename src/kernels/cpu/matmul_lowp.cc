@@ -6,9 +6,9 @@
 //   the same way) and meet x exactly; where the CPU has AVX512_BF16 and it is switched on,
 //   vdpbf16ps multiplies them with x rounded to BF16 instead (one instruction per 32 weights). Q8 blocks of 32
 //   are widened int8 -> F32, dotted with x, and the block sum is scaled once.
-// - larger M (prefill): tiles of w are widened to F32 and the F32 GEMM of the same instruction
-//   set runs on them. This is the one place where a dedicated BF16 GEMM (gemm_bf16, owned by the
-//   GEMM work in gemm_bf16.cc) plugs in: replace the BF16 branch of gemm_by_tiles.
+// - larger M (prefill): BF16 goes to the packed GEMM of gemm_bf16.cc (weights widened while
+//   packed); Q8 tiles of w are widened to F32 and the F32 GEMM of the same instruction set runs
+//   on them.
 // Every output is computed by one thread in a fixed order, so results do not depend on the
 // thread count.
 #include "kernels/cpu/matmul_lowp.h"
@@ -377,6 +377,9 @@ void matmul_lowp(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y, Matm
     for (int64_t m = 0; m < M; ++m) std::memset(y.row(m), 0, N * sizeof(float));
   } else if (M <= kMatvecMaxRows) {
     matvec<V>(c, x, w, y);
+  } else if (w.dtype() == DType::kBF16) {  // the packed BF16 GEMM of gemm_bf16.cc
+    gemm_bf16<V>(c, x.row(0), x.stride(0), w.data<uint16_t>(), w.stride(0), y.row(0), y.stride(0),
+                 M, N, K);
   } else {
     gemm_by_tiles<V>(c, x, w, y, f32);
   }
