@@ -2,8 +2,8 @@
 // pre-converted checkpoints (huginn convert --dtype q8|bf16) load back, malformed Q8 files are
 // rejected with a message naming the tensor, and the CLI's --dtype reaches the loader.
 //
-// Accuracy bounds are measured (bench/bench_accuracy.cc prints the full table) with a margin:
-// at r = 8 from a zero state, over 48 positions.
+// Accuracy bounds are measured (bench/bench_accuracy.cc prints the full table) with a margin;
+// the test runs r = 8 from a zero state over 48 positions.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -88,9 +88,11 @@ TEST_F(WeightFormatModels, GoldenModelsAgreeWithF32) {
       EXPECT_EQ(w.core[0].norm_1.dtype(), DType::kF32);
       EXPECT_EQ(m->param_counts().total(), f32->param_counts().total()) << set;
       const Agreement a = compare(logits_of(*m, *be_), want);
-      // Measured: top-1 1.00 / 0.98-1.00, max abs error <= ~1-3 % of max |logit|.
+      // Measured (bench_accuracy, 32 tokens, r = 8..64): top-1 1.00 for both; max |dlogit| /
+      // max |logit| 0.3 % (BF16) and 0.9-1.4 % (Q8). Bounds: 2 % and 5 %.
       EXPECT_GE(a.top1, 0.9) << set << " " << dtype_name(dt);
-      EXPECT_LE(a.max_abs, 0.1 * a.max_logit) << set << " " << dtype_name(dt);
+      EXPECT_LE(a.max_abs, (dt == DType::kBF16 ? 0.02 : 0.05) * a.max_logit)
+          << set << " " << dtype_name(dt);
       EXPECT_GT(a.max_abs, 0.0) << "no quantization error at all: were the weights converted?";
     }
   }
