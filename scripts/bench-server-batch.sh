@@ -35,25 +35,17 @@ for BATCH in 1 16; do
   "$BUILD/huginn" serve --model "$MODEL" --port 0 --parallel 16 --max-batch $BATCH --max-queue 256 \
     --api-key bench --threads "$THREADS" > "$TMP/out" 2> "$TMP/log" &
   PID=$!
-  for _ in $(seq 100); do grep -q listening "$TMP/out" && break; sleep 0.1; done
+  for _ in $(seq 600); do grep -qs listening "$TMP/out" && break; sleep 0.1; done
   URL="http://127.0.0.1:$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$TMP/out")"
   node "$JS/load.mjs" "$URL" "$SIZE" bench 2 1 "$MAXTOK" "$STEPS" > /dev/null  # warm-up
-  M0=$(curl -s "$URL/metrics")
   for CONC in 1 4 16; do
-    T0=$(awk '{print $14 + $15}' /proc/$PID/stat)
-    R=$(node "$JS/load.mjs" "$URL" "$SIZE" bench "$CONC" $((TOTAL / CONC)) "$MAXTOK" "$STEPS")
-    T1=$(awk '{print $14 + $15}' /proc/$PID/stat)
-    M=$(curl -s "$URL/metrics")
+    R=$(node "$JS/load.mjs" "$URL" "$SIZE" bench "$CONC" $((TOTAL / CONC)) "$MAXTOK" "$STEPS" $PID)
     node -e "const r=JSON.parse(process.argv[1]);
-      const c=(m,n)=>Number((m.match(new RegExp('^'+n+' (\\\\d+)','m'))||[0,0])[1]);
-      const g=(n)=>c(process.argv[2],n)-c(process.argv[3],n);
-      console.log('max-batch '+$BATCH+' clients '+String($CONC).padStart(2)+': '+r.req_per_s.toFixed(2)+
-        ' req/s, '+r.tok_per_s.toFixed(1)+' tok/s, p50 '+r.p50_ms.toFixed(0)+' ms, p99 '+
-        r.p99_ms.toFixed(0)+' ms, server CPU '+((($T1-$T0)*1000/$(getconf CLK_TCK))/(r.tok_per_s*r.seconds)).toFixed(2)+
-        ' ms/token, errors '+r.errors+', mismatches '+r.mismatches+
-        ', mean batch '+(g('huginn_decode_batches_total')?
-        (g('huginn_decode_batch_rows_total')/g('huginn_decode_batches_total')).toFixed(2):'-'))" "$R" "$M" "$M0"
-    M0=$M
+      console.log('max-batch '+String($BATCH).padStart(2)+', clients '+String($CONC).padStart(2)+': '+
+        r.req_per_s.toFixed(2)+' req/s, '+r.tok_per_s.toFixed(1)+' tok/s, p50 '+r.p50_ms.toFixed(0)+
+        ' ms, p99 '+r.p99_ms.toFixed(0)+' ms, server CPU '+r.server.cpu_ms_per_token.toFixed(2)+
+        ' ms/token, mean batch '+r.server.mean_batch.toFixed(2)+', errors '+r.errors+
+        ', mismatches '+r.mismatches)" "$R"
   done
   kill $PID; wait $PID 2>/dev/null || true; PID=
 done

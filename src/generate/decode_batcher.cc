@@ -74,7 +74,8 @@ void DecodeBatcher::loop() {
     // Wait for the other members' next calls: at most `gather`, or a quarter of the last
     // tick when that is longer (waking a dozen threads on a busy machine takes milliseconds;
     // a wait short against the tick costs little and lets the batch fill).
-    const auto until = std::chrono::steady_clock::now() + std::max<std::chrono::steady_clock::duration>(gather_, last_tick / 4);
+    const auto wait = std::max<std::chrono::steady_clock::duration>(gather_, last_tick / 4);
+    const auto until = std::chrono::steady_clock::now() + wait;
     arrived_.wait_until(lock, until, [&] {
       const size_t want = static_cast<size_t>(std::min(members_, max_batch_));
       return stop_ || pending_.size() >= want;

@@ -2,7 +2,9 @@
 // Every response is checked against the one a lone request got for the same prompt (greedy).
 // Usage: node load.mjs BASE_URL MODEL KEY CONC REQS MAX_TOKENS NUM_STEPS
 // Prints {total, errors, mismatches, seconds, req_per_s, tok_per_s, p50_ms, p99_ms, max_ms}.
-const [base, model, key, conc, reqs, maxTokens, numSteps] = process.argv.slice(2);
+// Optional SERVER_PID (8th argument, same machine): also report the server's CPU time per
+// generated token and its mean decode batch size over the timed part only.
+const [base, model, key, conc, reqs, maxTokens, numSteps, serverPid] = process.argv.slice(2);
 const C = Number(conc), R = Number(reqs);
 const prompts = ['hello world', 'the world says', 'hello there', 'hello hello', 'says hello back',
                  'world, hello', 'there. the', 'back hello world'];
@@ -21,6 +23,16 @@ async function ask(prompt) {
 const want = {};
 for (const p of prompts) want[p] = (await ask(p)).choices[0].text;
 
+import { readFileSync } from 'node:fs';
+async function serverSample() {
+  if (!serverPid) return null;
+  const f = readFileSync(`/proc/${serverPid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const m = await (await fetch(`${base}/metrics`)).text();
+  const get = (n) => Number((m.match(new RegExp('^' + n + ' (\\d+)', 'm')) || [0, 0])[1]);
+  return { ticks: Number(f[11]) + Number(f[12]), batches: get('huginn_decode_batches_total'),
+           rows: get('huginn_decode_batch_rows_total') };
+}
+const s0 = await serverSample();
 const lat = [];
 let errors = 0, mismatches = 0, tokens = 0;
 const firstErrors = [];
@@ -41,8 +53,11 @@ await Promise.all(Array.from({ length: C }, async (_, c) => {
   }
 }));
 const seconds = (performance.now() - t0) / 1000;
+const s1 = await serverSample();
+const server = s1 && { cpu_ms_per_token: (s1.ticks - s0.ticks) * 10 / tokens,  // 100 ticks/s
+                       mean_batch: s1.batches > s0.batches ? (s1.rows - s0.rows) / (s1.batches - s0.batches) : 1 };
 lat.sort((a, b) => a - b);
 const q = (f) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] : 0);
 console.log(JSON.stringify({ total: C * R, errors, mismatches, seconds, req_per_s: (C * R) / seconds,
   tok_per_s: tokens / seconds, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat.at(-1) ?? 0,
-  first_errors: firstErrors }));
+  first_errors: firstErrors, ...(server ? { server } : {}) }));
