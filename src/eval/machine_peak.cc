@@ -88,8 +88,8 @@ __attribute__((target("avx512f"))) float fma_avx512(int64_t iters, float seed) {
   for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(seed * static_cast<float>(c));
   const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(seed * 1e-7f);
   for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 16  // the accumulators must stay in registers
     for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], x, y);
-    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[5]), "+v"(acc[10]), "+v"(acc[15]));
   }
   __m512 s = acc[0];
   for (int c = 1; c < kChains; ++c) s = _mm512_add_ps(s, acc[c]);
@@ -101,8 +101,8 @@ __attribute__((target("avx2,fma"))) float fma_avx2(int64_t iters, float seed) {
   for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(seed * static_cast<float>(c));
   const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(seed * 1e-7f);
   for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 16  // the accumulators must stay in registers
     for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], x, y);
-    __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[5]), "+x"(acc[10]), "+x"(acc[15]));
   }
   __m256 s = acc[0];
   for (int c = 1; c < kChains; ++c) s = _mm256_add_ps(s, acc[c]);
@@ -129,8 +129,8 @@ __attribute__((target("avx512f,avx512bf16"))) float dpbf16_avx512(int64_t iters,
   const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80);  // bf16 1.0
   const __m512bh b = (__m512bh)_mm512_set1_epi16(0x3380);  // bf16 ~6e-8
   for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 16  // the accumulators must stay in registers
     for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
-    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[5]), "+v"(acc[10]), "+v"(acc[15]));
   }
   __m512 s = acc[0];
   for (int c = 1; c < kChains; ++c) s = _mm512_add_ps(s, acc[c]);
