@@ -23,7 +23,8 @@ struct ServerOptions {
   int port = 8080;              // 0 = any free port (reported through on_listening)
   int parallel = 2;             // requests generated at once (slots)
   // Decode calls of concurrent requests run as one batch of up to this many rows (one token
-  // per request; huginn/decode_batcher.h). 0 = --parallel; 1 = off (each slot decodes alone).
+  // per request; huginn/decode_batcher.h). 0 = automatic (--parallel for models of >= 4 M
+  // parameters, where it pays; off below); 1 = off (each slot decodes alone).
   int max_batch = 0;
   int max_queue = 64;           // requests waiting for a slot; more are answered 503
   std::string api_key;          // non-empty: every /v1 request needs "Authorization: Bearer KEY"

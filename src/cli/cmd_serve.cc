@@ -89,7 +89,8 @@ Registrar reg(90, [](CLI::App& app, Common& common) {
   sub->add_option("--parallel", a->o.parallel, "requests generated at once (slots)");
   sub->add_option("--max-batch", a->o.max_batch,
                   "batch the decode steps of up to N concurrent requests into one pass "
-                  "(0 = --parallel, 1 = off; outputs are identical either way)");
+                  "(0 = automatic: --parallel for models of 4 M parameters or more, where it pays, "
+                  "else off; 1 = off; outputs are identical either way)");
   sub->add_option("--max-queue", a->o.max_queue,
                   "requests waiting for a slot; beyond it the server answers 503 + Retry-After");
   sub->add_option("--api-key", a->o.api_key, "require 'Authorization: Bearer KEY' on /v1 routes");

@@ -334,13 +334,14 @@ TEST_F(ServeTest, DisconnectCancelsAndTimeoutAnswers504) {
   EXPECT_TRUE(s.alive());
 }
 
-// Decode steps of concurrent requests batched (default: up to --parallel rows) or not
+// Decode steps of concurrent requests batched (--max-batch 8; the automatic default leaves a
+// model this small unbatched) or not
 // (--max-batch 1): the same answers and per-token iterations, request by request, with mixed
 // depths, exit rules, warm starts and samplers in flight together; the batched server did batch.
 TEST_F(ServeTest, BatchedDecodeAnswersEqualUnbatched) {
   json got[2];
   for (int batched = 0; batched < 2; ++batched) {
-    ServerProcess s(model_, batched ? "--parallel 8" : "--parallel 8 --max-batch 1");
+    ServerProcess s(model_, batched ? "--parallel 8 --max-batch 8" : "--parallel 8 --max-batch 1");
     ASSERT_GT(s.port(), 0) << s.log();
     got[batched] = run_js("batch.mjs", s.url() + " " + kKey);
     ASSERT_TRUE(got[batched].is_object()) << s.log();
