@@ -74,10 +74,11 @@ Engine::Engine(const ServerOptions& o) {
                 " but the model's vocabulary has " + std::to_string(model_->config().vocab_size));
   stop_ids_ = read_eos_ids(o.model_dir);
   for (int32_t id : tokenizer_stops(*tok_)) stop_ids_.push_back(id);
-  // 0 = automatic: batch only where streaming the weights once per batch pays. Measured on 2
-  // cores, 16 clients: a 14 M-parameter model (57 MB) went from 5.1 to 12.1 req/s batched,
-  // while tiny-b (0.3 M) fell from 121 to 30 req/s — its whole decode step is shorter than the
-  // batcher's wait for the other requests' calls.
+  // 0 = automatic: batch only where streaming the weights once per batch pays. Measured on an
+  // idle 2-core machine (scripts/bench-server-batch.sh): a 14 M-parameter model went from 6.4
+  // to 11.2 req/s batched at 4 clients with --threads 2, while tiny-b (0.3 M) fell from 121 to
+  // 30 req/s at 16 clients — its whole decode step is shorter than the batcher's wait for the
+  // other requests' calls.
   const int max_batch = o.max_batch > 0                            ? o.max_batch
                         : model_->param_counts().total() >= 4000000 ? o.parallel
                                                                     : 1;
