@@ -19,6 +19,7 @@
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
+#include "bench_util.h"
 
 using namespace huginn;
 
@@ -68,16 +69,6 @@ Row compare(const ForwardOutput& q, const ForwardOutput& f) {
   return r;
 }
 
-std::vector<int> int_list(const char* s) {
-  std::vector<int> v;
-  for (const char* p = s; *p;) {
-    v.push_back(std::atoi(p));
-    while (*p && *p != ',') ++p;
-    if (*p) ++p;
-  }
-  return v;
-}
-
 void study(const std::string& label, const Model& f32, Backend& be, int64_t T,
            const std::vector<int>& steps) {
   std::vector<int32_t> ids(static_cast<size_t>(T));
@@ -118,7 +109,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--golden" && i + 1 < argc) golden = argv[++i];
     else if (a == "--tokens" && i + 1 < argc) tokens = std::atoll(argv[++i]);
-    else if (a == "--steps" && i + 1 < argc) steps = int_list(argv[++i]);
+    else if (a == "--steps" && i + 1 < argc) steps = bench::int_list(argv[++i], "--steps");
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (a == "--no-bench-m") bench_m = false;
     else {
@@ -139,12 +130,8 @@ int main(int argc, char** argv) {
       study(set, *m, *be, std::min<int64_t>(tokens, m->config().block_size), steps);
     }
     if (bench_m) {
-      ModelConfig c;
-      c.name = "bench-m";
-      c.n_embd = 1024; c.n_heads = 16; c.head_dim = 64; c.intermediate_size = 2816;
-      c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
-      c.tie_embeddings = true;
-      std::shared_ptr<TrainableModel> tm = TrainableModel::init(c, 1234);
+      std::shared_ptr<TrainableModel> tm =
+          TrainableModel::init(bench::preset_config("bench-m"), 1234);
       study("bench-m", tm->model(), *be, tokens, steps);
     }
   } catch (const std::exception& e) {

@@ -21,20 +21,11 @@
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
+#include "bench_util.h"
 
 using namespace huginn;
 
 namespace {
-
-std::vector<int> int_list(const char* s) {
-  std::vector<int> v;
-  for (const char* p = s; *p;) {
-    v.push_back(std::atoi(p));
-    while (*p && *p != ',') ++p;
-    if (*p) ++p;
-  }
-  return v;
-}
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -99,7 +90,7 @@ int main(int argc, char** argv) {
     auto next = [&] { return i + 1 < argc ? argv[++i] : ""; };
     if (a == "--model") model_dir = next();
     else if (a == "--config") config_path = next();
-    else if (a == "--batch") batches = int_list(next());
+    else if (a == "--batch") batches = bench::int_list(next(), "--batch");
     else if (a == "--new") n_new = std::atoi(next());
     else if (a == "--steps") steps = std::atoi(next());
     else if (a == "--threads") threads = std::atoi(next());
@@ -123,9 +114,7 @@ int main(int argc, char** argv) {
       if (!config_path.empty()) {
         c = ModelConfig::from_file(config_path);
       } else {
-        c.name = "bench-512";
-        c.n_embd = 512; c.n_heads = 8; c.head_dim = 64; c.intermediate_size = 1536;
-        c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
+        c = bench::preset_config("bench-512");
       }
       std::shared_ptr<TrainableModel> tm = TrainableModel::init(c, 1234);
       model = std::shared_ptr<const Model>(tm, &tm->model());

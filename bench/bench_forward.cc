@@ -16,6 +16,7 @@
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
+#include "bench_util.h"
 
 using namespace huginn;
 
@@ -43,23 +44,14 @@ int main(int argc, char** argv) {
   std::vector<int> steps = {4, 8, 32}, threads = {1, 2};
   std::string backend = "cpu";
   int reps = 3;
-  auto list = [](const char* s) {
-    std::vector<int> v;
-    for (const char* p = s; *p;) {
-      v.push_back(std::atoi(p));
-      while (*p && *p != ',') ++p;
-      if (*p) ++p;
-    }
-    return v;
-  };
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? argv[++i] : (std::fprintf(stderr, "%s needs a value\n", a.c_str()), std::exit(2), ""); };
     if (a == "--model") model_dir = next();
     else if (a == "--config") config_path = next();
     else if (a == "--tokens") T = std::atoll(next());
-    else if (a == "--steps") steps = list(next());
-    else if (a == "--threads") threads = list(next());
+    else if (a == "--steps") steps = bench::int_list(next(), "--steps");
+    else if (a == "--threads") threads = bench::int_list(next(), "--threads");
     else if (a == "--backend") backend = next();
     else if (a == "--reps") reps = std::atoi(next());
     else {
@@ -80,9 +72,7 @@ int main(int argc, char** argv) {
       if (!config_path.empty()) {
         c = ModelConfig::from_file(config_path);
       } else {
-        c.name = "bench-768";
-        c.n_embd = 768; c.n_heads = 12; c.head_dim = 64; c.intermediate_size = 2048;
-        c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
+        c = bench::preset_config("bench-768");
       }
       model = random_model(c);
     }

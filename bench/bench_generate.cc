@@ -18,6 +18,7 @@
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
+#include "bench_util.h"
 
 using namespace huginn;
 
@@ -42,15 +43,6 @@ double weight_bytes_per_token(const Model& m, int r) {
   return pre + r * (core + double(w.adapter.nbytes())) + coda + double(w.lm_head.nbytes());
 }
 
-std::vector<int> int_list(const char* s) {
-  std::vector<int> v;
-  for (const char* p = s; *p;) {
-    v.push_back(std::atoi(p));
-    while (*p && *p != ',') ++p;
-    if (*p) ++p;
-  }
-  return v;
-}
 
 }  // namespace
 
@@ -72,7 +64,7 @@ int main(int argc, char** argv) {
     else if (a == "--config") config_path = next();
     else if (a == "--prompt") prompt_len = std::atoi(next());
     else if (a == "--new") n_new = std::atoi(next());
-    else if (a == "--steps") steps = int_list(next());
+    else if (a == "--steps") steps = bench::int_list(next(), "--steps");
     else if (a == "--slots") slots = std::atoi(next());
     else if (a == "--threads") threads = std::atoi(next());
     else if (a == "--backend") backend = next();
@@ -100,15 +92,8 @@ int main(int argc, char** argv) {
       ModelConfig c;
       if (!config_path.empty()) {
         c = ModelConfig::from_file(config_path);
-      } else if (bench_m) {
-        c.name = "bench-m";
-        c.n_embd = 1024; c.n_heads = 16; c.head_dim = 64; c.intermediate_size = 2816;
-        c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
-        c.tie_embeddings = true;
       } else {
-        c.name = "bench-768";
-        c.n_embd = 768; c.n_heads = 12; c.head_dim = 64; c.intermediate_size = 2048;
-        c.vocab_size = 32768; c.block_size = 4096; c.n_prelude = 2; c.n_core = 4; c.n_coda = 2;
+        c = bench::preset_config(bench_m ? "bench-m" : "bench-768");
       }
       model = random_model(c);
       const auto dt = parse_weight_dtype(dtype);
