@@ -247,7 +247,10 @@ class StopStringMatcher {
 void validate_utf8(std::string_view text, const std::string& what);
 
 // eos ids named by DIR/generation_config.json or DIR/config.json ("eos_token_id": int or list);
-// empty when neither names one. Malformed files throw huginn::Error naming the file.
+// empty when neither names one. Malformed files throw huginn::Error naming the file: not a JSON
+// object, nested over 64 deep, over 16 MB, ids outside [0, 2^31 - 1] or more than 1024 of them.
 std::vector<int32_t> read_eos_ids(const std::string& model_dir);
+// The eos ids of one such file's text (`source` names it in messages); for fuzzing and tests.
+std::vector<int32_t> eos_ids_from_json(std::string_view text, const std::string& source);
 
 }  // namespace huginn

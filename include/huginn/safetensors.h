@@ -10,13 +10,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "huginn/tensor.h"
 
 namespace huginn {
-
-class MappedFile;
 
 struct SafetensorsEntry {
   std::string name;
@@ -28,9 +27,13 @@ struct SafetensorsEntry {
 
 class SafetensorsFile {
  public:
-  // Maps and validates the whole header: header length within the file, JSON, known dtypes,
-  // shapes of non-negative ints, offsets in range, sizes matching dtype x shape, no overlaps.
+  // Maps and validates the whole header: header length within the file (at most 100 MB), JSON
+  // (nested at most 8 deep, no key twice), known dtypes, shapes of non-negative ints, offsets in
+  // range, sizes matching dtype x shape, no overlaps.
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  // The same from bytes in memory (the file's whole contents); `name` stands for the path in
+  // messages. For fuzzing and for tests.
+  static std::shared_ptr<SafetensorsFile> from_bytes(std::string bytes, const std::string& name);
 
   const std::string& path() const { return path_; }
   const std::vector<SafetensorsEntry>& entries() const { return entries_; }
@@ -45,8 +48,11 @@ class SafetensorsFile {
   Tensor as_f32(const std::string& name) const;
 
  private:
+  static std::shared_ptr<SafetensorsFile> from_buffer(std::shared_ptr<const void> owner,
+                                                      const uint8_t* data, uint64_t size,
+                                                      const std::string& path);
   std::string path_;
-  std::shared_ptr<MappedFile> file_;
+  std::shared_ptr<const void> owner_;  // the mapping or buffer that data_ points into
   const uint8_t* data_ = nullptr;  // first data byte
   uint64_t data_size_ = 0;
   std::vector<SafetensorsEntry> entries_;
@@ -78,6 +84,12 @@ class TensorStore {
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
 };
+
+// The tensor -> shard file map of a model.safetensors.index.json's text ({"weight_map": {...}}),
+// validated: non-empty, shard names plain file names, at most 10,000 shards. `index_path` names
+// the file in messages.
+std::map<std::string, std::string> parse_safetensors_index(std::string_view text,
+                                                           const std::string& index_path);
 
 // Collects tensors and writes one safetensors file atomically (temp file + rename). Layout as the
 // reference writer's: tensors packed in name order, header padded with spaces to a multiple of 8,

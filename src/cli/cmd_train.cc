@@ -8,6 +8,7 @@
 #include "cli/command.h"
 #include "huginn/log.h"
 #include "huginn/train.h"
+#include "util/json.h"
 
 namespace huginn::cli {
 namespace {
@@ -17,14 +18,7 @@ namespace {
 // for the top-level app only, so a subcommand applies them itself, to flags not given on the
 // command line.
 void apply_config(CLI::App* sub, const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot read the --config file");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": not valid JSON: " + e.what());
-  }
+  const nlohmann::json j = read_json_file(path);
   if (!j.is_object()) throw Error(path + ": expected a JSON object of flag names to values");
   for (auto& [key, value] : j.items()) {
     std::string name = key;
@@ -39,7 +33,7 @@ void apply_config(CLI::App* sub, const std::string& path) {
       if (v.is_boolean()) return std::string(v.get<bool>() ? "true" : "false");
       if (v.is_number()) return v.dump();
       throw Error(path + ": key '" + key + "' must be a string, number, boolean or array, found " +
-                  v.dump());
+                  json_preview(v));
     };
     std::vector<std::string> inputs;
     if (value.is_array())

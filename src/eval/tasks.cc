@@ -12,6 +12,7 @@
 #include "huginn/eval.h"
 #ifdef HUGINN_EVAL_HAVE_TOKENIZER
 #include "huginn/tokenizer.h"
+#include "util/json.h"
 #endif
 
 namespace huginn {
@@ -248,12 +249,7 @@ std::vector<TaskExample> load_task_file(const std::string& path) {
     ++lineno;
     if (trim(line).empty()) continue;
     const std::string where = path + ":" + std::to_string(lineno);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      throw Error(where + ": not valid JSON: " + e.what());
-    }
+    json j = parse_json(line, where);
     if (!j.is_object()) throw Error(where + ": expected a JSON object");
     auto str = [&](const char* key) {
       if (!j.contains(key)) throw Error(where + ": missing field '" + key + "'");

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "huginn/error.h"
-#include "util/mapped_file.h"
+#include "util/json.h"
 
 namespace huginn {
 namespace {
@@ -17,11 +17,9 @@ namespace {
 using json = nlohmann::json;
 using ojson = nlohmann::ordered_json;
 
-std::string found(const json& v) {
-  std::string text = v.dump();
-  if (text.size() > 60) text = text.substr(0, 57) + "...";
-  return std::string(v.type_name()) + " " + text;
-}
+constexpr size_t kMaxConfigBytes = size_t{16} << 20;  // released configs are about 2 KB
+
+std::string found(const json& v) { return json_preview(v); }
 
 class Reader {
  public:
@@ -38,7 +36,7 @@ class Reader {
     if (!v.is_number_integer()) fail(key, "must be an integer, found " + found(v));
     if (v.is_number_unsigned() &&
         v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-      fail(key, "is too large: " + v.dump());
+      fail(key, "is too large: " + json_preview(v));
     return v.get<int64_t>();
   }
   int64_t required_int(const char* key) const {
@@ -73,7 +71,7 @@ class Reader {
     const json* v = get(key);
     if (!v) return;
     if (!v->is_string() || v->get<std::string>() != supported)
-      fail(key, "= " + v->dump() + " is not supported (only \"" + supported + "\")");
+      fail(key, "= " + json_preview(*v) + " is not supported (only \"" + supported + "\")");
   }
   void positive(const char* key, int64_t v) const {
     if (v <= 0) fail(key, "must be positive, found " + std::to_string(v));
@@ -158,13 +156,9 @@ void check_sizes(const Reader& r, const ModelConfig& c) {
 
 }  // namespace
 
-ModelConfig ModelConfig::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(source + ": not valid JSON (" + e.what() + ")");
-  }
+namespace {
+
+ModelConfig from_value(const json& j, const std::string& source) {
   if (!j.is_object()) throw Error(source + ": expected a JSON object, found " + found(j));
   const Reader r(j, source);
   ModelConfig c;
@@ -199,10 +193,16 @@ ModelConfig ModelConfig::from_json(const std::string& text, const std::string& s
   return c;
 }
 
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const std::string& text, const std::string& source) {
+  return from_value(parse_json(text, source), source);
+}
+
 ModelConfig ModelConfig::from_file(const std::string& path) {
-  auto f = MappedFile::open(path);
-  const char* b = reinterpret_cast<const char*>(f->data());
-  return from_json(std::string(b, b + f->size()), path);
+  JsonLimits lim;
+  lim.max_bytes = kMaxConfigBytes;
+  return from_value(read_json_file(path, lim), path);
 }
 
 std::string ModelConfig::to_json() const {

@@ -10,8 +10,10 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string_view>
 
 #include "huginn/log.h"
+#include "util/json.h"
 #include "util/mapped_file.h"
 
 namespace huginn {
@@ -20,6 +22,8 @@ namespace {
 using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeader = 100ull << 20;  // 100 MB: far above any real header
+constexpr int kMaxHeaderDepth = 8;              // a valid header needs 3 (header, entry, shape)
+constexpr size_t kMaxShards = 10000;            // shards of one index (real ones: a few hundred)
 constexpr const char* kMetadataKey = "__metadata__";
 
 std::string q(const std::string& s) { return "'" + s + "'"; }
@@ -35,11 +39,7 @@ std::string known_dtypes() {
 }
 
 // A JSON value's type and a short rendering of it, for "found ..." in messages.
-std::string describe(const json& v) {
-  std::string text = v.dump();
-  if (text.size() > 60) text = text.substr(0, 57) + "...";
-  return std::string(v.type_name()) + " " + text;
-}
+std::string describe(const json& v) { return json_preview(v); }
 
 bool as_u64(const json& v, uint64_t* out) {
   if (v.is_number_unsigned()) {
@@ -62,26 +62,16 @@ std::string shape_text(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
-// Parses the header, rejecting duplicate top-level keys (plain parsing would keep the last).
+// Parses the header: valid JSON that ends exactly where the length field says (trailing spaces,
+// the writers' padding, allowed), nested at most kMaxHeaderDepth deep, no key twice (plain
+// parsing would keep the last of two entries for one tensor).
 json parse_header(const std::string& path, const char* begin, const char* end) {
-  std::set<std::string> seen;
-  std::string dup;
-  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
-    if (ev == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (!seen.insert(k).second && dup.empty()) dup = k;
-    }
-    return true;
-  };
-  json h;
-  try {
-    h = json::parse(begin, end, cb);
-  } catch (const json::exception& e) {
-    throw Error(path + ": header is not valid JSON (" + e.what() + ")");
-  }
+  JsonLimits lim;
+  lim.max_depth = kMaxHeaderDepth;
+  lim.max_bytes = kMaxHeader;
+  json h = parse_json(std::string_view(begin, static_cast<size_t>(end - begin)), path + ": header", lim);
   if (!h.is_object())
     throw Error(path + ": header must be a JSON object, found " + describe(h));
-  if (!dup.empty()) throw Error(path + ": header names tensor " + q(dup) + " twice");
   return h;
 }
 
@@ -204,15 +194,30 @@ int64_t SafetensorsEntry::numel() const {
 // SafetensorsFile
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  auto file = MappedFile::open(path);
+  const uint8_t* p = file->data();
+  const uint64_t size = file->size();
+  return from_buffer(std::move(file), p, size, path);
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::from_bytes(std::string bytes,
+                                                             const std::string& name) {
+  auto owner = std::make_shared<std::string>(std::move(bytes));
+  const auto* p = reinterpret_cast<const uint8_t*>(owner->data());
+  const uint64_t size = owner->size();
+  return from_buffer(std::move(owner), p, size, name);
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::from_buffer(std::shared_ptr<const void> owner,
+                                                              const uint8_t* p, uint64_t size,
+                                                              const std::string& path) {
   auto f = std::make_shared<SafetensorsFile>();
   f->path_ = path;
-  f->file_ = MappedFile::open(path);
-  const uint64_t size = f->file_->size();
+  f->owner_ = std::move(owner);
   if (size < 8)
     throw Error(path + ": truncated: the file is " + std::to_string(size) +
                 " bytes, shorter than the 8-byte header length field");
   uint64_t n = 0;
-  const uint8_t* p = f->file_->data();
   for (int i = 7; i >= 0; --i) n = n << 8 | p[i];  // little-endian
   if (n > kMaxHeader)
     throw Error(path + ": header length " + std::to_string(n) + " is absurdly large (limit " +
@@ -225,6 +230,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   json h = parse_header(path, hb, hb + n);
   f->data_ = p + 8 + n;
   f->data_size_ = size - 8 - n;
+  f->entries_.reserve(h.size());
   for (auto it = h.begin(); it != h.end(); ++it) {
     if (it.key() == kMetadataKey) {
       f->metadata_ = parse_metadata(path, it.value());
@@ -247,7 +253,7 @@ Tensor SafetensorsFile::raw(const std::string& name) const {
   if (!e) throw Error(path_ + ": no tensor " + q(name));
   // The mapping is read-only: this view must not be written through.
   void* ptr = const_cast<uint8_t*>(data_ + e->begin);
-  std::shared_ptr<void> owner(file_, ptr);  // aliasing: keeps the mapping alive
+  std::shared_ptr<void> owner(std::const_pointer_cast<void>(owner_), ptr);  // keeps the bytes alive
   return Tensor::wrap(ptr, std::span<const int64_t>(e->shape), e->dtype, std::move(owner));
 }
 
@@ -286,15 +292,13 @@ Tensor SafetensorsFile::as_f32(const std::string& name) const {
 
 namespace {
 
-std::map<std::string, std::string> read_weight_map(const std::string& index_path) {
-  auto f = MappedFile::open(index_path);
-  const char* b = reinterpret_cast<const char*>(f->data());
-  json j;
-  try {
-    j = json::parse(b, b + f->size());
-  } catch (const json::exception& e) {
-    throw Error(index_path + ": not valid JSON (" + e.what() + ")");
-  }
+// A shard is a file beside the index: no directories, so an index cannot point elsewhere.
+bool is_plain_file_name(const std::string& s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
+         s.find('\0') == std::string::npos;
+}
+
+std::map<std::string, std::string> weight_map_of(const json& j, const std::string& index_path) {
   if (!j.is_object()) throw Error(index_path + ": expected a JSON object, found " + describe(j));
   auto wm = j.find("weight_map");
   if (wm == j.end())
@@ -303,17 +307,34 @@ std::map<std::string, std::string> read_weight_map(const std::string& index_path
     throw Error(index_path + ": 'weight_map' must be an object {tensor: shard file}, found " +
                 describe(*wm));
   std::map<std::string, std::string> out;
+  std::set<std::string> shards;
   for (auto it = wm->begin(); it != wm->end(); ++it) {
-    if (!it.value().is_string() || it.value().get<std::string>().empty())
+    if (!it.value().is_string() || !is_plain_file_name(it.value().get<std::string>()))
       throw Error(index_path + ": weight_map[" + q(it.key()) +
-                  "] must be a shard file name, found " + describe(it.value()));
+                  "] must be a shard file name (in the index's directory), found " +
+                  describe(it.value()));
     out[it.key()] = it.value().get<std::string>();
+    if (shards.insert(it.value().get<std::string>()).second && shards.size() > kMaxShards)
+      throw Error(index_path + ": 'weight_map' names more than " + std::to_string(kMaxShards) +
+                  " shard files (the limit)");
   }
   if (out.empty()) throw Error(index_path + ": 'weight_map' is empty");
   return out;
 }
 
+JsonLimits index_limits() {
+  JsonLimits lim;
+  lim.max_depth = kMaxHeaderDepth;
+  lim.max_bytes = kMaxHeader;
+  return lim;
+}
+
 }  // namespace
+
+std::map<std::string, std::string> parse_safetensors_index(std::string_view text,
+                                                           const std::string& index_path) {
+  return weight_map_of(parse_json(text, index_path, index_limits()), index_path);
+}
 
 TensorStore TensorStore::open(const std::string& path) {
   TensorStore s;
@@ -341,7 +362,8 @@ TensorStore TensorStore::open(const std::string& path) {
     return s;
   }
 
-  const std::map<std::string, std::string> wm = read_weight_map(index_path);
+  const std::map<std::string, std::string> wm =
+      weight_map_of(read_json_file(index_path, index_limits()), index_path);
   const std::string dir = dir_of(index_path);
   std::map<std::string, size_t> shard_index;  // shard file name -> index into files_
   for (const auto& [tensor, shard] : wm) {

@@ -11,6 +11,7 @@
 #include "huginn/log.h"
 #include "huginn/thread_pool.h"
 #include "huginn/tokenizer.h"
+#include "util/json.h"
 #include "util/mapped_file.h"
 
 namespace huginn {
@@ -147,12 +148,7 @@ PrepareResult prepare_data(const PrepareOptions& o) {
     std::string line;
     for (int64_t ln = 1; std::getline(f, line); ++ln) {
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::exception& e) {
-        throw Error(in + ":" + std::to_string(ln) + ": not valid JSON: " + e.what());
-      }
+      nlohmann::json j = parse_json(line, in + ":" + std::to_string(ln));
       if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
         throw Error(in + ":" + std::to_string(ln) + ": expected an object with a string field \"text\"");
       add_doc(j["text"].get<std::string>());
