@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <ctime>
@@ -11,6 +12,7 @@
 
 #include "cli/command.h"
 #include "huginn/error.h"
+#include "huginn/log.h"
 #include "huginn/server.h"
 
 namespace huginn::cli {
@@ -35,13 +37,38 @@ struct Args {
   double max_body_mib = 1.0;
 };
 
+// Each connection is a file descriptor: raise the soft limit to the hard one, and hold no more
+// connections than it leaves room for (model files, pipes and the listening socket need some).
+int fit_connections(int wanted) {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return wanted;
+  if (r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+    getrlimit(RLIMIT_NOFILE, &r);
+  }
+  constexpr rlim_t kReserve = 64;
+  if (r.rlim_cur == RLIM_INFINITY || r.rlim_cur >= static_cast<rlim_t>(wanted) + kReserve)
+    return wanted;
+  const int fit = r.rlim_cur > kReserve + 16 ? static_cast<int>(r.rlim_cur - kReserve) : 16;
+  log(LogLevel::kWarn, "serve: --max-connections %d lowered to %d (open-file limit %llu)", wanted,
+      fit, static_cast<unsigned long long>(r.rlim_cur));
+  return fit;
+}
+
 void run(const Args& a, const Common& common) {
   ServerOptions o = a.o;
   o.threads = common.threads;
   o.backend = common.backend;
   o.weight_dtype = common.dtype;
-  if (!(a.max_body_mib > 0)) throw Error("--max-body-mib must be > 0");
+  if (!(a.max_body_mib > 0 && a.max_body_mib <= 1024)) {
+    char got[64];
+    std::snprintf(got, sizeof got, "%g", a.max_body_mib);
+    throw Error(std::string("--max-body-mib must be in (0, 1024], got ") + got);
+  }
   o.max_body_bytes = static_cast<size_t>(a.max_body_mib * 1024 * 1024);
+  if (o.max_connections >= 1 && o.max_connections <= 65536)  // else Server names the bounds
+    o.max_connections = fit_connections(o.max_connections);
   // Signals go to a watcher thread only: block them before any thread is created.
   sigset_t set;
   sigemptyset(&set);
@@ -92,10 +119,19 @@ Registrar reg(90, [](CLI::App& app, Common& common) {
                   "(0 = automatic: --parallel for models of 4 M parameters or more, where it pays, "
                   "else off; 1 = off; outputs are identical either way)");
   sub->add_option("--max-queue", a->o.max_queue,
-                  "requests waiting for a slot; beyond it the server answers 503 + Retry-After");
+                  "requests waiting for a slot; beyond it the server answers 503 + Retry-After "
+                  "(0 = none wait: a request is taken only when a slot is free)");
   sub->add_option("--api-key", a->o.api_key, "require 'Authorization: Bearer KEY' on /v1 routes");
-  sub->add_option("--timeout", a->o.timeout_s, "per-request timeout in seconds (0 = none)");
-  sub->add_option("--max-body-mib", a->max_body_mib, "largest request body in MiB (default 1)");
+  sub->add_option("--timeout", a->o.timeout_s, "per-request timeout in seconds, queue wait included (0 = none; at most 86400)");
+  sub->add_option("--max-body-mib", a->max_body_mib,
+                  "largest request body in MiB, chunked or not (default 1; at most 1024)");
+  sub->add_option("--max-connections", a->o.max_connections,
+                  "open client connections held at once; beyond, 503 + close (default 1024)");
+  sub->add_option("--header-timeout", a->o.header_timeout_s,
+                  "seconds a request's headers may take, from its first byte; total, not per "
+                  "byte (default 10; 408 after)");
+  sub->add_option("--body-timeout", a->o.body_timeout_s,
+                  "seconds a request's body may take after its headers; total (default 30)");
   sub->add_option("--max-steps-limit", a->o.max_steps_limit,
                   "largest num_steps / max_steps a request may ask for (default 256)");
   add_common_options(sub, common);

@@ -1,11 +1,18 @@
 // The HTTP layer (the only file that includes cpp-httplib): routes, bearer-token auth, body
 // limits, 503 when the queue is full, streaming over server-sent events, and a catch-all so
-// that nothing a client sends can take the process down.
+// that nothing a client sends can take the process down. Connections are not httplib's: each
+// accepted socket goes to the front (server/front.h), which reads whole requests under
+// deadlines and limits; httplib then processes one complete request at a time on a front worker.
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <mutex>
@@ -15,6 +22,7 @@
 #include "huginn/server.h"
 #include "server/conn_watch.h"
 #include "server/engine.h"
+#include "server/front.h"
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/scheduler.h"
@@ -67,6 +75,111 @@ struct Outcome {
   std::string body;
 };
 
+// Larger than any burst we answer (a 200-connection flood); the kernel caps it at
+// net.core.somaxconn. httplib 0.11 listens with CPPHTTPLIB_LISTEN_BACKLOG = 5, compiled into
+// Debian's shared library, and connections beyond it waited in SYN retries for seconds.
+constexpr int kListenBacklog = 4096;
+constexpr int kWriteStallMs = 10000;  // a client that takes none of the answer for 10 s is dropped
+
+// httplib's Server with its connection handling handed to the front: httplib still binds,
+// listens and accepts, but each accepted socket goes straight to on_accept (its
+// process_and_close_socket, which would have held a thread for the connection's life, is
+// overridden), and the front's workers call process_request on one complete request.
+class FrontedHttp : public httplib::Server {
+ public:
+  std::function<void(int)> on_accept;
+  using httplib::Server::process_request;
+  // listen() on a listening socket only changes its backlog.
+  bool set_backlog(int n) { return ::listen(svr_sock_, n) == 0; }
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    on_accept(sock);
+    return true;
+  }
+};
+
+// Runs each task where it is enqueued: the accept loop's task only hands a socket over.
+class InlineTaskQueue : public httplib::TaskQueue {
+ public:
+  void enqueue(std::function<void()> fn) override { fn(); }
+  void shutdown() override {}
+};
+
+void socket_endpoint(int fd, bool peer, std::string& ip, int& port) {
+  sockaddr_storage a{};
+  socklen_t n = sizeof a;
+  const int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&a), &n)
+                      : getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
+  if (rc != 0) return;
+  char host[NI_MAXHOST];
+  if (getnameinfo(reinterpret_cast<sockaddr*>(&a), n, host, sizeof host, nullptr, 0,
+                  NI_NUMERICHOST) == 0)
+    ip = host;
+  if (a.ss_family == AF_INET) port = ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port);
+  if (a.ss_family == AF_INET6) port = ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port);
+}
+
+// One complete request (read by the front) as httplib's input; the answer goes to the socket.
+class RequestStream : public httplib::Stream {
+ public:
+  RequestStream(int fd, std::string_view in) : fd_(fd), in_(in) {}
+  bool is_readable() const override { return pos_ < in_.size(); }
+  // Writable, and the client still there (a peer that closed or half-closed is gone, as for
+  // server/conn_watch.h).
+  bool is_writable() const override {
+    pollfd p{fd_, POLLOUT | POLLRDHUP, 0};
+    if (::poll(&p, 1, kWriteStallMs) <= 0) return false;
+    return (p.revents & POLLOUT) && !(p.revents & (POLLERR | POLLHUP | POLLRDHUP));
+  }
+  ssize_t read(char* ptr, size_t size) override {
+    const size_t n = std::min(size, in_.size() - pos_);
+    std::memcpy(ptr, in_.data() + pos_, n);
+    pos_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  // All of it, or -1: the socket is non-blocking, so wait for room, at most kWriteStallMs
+  // without progress.
+  ssize_t write(const char* ptr, size_t size) override {
+    size_t off = 0;
+    while (off < size) {
+      const ssize_t n = ::send(fd_, ptr + off, size - off, MSG_NOSIGNAL);
+      if (n > 0) {
+        off += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        pollfd p{fd_, POLLOUT, 0};
+        const int r = ::poll(&p, 1, kWriteStallMs);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || (p.revents & (POLLERR | POLLHUP))) return failed(-1);
+        continue;
+      }
+      return failed(-1);
+    }
+    return static_cast<ssize_t>(size);
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    socket_endpoint(fd_, true, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    socket_endpoint(fd_, false, ip, port);
+  }
+  socket_t socket() const override { return fd_; }
+  bool broken() const { return broken_; }
+
+ private:
+  ssize_t failed(ssize_t r) {
+    broken_ = true;
+    return r;
+  }
+  int fd_;
+  std::string_view in_;
+  size_t pos_ = 0;
+  bool broken_ = false;
+};
+
 }  // namespace
 
 struct Server::Impl {
@@ -93,6 +206,8 @@ struct Server::Impl {
   void run_streaming(server::ParsedRequest p, Clock::time_point t0, httplib::Response& res);
   void record(const server::EngineResult& r, Clock::time_point t0);
   bool authorized(const httplib::Request& req) const;
+  bool handle(const server::FrontRequest& r);
+  std::string connection_metrics() const;
 
   ServerOptions opts;
   server::Engine engine;
@@ -100,7 +215,8 @@ struct Server::Impl {
   server::Metrics metrics;
   server::ServeLimits limits;
   int64_t created;
-  httplib::Server http;
+  FrontedHttp http;
+  std::unique_ptr<server::Front> front;  // after http: stopped (workers joined) before it goes
 };
 
 bool Server::Impl::authorized(const httplib::Request& req) const {
@@ -273,15 +389,54 @@ void Server::Impl::generate(server::Endpoint ep, const httplib::Request& req,
     run_blocking(std::move(p), t0, req, res);
 }
 
+bool Server::Impl::handle(const server::FrontRequest& r) {
+  RequestStream strm(r.fd, r.bytes);
+  bool closed = false;
+  const bool ok = http.process_request(strm, r.last, closed, nullptr);
+  return ok && !closed && !r.last && !strm.broken();
+}
+
+std::string Server::Impl::connection_metrics() const {
+  const server::Front::Stats s = front->stats();
+  std::string out =
+      "# HELP huginn_connections_open Client connections held by the server.\n"
+      "# TYPE huginn_connections_open gauge\nhuginn_connections_open " +
+      std::to_string(s.open) +
+      "\n# HELP huginn_connections_refused_total Connections or requests the connection front "
+      "answered with an error itself.\n# TYPE huginn_connections_refused_total counter\n";
+  const std::pair<const char*, uint64_t> rows[] = {
+      {"connection_limit", s.rejected_cap}, {"workers_busy", s.rejected_busy},
+      {"header_timeout", s.header_timeouts}, {"body_timeout", s.body_timeouts},
+      {"too_large", s.too_large}, {"bad_framing", s.bad_framing}};
+  for (const auto& [reason, n] : rows)
+    out += std::string("huginn_connections_refused_total{reason=\"") + reason + "\"} " +
+           std::to_string(n) + "\n";
+  return out;
+}
+
 void Server::Impl::setup() {
-  // One thread per open connection (a queued request waits on its thread). Capped: each thread
-  // that tokenizes keeps thread-local tokenizer word caches (~1-2 MB), so RSS plateaus at about
-  // threads x that; connections beyond the cap wait in httplib's accept queue.
-  const int http_threads = std::min(128, opts.parallel + opts.max_queue + 8);
-  http.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
-  http.set_payload_max_length(opts.max_body_bytes);
-  http.set_keep_alive_timeout(5);
-  http.set_read_timeout(30);
+  // Workers run complete requests only (server/front.h); a blocking generation waits on its
+  // worker, so there is one for each slot and queue place plus spare ones for quick requests.
+  // Capped: each worker that tokenizes keeps thread-local tokenizer word caches (~1-2 MB), so
+  // RSS plateaus at about workers x that. GET requests have their own two workers.
+  server::FrontLimits fl;
+  fl.max_connections = static_cast<size_t>(opts.max_connections);
+  fl.max_body_bytes = opts.max_body_bytes;
+  fl.header_timeout_s = opts.header_timeout_s;
+  fl.body_timeout_s = opts.body_timeout_s;
+  fl.workers = std::min(128, opts.parallel + opts.max_queue + 8);
+  fl.light_workers = 2;
+  fl.error_body = [](int status, const std::string& message) {
+    return server::error_body({status, message});
+  };
+  front = std::make_unique<server::Front>(fl, [this](const server::FrontRequest& r) {
+    return handle(r);
+  });
+  http.on_accept = [this](int fd) { front->adopt(fd); };
+  http.new_task_queue = [] { return new InlineTaskQueue; };
+  http.set_payload_max_length(opts.max_body_bytes);  // the front has checked it already
+  http.set_keep_alive_timeout(static_cast<time_t>(fl.idle_timeout_s));
+  http.set_keep_alive_max_count(fl.max_requests_per_connection);
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     const bool open = req.path == "/health" || req.path == "/metrics";
@@ -361,7 +516,8 @@ void Server::Impl::setup() {
     const DecodeBatcher::Stats bs = engine.batch_stats();
     metrics.decode_batches = bs.ticks;
     metrics.decode_batch_rows = bs.rows;
-    r.set_content(metrics.render(sched.queued(), sched.active(), sched.slots()),
+    r.set_content(metrics.render(sched.queued(), sched.active(), sched.slots()) +
+                      connection_metrics(),
                   "text/plain; version=0.0.4");
   });
   http.Post("/tokenize", guarded([this](const httplib::Request& q, httplib::Response& r) {
@@ -373,6 +529,16 @@ void Server::Impl::setup() {
 }
 
 namespace {
+constexpr double kMaxTimeoutS = 86400.0;  // one day
+constexpr size_t kMaxBodyBytes = size_t(1) << 30;
+constexpr double kMinConnTimeoutS = 0.05, kMaxConnTimeoutS = 3600.0;
+
+std::string fmt_num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 void check_options(const ServerOptions& o) {
   if (o.parallel < 1 || o.parallel > 256)
     throw Error("--parallel must be in [1, 256], got " + std::to_string(o.parallel));
@@ -380,10 +546,29 @@ void check_options(const ServerOptions& o) {
     throw Error("--max-batch must be in [0, 256] (0 = --parallel, 1 = off), got " +
                 std::to_string(o.max_batch));
   if (o.max_queue < 0 || o.max_queue > 100000)
-    throw Error("--max-queue must be in [0, 100000], got " + std::to_string(o.max_queue));
-  if (o.port < 0 || o.port > 65535) throw Error("--port must be in [0, 65535]");
-  if (!(o.timeout_s >= 0)) throw Error("--timeout must be >= 0 seconds (0 = none)");
-  if (o.max_steps_limit < 1) throw Error("--max-steps-limit must be >= 1");
+    throw Error("--max-queue must be in [0, 100000] (0 = no waiting: a request needs a free "
+                "slot), got " + std::to_string(o.max_queue));
+  if (o.port < 0 || o.port > 65535)
+    throw Error("--port must be in [0, 65535], got " + std::to_string(o.port));
+  // Bounded so that now + timeout fits a steady_clock time point (1e10 s overflowed it).
+  if (!(o.timeout_s >= 0 && o.timeout_s <= kMaxTimeoutS))
+    throw Error("--timeout must be a number of seconds in [0, " + fmt_num(kMaxTimeoutS) +
+                "] (0 = none), got " + fmt_num(o.timeout_s));
+  if (o.max_steps_limit < 1 || o.max_steps_limit > 65536)
+    throw Error("--max-steps-limit must be in [1, 65536], got " +
+                std::to_string(o.max_steps_limit));
+  if (o.max_connections < 1 || o.max_connections > 65536)
+    throw Error("--max-connections must be in [1, 65536], got " +
+                std::to_string(o.max_connections));
+  for (const auto& [flag, v] : {std::pair<const char*, double>{"--header-timeout", o.header_timeout_s},
+                                {"--body-timeout", o.body_timeout_s}})
+    if (!(v >= kMinConnTimeoutS && v <= kMaxConnTimeoutS))
+      throw Error(std::string(flag) + " must be a number of seconds in [" +
+                  fmt_num(kMinConnTimeoutS) + ", " + fmt_num(kMaxConnTimeoutS) + "], got " +
+                  fmt_num(v));
+  if (o.max_body_bytes < 1 || o.max_body_bytes > kMaxBodyBytes)
+    throw Error("the body limit must be in [1 B, 1 GiB], got " + std::to_string(o.max_body_bytes) +
+                " bytes");
 }
 }  // namespace
 
@@ -406,8 +591,11 @@ void Server::run(const std::function<void(int)>& on_listening) {
     throw Error("cannot bind " + impl_->opts.host + ":" + std::to_string(port) +
                 " (in use, or not an address of this machine)");
   }
+  if (!impl_->http.set_backlog(kListenBacklog))
+    throw Error(std::string("cannot set the listen backlog: ") + std::strerror(errno));
   if (on_listening) on_listening(port);
   impl_->http.listen_after_bind();
+  impl_->front->shutdown();  // answers in progress finish; idle connections close
 }
 
 void Server::stop() {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -19,6 +20,7 @@ using nlohmann::json;
 constexpr int kMaxJsonDepth = 64;
 constexpr size_t kMaxStops = 4;
 constexpr int kMaxTopLogprobs = 20;
+constexpr double kGreedyTemperature = 1e-5;  // temperatures below it sample greedily
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -76,21 +78,35 @@ double get_number(const json& j, const char* key, double fallback, double lo, do
   return v;
 }
 
+// A JSON number as an exact int64: integers as parsed, doubles only when integral and inside
+// [-2^63, 2^63) (2^63 itself, e.g. 9223372036854775808.0, is one past INT64_MAX; converting it
+// would be undefined). nullopt otherwise.
+std::optional<int64_t> exact_int64(const json& v) {
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+    return static_cast<int64_t>(u);
+  }
+  if (v.is_number_integer()) return v.get<int64_t>();
+  const double d = v.get<double>();
+  if (!std::isfinite(d) || d != std::floor(d) || d < -0x1p63 || d >= 0x1p63) return std::nullopt;
+  return static_cast<int64_t>(d);
+}
+
 int64_t get_int(const json& j, const char* key, int64_t fallback, int64_t lo, int64_t hi) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number()) bad(key, std::string("'") + key + "' must be an integer");
   if (it->is_number_float()) {
     const double d = it->get<double>();
     if (!(std::isfinite(d) && d == std::floor(d)))
       bad(key, std::string("'") + key + "' must be an integer, got " + it->dump());
-  } else if (!it->is_number()) {
-    bad(key, std::string("'") + key + "' must be an integer");
   }
-  const double d = it->get<double>();
-  if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
-    bad(key, std::string("'") + key + "' must be between " + std::to_string(lo) + " and " +
-                 std::to_string(hi) + ", got " + it->dump());
-  return it->is_number_unsigned() ? static_cast<int64_t>(it->get<uint64_t>()) : it->get<int64_t>();
+  const std::optional<int64_t> v = exact_int64(*it);
+  if (!v || *v < lo || *v > hi)
+    bad(key, std::string("'") + key + "' must be an integer between " + std::to_string(lo) +
+                 " and " + std::to_string(hi) + ", got " + it->dump());
+  return *v;
 }
 
 std::string get_string(const json& j, const char* key, const std::string& fallback) {
@@ -263,8 +279,11 @@ void parse_recurrence(const json& j, GenerateOptions& o, const ServeLimits& lim)
 }
 
 void parse_sampling(const json& j, GenerateOptions& o) {
+  // OpenAI's range is [0, 2]. Below kGreedyTemperature logits / T overflows float (1e-40 made
+  // every logit +-inf and the sampler NaN): such temperatures are the T -> 0 limit, greedy (as
+  // vLLM does below 1e-5), not an error.
   const double temperature = get_number(j, "temperature", 1.0, 0.0, 2.0);
-  o.sampling.greedy = temperature == 0.0;
+  o.sampling.greedy = temperature < kGreedyTemperature;
   o.sampling.temperature = static_cast<float>(o.sampling.greedy ? 1.0 : temperature);
   o.sampling.top_p = static_cast<float>(get_number(j, "top_p", 1.0, 0.0, 1.0));
   if (o.sampling.top_p <= 0.0f) bad("top_p", "'top_p' must be > 0");
@@ -279,7 +298,8 @@ void parse_sampling(const json& j, GenerateOptions& o) {
   if (lb != j.end() && !lb->is_null() && !(lb->is_object() && lb->empty()))
     bad("logit_bias", "'logit_bias' is not supported");
   // A seed fixes both the initial states and the sampler; without one the initial states use
-  // seed 0 (as `huginn generate`) and sampling draws a fresh seed.
+  // seed 0 (as `huginn generate`) and sampling draws a fresh seed. OpenAI's range for seed is
+  // int64 ([-2^63, 2^63 - 1]); a negative seed is used as its two's-complement uint64.
   const bool seeded = j.contains("seed") && !j["seed"].is_null();
   const int64_t seed = get_int(j, "seed", 0, INT64_MIN, INT64_MAX);
   o.init_seed = static_cast<uint64_t>(seed);

@@ -5,7 +5,7 @@ namespace huginn::server {
 bool RequestQueue::try_push(Job job) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (closed_ || jobs_.size() >= capacity_) return false;
+    if (closed_ || jobs_.size() >= capacity_ + idle_) return false;
     jobs_.push_back(std::move(job));
   }
   cv_.notify_one();
@@ -14,7 +14,9 @@ bool RequestQueue::try_push(Job job) {
 
 Job RequestQueue::pop() {
   std::unique_lock<std::mutex> lock(mu_);
+  ++idle_;
   cv_.wait(lock, [&] { return closed_ || !jobs_.empty(); });
+  --idle_;
   if (closed_) return {};
   Job j = std::move(jobs_.front());
   jobs_.pop_front();

@@ -1,14 +1,22 @@
 // huginn serve end to end: a server on 127.0.0.1 (free port) running tiny-b with a byte-level
 // BPE tokenizer trained here (Huginn's chat markers fit tiny-b's 300-token vocabulary), driven
 // by the official openai npm client (js/e2e.mjs), a hostile-request corpus (js/corpus.mjs,
-// hostile_corpus.json) and a bounded load test (js/load.mjs).
+// hostile_corpus.json) and a bounded load test (js/load.mjs); and, over raw sockets (no node),
+// the server under abuse: slow headers, slow bodies, idle sockets, connection floods, oversized
+// chunked bodies, and flags and fields at the edges of their ranges.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,6 +25,7 @@
 
 #include "huginn/thread_pool.h"
 #include "huginn/tokenizer.h"
+#include "raw_http.h"
 #include "test_util.h"
 
 namespace huginn {
@@ -379,6 +388,309 @@ TEST_F(ServeTest, NonStreamedDisconnectCancels) {
   EXPECT_LT(r["freed_ms"].get<double>(), 3000) << r;
   EXPECT_LT(r["tokens"].get<int>(), 4000) << r;
   EXPECT_EQ(r["after"], 200) << r;
+  EXPECT_TRUE(s.alive());
+}
+
+// --- The server under abuse, over raw sockets ------------------------------------------------
+
+using test::http::Clock;
+using test::http::Reply;
+using test::http::connect_to;
+using test::http::exchange;
+using test::http::read_reply;
+using test::http::send_all;
+using test::http::since;
+
+std::string post(const std::string& path, const std::string& body, bool auth = true) {
+  return "POST " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" +
+         (auth ? std::string("Authorization: Bearer ") + kKey + "\r\n" : "") +
+         "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n" + body;
+}
+const std::string kHealth = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+const std::string kSmallCompletion =
+    R"({"model":"tiny","prompt":"hello","max_tokens":2,"temperature":0})";
+
+class ServeAbuseTest : public ::testing::Test {
+ protected:
+  void SetUp() override { model_ = make_model_dir(); }
+  void TearDown() override { fs::remove_all(fs::path(model_).parent_path()); }
+  std::string model_;
+};
+
+// Slow headers, slow bodies and idle sockets cost the server no thread: /health and a normal
+// completion answer while 100 + 100 of them trickle a byte at a time and 300 sit idle.
+TEST_F(ServeAbuseTest, SlowlorisSlowBodiesAndIdleSocketsDoNotStarveHealth) {
+  ServerProcess s(model_, "--parallel 1");
+  ASSERT_GT(s.port(), 0) << s.log();
+  std::vector<int> slow, idle;
+  for (int i = 0; i < 100; ++i) {
+    const int h = connect_to(s.port()), b = connect_to(s.port());
+    ASSERT_GE(h, 0);
+    ASSERT_GE(b, 0);
+    send_all(h, "GET /health HTTP/1.1\r\nHost: x\r\n");
+    send_all(b, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{");
+    slow.push_back(h);
+    slow.push_back(b);
+  }
+  for (int i = 0; i < 300; ++i) {
+    idle.push_back(connect_to(s.port()));
+    ASSERT_GE(idle.back(), 0);
+  }
+  std::atomic<bool> stop{false};
+  std::thread trickle([&] {
+    while (!stop) {
+      for (int fd : slow) send(fd, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  double worst_health = 0, worst_completion = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = Clock::now();
+    const Reply h = exchange(s.port(), kHealth, 10);
+    worst_health = std::max(worst_health, since(t0));
+    EXPECT_EQ(h.status, 200) << h.head;
+    t0 = Clock::now();
+    const Reply c = exchange(s.port(), post("/v1/completions", kSmallCompletion), 10);
+    worst_completion = std::max(worst_completion, since(t0));
+    EXPECT_EQ(c.status, 200) << c.head << c.body;
+  }
+  stop = true;
+  trickle.join();
+  std::fprintf(stderr, "under 100 slow-header + 100 slow-body + 300 idle: /health %.3f s, "
+               "completion %.3f s (worst of 5)\n", worst_health, worst_completion);
+  // Generous bounds (normally milliseconds): this asserts "not starved", not a speed.
+  EXPECT_LT(worst_health, 2.0);
+  EXPECT_LT(worst_completion, 5.0);
+  for (int fd : slow) close(fd);
+  for (int fd : idle) close(fd);
+  EXPECT_TRUE(s.alive());
+}
+
+// The deadlines are totals: a client sending a byte every 100 ms is still cut off (408) once
+// --header-timeout / --body-timeout have passed.
+TEST_F(ServeAbuseTest, HeaderAndBodyDeadlinesAreTotalsNotPerByte) {
+  ServerProcess s(model_, "--header-timeout 1 --body-timeout 1");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::pair<std::string, std::string> cases[] = {
+      {"GET /health HTTP/1.1\r\n", "headers"},
+      {"POST /v1/completions HTTP/1.1\r\nContent-Length: 1000\r\n\r\n", "body"}};
+  for (const auto& [start, what] : cases) {
+    const int fd = connect_to(s.port());
+    ASSERT_GE(fd, 0);
+    const auto t0 = Clock::now();
+    send_all(fd, start);
+    Reply r;
+    while (since(t0) < 10) {
+      send(fd, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      r = read_reply(fd, 0.1);
+      if (r.status != -2) break;
+    }
+    const double took = since(t0);
+    EXPECT_EQ(r.status, 408) << what << ": " << r.head;
+    EXPECT_NE(r.body.find("request " + what + " did not arrive within 1 s"), std::string::npos)
+        << r.body;
+    EXPECT_NE(r.body.find("timeout_error"), std::string::npos) << r.body;
+    EXPECT_GE(took, 0.9) << what;
+    EXPECT_LT(took, 5.0) << what;
+    close(fd);
+  }
+  const Reply m = exchange(s.port(), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 10);
+  EXPECT_NE(m.body.find("huginn_connections_refused_total{reason=\"header_timeout\"} 1\n"),
+            std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("huginn_connections_refused_total{reason=\"body_timeout\"} 1\n"),
+            std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("huginn_connections_open "), std::string::npos) << m.body;
+  EXPECT_TRUE(s.alive());
+}
+
+// 200 connections at once, each with a completion: every one is answered (200, or 503 when
+// the slots, queue and workers are full) and /health answers during the flood. Past
+// --max-connections, connections are refused at once with 503 and closed.
+TEST_F(ServeAbuseTest, ConnectionFloodAllAnsweredOrFastRejected) {
+  ServerProcess s(model_, "--parallel 2 --max-queue 8 --max-connections 300");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string req = post("/v1/completions", kSmallCompletion);
+  std::vector<int> fds;
+  for (int i = 0; i < 200; ++i) {
+    fds.push_back(connect_to(s.port()));
+    ASSERT_GE(fds.back(), 0) << i;
+  }
+  const auto t0 = Clock::now();
+  for (int fd : fds) send_all(fd, req);
+  const auto th = Clock::now();
+  const Reply h = exchange(s.port(), kHealth, 10);
+  const double health_s = since(th);
+  int ok = 0, busy = 0, other = 0;
+  for (int fd : fds) {
+    const Reply r = read_reply(fd, std::max(1.0, 60.0 - since(t0)));
+    if (r.status == 200) ++ok;
+    else if (r.status == 503) ++busy;
+    else ++other;
+    close(fd);
+  }
+  std::fprintf(stderr, "200-connection flood: %d answered 200, %d 503, %d other in %.2f s; "
+               "/health %.3f s\n", ok, busy, other, since(t0), health_s);
+  EXPECT_EQ(h.status, 200);
+  EXPECT_LT(health_s, 2.0);
+  EXPECT_EQ(other, 0);
+  EXPECT_GE(ok, 10);  // at least the 2 slots + 8 queue places of the first wave
+  EXPECT_EQ(ok + busy, 200);
+
+  // The cap: hold 300 connections, then each further one is answered 503 and closed.
+  std::vector<int> held;
+  for (int i = 0; i < 300; ++i) held.push_back(connect_to(s.port()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto tc = Clock::now();
+  const Reply capped = exchange(s.port(), kHealth, 10);
+  EXPECT_LT(since(tc), 2.0);
+  EXPECT_TRUE(capped.status == 503 || capped.status == -1) << capped.head;
+  if (capped.status == 503) {
+    EXPECT_NE(capped.body.find("connection limit (300)"), std::string::npos) << capped.body;
+  }
+  for (int fd : held) close(fd);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(exchange(s.port(), kHealth, 10).status, 200);
+  EXPECT_TRUE(s.alive());
+}
+
+// The body limit holds for chunked bodies (a 200 MiB one used to be accepted whole), for
+// Content-Length bodies before any byte of them is read, and compressed bodies are refused
+// (httplib would inflate them past the limit); a chunked body within the limit still works.
+TEST_F(ServeAbuseTest, BodyLimitHoldsForChunkedAndCompressedBodies) {
+  ServerProcess s(model_, "--max-body-mib 1");
+  ASSERT_GT(s.port(), 0) << s.log();
+  const int fd = connect_to(s.port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, std::string("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                                       "Bearer ") + kKey + "\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  const std::string chunk = "10000\r\n" + std::string(65536, ' ') + "\r\n";  // 64 KiB each
+  size_t sent = 0;
+  Reply r;
+  const auto t0 = Clock::now();
+  while (sent < (200u << 20) && since(t0) < 30) {  // up to 200 MiB, until the server answers
+    if (send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) <= 0) break;
+    sent += 65536;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 0) > 0) break;
+  }
+  r = read_reply(fd, 10);
+  close(fd);
+  EXPECT_EQ(r.status, 413) << r.head;
+  EXPECT_NE(r.body.find("1048576 bytes"), std::string::npos) << r.body;
+  EXPECT_LE(sent, 16u << 20) << "refused early, not after the whole body";
+
+  const Reply big = exchange(s.port(), "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                                       "Content-Length: 209715200\r\n\r\n", 10);
+  EXPECT_EQ(big.status, 413) << big.head;
+  const Reply gz = exchange(s.port(), "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                                      "Content-Encoding: gzip\r\nContent-Length: 2\r\n\r\nxx", 10);
+  EXPECT_EQ(gz.status, 415) << gz.head;
+
+  std::string chunked = std::string("POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: "
+                                    "close\r\nAuthorization: Bearer ") + kKey +
+                        "\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (size_t at = 0; at < kSmallCompletion.size(); at += 7) {
+    const std::string part = kSmallCompletion.substr(at, 7);
+    char size[16];
+    std::snprintf(size, sizeof size, "%zx\r\n", part.size());
+    chunked += size + part + "\r\n";
+  }
+  chunked += "0\r\n\r\n";
+  const Reply ok = exchange(s.port(), chunked);
+  EXPECT_EQ(ok.status, 200) << ok.head << ok.body;
+  EXPECT_NE(ok.body.find("text_completion"), std::string::npos) << ok.body;
+
+  // Expect: 100-continue: the front answers "100 Continue" before the body is sent.
+  const int ec = connect_to(s.port());
+  ASSERT_GE(ec, 0);
+  const std::string full = post("/v1/completions", kSmallCompletion);
+  const size_t split = full.find("\r\n\r\n") + 2;
+  ASSERT_TRUE(send_all(ec, full.substr(0, split) + "Expect: 100-continue\r\n\r\n"));
+  const Reply cont = read_reply(ec, 10);
+  EXPECT_EQ(cont.status, 100) << cont.head;
+  ASSERT_TRUE(send_all(ec, full.substr(split + 2)));
+  const Reply after = read_reply(ec, 30);
+  EXPECT_EQ(after.status, 200) << after.head << after.body;
+  close(ec);
+  EXPECT_TRUE(s.alive());
+}
+
+// Flags out of range are refused at start with their bounds; --max-queue 0 means "no waiting"
+// (it answered every request 503).
+TEST_F(ServeAbuseTest, FlagsAreBoundedAndMaxQueueZeroServes) {
+  const std::pair<std::string, std::string> bad[] = {
+      {"--timeout 1e10", "--timeout must be a number of seconds in [0, 86400]"},
+      {"--timeout inf", "--timeout"},
+      {"--timeout -1", "--timeout must be a number of seconds in [0, 86400]"},
+      {"--max-queue -1", "--max-queue must be in [0, 100000]"},
+      {"--max-body-mib 4096", "--max-body-mib must be in (0, 1024]"},
+      {"--max-connections 0", "--max-connections must be in [1, 65536]"},
+      {"--header-timeout 0", "--header-timeout must be a number of seconds in [0.05, 3600]"},
+      {"--body-timeout 1e9", "--body-timeout must be a number of seconds in [0.05, 3600]"},
+  };
+  for (const auto& [flags, want] : bad) {
+    std::string out;
+    const int rc = test::run_command(std::string(HUGINN_CLI) + " serve --model " + model_ +
+                                         " --port 0 " + flags + " 2>&1",
+                                     &out);
+    EXPECT_NE(rc, 0) << flags;
+    EXPECT_NE(out.find(want), std::string::npos) << flags << ": " << out;
+  }
+  ServerProcess s(model_, "--parallel 1 --max-queue 0");
+  ASSERT_GT(s.port(), 0) << s.log();
+  // One request at a time, each served (a retry covers the moment between a slot finishing
+  // its job and waiting for the next one, when "no waiting" rightly says 503).
+  for (int i = 0; i < 3; ++i) {
+    Reply r;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      r = exchange(s.port(), post("/v1/completions", kSmallCompletion));
+      if (r.status != 503) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(r.status, 200) << r.head << r.body;
+  }
+}
+
+// seed: an exact int64 (OpenAI's range); 2^63 as a double or an integer is out of range, not
+// converted. temperature below 1e-5 is greedy (logits / 1e-40 overflowed to NaN sampling).
+TEST_F(ServeAbuseTest, SeedAndTemperatureAreCheckedExactly) {
+  ServerProcess s(model_, "--parallel 1");
+  ASSERT_GT(s.port(), 0) << s.log();
+  auto with = [](const std::string& extra) {
+    return post("/v1/completions", R"({"model":"tiny","prompt":"hello","max_tokens":6,)" + extra + "}");
+  };
+  for (const char* seed : {"9223372036854775808.0", "9223372036854775808", "1e19", "-1e19",
+                           "1.5", "\"7\""}) {
+    const Reply r = exchange(s.port(), with(std::string(R"("seed":)") + seed));
+    EXPECT_EQ(r.status, 400) << seed << ": " << r.body;
+    EXPECT_NE(r.body.find("'seed' must be an integer"), std::string::npos) << seed << ": " << r.body;
+  }
+  for (const char* seed : {"9223372036854775807", "-9223372036854775808", "4611686018427387904.0", "0"}) {
+    const Reply r = exchange(s.port(), with(std::string(R"("seed":)") + seed));
+    EXPECT_EQ(r.status, 200) << seed << ": " << r.body;
+  }
+  const Reply greedy = exchange(s.port(), with(R"("temperature":0)"));
+  ASSERT_EQ(greedy.status, 200) << greedy.body;
+  const std::string want = json::parse(greedy.body)["choices"][0]["text"];
+  for (const char* t : {"1e-40", "1e-6", "5e-324"}) {
+    for (int seed : {1, 2, 3}) {
+      const Reply r = exchange(s.port(), with(std::string(R"("temperature":)") + t +
+                                              R"(,"seed":)" + std::to_string(seed)));
+      ASSERT_EQ(r.status, 200) << t << ": " << r.body;
+      EXPECT_EQ(json::parse(r.body)["choices"][0]["text"], want) << "temperature " << t;
+    }
+  }
+  const Reply hot = exchange(s.port(), with(R"("temperature":2.0000001)"));
+  EXPECT_EQ(hot.status, 400) << hot.body;
+  // Deep nesting is refused before parsing, on every JSON route.
+  std::string deep;
+  for (int i = 0; i < 100000; ++i) deep += R"({"a":)";
+  for (const char* path : {"/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"}) {
+    const Reply r = exchange(s.port(), post(path, deep));
+    EXPECT_EQ(r.status, 400) << path;
+    EXPECT_NE(r.body.find("nests deeper than 64"), std::string::npos) << path << ": " << r.body;
+  }
   EXPECT_TRUE(s.alive());
 }
 

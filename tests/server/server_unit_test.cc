@@ -42,6 +42,28 @@ TEST(ServerQueue, RefusesWhenFullAndWakesOnClose) {
   EXPECT_FALSE(q.try_push([] {}));
 }
 
+// Capacity counts waiting jobs: 0 takes a job only when a popper is already waiting for one
+// (--max-queue 0 used to refuse every request).
+TEST(ServerQueue, CapacityZeroTakesAJobOnlyForAnIdlePopper) {
+  RequestQueue q(0);
+  EXPECT_FALSE(q.try_push([] {}));  // nobody waits
+  std::atomic<int> ran{0};
+  std::thread popper([&] {
+    Job j = q.pop();
+    if (j) j();
+  });
+  bool taken = false;
+  for (int i = 0; i < 500 && !taken; ++i) {
+    taken = q.try_push([&] { ++ran; });
+    if (!taken) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(taken);
+  EXPECT_FALSE(q.try_push([] {}));  // the one popper is spoken for
+  popper.join();
+  EXPECT_EQ(ran.load(), 1);
+  q.close();
+}
+
 TEST(ServerScheduler, NeverRunsMoreThanItsSlots) {
   std::atomic<int> running{0}, peak{0}, done{0};
   {
