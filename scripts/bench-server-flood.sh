@@ -4,10 +4,11 @@
 # bench_server_flood against it: /health and 2-token completion latency idle, under 100
 # slow-header (slowloris), 100 slow-body and 300 idle connections, and during a flood of 200
 # concurrent completions.
-# Usage: scripts/bench-server-flood.sh [BUILD] [HUGINN]   (HUGINN: another binary to measure,
-#        e.g. an older build; default BUILD/huginn)
+# Usage: [REPS=20] scripts/bench-server-flood.sh [BUILD] [HUGINN]   (HUGINN: another binary to
+#        measure, e.g. an older build; default BUILD/huginn. REPS: /health requests per phase,
+#        a quarter as many completions; each waits at most 30 s)
 set -euo pipefail
-BUILD=${1:-build}; HUGINN=${2:-$BUILD/huginn}
+BUILD=${1:-build}; HUGINN=${2:-$BUILD/huginn}; REPS=${REPS:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TMP=$(mktemp -d)
 PID=
@@ -25,5 +26,5 @@ PID=$!
 for _ in $(seq 600); do grep -qs listening "$TMP/out" && break; sleep 0.1; done
 PORT=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$TMP/out")
 echo "$HUGINN serve --parallel 2 on tiny-b; $(nproc) cores; load: $(uptime | sed 's/.*load/load/')"
-"$BUILD/bench_server_flood" --port "$PORT" --key bench --model tiny
+"$BUILD/bench_server_flood" --port "$PORT" --key bench --model tiny --reps "$REPS"
 kill $PID; wait $PID 2>/dev/null || true; PID=

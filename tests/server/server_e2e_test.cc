@@ -429,7 +429,8 @@ TEST_F(ServeAbuseTest, SlowlorisSlowBodiesAndIdleSocketsDoNotStarveHealth) {
     ASSERT_GE(h, 0);
     ASSERT_GE(b, 0);
     send_all(h, "GET /health HTTP/1.1\r\nHost: x\r\n");
-    send_all(b, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{");
+    send_all(b, std::string("POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ") +
+                    kKey + "\r\nContent-Length: 100000\r\n\r\n{");
     slow.push_back(h);
     slow.push_back(b);
   }
@@ -631,8 +632,9 @@ TEST_F(ServeAbuseTest, FlagsAreBoundedAndMaxQueueZeroServes) {
   };
   for (const auto& [flags, want] : bad) {
     std::string out;
-    const int rc = test::run_command(std::string(HUGINN_CLI) + " serve --model " + model_ +
-                                         " --port 0 " + flags + " 2>&1",
+    // Bounded: a flag that is wrongly accepted starts a server, which `timeout` ends.
+    const int rc = test::run_command(std::string("timeout 30 ") + HUGINN_CLI + " serve --model " +
+                                         model_ + " --port 0 " + flags + " 2>&1",
                                      &out);
     EXPECT_NE(rc, 0) << flags;
     EXPECT_NE(out.find(want), std::string::npos) << flags << ": " << out;
