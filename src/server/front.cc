@@ -577,6 +577,11 @@ struct Front::Impl {
     auto next_sweep = Clock::now();
     for (;;) {
       const int n = epoll_wait(ep, events, 256, 50);
+      // Reset the wake-up before taking the inboxes: a notify() after this read is either in
+      // what we take now or wakes the next epoll_wait (reading it after the swap lost wake-ups,
+      // and their sockets waited for the 50 ms tick).
+      uint64_t woken;
+      [[maybe_unused]] const ssize_t r = ::read(wake, &woken, sizeof woken);
       std::vector<int> fresh;
       std::vector<std::pair<int, bool>> back;
       bool stop_now = false;
@@ -600,11 +605,7 @@ struct Front::Impl {
       for (int fd : fresh) accept_new(fd);
       for (int i = 0; i < n; ++i) {
         const int fd = events[i].data.fd;
-        if (fd == wake) {
-          uint64_t v;
-          [[maybe_unused]] ssize_t r = ::read(wake, &v, sizeof v);
-          continue;
-        }
+        if (fd == wake) continue;
         auto it = conns.find(fd);
         if (it != conns.end() && it->second->phase != Phase::kBusy) readable(*it->second);
       }
