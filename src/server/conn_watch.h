@@ -1,5 +1,8 @@
 // Noticing that the client of a non-streamed request has gone away.
 //
+// With the connection front (server/front.h) the HTTP layer knows each request's socket and
+// uses of_socket(); the search below is the fallback when it does not.
+//
 // cpp-httplib 0.11 gives a non-streaming handler no access to its connection (the Stream and
 // socket are private to the worker that runs the handler), and no "is the peer still there"
 // call. So, on Linux, the watch finds the handler's socket itself: the connection is the one
@@ -27,6 +30,12 @@ class ConnectionWatch {
   // Finds the socket connected from remote_addr:remote_port to local_addr:local_port.
   ConnectionWatch(const std::string& local_addr, int local_port, const std::string& remote_addr,
                   int remote_port);
+  // Watches a socket already known (the front hands each request's fd to its worker).
+  static ConnectionWatch of_socket(int fd) {
+    ConnectionWatch w;
+    w.fd_ = fd;
+    return w;
+  }
   bool valid() const { return fd_ >= 0; }
   // True once the peer has closed or reset the connection (never when !valid()).
   bool gone() const;

@@ -81,6 +81,10 @@ struct Outcome {
 constexpr int kListenBacklog = 4096;
 constexpr int kWriteStallMs = 10000;  // a client that takes none of the answer for 10 s is dropped
 
+// The socket of the request this front worker is running (-1 outside one): the connection
+// watch polls it directly instead of searching /proc/self/fd for the request's addresses.
+thread_local int t_request_fd = -1;
+
 // httplib's Server with its connection handling handed to the front: httplib still binds,
 // listens and accepts, but each accepted socket goes straight to on_accept (its
 // process_and_close_socket, which would have held a thread for the connection's life, is
@@ -289,8 +293,10 @@ void Server::Impl::run_blocking(server::ParsedRequest p, Clock::time_point t0,
   }
   // A client that closes its connection cancels the job (see server/conn_watch.h); the engine
   // sees the flag after the token in progress, a queued job before it starts.
-  const server::ConnectionWatch watch(req.local_addr, req.local_port, req.remote_addr,
-                                      req.remote_port);
+  const server::ConnectionWatch watch =
+      t_request_fd >= 0 ? server::ConnectionWatch::of_socket(t_request_fd)
+                        : server::ConnectionWatch(req.local_addr, req.local_port,
+                                                  req.remote_addr, req.remote_port);
   const auto tick = std::chrono::milliseconds(watch.valid() ? 20 : 1000);
   std::unique_lock<std::mutex> lock(out->mu);
   // The job checks the deadline itself; the grace period lets it report a timeout.
@@ -392,7 +398,9 @@ void Server::Impl::generate(server::Endpoint ep, const httplib::Request& req,
 bool Server::Impl::handle(const server::FrontRequest& r) {
   RequestStream strm(r.fd, r.bytes);
   bool closed = false;
+  t_request_fd = r.fd;  // the handlers run on this thread, inside process_request
   const bool ok = http.process_request(strm, r.last, closed, nullptr);
+  t_request_fd = -1;
   return ok && !closed && !r.last && !strm.broken();
 }
 

@@ -157,6 +157,9 @@ TEST(ServerConnectionWatch, FindsTheSocketAndSeesTheClientLeave) {
   EXPECT_FALSE(w.gone());
   ASSERT_EQ(send(client, "GET", 3, 0), 3);  // pending bytes (e.g. pipelining) are not a close
   EXPECT_FALSE(w.gone());
+  const ConnectionWatch direct = ConnectionWatch::of_socket(server);  // the front's way
+  EXPECT_TRUE(direct.valid());
+  EXPECT_FALSE(direct.gone());
   close(client);
   bool gone = false;
   for (int i = 0; i < 100 && !gone; ++i) {
@@ -164,6 +167,7 @@ TEST(ServerConnectionWatch, FindsTheSocketAndSeesTheClientLeave) {
     if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(gone);
+  EXPECT_TRUE(direct.gone());
 
   const ConnectionWatch none("127.0.0.1", ntohs(addr.sin_port), "127.0.0.1", 1);
   EXPECT_FALSE(none.valid());
