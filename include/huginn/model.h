@@ -68,7 +68,11 @@ struct ParamCounts {
 };
 
 // The RoPE table as the reference computes it, in float32: inv = 1 / base^(2i/D),
-// theta = float(p) * inv, then (cos, sin). Shape [n_positions, D/2, 2].
+// theta = float(p) * inv, then (cos, sin). Shape [n_positions, D/2, 2]. Built whole at load, so
+// bounded: 1 to kMaxRopePositions positions (config.json's block_size limit, 256x Huginn-0125's
+// 4096) and at most kMaxRopeFloats floats (1 GiB); huginn::Error otherwise.
+inline constexpr int64_t kMaxRopePositions = int64_t{1} << 20;
+inline constexpr int64_t kMaxRopeFloats = int64_t{1} << 28;
 Tensor rope_table(int64_t n_positions, int64_t head_dim, double base);
 
 // A weight-format flag: "f32" | "bf16" | "q8" -> that dtype; "auto" -> std::nullopt (as the

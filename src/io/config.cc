@@ -5,6 +5,7 @@
 #include "huginn/config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,19 @@ using json = nlohmann::json;
 using ojson = nlohmann::ordered_json;
 
 constexpr size_t kMaxConfigBytes = size_t{16} << 20;  // released configs are about 2 KB
+
+// Upper bounds on every number of a config.json (Huginn-0125's value in brackets). Far above any
+// real model, low enough that no size derived from them overflows and that a typo fails here,
+// not as a terabyte allocation later.
+constexpr int64_t kMaxEmbd = 1 << 16;           // n_embd (5280)
+constexpr int64_t kMaxHeads = 1 << 12;          // num_attention_heads (55)
+constexpr int64_t kMaxIntermediate = 1 << 20;   // intermediate_size (17920)
+constexpr int64_t kMaxVocab = 1 << 24;          // vocab_size (65536)
+constexpr int64_t kMaxBlockSize = 1 << 20;      // block_size (4096): 1 Mi positions
+constexpr int64_t kMaxLayers = 1 << 10;         // each of prelude, recurrent block, coda (2, 4, 2)
+constexpr int64_t kMaxRecurrence = 1 << 12;     // mean_recurrence, mean_backprop_depth (32, 8)
+constexpr double kMaxNormEps = 1.0;             // norm_eps (1e-6)
+constexpr double kMaxRopeBase = 1e12;           // rope_base (50000)
 
 std::string found(const json& v) { return json_preview(v); }
 
@@ -36,7 +50,8 @@ class Reader {
     if (!v.is_number_integer()) fail(key, "must be an integer, found " + found(v));
     if (v.is_number_unsigned() &&
         v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-      fail(key, "is too large: " + json_preview(v));
+      fail(key, "= " + std::to_string(v.get<uint64_t>()) +
+                    " is too large (it does not fit in a 64-bit integer)");
     return v.get<int64_t>();
   }
   int64_t required_int(const char* key) const {
@@ -73,14 +88,34 @@ class Reader {
     if (!v->is_string() || v->get<std::string>() != supported)
       fail(key, "= " + json_preview(*v) + " is not supported (only \"" + supported + "\")");
   }
-  void positive(const char* key, int64_t v) const {
+  // v in [1, hi] (or [0, hi] for non_negative): the upper bounds keep every size product that
+  // follows from a config (weights, RoPE table, activations) far from int64 overflow.
+  void positive(const char* key, int64_t v, int64_t hi) const {
     if (v <= 0) fail(key, "must be positive, found " + std::to_string(v));
+    at_most(key, v, hi);
   }
-  void non_negative(const char* key, int64_t v) const {
+  void non_negative(const char* key, int64_t v, int64_t hi) const {
     if (v < 0) fail(key, "must be >= 0, found " + std::to_string(v));
+    at_most(key, v, hi);
   }
-  int small(const char* key, int64_t v) const {
-    if (v > std::numeric_limits<int>::max()) fail(key, "is too large: " + std::to_string(v));
+  void at_most(const char* key, int64_t v, int64_t hi) const {
+    if (v > hi)
+      fail(key, "= " + std::to_string(v) + " is too large (the limit is " + std::to_string(hi) + ")");
+  }
+  // A finite number in (0, hi].
+  void positive_number(const char* key, double v, double hi) const {
+    if (!(v > 0) || !std::isfinite(v)) fail(key, "must be a positive number, found " + num(v));
+    if (v > hi) fail(key, "= " + num(v) + " is too large (the limit is " + num(hi) + ")");
+  }
+  static std::string num(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    return buf;
+  }
+  // An int field in [lo, hi] (lo is 0 or 1), checked before narrowing.
+  int small(const char* key, int64_t v, int64_t lo, int64_t hi) const {
+    if (lo > 0) positive(key, v, hi);
+    else non_negative(key, v, hi);
     return static_cast<int>(v);
   }
 
@@ -125,28 +160,22 @@ void check_variants(const Reader& r, const ModelConfig& c) {
 }
 
 void check_sizes(const Reader& r, const ModelConfig& c) {
-  r.positive("n_embd", c.n_embd);
-  r.positive("num_attention_heads", c.n_heads);
-  r.positive("intermediate_size", c.intermediate_size);
-  r.positive("vocab_size", c.vocab_size);
-  r.positive("block_size", c.block_size);
-  r.non_negative("n_layers_in_prelude", c.n_prelude);
-  r.positive("n_layers_in_recurrent_block", c.n_core);
-  r.non_negative("n_layers_in_coda", c.n_coda);
-  r.positive("mean_recurrence", c.mean_recurrence);
-  r.non_negative("mean_backprop_depth", c.mean_backprop_depth);
+  r.positive("n_embd", c.n_embd, kMaxEmbd);
+  r.positive("num_attention_heads", c.n_heads, kMaxHeads);
+  r.positive("intermediate_size", c.intermediate_size, kMaxIntermediate);
+  r.positive("vocab_size", c.vocab_size, kMaxVocab);
+  r.positive("block_size", c.block_size, kMaxBlockSize);
   if (c.n_embd % c.n_heads != 0)
     r.fail("n_embd", "= " + std::to_string(c.n_embd) + " is not divisible by the " +
                          std::to_string(c.n_heads) + " attention heads ('num_attention_heads')");
   if (c.head_dim % 2 != 0)
     r.fail("n_embd", "/ heads = head_dim " + std::to_string(c.head_dim) +
                          " must be even (RoPE rotates feature pairs)");
-  if (!(c.norm_eps > 0) || !std::isfinite(c.norm_eps))
-    r.fail("norm_eps", "must be a positive number, found " + std::to_string(c.norm_eps));
-  if (!(c.rope_base > 0) || !std::isfinite(c.rope_base))
-    r.fail("rope_base", "must be a positive number, found " + std::to_string(c.rope_base));
+  r.positive_number("norm_eps", c.norm_eps, kMaxNormEps);
+  r.positive_number("rope_base", c.rope_base, kMaxRopeBase);
   if (const json* v = r.get("n_layers")) {
     const int64_t n = r.integer("n_layers", *v);
+    r.non_negative("n_layers", n, 3 * kMaxLayers);
     const int64_t sum = int64_t{c.n_prelude} + c.n_core + c.n_coda;
     if (n != sum)
       r.fail("n_layers", "= " + std::to_string(n) + " differs from prelude + recurrent block + coda = " +
@@ -174,11 +203,13 @@ ModelConfig from_value(const json& j, const std::string& source) {
     throw Error(source + ": missing required key 'vocab_size' (or 'padded_vocab_size')");
   }
   c.block_size = r.optional_int("block_size", 4096);  // the released default
-  c.n_prelude = r.small("n_layers_in_prelude", r.required_int("n_layers_in_prelude"));
-  c.n_core = r.small("n_layers_in_recurrent_block", r.required_int("n_layers_in_recurrent_block"));
-  c.n_coda = r.small("n_layers_in_coda", r.required_int("n_layers_in_coda"));
-  c.mean_recurrence = r.small("mean_recurrence", r.optional_int("mean_recurrence", 32));
-  c.mean_backprop_depth = r.small("mean_backprop_depth", r.optional_int("mean_backprop_depth", 8));
+  c.n_prelude = r.small("n_layers_in_prelude", r.required_int("n_layers_in_prelude"), 0, kMaxLayers);
+  c.n_core = r.small("n_layers_in_recurrent_block", r.required_int("n_layers_in_recurrent_block"), 1,
+                     kMaxLayers);
+  c.n_coda = r.small("n_layers_in_coda", r.required_int("n_layers_in_coda"), 0, kMaxLayers);
+  c.mean_recurrence = r.small("mean_recurrence", r.optional_int("mean_recurrence", 32), 1, kMaxRecurrence);
+  c.mean_backprop_depth =
+      r.small("mean_backprop_depth", r.optional_int("mean_backprop_depth", 8), 0, kMaxRecurrence);
   c.norm_eps = r.number("norm_eps", 1e-6);
   c.rope_base = r.number("rope_base", 50000.0);  // absent from some released configs
   const bool tie_hf = r.boolean("tie_word_embeddings", true);

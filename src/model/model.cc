@@ -32,6 +32,16 @@ std::optional<DType> parse_weight_dtype(const std::string& s) {
 }
 
 Tensor rope_table(int64_t n_positions, int64_t head_dim, double base) {
+  if (head_dim < 2 || head_dim % 2 != 0)
+    throw Error("RoPE table: head_dim " + std::to_string(head_dim) + " must be even and >= 2");
+  if (n_positions < 1 || n_positions > kMaxRopePositions)
+    throw Error("RoPE table: " + std::to_string(n_positions) + " positions, expected 1 to " +
+                std::to_string(kMaxRopePositions) + " (block_size or max_positions)");
+  if (n_positions * head_dim > kMaxRopeFloats)
+    throw Error("RoPE table: " + std::to_string(n_positions) + " positions x head_dim " +
+                std::to_string(head_dim) + " is " + std::to_string(n_positions * head_dim * 4) +
+                " bytes, more than the " + std::to_string(kMaxRopeFloats * 4) +
+                "-byte limit (lower block_size or max_positions)");
   const int64_t half = head_dim / 2;
   Tensor t = Tensor::empty({n_positions, half, 2});
   float* p = t.f32();

@@ -1,5 +1,7 @@
 #include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <string>
 
 #include "huginn/tensor.h"
 
@@ -32,14 +34,48 @@ Tensor Tensor::wrap(void* data, std::span<const int64_t> shape, DType dtype,
   return t;
 }
 
-Tensor Tensor::empty(std::span<const int64_t> shape, DType dtype) {
+namespace {
+
+std::string shape_text(std::span<const int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Bytes of a contiguous tensor of `shape`, checked in every build type: shapes reach here from
+// files and flags, and a wrapped product would allocate a small buffer that is then written far
+// past its end.
+size_t checked_bytes(std::span<const int64_t> shape, DType dtype) {
+  if (shape.size() > static_cast<size_t>(kMaxDims))
+    throw Error("tensor of shape " + shape_text(shape) + ": more than " +
+                std::to_string(kMaxDims) + " dimensions");
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  size_t bytes = storage_bytes(dtype, n);
+  bool overflow = false;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error("tensor of shape " + shape_text(shape) + ": negative dimension");
+    overflow |= __builtin_mul_overflow(n, d, &n);
+  }
+  // Q8 stores one 2-byte scale per 32 values: at most 2 bytes per element, like the others.
+  const int64_t per = dtype == DType::kQ8 ? 2 : static_cast<int64_t>(dtype_size(dtype));
+  int64_t bytes = 0;
+  overflow |= __builtin_mul_overflow(n, per, &bytes);
+  overflow |= bytes > std::numeric_limits<int64_t>::max() - 64;  // room to round up to 64
+  if (overflow)
+    throw Error("tensor of shape " + shape_text(shape) + " (" + dtype_name(dtype) +
+                ") needs more than 2^63 bytes");
+  return storage_bytes(dtype, n);
+}
+
+}  // namespace
+
+Tensor Tensor::empty(std::span<const int64_t> shape, DType dtype) {
+  const size_t bytes = checked_bytes(shape, dtype);
   size_t alloc = (bytes + 63) / 64 * 64;
   if (alloc == 0) alloc = 64;
   void* p = std::aligned_alloc(64, alloc);
-  if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
+  if (!p)
+    throw Error("out of memory allocating " + std::to_string(bytes) + " bytes for a tensor of shape " +
+                shape_text(shape));
   std::memset(p, 0, alloc);
   std::shared_ptr<void> owner(p, [](void* q) { std::free(q); });
   return wrap(p, shape, dtype, std::move(owner));

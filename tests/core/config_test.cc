@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -318,6 +319,41 @@ TEST(ConfigBad, UnsupportedVariants) {
 
 TEST(ConfigBad, LayerCountInconsistent) {
   expect_bad("n_layers", 5, {"'n_layers'", "5", "4"});
+}
+
+// Every integer and number has an upper bound, named with the file, the field and the value:
+// block_size 2^58 wrapped the RoPE table's size product and wrote far past a 64-byte buffer.
+TEST(ConfigBad, SizesAboveTheirBounds) {
+  expect_bad("block_size", int64_t{576460752303423488},
+             {"test/config.json", "'block_size'", "576460752303423488", "too large", "1048576"});
+  expect_bad("block_size", int64_t{1} << 24, {"'block_size'", "16777216", "1048576"});
+  expect_bad("n_embd", int64_t{1} << 17, {"'n_embd'", "131072", "65536"});
+  expect_bad("intermediate_size", int64_t{1} << 40, {"'intermediate_size'", "1048576"});
+  expect_bad("vocab_size", int64_t{1} << 25, {"'vocab_size'", "16777216"});
+  expect_bad("n_layers_in_recurrent_block", 5000, {"'n_layers_in_recurrent_block'", "5000", "1024"});
+  expect_bad("n_layers_in_coda", int64_t{1} << 40, {"'n_layers_in_coda'", "1024"});
+  expect_bad("mean_recurrence", 100000, {"'mean_recurrence'", "100000", "4096"});
+  expect_bad("mean_backprop_depth", 100000, {"'mean_backprop_depth'", "4096"});
+  expect_bad("norm_eps", 2.0, {"'norm_eps'", "= 2 is too large", "limit is 1)"});
+  expect_bad("rope_base", 1e13, {"'rope_base'", "1e+13", "too large", "1e+12"});
+  expect_bad("block_size", uint64_t{18446744073709551615u}, {"'block_size'", "too large"});
+}
+
+// A large negative int64 once narrowed to a small positive int (-4294967295 -> 1) and passed.
+TEST(ConfigBad, NegativeLayerCountsAreNotNarrowed) {
+  expect_bad("n_layers_in_prelude", int64_t{-4294967295}, {"'n_layers_in_prelude'", "-4294967295"});
+  expect_bad("mean_recurrence", int64_t{-4294967295}, {"'mean_recurrence'", "-4294967295"});
+}
+
+TEST(Config, BoundsThemselvesAreAccepted) {
+  json j = golden_a();
+  j["block_size"] = 1 << 20;
+  j["vocab_size"] = 1 << 24;
+  j["mean_recurrence"] = 4096;
+  const ModelConfig c = parse(j);
+  EXPECT_EQ(c.block_size, 1 << 20);
+  EXPECT_EQ(c.vocab_size, 1 << 24);
+  EXPECT_EQ(c.mean_recurrence, 4096);
 }
 
 }  // namespace

@@ -184,6 +184,30 @@ TEST_F(ModelLoad, MissingConfigIsNamed) {
   expect_load_error(dir_ + "/m", {"config.json"});
 }
 
+// block_size 2^58 wrapped Tensor::empty's size product and rope_table wrote far past a 64-byte
+// buffer; a large but allowed block_size gets a RoPE table of exactly that many positions.
+TEST_F(ModelLoad, BlockSizeIsBoundedAndSizesTheRopeTable) {
+  const std::string src = golden_dir("tiny-a");
+  fs::create_directories(dir_ + "/m");
+  fs::create_symlink(src + "/model.safetensors", dir_ + "/m/model.safetensors");
+  auto with_block = [&](const std::string& v) {
+    std::ifstream in(src + "/config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = text.find("\"block_size\"");
+    ASSERT_NE(at, std::string::npos);
+    const size_t colon = text.find(':', at), end = text.find_first_of(",}", colon);
+    text.replace(colon + 1, end - colon - 1, " " + v);
+    std::ofstream(dir_ + "/m/config.json") << text;
+  };
+  for (const char* v : {"576460752303423488", "4611686018427387904", "16777216"}) {
+    with_block(v);
+    expect_load_error(dir_ + "/m", {dir_ + "/m/config.json", "'block_size'", v, "1048576"});
+  }
+  with_block("65536");
+  auto m = Model::load(dir_ + "/m", *be_);
+  EXPECT_EQ(m->max_positions(), 65536);
+}
+
 TEST_F(ModelLoad, IdsOutsideVocabularyAreRejected) {
   auto m = Model::load(golden_dir("tiny-a"), *be_);
   Runner r(*m, *be_);
