@@ -270,6 +270,39 @@ TEST(SafetensorsBad, EmptyAndZeroSizedTensorsAreFine) {
   expect_error([&] { f->raw("missing"); }, {path, "'missing'"});
 }
 
+// ---- large headers ------------------------------------------------------------------------------
+
+// 200,000 entries, a 14 MB header. The reader once parsed with nlohmann's callback parser, which
+// rescans the enclosing object at every closing brace: 62 s at 40,000 entries, so about half an
+// hour here (the ctest timeout fails it). Parsing is linear now; what is checked is that every
+// entry of the large header is read correctly.
+TEST(SafetensorsLarge, HeaderWithManyEntries) {
+  constexpr int kN = 200000;
+  std::string h = "{";
+  for (int i = 0; i < kN; ++i) {
+    if (i) h += ',';
+    h += "\"t" + std::to_string(i) + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" +
+         std::to_string(i) + "," + std::to_string(i + 1) + "]}";
+  }
+  h += '}';
+  std::string data(kN, '\0');
+  for (int i = 0; i < kN; ++i) data[static_cast<size_t>(i)] = static_cast<char>(i * 7);
+  auto f = SafetensorsFile::from_bytes(u64le(h.size()) + h + data, "many.safetensors");
+  ASSERT_EQ(f->entries().size(), static_cast<size_t>(kN));
+  for (int i : {0, 1, 4567, 123456, kN - 1}) {
+    const SafetensorsEntry* e = f->find("t" + std::to_string(i));
+    ASSERT_NE(e, nullptr) << i;
+    EXPECT_EQ(e->begin, static_cast<uint64_t>(i));
+    EXPECT_EQ(*static_cast<const uint8_t*>(f->raw(e->name).raw()), static_cast<uint8_t>(i * 7));
+  }
+  // The same count of entries in an index's weight_map.
+  json wm = json::object();
+  for (int i = 0; i < kN; ++i) wm["t" + std::to_string(i)] = "m-" + std::to_string(i % 7) + ".safetensors";
+  const auto m = parse_safetensors_index(json{{"weight_map", wm}}.dump(), "big.index.json");
+  ASSERT_EQ(m.size(), static_cast<size_t>(kN));
+  EXPECT_EQ(m.at("t123456"), "m-" + std::to_string(123456 % 7) + ".safetensors");
+}
+
 // ---- golden checkpoints -------------------------------------------------------------------------
 
 TEST(SafetensorsGolden, ModelsMatchTheirTensorLists) {
