@@ -147,23 +147,44 @@ SafetensorsEntry parse_entry(const std::string& path, const std::string& name, c
   return e;
 }
 
-// Two non-empty byte ranges may not share a byte.
-void check_overlaps(const std::string& path, const std::vector<SafetensorsEntry>& entries) {
+// The tensors' byte ranges must tile the data section exactly, as the reference reader demands:
+// in offset order each begins where the previous one ended, the first at 0, the last at the end
+// of the file. A header length off by a byte, a lost tensor or trailing garbage all break this
+// (and would otherwise shift every tensor or pass unnoticed).
+void check_tiling(const std::string& path, const std::vector<SafetensorsEntry>& entries,
+                  uint64_t data_size) {
   std::vector<const SafetensorsEntry*> order;
-  for (const auto& e : entries)
-    if (e.end > e.begin) order.push_back(&e);
+  order.reserve(entries.size());
+  for (const auto& e : entries) order.push_back(&e);
   std::sort(order.begin(), order.end(), [](auto* a, auto* b) {
-    return a->begin != b->begin ? a->begin < b->begin : a->name < b->name;
+    if (a->begin != b->begin) return a->begin < b->begin;
+    return a->end != b->end ? a->end < b->end : a->name < b->name;
   });
-  for (size_t i = 1; i < order.size(); ++i) {
-    const auto* a = order[i - 1];
-    const auto* b = order[i];
-    if (a->end > b->begin)
-      throw Error(path + ": tensors " + q(a->name) + " [" + std::to_string(a->begin) + ", " +
-                  std::to_string(a->end) + ") and " + q(b->name) + " [" +
-                  std::to_string(b->begin) + ", " + std::to_string(b->end) +
-                  ") overlap in the data section");
+  auto range = [](const SafetensorsEntry* e) {
+    return q(e->name) + " [" + std::to_string(e->begin) + ", " + std::to_string(e->end) + ")";
+  };
+  uint64_t at = 0;
+  const SafetensorsEntry* prev = nullptr;
+  for (const SafetensorsEntry* e : order) {
+    if (e->begin < at)
+      throw Error(path + ": tensors " + range(prev) + " and " + range(e) +
+                  " overlap in the data section");
+    if (e->begin > at)
+      throw Error(path + ": bytes [" + std::to_string(at) + ", " + std::to_string(e->begin) +
+                  ") of the data section belong to no tensor (" +
+                  (prev ? "between tensor " + range(prev) + " and " : std::string("before ")) +
+                  "tensor " + range(e) +
+                  "); data_offsets must tile the data section without gaps");
+    at = e->end;
+    prev = e;
   }
+  if (at != data_size)
+    throw Error(path + ": the tensors end at byte " + std::to_string(at) +
+                " of the data section" + (prev ? " (tensor " + range(prev) + ")" : std::string()) +
+                ", but it holds " + std::to_string(data_size) + " bytes: " +
+                std::to_string(data_size - at) +
+                (data_size - at == 1 ? " byte belongs" : " bytes belong") +
+                " to no tensor (header length wrong, or trailing bytes)");
 }
 
 bool is_dir(const std::string& p) {
@@ -238,7 +259,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::from_buffer(std::shared_ptr<co
     }
     f->entries_.push_back(parse_entry(path, it.key(), it.value(), f->data_size_));
   }
-  check_overlaps(path, f->entries_);
+  check_tiling(path, f->entries_, f->data_size_);
   for (size_t i = 0; i < f->entries_.size(); ++i) f->index_[f->entries_[i].name] = i;
   return f;
 }

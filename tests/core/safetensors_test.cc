@@ -226,6 +226,50 @@ TEST(SafetensorsBad, MetadataValuesNotStrings) {
   expect_open_error(d, R"({"__metadata__": ["pt"]})", 0, {"__metadata__", "object of strings"});
 }
 
+// The tensors' byte ranges tile the data section exactly (as the reference reader demands): a
+// header length off by one byte shifted every tensor and gave NaN logits with exit status 0.
+TEST(SafetensorsBad, HeaderLengthOffByOneByte) {
+  TempDir d;
+  const std::string full = read_bytes(kGolden + "/tiny-a/model.safetensors");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = n << 8 | static_cast<uint8_t>(full[i]);
+  const std::string path = d / "shifted.safetensors";
+  write_bytes(path, u64le(n - 1) + full.substr(8));
+  expect_error([&] { SafetensorsFile::open(path); },
+               {path, "the tensors end at byte", "1 byte belongs to no tensor", "header length"});
+  write_bytes(path, u64le(n + 1) + full.substr(8));
+  expect_error([&] { SafetensorsFile::open(path); }, {path});
+}
+
+TEST(SafetensorsBad, GapBetweenTensors) {
+  TempDir d;
+  expect_open_error(
+      d,
+      R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})",
+      12, {"bytes [4, 8)", "belong to no tensor", "'a' [0, 4)", "'b' [8, 12)"});
+}
+
+TEST(SafetensorsBad, DataBeforeTheFirstTensor) {
+  TempDir d;
+  expect_open_error(d, R"({"b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", 8,
+                    {"bytes [0, 4)", "before tensor 'b'"});
+}
+
+TEST(SafetensorsBad, TrailingBytesAfterTheLastTensor) {
+  TempDir d;
+  expect_open_error(d, R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}})", 9,
+                    {"end at byte 8", "'a' [0, 8)", "holds 9 bytes", "1 byte belongs to no tensor"});
+  expect_open_error(d, R"({})", 3, {"end at byte 0", "holds 3 bytes"});
+}
+
+TEST(SafetensorsBad, ZeroSizedTensorInsideAnother) {
+  TempDir d;
+  expect_open_error(
+      d,
+      R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "z": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]}})",
+      8, {"'a' [0, 8)", "'z' [4, 4)", "overlap"});
+}
+
 // A real checkpoint cut anywhere, or with a header byte overwritten, gives an Error or a valid
 // file, never a crash (run under HUGINN_SANITIZE to make that a memory-safety check too).
 TEST(SafetensorsBad, CutOrCorruptedGoldenFileNeverCrashes) {
@@ -375,9 +419,11 @@ TEST(SafetensorsRead, F32IsZeroCopyViewOfTheMapping) {
 
 TEST(SafetensorsRead, MisalignedF32IsCopiedCorrectly) {
   TempDir d;
-  // The tensor starts one byte into an 8-aligned data section: a misaligned F32 tensor.
+  // The tensor starts one byte into an 8-aligned data section (after a 1-byte U8 tensor, since
+  // tensors must tile the data section): a misaligned F32 tensor.
   const float vals[3] = {1.5f, -2.25f, 3.0e-8f};
-  std::string header = R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[1,13]}})";
+  std::string header =
+      R"({"pad":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"x":{"dtype":"F32","shape":[3],"data_offsets":[1,13]}})";
   header.append((8 - header.size() % 8) % 8, ' ');  // data section 8-aligned, so offset 1 is odd
   std::string data(1, '\x7f');
   data.append(reinterpret_cast<const char*>(vals), sizeof(vals));
@@ -397,7 +443,7 @@ TEST(SafetensorsRead, Bf16F16F64ConvertedToF32) {
   const uint16_t f16[5] = {0x3C00, 0xC000, 0x3E00, 0x7BFF, 0x0001};   // 1, -2, 1.5, 65504, 2^-24
   const double f64[2] = {0.1, -1e300};
   std::string header =
-      R"({"b":{"dtype":"BF16","shape":[5],"data_offsets":[0,10]},"d":{"dtype":"F64","shape":[2],"data_offsets":[16,32]},"h":{"dtype":"F16","shape":[5],"data_offsets":[32,42]},"i":{"dtype":"I32","shape":[1],"data_offsets":[44,48]}})";
+      R"({"b":{"dtype":"BF16","shape":[5],"data_offsets":[0,10]},"p1":{"dtype":"U8","shape":[6],"data_offsets":[10,16]},"d":{"dtype":"F64","shape":[2],"data_offsets":[16,32]},"h":{"dtype":"F16","shape":[5],"data_offsets":[32,42]},"p2":{"dtype":"U8","shape":[2],"data_offsets":[42,44]},"i":{"dtype":"I32","shape":[1],"data_offsets":[44,48]}})";
   header.append((8 - header.size() % 8) % 8, ' ');
   std::string data(48, '\0');
   std::memcpy(&data[0], bf16, 10);
