@@ -69,6 +69,66 @@ std::string shape_str(std::span<const int64_t> s) {
   return r + "]";
 }
 
+// Non-finite elements (NaN or +-Inf, by exponent bits) of an F32 or BF16 tensor: their count and
+// the flat index of the first. Branch-free per chunk so that the scan vectorizes.
+struct NonFinite {
+  int64_t count = 0, first = -1;
+};
+template <class U, U kExp>
+NonFinite scan_non_finite(const U* p, int64_t n) {
+  NonFinite r;
+  constexpr int64_t kChunk = 4096;
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t e = std::min(n, c + kChunk);
+    int64_t k = 0;
+    for (int64_t i = c; i < e; ++i) k += (p[i] & kExp) == kExp;
+    if (k == 0) continue;
+    if (r.first < 0)
+      for (int64_t i = c; i < e && r.first < 0; ++i)
+        if ((p[i] & kExp) == kExp) r.first = i;
+    r.count += k;
+  }
+  return r;
+}
+NonFinite non_finite(const Tensor& t) {
+  HUGINN_ASSERT(t.is_contiguous(), "non_finite: strided tensor");
+  if (t.dtype() == DType::kF32)
+    return scan_non_finite<uint32_t, 0x7f800000u>(static_cast<const uint32_t*>(t.raw()), t.numel());
+  if (t.dtype() == DType::kBF16)
+    return scan_non_finite<uint16_t, 0x7f80u>(static_cast<const uint16_t*>(t.raw()), t.numel());
+  return {};
+}
+
+// A weight with a NaN or Inf makes every logit NaN (norms and matmuls spread it to every
+// position), so it is an error at load, naming the tensor, the first bad element and the count,
+// not a silent exit 0 with garbage.
+void check_finite(const Tensor& t, const std::string& file, const std::string& name) {
+  const NonFinite r = non_finite(t);
+  if (r.count == 0) return;
+  std::string at = "[";
+  int64_t rem = r.first;
+  std::vector<int64_t> idx(static_cast<size_t>(t.ndim()));
+  for (int d = t.ndim() - 1; d >= 0; --d) {
+    idx[static_cast<size_t>(d)] = rem % t.dim(d);
+    rem /= t.dim(d);
+  }
+  for (size_t d = 0; d < idx.size(); ++d) at += (d ? ", " : "") + std::to_string(idx[d]);
+  at += "]";
+  float v;
+  if (t.dtype() == DType::kF32) {
+    std::memcpy(&v, static_cast<const float*>(t.raw()) + r.first, sizeof v);
+  } else {
+    uint16_t h;
+    std::memcpy(&h, static_cast<const uint16_t*>(t.raw()) + r.first, sizeof h);
+    const uint32_t bits = uint32_t{h} << 16;
+    std::memcpy(&v, &bits, sizeof v);
+  }
+  throw Error(file + ": tensor '" + name + "' holds " + std::to_string(r.count) +
+              " non-finite value" + (r.count > 1 ? "s" : "") + ", the first " +
+              (std::isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf") + " at " + at +
+              " (a diverged or corrupt checkpoint)");
+}
+
 // Fetches tensors by name, checking shape, and remembers which names were used.
 class Loader {
  public:
@@ -85,7 +145,9 @@ class Loader {
                   shape_str(e.shape) + ", expected " +
                   shape_str(std::span<const int64_t>(shape.begin(), shape.size())));
     used_.insert(name);
-    return be_.upload(store_.as_f32(name).reshape(shape));
+    Tensor t = store_.as_f32(name);
+    check_finite(t, store_.file_of(name), name);
+    return be_.upload(t.reshape(shape));
   }
   // A big matrix [N, K] in the target weight dtype (see LoadOptions::weight_dtype).
   Tensor matrix(const std::string& name, int64_t N, int64_t K) {
@@ -100,6 +162,7 @@ class Loader {
     } else {
       w = store_.as_f32(name).reshape({N, K});
     }
+    check_finite(w, store_.file_of(name), name);  // Q8: its scales are checked in stored_q8
     try {
       return be_.upload(convert_weight(w, target_));
     } catch (const Error& err) {
@@ -254,6 +317,7 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, Backend& be,
                   ", 2]");
     ld.mark_used(names::kFreqs);
     Tensor stored = store.as_f32(names::kFreqs);
+    check_finite(stored, store.file_of(names::kFreqs), names::kFreqs);
     const int64_t n = std::min<int64_t>(e.shape[1], n_pos);
     std::copy(stored.f32(), stored.f32() + n * half * 2, rope.f32());
   }

@@ -208,6 +208,48 @@ TEST_F(ModelLoad, BlockSizeIsBoundedAndSizesTheRopeTable) {
   EXPECT_EQ(m->max_positions(), 65536);
 }
 
+// A NaN or Inf weight once loaded silently and every logit came out NaN with exit status 0.
+TEST_F(ModelLoad, NonFiniteWeightsAreNamed) {
+  const float nan = std::nanf(""), inf = INFINITY;
+  struct Case {
+    const char* tensor;
+    int64_t at;
+    float v;
+    DType dt;
+    const char* want;
+  };
+  for (const Case& c : {Case{"transformer.adapter.weight", 130, nan, DType::kF32, "NaN at [1, 2]"},
+                        Case{"transformer.ln_f.weight", 5, -inf, DType::kF32, "-Inf at [5]"},
+                        Case{"transformer.prelude.0.attn.Wqkv.weight", 64, inf, DType::kBF16, "+Inf at [1, 0]"},
+                        Case{"transformer.wte.weight", 0, nan, DType::kBF16, "NaN at [0, 0]"}}) {
+    auto w = golden_weights("tiny-a");
+    Tensor t = w.at(c.tensor).clone();
+    t.f32()[c.at] = c.v;
+    t.f32()[t.numel() - 1] = nan;  // a second one, counted
+    w[c.tensor] = t;
+    const std::string dir = dir_ + "/m" + std::to_string(c.at);
+    write_model_dir(dir, "tiny-a", w, c.dt, 1);
+    expect_load_error(dir, {dir + "/model.safetensors", std::string("'") + c.tensor + "'",
+                            "2 non-finite values", c.want});
+  }
+  // BF16 weights loaded as BF16 (no conversion) are checked too.
+  auto w = golden_weights("tiny-a");
+  Tensor t = w.at("transformer.coda.0.mlp.proj.weight").clone();
+  t.f32()[3] = nan;
+  w["transformer.coda.0.mlp.proj.weight"] = t;
+  write_model_dir(dir_ + "/bf", "tiny-a", w, DType::kBF16, 1);
+  Model::LoadOptions o;
+  o.weight_dtype = DType::kBF16;
+  try {
+    Model::load(dir_ + "/bf", *be_, o);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'transformer.coda.0.mlp.proj.weight' holds 1 non-finite value, the first NaN at [0, 3]"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(ModelLoad, IdsOutsideVocabularyAreRejected) {
   auto m = Model::load(golden_dir("tiny-a"), *be_);
   Runner r(*m, *be_);
