@@ -14,12 +14,16 @@
 # With --bench (opt-in; large, so CI and `make test` do not pay for it):
 #   python3-torch, python3-numpy  bench/compare_pytorch.py: the eager PyTorch side of the speed
 #                                 comparison and its golden check (ctest compare_pytorch_golden)
+# With --fuzz (`make fuzz`, `make fuzz-ci`; plain `make test` does not need clang):
+#   clang, libclang-rt-14-dev     libFuzzer (-fsanitize=fuzzer) and clang's ASan/UBSan runtimes
+#                                 for the fuzzers of fuzz/; GCC has no libFuzzer
 set -euo pipefail
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
       libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 [ "${1:-}" = "--bench" ] && PKGS+=(python3-torch python3-numpy)
+[ "${1:-}" = "--fuzz" ] && PKGS+=(clang libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
