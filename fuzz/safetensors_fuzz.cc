@@ -29,8 +29,10 @@ HUGINN_FUZZ_TARGET(safetensors) {
   const std::string path = fuzz::scratch_dir() + "/in.safetensors";
   fuzz::write_file(path, data, size);
   uint64_t sink = 0;
-  fuzz::accepts([&] {
+  std::vector<std::string> names;  // of the file as opened, when it opens
+  const bool opened = fuzz::accepts([&] {
     auto f = SafetensorsFile::open(path);
+    for (const SafetensorsEntry& e : f->entries()) names.push_back(e.name);
     for (const SafetensorsEntry& e : f->entries()) {
       fuzz::check(e.begin <= e.end && e.end <= size, e.name + ": byte range outside the file");
       fuzz::check(e.end - e.begin == storage_bytes(e.dtype, e.numel()),
@@ -42,6 +44,15 @@ HUGINN_FUZZ_TARGET(safetensors) {
       if (f32_convertible(e.dtype)) sink += touch(f->as_f32(e.name));
     }
   });
+  // The in-memory reader must agree with the file reader.
+  std::vector<std::string> from_bytes;
+  const bool parsed = fuzz::accepts([&] {
+    auto f = SafetensorsFile::from_bytes(std::string(reinterpret_cast<const char*>(data), size),
+                                         "in.safetensors");
+    for (const SafetensorsEntry& e : f->entries()) from_bytes.push_back(e.name);
+  });
+  fuzz::check(parsed == opened && from_bytes == names,
+              "SafetensorsFile::from_bytes and ::open disagree on the same bytes");
   fuzz::accepts([&] {
     const TensorStore store = TensorStore::open(path);
     for (const std::string& name : store.names()) {
