@@ -10,6 +10,7 @@
 #   libutf8proc-dev               NFC/NFKC normalization for tokenizers (small C library made for it)
 #   gnuplot-nox                   PNG/SVG plots (huginn trace, eval) without X: pngcairo + svg terminals
 #   libcpp-httplib-dev            HTTP/1.1 server for huginn serve (threaded, SSE streaming), small
+#   zlib1g-dev                    crc32 of checkpoint files (checksums.json), verified on --resume
 #   nodejs, npm                   server tests drive huginn serve with the official openai npm client
 # With --bench (opt-in; large, so CI and `make test` do not pay for it):
 #   python3-torch, python3-numpy  bench/compare_pytorch.py: the eager PyTorch side of the speed
@@ -19,7 +20,7 @@
 #                                 for the fuzzers of fuzz/; GCC has no libFuzzer
 set -euo pipefail
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev)
+      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 [ "${1:-}" = "--bench" ] && PKGS+=(python3-torch python3-numpy)

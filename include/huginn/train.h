@@ -152,4 +152,14 @@ TrainResult train(const TrainOptions& options);
 std::string checkpoint_name(int64_t step);
 std::string latest_checkpoint(const std::string& out_dir);
 
+// Checkpoint integrity. DIR/checksums.json records the size and CRC-32 of config.json,
+// model.safetensors and train_state.safetensors, and of each safetensors header and tensor so
+// that damage is reported by name. The training loop writes it before a checkpoint folder is
+// renamed into place, and `--resume` verifies it before reading anything else.
+void write_checkpoint_checksums(const std::string& dir);
+// Throws huginn::Error naming the file, and the header or tensor, whose bytes or size differ from
+// DIR/checksums.json (or what is wrong with the manifest). Returns false when DIR has none (a
+// checkpoint written before checksums existed).
+bool verify_checkpoint_checksums(const std::string& dir);
+
 }  // namespace huginn

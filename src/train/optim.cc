@@ -69,10 +69,10 @@ void AdamW::set_state(const std::map<std::string, Tensor>& state, int64_t t,
       auto it = state.find(key);
       if (it == state.end()) throw Error(source + ": missing optimizer tensor '" + key + "'");
       Tensor& dst = which == 0 ? m_[i] : v_[i];
-      if (it->second.numel() != dst.numel())
+      if (!std::ranges::equal(it->second.shape(), dst.shape()))
         throw Error(source + ": optimizer tensor '" + key + "' has shape " +
                     it->second.shape_str() + ", expected " + dst.shape_str());
-      dst.copy_from(it->second.reshape(dst.shape()));
+      dst.copy_from(it->second);
     }
   }
   if (state.size() != 2 * params_.size())

@@ -3,9 +3,13 @@
 //
 // A run directory holds step-NNNNNNNN/ checkpoints (config.json + model.safetensors, loadable by
 // Model::load and `huginn forward`, plus train_state.safetensors: AdamW moments and, as metadata,
-// the step, seed and the options the run depends on) and metrics.jsonl. Each checkpoint is
-// written into a hidden temporary folder and renamed into place, so a checkpoint folder is
-// always complete.
+// the step, seed and the options the run depends on, and checksums.json: the CRC-32 of each)
+// and metrics.jsonl. Each checkpoint is written into a hidden temporary folder and renamed into
+// place, so a checkpoint folder is always complete. One run at a time holds the directory's
+// lock; at start it removes the temporaries of killed writes and cuts metrics.jsonl back to the
+// step it starts from, so every step is logged once. `--resume` verifies the newest checkpoint's
+// checksums, then the range and consistency of every value of its training state, and refuses it
+// naming the file and field at fault.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,6 +26,7 @@
 #include "huginn/safetensors.h"
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
+#include "train/checkpoint.h"
 #include "util/mapped_file.h"
 
 namespace huginn {
@@ -30,8 +35,10 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr const char* kStateFile = "train_state.safetensors";
-constexpr const char* kStateFormat = "huginn-train-state-1";
+using ckpt::kStateFile;
+// 2 added skipped_steps and checksums.json; a 1 (no checksums) is resumed with a warning.
+constexpr const char* kStateFormat = "huginn-train-state-2";
+constexpr const char* kStateFormatV1 = "huginn-train-state-1";
 
 // What must match between a checkpoint and a resumed run for the trajectory to continue.
 json run_fingerprint(const TrainOptions& o, int seq_len, int mean_rec, int depth) {
@@ -57,6 +64,52 @@ std::string config_difference(const std::string& a, const std::string& b) {
   for (auto& [k, v] : jb.items())
     if (!ja.contains(k)) return "'" + k + "' is absent there, " + v.dump() + " here";
   return {};
+}
+
+// How a value read from a file reads in an error: scalars as JSON, containers by kind only (a
+// hostile file may nest them 100,000 deep, and printing recurses).
+std::string brief(const json& v) {
+  if (v.is_object()) return "an object";
+  if (v.is_array()) return "an array";
+  if (v.is_string()) return ckpt::quote(v.get<std::string>());
+  return v.dump();
+}
+
+const char* kind_of(const json& v) {
+  if (v.is_number_integer()) return "an integer";
+  if (v.is_number()) return "a number";
+  if (v.is_string()) return "a string";
+  if (v.is_boolean()) return "a boolean";
+  return "a JSON value";
+}
+
+bool same_kind(const json& saved, const json& now) {
+  if (now.is_number_integer()) return saved.is_number_integer();
+  if (now.is_number()) return saved.is_number();
+  return saved.type() == now.type();
+}
+
+// The first element of `t` that breaks `ok`, or -1.
+template <class Pred>
+int64_t first_bad(const Tensor& t, Pred ok) {
+  const float* p = t.f32();
+  for (int64_t i = 0, n = t.numel(); i < n; ++i)
+    if (!ok(p[i])) return i;
+  return -1;
+}
+
+void check_options(const TrainOptions& o) {
+  auto finite = [](double v, double lo) { return std::isfinite(v) && v >= lo; };
+  if (!finite(o.lr, 0)) throw Error("--lr must be finite and >= 0, got " + std::to_string(o.lr));
+  if (!finite(o.min_lr_ratio, 0) || o.min_lr_ratio > 1)
+    throw Error("--min-lr-ratio must be in 0..1, got " + std::to_string(o.min_lr_ratio));
+  if (!finite(o.adam.beta1, 0) || o.adam.beta1 >= 1 || !finite(o.adam.beta2, 0) ||
+      o.adam.beta2 >= 1)
+    throw Error("--beta1 and --beta2 must be in [0, 1)");
+  if (!finite(o.adam.eps, 0) || o.adam.eps == 0) throw Error("--adam-eps must be finite and > 0");
+  if (!std::isfinite(o.adam.weight_decay)) throw Error("--weight-decay must be finite");
+  if (!std::isfinite(o.grad_clip)) throw Error("--grad-clip must be finite");
+  if (!finite(o.init_scale, 0)) throw Error("--init-scale must be finite and >= 0");
 }
 
 void check_writable_dir(const std::string& out) {
@@ -119,7 +172,9 @@ class Trainer {
 
  private:
   void setup_model();
+  void take_run_dir();
   void resume_from(const std::string& ckpt);
+  void load_moments(const SafetensorsFile& state, int64_t adam_t);
   double train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out, bool* finite_out);
   std::map<int, double> validate();
   std::string save(int64_t step);
@@ -138,6 +193,9 @@ class Trainer {
   int seq_len_ = 0, mean_rec_ = 0, depth_ = 0;
   int64_t start_step_ = 0;
   int bad_in_row_ = 0;
+  int64_t skipped_ = 0;         // steps skipped as non-finite since step 0
+  bool verified_ = false;       // the resumed checkpoint had checksums.json and matched it
+  std::unique_ptr<ckpt::RunLock> lock_;
   std::string last_ckpt_;
 };
 
@@ -151,6 +209,7 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
   if (o_.out.empty()) throw Error("--out is required");
   if (o_.data.empty()) throw Error("--data is required");
   if (o_.max_bad_steps <= 0) throw Error("--max-bad-steps must be positive");
+  check_options(o_);
   sched_.kind = Schedule::parse(o_.schedule);
   be_ = make_backend(o_.backend, pool_);
   const std::string newest = latest_checkpoint(o_.out);
@@ -159,6 +218,10 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
                 "); pass --resume to continue that run, or choose another --out");
   if (o_.resume && newest.empty())
     throw Error(o_.out + ": --resume, but there is no checkpoint (step-NNNNNNNN/) to resume from");
+  if (o_.resume) {  // before any of the checkpoint's files is read
+    take_run_dir();
+    verified_ = verify_checkpoint_checksums(newest);
+  }
 
   if (o_.model_config.empty() && !o_.resume) throw Error("--model-config is required");
   config_ = ModelConfig::from_file(o_.model_config.empty() ? newest + "/config.json" : o_.model_config);
@@ -191,14 +254,24 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
   if (o_.resume) {
     resume_from(newest);
   } else if (!o_.init_from.empty()) {
+    take_run_dir();
+    verify_checkpoint_checksums(o_.init_from);  // when it is one of our checkpoints
     tm_ = TrainableModel::load(o_.init_from);
     if (std::string d = config_difference(tm_->config().to_json(), config_.to_json()); !d.empty())
       throw Error(o_.init_from + "/config.json differs from " + o_.model_config + ": " + d);
     setup_model();
   } else {
+    take_run_dir();
     tm_ = TrainableModel::init(config_, o_.seed);
     setup_model();
   }
+}
+
+// Locks the run directory for this run and removes what killed writes left in it.
+void Trainer::take_run_dir() {
+  lock_ = std::make_unique<ckpt::RunLock>(o_.out);
+  for (const std::string& name : ckpt::remove_stale_temporaries(o_.out))
+    HUGINN_LOG_WARN("%s/%s: removed, a temporary left by a killed write", o_.out.c_str(), name.c_str());
 }
 
 void Trainer::setup_model() {
@@ -223,43 +296,108 @@ void Trainer::resume_from(const std::string& ckpt) {
   if (std::string d = config_difference(saved.to_json(), config_.to_json()); !d.empty())
     throw Error("cannot resume: " + ckpt + "/config.json differs from " + here + ": " + d);
   auto state = SafetensorsFile::open(ckpt + "/" + kStateFile);
-  const auto& meta = state->metadata();
-  auto field = [&](const char* key) -> const std::string& {
-    auto it = meta.find(key);
-    if (it == meta.end())
-      throw Error(state->path() + ": missing metadata '" + key + "' (not a training state file?)");
-    return it->second;
-  };
-  if (field("format") != kStateFormat)
-    throw Error(state->path() + ": format '" + field("format") + "', expected " + kStateFormat);
-  const json saved_run = json::parse(field("run"));
+  const std::string& path = state->path();
+  const ckpt::Fields f(path, state->metadata());
+  const std::string& format = f.str("format");
+  const bool v1 = format == kStateFormatV1;
+  if (!v1 && format != kStateFormat)
+    throw Error(path + ": metadata 'format' is " + ckpt::quote(format) + ", expected " +
+                kStateFormat + " (or the older " + kStateFormatV1 + ")");
+  if (!verified_ && !v1)
+    throw Error(ckpt + "/" + ckpt::kChecksumFile + ": missing, but a " + kStateFormat +
+                " checkpoint is always written with one; its files cannot be verified");
+  if (!verified_)
+    HUGINN_LOG_WARN("%s: no %s (written by an older huginn): its bytes cannot be verified, only the "
+                    "ranges of its values", ckpt.c_str(), ckpt::kChecksumFile);
+
+  // The options the run was trained with: each present, of its type, equal to this run's.
+  const json saved_run = json::parse(f.str("run"), nullptr, /*allow_exceptions=*/false);
+  if (saved_run.is_discarded() || !saved_run.is_object())
+    throw Error(path + ": metadata 'run' is not a JSON object (expected the options of the run)");
   const json now = run_fingerprint(o_, seq_len_, mean_rec_, depth_);
   for (auto& [k, v] : now.items()) {
-    if (saved_run.contains(k) && saved_run[k] == v) continue;
+    if (!saved_run.contains(k))
+      throw Error(path + ": metadata 'run' has no '" + k + "' (expected " + kind_of(v) + ")");
+    const json& sv = saved_run[k];
+    if (!same_kind(sv, v))
+      throw Error(path + ": metadata 'run." + k + "' is " + brief(sv) + ", expected " + kind_of(v));
+    if (sv == v) continue;
     if (k == "steps") {  // a longer or shorter schedule: allowed, but no longer the same run
       HUGINN_LOG_WARN("resuming with --steps %s (the checkpoint's run had %s): the schedule changes",
-                      v.dump().c_str(), saved_run.value(k, json()).dump().c_str());
+                      v.dump().c_str(), brief(sv).c_str());
       continue;
     }
-      throw Error("cannot resume: " + ckpt + " was trained with " + k + " = " +
-                  (saved_run.contains(k) ? saved_run[k].dump() : "(unset)") + ", this run has " +
-                  v.dump() + " (resuming must continue the same run)");
+    throw Error("cannot resume: " + ckpt + " was trained with " + k + " = " + brief(sv) +
+                ", this run has " + v.dump() + " (resuming must continue the same run)");
   }
-  if (std::stoull(field("tokenizer_hash")) != train_set_.tokenizer_hash() ||
-      std::stoll(field("vocab_size")) != train_set_.vocab_size())
+  const json& run_steps = saved_run["steps"];
+  if (!run_steps.is_number_unsigned() || run_steps.get<uint64_t>() < 1 ||
+      run_steps.get<uint64_t>() > (uint64_t{1} << 62))
+    throw Error(path + ": metadata 'run.steps' is " + brief(run_steps) + ", expected 1..2^62");
+
+  // The counters: in range and consistent with each other and with the folder's name.
+  const int64_t step = f.integer("step", 0, run_steps.get<int64_t>(),
+                                 "a checkpoint lies within its run's 'run.steps'");
+  if (checkpoint_name(step) != fs::path(ckpt).filename().string())
+    throw Error(path + ": metadata 'step' is " + std::to_string(step) + ", but the folder is " +
+                fs::path(ckpt).filename().string());
+  const int64_t adam_t = f.integer("adam_t", 0, step, "optimizer steps taken, at most 'step'");
+  const int64_t skipped = v1 ? step - adam_t : f.integer("skipped_steps", 0, step);
+  if (adam_t + skipped != step)
+    throw Error(path + ": metadata 'adam_t' is " + std::to_string(adam_t) + " and 'skipped_steps' " +
+                std::to_string(skipped) + ", expected them to add up to 'step' " +
+                std::to_string(step) + " (every step updates the optimizer or is skipped)");
+  const int64_t bad = f.integer("bad_in_row", 0, skipped,
+                                "the last bad_in_row steps were skipped, so at most 'skipped_steps'");
+  if (const uint64_t seed = f.u64("seed"); seed != o_.seed)
+    throw Error(path + ": metadata 'seed' is " + std::to_string(seed) + ", expected " +
+                std::to_string(o_.seed) + " (the seed in 'run' and of this run)");
+  const uint64_t windows = static_cast<uint64_t>(step) * o_.grad_accum * o_.batch;
+  if (f.u64("next_window_index") != windows)
+    throw Error(path + ": metadata 'next_window_index' is " + f.str("next_window_index") +
+                ", expected " + std::to_string(windows) + " (step x grad_accum x batch)");
+  const uint64_t tok_hash = f.u64("tokenizer_hash");
+  const int64_t vocab = f.integer("vocab_size", 1, UINT32_MAX);
+  if (tok_hash != train_set_.tokenizer_hash() || vocab != train_set_.vocab_size())
     throw Error("cannot resume: " + ckpt + " was trained on shards of a different tokenizer than " +
                 o_.data);
+
   tm_ = TrainableModel::load(ckpt);
+  for (const auto& [name, t] : tm_->hf_tensors())
+    if (int64_t i = first_bad(t, [](float x) { return std::isfinite(x); }); i >= 0)
+      throw Error(ckpt + "/model.safetensors: tensor '" + name + "' holds " +
+                  std::to_string(t.f32()[i]) + " at element " + std::to_string(i) +
+                  ", expected finite weights (training skips non-finite steps)");
   setup_model();
-  std::map<std::string, Tensor> moments;
-  for (const auto& e : state->entries()) moments.emplace(e.name, state->as_f32(e.name));
-  start_step_ = std::stoll(field("step"));
-  adam_->set_state(moments, std::stoll(field("adam_t")), state->path());
-  bad_in_row_ = std::stoi(field("bad_in_row"));
+  load_moments(*state, adam_t);
+  start_step_ = step;
+  bad_in_row_ = static_cast<int>(bad);
+  skipped_ = skipped;
   last_ckpt_ = ckpt;
   if (start_step_ >= (o_.stop_at > 0 ? o_.stop_at : o_.steps))
     throw Error(ckpt + " is at step " + std::to_string(start_step_) +
                 ": nothing left to train (raise --steps or --stop-at)");
+}
+
+// AdamW's moments, checked: finite, second moments >= 0, and all zero before the first update.
+void Trainer::load_moments(const SafetensorsFile& state, int64_t adam_t) {
+  std::map<std::string, Tensor> moments;
+  for (const auto& e : state.entries()) {
+    Tensor t = state.as_f32(e.name);
+    const bool second = e.name.rfind("adam.v.", 0) == 0;
+    int64_t i = first_bad(t, [&](float x) { return std::isfinite(x) && (!second || x >= 0); });
+    const char* want = second ? "finite and >= 0 (a running mean of squared gradients)" : "finite";
+    if (i < 0 && adam_t == 0) {
+      i = first_bad(t, [](float x) { return x == 0.0f; });
+      want = "0 ('adam_t' is 0: no update has been made)";
+    }
+    if (i >= 0)
+      throw Error(state.path() + ": optimizer tensor '" + e.name + "' holds " +
+                  std::to_string(t.f32()[i]) + " at element " + std::to_string(i) + ", expected " +
+                  want);
+    moments.emplace(e.name, t);
+  }
+  adam_->set_state(moments, adam_t, state.path());
 }
 
 double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out,
@@ -333,6 +471,7 @@ std::string Trainer::save(int64_t step) {
   w.add_metadata("step", std::to_string(step));
   w.add_metadata("adam_t", std::to_string(adam_->steps_taken()));
   w.add_metadata("bad_in_row", std::to_string(bad_in_row_));
+  w.add_metadata("skipped_steps", std::to_string(skipped_));
   // The random streams (windows, iteration counts, initial states) are functions of
   // (seed, step), so the step is the whole RNG and data-position state.
   w.add_metadata("seed", std::to_string(o_.seed));
@@ -343,6 +482,7 @@ std::string Trainer::save(int64_t step) {
   w.add_metadata("vocab_size", std::to_string(train_set_.vocab_size()));
   w.add_metadata("data", o_.data);
   w.write(tmp + "/" + kStateFile);
+  write_checkpoint_checksums(tmp);  // last: it covers the files above
   fs::rename(tmp, final_dir, ec);
   if (ec) {
     fs::remove_all(tmp);
@@ -354,6 +494,9 @@ std::string Trainer::save(int64_t step) {
 }
 
 TrainResult Trainer::run() {
+  // Records after start_step_ were written by a run killed after its last checkpoint (or, at
+  // step 0, before its first): this run writes those steps again.
+  ckpt::truncate_metrics(o_.out + "/metrics.jsonl", start_step_);
   MetricsLog log(o_.out + "/metrics.jsonl");
   const int64_t end = o_.stop_at > 0 ? o_.stop_at : o_.steps;
   const int64_t tokens_per_step = static_cast<int64_t>(o_.batch) * o_.grad_accum * seq_len_;
@@ -375,7 +518,7 @@ TrainResult Trainer::run() {
     if (finite) {
       adam_->step(lr, &pool_);
       bad_in_row_ = 0;
-    } else if (++bad_in_row_ >= o_.max_bad_steps) {
+    } else if (++skipped_; ++bad_in_row_ >= o_.max_bad_steps) {
       throw Error("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +
                   " steps in a row with a non-finite loss or gradient (loss " +
                   std::to_string(loss) + ", gradient norm " + std::to_string(gnorm) +
