@@ -59,7 +59,8 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
   sub->add_option("--data", o->data, "data directory of train-*.bin / val-*.bin shards (required)");
   sub->add_option("--out", o->out, "run directory: step-NNNNNNNN/ checkpoints, metrics.jsonl (required)");
   sub->add_option("--init-from", o->init_from, "start from this model directory's weights");
-  sub->add_flag("--resume", o->resume, "continue from the newest checkpoint in --out");
+  sub->add_flag("--resume", o->resume,
+                "continue from the newest checkpoint in --out (its checksums and state verified first)");
   sub->add_option("--steps", o->steps, "optimizer steps (the schedule's length)")->check(CLI::PositiveNumber);
   sub->add_option("--stop-at", o->stop_at, "stop after this step (saving), keeping the schedule of --steps");
   sub->add_option("--batch", o->batch, "sequences per micro-batch")->check(CLI::PositiveNumber);
