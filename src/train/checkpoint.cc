@@ -29,6 +29,7 @@
 #include "huginn/log.h"
 #include "huginn/safetensors.h"
 #include "huginn/train.h"
+#include "util/json.h"
 #include "util/mapped_file.h"
 
 namespace huginn {
@@ -154,7 +155,12 @@ size_t truncate_metrics(const std::string& path, int64_t step) {
   size_t dropped = 0, cut = 0, lineno = 0;
   while (std::getline(in, line)) {
     ++lineno;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    json j;
+    try {
+      j = parse_json(line, path);
+    } catch (const Error&) {
+      j = json();  // not a record: dropped below
+    }
     if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
       HUGINN_LOG_WARN("%s: line %zu is not a metrics record (cut by a kill?); dropped", path.c_str(),
                       lineno);
@@ -284,9 +290,8 @@ bool verify_checkpoint_checksums(const std::string& dir) {
   const std::string manifest = dir + "/" + ckpt::kChecksumFile;
   std::error_code ec;
   if (!fs::exists(manifest, ec)) return false;
-  auto f = MappedFile::open(manifest);
-  json m = json::parse(f->data(), f->data() + f->size(), nullptr, /*allow_exceptions=*/false);
-  if (m.is_discarded() || !m.is_object())
+  const json m = read_json_file(manifest);
+  if (!m.is_object())
     throw Error(manifest + ": not a JSON object (the checksum manifest is corrupt)");
   if (member_str(m, "format", manifest) != kChecksumFormat)
     throw Error(manifest + ": format " + ckpt::quote(member_str(m, "format", manifest)) +

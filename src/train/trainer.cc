@@ -27,6 +27,7 @@
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
 #include "train/checkpoint.h"
+#include "util/json.h"
 #include "util/mapped_file.h"
 
 namespace huginn {
@@ -66,13 +67,11 @@ std::string config_difference(const std::string& a, const std::string& b) {
   return {};
 }
 
-// How a value read from a file reads in an error: scalars as JSON, containers by kind only (a
-// hostile file may nest them 100,000 deep, and printing recurses).
-std::string brief(const json& v) {
-  if (v.is_object()) return "an object";
-  if (v.is_array()) return "an array";
-  if (v.is_string()) return ckpt::quote(v.get<std::string>());
-  return v.dump();
+// How a value read from a file reads in an error (bounded, whatever it holds).
+std::string brief(const json& v) { return json_preview(v); }
+// A scalar as its JSON text (strings bounded).
+std::string scalar_text(const json& v) {
+  return v.is_string() ? ckpt::quote(v.get<std::string>()) : v.is_primitive() ? v.dump() : brief(v);
 }
 
 const char* kind_of(const json& v) {
@@ -311,9 +310,10 @@ void Trainer::resume_from(const std::string& ckpt) {
                     "ranges of its values", ckpt.c_str(), ckpt::kChecksumFile);
 
   // The options the run was trained with: each present, of its type, equal to this run's.
-  const json saved_run = json::parse(f.str("run"), nullptr, /*allow_exceptions=*/false);
-  if (saved_run.is_discarded() || !saved_run.is_object())
-    throw Error(path + ": metadata 'run' is not a JSON object (expected the options of the run)");
+  const json saved_run = parse_json(f.str("run"), path + ": metadata 'run'");
+  if (!saved_run.is_object())
+    throw Error(path + ": metadata 'run' is " + brief(saved_run) +
+                ", expected a JSON object (the options of the run)");
   const json now = run_fingerprint(o_, seq_len_, mean_rec_, depth_);
   for (auto& [k, v] : now.items()) {
     if (!saved_run.contains(k))
@@ -324,10 +324,10 @@ void Trainer::resume_from(const std::string& ckpt) {
     if (sv == v) continue;
     if (k == "steps") {  // a longer or shorter schedule: allowed, but no longer the same run
       HUGINN_LOG_WARN("resuming with --steps %s (the checkpoint's run had %s): the schedule changes",
-                      v.dump().c_str(), brief(sv).c_str());
+                      v.dump().c_str(), scalar_text(sv).c_str());
       continue;
     }
-    throw Error("cannot resume: " + ckpt + " was trained with " + k + " = " + brief(sv) +
+    throw Error("cannot resume: " + ckpt + " was trained with " + k + " = " + scalar_text(sv) +
                 ", this run has " + v.dump() + " (resuming must continue the same run)");
   }
   const json& run_steps = saved_run["steps"];

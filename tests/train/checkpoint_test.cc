@@ -209,15 +209,17 @@ TEST(CheckpointVerify, MissingFieldAndWrongType) {
       SafetensorsFile::open(Saved::ckpt(j) + "/train_state.safetensors")->metadata().at("run"));
   run["batch"] = "2";
   edit_meta(j, "run", run.dump());
-  expect_refused(j, {"metadata 'run.batch' is '2', expected an integer"});
-  // A deeply nested value is reported by kind, never printed (printing recurses per level).
+  expect_refused(j, {"metadata 'run.batch' is string \"2\", expected an integer"});
+  // A deeply nested value is refused by the bounded parser, never printed (printing recurses).
   run["batch"] = 0;
   std::string deep = run.dump();
   deep.replace(deep.find("\"batch\":0"), 9, "\"batch\":" + std::string(50000, '[') + std::string(50000, ']'));
   edit_meta(j, "run", deep);
-  expect_refused(j, {"metadata 'run.batch' is an array, expected an integer"});
+  expect_refused(j, {"train_state.safetensors: metadata 'run': JSON nested deeper than 64"});
   edit_meta(j, "run", "{\"steps\": 20");
-  expect_refused(j, {"metadata 'run' is not a JSON object"});
+  expect_refused(j, {"train_state.safetensors: metadata 'run': not valid JSON"});
+  edit_meta(j, "run", "[20]");
+  expect_refused(j, {"metadata 'run' is array", "expected a JSON object"});
 }
 
 TEST(CheckpointVerify, CliErrorNamesFileAndField) {
