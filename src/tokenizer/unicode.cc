@@ -2,9 +2,11 @@
 
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "huginn/error.h"
 
@@ -140,7 +142,7 @@ bool trivially_normal(std::string_view s, NormForm form) {
   return true;
 }
 
-void normalize_valid(std::string_view s, NormForm form, std::string& out) {
+utf8proc_option_t options_of(NormForm form) {
   int opts = UTF8PROC_STABLE;
   switch (form) {
     case NormForm::kNFC: opts |= UTF8PROC_COMPOSE; break;
@@ -148,16 +150,69 @@ void normalize_valid(std::string_view s, NormForm form, std::string& out) {
     case NormForm::kNFKC: opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
     case NormForm::kNFKD: opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
   }
+  return static_cast<utf8proc_option_t>(opts);
+}
+
+void normalize_valid(std::string_view s, NormForm form, std::string& out) {
   utf8proc_uint8_t* dst = nullptr;
   utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                                    static_cast<utf8proc_ssize_t>(s.size()), &dst,
-                                    static_cast<utf8proc_option_t>(opts));
+                                    static_cast<utf8proc_ssize_t>(s.size()), &dst, options_of(form));
   if (n < 0) {
     std::free(dst);
     throw Error(std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
   }
   out.append(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
   std::free(dst);
+}
+
+// The same result as normalize_valid in O(n log n): utf8proc decomposes each character and
+// composes the whole, but the canonical reordering between them is a stable sort of each run of
+// non-starters by combining class. utf8proc's own reordering swaps neighbours one step at a time
+// (quadratic: 80,000 alternating marks took 19 s).
+void normalize_valid_fast(std::string_view s, NormForm form, std::string& out) {
+  const utf8proc_option_t options = options_of(form);
+  thread_local std::vector<utf8proc_int32_t> cps;
+  cps.clear();
+  cps.reserve(s.size() + 16);
+  for (size_t i = 0; i < s.size();) {
+    int len;
+    int32_t cp = utf8_decode(s, i, &len);
+    HUGINN_ASSERT(cp >= 0, "normalize_valid_fast takes valid UTF-8");
+    i += len;
+    size_t at = cps.size();
+    cps.resize(at + 32);  // the longest decomposition (U+FDFA, compatibility) is 18
+    int boundclass = 0;
+    utf8proc_ssize_t n = utf8proc_decompose_char(cp, cps.data() + at, 32, options, &boundclass);
+    if (n > 32) {
+      cps.resize(at + static_cast<size_t>(n));
+      n = utf8proc_decompose_char(cp, cps.data() + at, n, options, &boundclass);
+    }
+    if (n < 0) throw Error(std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
+    cps.resize(at + static_cast<size_t>(n));
+  }
+  // Canonical ordering: each maximal run of characters of non-zero class, sorted stably.
+  auto ccc = [](utf8proc_int32_t c) { return utf8proc_get_property(c)->combining_class; };
+  for (size_t i = 0; i < cps.size();) {
+    if (ccc(cps[i]) == 0) {
+      ++i;
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < cps.size() && ccc(cps[j]) != 0) ++j;
+    if (j - i > 1)
+      std::stable_sort(cps.begin() + static_cast<std::ptrdiff_t>(i),
+                       cps.begin() + static_cast<std::ptrdiff_t>(j),
+                       [&](utf8proc_int32_t a, utf8proc_int32_t b) { return ccc(a) < ccc(b); });
+    i = j;
+  }
+  size_t n = cps.size();
+  if (options & UTF8PROC_COMPOSE) {
+    utf8proc_ssize_t m = utf8proc_normalize_utf32(cps.data(), static_cast<utf8proc_ssize_t>(n), options);
+    if (m < 0) throw Error(std::string("Unicode normalization failed: ") + utf8proc_errmsg(m));
+    n = static_cast<size_t>(m);
+  }
+  for (size_t k = 0; k < n; ++k) utf8_append(out, cps[k]);
+  if (cps.capacity() > (size_t{1} << 16)) std::vector<utf8proc_int32_t>().swap(cps);  // a rare long run
 }
 
 }  // namespace
@@ -212,7 +267,7 @@ std::string normalize(std::string_view s, NormForm form) {
   bool dirty = false;        // [chunk, i) must go through utf8proc
   auto close = [&](size_t end) {
     if (dirty)
-      normalize_valid(s.substr(chunk, end - chunk), form, out);
+      normalize_valid_fast(s.substr(chunk, end - chunk), form, out);
     else
       out.append(s.substr(chunk, end - chunk));
     chunk = last_boundary = end;

@@ -31,9 +31,11 @@ bool is_punctuation(int32_t cp);  // P*
 enum class NormForm { kNFC, kNFD, kNFKC, kNFKD };
 // Normalizes each maximal valid UTF-8 run of `s`; invalid bytes are kept as they are. Only the
 // chunks between normalization boundaries that hold a character that may change are passed to
-// utf8proc, so mostly-normalized text is copied at memory speed.
+// utf8proc, so mostly-normalized text is copied at memory speed. O(n log n) in the length of a
+// run of combining marks (the canonical reordering is a stable sort, not utf8proc's swaps).
 std::string normalize(std::string_view s, NormForm form);
-// The plain reference: every valid run through utf8proc whole.
+// The plain reference: every valid run through utf8proc whole (quadratic in the length of a run
+// of out-of-order combining marks).
 std::string normalize_reference(std::string_view s, NormForm form);
 
 // The GPT-2 byte-level alphabet: byte b is written as the character byte_char(b).
