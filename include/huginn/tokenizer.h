@@ -6,6 +6,10 @@
 // and regexes see each invalid byte as a lone character that belongs to no class but \S. Decoding
 // always returns valid UTF-8, with U+FFFD where the ids spell invalid UTF-8, like the library.
 //
+// Every size, count, id and nesting depth a tokenizer.json gives is bounded (src/tokenizer/limits.h);
+// encode and decode throw huginn::Error when the file's components would grow a text past
+// 32 x its size + 4 KiB (a Replace that doubles it, for one), which no real tokenizer does.
+//
 // A Tokenizer is immutable once loaded and may be shared between threads.
 #pragma once
 

@@ -8,6 +8,7 @@
 #include <queue>
 
 #include "huginn/error.h"
+#include "tokenizer/limits.h"
 #include "tokenizer/unicode.h"
 
 namespace huginn::tok {
@@ -60,6 +61,8 @@ void StringMap::set(std::string_view key, int32_t value) {
   for (size_t i = h & mask;; i = (i + 1) & mask) {
     Slot& s = slots_[i];
     if (s.value < 0) {
+      if (keys_.size() + key.size() > UINT32_MAX)
+        throw Error("tokenizer vocabulary: more than 4 GiB of token text");
       s.hash = h;
       s.offset = static_cast<uint32_t>(keys_.size());
       s.len = static_cast<uint32_t>(key.size());
@@ -185,7 +188,7 @@ BpeModel::BpeModel(std::vector<std::string> vocab,
   }
   if (opt_.has_unk) {
     unk_id_ = vocab_.get(opt_.unk_token);
-    if (unk_id_ < 0) throw Error(where + ": unk_token '" + opt_.unk_token + "' is not in the vocabulary");
+    if (unk_id_ < 0) throw Error(where + ": unk_token '" + quote(opt_.unk_token) + "' is not in the vocabulary");
   }
   size_t prefix_len = opt_.continuing_subword_prefix.size();
   merges_.reserve(merges.size());
@@ -193,15 +196,15 @@ BpeModel::BpeModel(std::vector<std::string> vocab,
     const auto& [a, b] = merges[r];
     int32_t ia = vocab_.get(a), ib = vocab_.get(b);
     if (ia < 0 || ib < 0)
-      throw Error(where + ".merges[" + std::to_string(r) + "]: token '" + (ia < 0 ? a : b) +
+      throw Error(where + ".merges[" + std::to_string(r) + "]: token '" + quote(ia < 0 ? a : b) +
                   "' is not in the vocabulary");
     if (b.size() < prefix_len)
-      throw Error(where + ".merges[" + std::to_string(r) + "]: '" + b +
+      throw Error(where + ".merges[" + std::to_string(r) + "]: '" + quote(b) +
                   "' lacks the continuing_subword_prefix");
     std::string merged = a + b.substr(prefix_len);
     int32_t im = vocab_.get(merged);
     if (im < 0)
-      throw Error(where + ".merges[" + std::to_string(r) + "]: merged token '" + merged +
+      throw Error(where + ".merges[" + std::to_string(r) + "]: merged token '" + quote(merged) +
                   "' is not in the vocabulary");
     merges_.set(ia, ib, static_cast<int32_t>(r), im);  // a repeated pair keeps its last rank
   }
@@ -351,6 +354,9 @@ void BpeModel::merge_word(std::string_view word, bool raw_bytes, std::vector<int
   thread_local std::vector<uint32_t> lens;
   ids.clear();
   initial_symbols(word, raw_bytes, ids, lens);
+  if (ids.size() >= static_cast<size_t>(INT32_MAX))  // merge_large's positions are int32
+    throw Error("tokenizer: a pre-token of " + std::to_string(word.size()) +
+                " bytes, more than the bound of 2^31 - 1 symbols");
   if (ids.size() <= 256)
     merge_small(ids);
   else

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "huginn/error.h"
+#include "tokenizer/limits.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/unicode.h"
 
@@ -31,6 +32,15 @@ std::string get_string(const json& j, const char* name, const std::string& where
   return v.get<std::string>();
 }
 
+// A string the pipeline inserts or matches: at most kMaxPatternBytes.
+std::string get_short_string(const json& j, const char* name, const std::string& where) {
+  std::string s = get_string(j, name, where);
+  if (s.size() > kMaxPatternBytes)
+    throw Error(where + "." + name + ": " + std::to_string(s.size()) + " bytes, more than the bound of " +
+                std::to_string(kMaxPatternBytes));
+  return s;
+}
+
 bool get_bool(const json& j, const char* name, bool dflt, const std::string& where) {
   if (!j.contains(name) || j.at(name).is_null()) return dflt;
   if (!j.at(name).is_boolean()) throw Error(where + "." + name + ": expected true or false");
@@ -46,7 +56,7 @@ int32_t single_char(const std::string& s, const std::string& where) {
   int len = 0;
   int32_t cp = s.empty() ? -1 : utf8_decode(s, 0, &len);
   if (cp < 0 || static_cast<size_t>(len) != s.size())
-    throw Error(where + ": expected a single character, found '" + s + "'");
+    throw Error(where + ": expected a single character, found '" + quote(s) + "'");
   return cp;
 }
 
@@ -57,9 +67,9 @@ struct Pattern {
 
   Pattern(const json& j, const std::string& where) {
     if (j.is_object() && j.contains("String") && j.at("String").is_string()) {
-      literal = j.at("String").get<std::string>();
+      literal = get_short_string(j, "String", where);
     } else if (j.is_object() && j.contains("Regex") && j.at("Regex").is_string()) {
-      regex = std::make_unique<Regex>(j.at("Regex").get<std::string>(), where);
+      regex = std::make_unique<Regex>(get_short_string(j, "Regex", where), where);
     } else {
       throw Error(where + ": expected {\"String\": ...} or {\"Regex\": ...}");
     }
@@ -74,11 +84,18 @@ struct Pattern {
       out.emplace_back(pos, pos + literal.size());
   }
 
-  std::string replace_all(std::string_view s, const std::string& content) const {
+  // `others` bytes of text are held elsewhere; the result and they together may not pass
+  // `bound`, which is checked before the result is built.
+  std::string replace_all(std::string_view s, const std::string& content, const GrowthBound& bound,
+                          size_t others = 0) const {
     std::vector<std::pair<size_t, size_t>> m;
     find_all(s, m);
     if (m.empty()) return std::string(s);
+    size_t removed = 0;
+    for (auto [a, b] : m) removed += b - a;
+    bound.check(sat_add(others, sat_add(s.size() - removed, sat_mul(m.size(), content.size()))));
     std::string out;
+    out.reserve(s.size() - removed + m.size() * content.size());
     size_t prev = 0;
     for (auto [a, b] : m) {
       out.append(s.substr(prev, a - prev));
@@ -96,13 +113,18 @@ struct Pattern {
 struct UnicodeNorm : Normalizer {
   NormForm form;
   explicit UnicodeNorm(NormForm f) : form(f) {}
-  void normalize(std::string& s) const override { s = tok::normalize(s, form); }
+  void normalize(std::string& s, const GrowthBound& bound) const override {
+    s = tok::normalize(s, form);  // at most 18 characters per character (U+FDFA)
+    bound.check(s.size());
+  }
 };
 
 struct Prepend : Normalizer {
   std::string prefix;
-  void normalize(std::string& s) const override {
-    if (!s.empty()) s.insert(0, prefix);
+  void normalize(std::string& s, const GrowthBound& bound) const override {
+    if (s.empty()) return;
+    bound.check(sat_add(s.size(), prefix.size()));
+    s.insert(0, prefix);
   }
 };
 
@@ -111,13 +133,15 @@ struct ReplaceNorm : Normalizer {
   std::string content;
   ReplaceNorm(const json& j, const std::string& where)
       : pattern(field(j, "pattern", where), where + ".pattern"),
-        content(get_string(j, "content", where)) {}
-  void normalize(std::string& s) const override { s = pattern.replace_all(s, content); }
+        content(get_short_string(j, "content", where)) {}
+  void normalize(std::string& s, const GrowthBound& bound) const override {
+    s = pattern.replace_all(s, content, bound);
+  }
 };
 
 struct StripNorm : Normalizer {
   bool left, right;
-  void normalize(std::string& s) const override {
+  void normalize(std::string& s, const GrowthBound&) const override {
     size_t b = 0, e = s.size();
     if (left)
       while (b < e) {
@@ -142,7 +166,7 @@ struct StripNorm : Normalizer {
 // Rust char::to_lowercase per character: the simple mapping, except U+0130 which lowercases
 // to two characters.
 struct Lowercase : Normalizer {
-  void normalize(std::string& s) const override {
+  void normalize(std::string& s, const GrowthBound& bound) const override {
     std::string out;
     out.reserve(s.size());
     for (size_t i = 0; i < s.size();) {
@@ -157,14 +181,15 @@ struct Lowercase : Normalizer {
       }
       i += len;
     }
+    bound.check(out.size());  // at most 3/2 of the input per step
     s = std::move(out);
   }
 };
 
 struct NormSequence : Normalizer {
   std::vector<std::unique_ptr<Normalizer>> steps;
-  void normalize(std::string& s) const override {
-    for (const auto& n : steps) n->normalize(s);
+  void normalize(std::string& s, const GrowthBound& bound) const override {
+    for (const auto& n : steps) n->normalize(s, bound);
   }
 };
 
@@ -180,7 +205,7 @@ Behavior parse_behavior(const json& j, const std::string& where) {
   if (b == "MergedWithPrevious") return Behavior::kMergedWithPrevious;
   if (b == "MergedWithNext") return Behavior::kMergedWithNext;
   if (b == "Contiguous") return Behavior::kContiguous;
-  throw Error(where + ": unknown split behavior '" + b + "'");
+  throw Error(where + ": unknown split behavior '" + quote(b) + "'");
 }
 
 struct Span {
@@ -377,7 +402,7 @@ PrependScheme parse_prepend_scheme(const json& j, const std::string& where) {
     if (s == "always") return PrependScheme::kAlways;
     if (s == "first") return PrependScheme::kFirst;
     if (s == "never") return PrependScheme::kNever;
-    throw Error(where + ".prepend_scheme: unknown value '" + s + "'");
+    throw Error(where + ".prepend_scheme: unknown value '" + quote(s) + "'");
   }
   return get_bool(j, "add_prefix_space", true, where) ? PrependScheme::kAlways
                                                       : PrependScheme::kNever;
@@ -429,7 +454,7 @@ struct PreSequence : PreTokenizer {
 // Decoders
 
 struct ByteLevelDec : Decoder {
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     std::string bytes;
     for (const std::string& t : tokens) {
       size_t mark = bytes.size();
@@ -467,7 +492,7 @@ struct ByteFallbackDec : Decoder {
     }
     return v;
   }
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     std::vector<std::string> out;
     std::string run;
     size_t run_tokens = 0;
@@ -497,7 +522,7 @@ struct ByteFallbackDec : Decoder {
 };
 
 struct FuseDec : Decoder {
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     std::string all;
     for (const std::string& t : tokens) all += t;
     tokens.assign(1, std::move(all));
@@ -507,7 +532,7 @@ struct FuseDec : Decoder {
 struct StripDec : Decoder {
   int32_t content;
   size_t start, stop;
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     for (std::string& t : tokens) {
       std::vector<std::pair<size_t, int32_t>> chars;  // (byte offset, code point)
       for (size_t i = 0; i < t.size();) {
@@ -537,17 +562,23 @@ struct ReplaceDec : Decoder {
   std::string content;
   ReplaceDec(const json& j, const std::string& where)
       : pattern(field(j, "pattern", where), where + ".pattern"),
-        content(get_string(j, "content", where)) {}
-  void decode_chain(std::vector<std::string>& tokens) const override {
-    for (std::string& t : tokens)
-      if (utf8_valid(t)) t = pattern.replace_all(t, content);
+        content(get_short_string(j, "content", where)) {}
+  void decode_chain(std::vector<std::string>& tokens, const GrowthBound& bound) const override {
+    size_t total = 0;
+    for (const std::string& t : tokens) total += t.size();
+    for (std::string& t : tokens) {
+      if (!utf8_valid(t)) continue;
+      size_t before = t.size();
+      t = pattern.replace_all(t, content, bound, total - before);
+      total = total - before + t.size();
+    }
   }
 };
 
 struct MetaspaceDec : Decoder {
   std::string rep;
   PrependScheme scheme;
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string& t = tokens[i];
       std::string out;
@@ -567,7 +598,7 @@ struct MetaspaceDec : Decoder {
 // BPEDecoder: the end-of-word suffix becomes a space, except in the last token.
 struct BpeSuffixDec : Decoder {
   std::string suffix;
-  void decode_chain(std::vector<std::string>& tokens) const override {
+  void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string& t = tokens[i];
       std::string rep = i + 1 == tokens.size() ? "" : " ";
@@ -592,8 +623,8 @@ struct DecSequence : Decoder {
       if (s->has_byte_fallback()) return true;
     return false;
   }
-  void decode_chain(std::vector<std::string>& tokens) const override {
-    for (const auto& s : steps) s->decode_chain(tokens);
+  void decode_chain(std::vector<std::string>& tokens, const GrowthBound& bound) const override {
+    for (const auto& s : steps) s->decode_chain(tokens, bound);
   }
 };
 
@@ -613,6 +644,10 @@ struct TemplatePost : PostProcessor {
     ids.insert(ids.begin(), before.begin(), before.end());
     ids.insert(ids.end(), after.begin(), after.end());
   }
+  void inserted_ids(std::vector<int32_t>& out) const override {
+    out.insert(out.end(), before.begin(), before.end());
+    out.insert(out.end(), after.begin(), after.end());
+  }
 };
 
 struct PostSequence : PostProcessor {
@@ -620,20 +655,30 @@ struct PostSequence : PostProcessor {
   void process(std::vector<int32_t>& ids, bool add_special) const override {
     for (const auto& s : steps) s->process(ids, add_special);
   }
+  void inserted_ids(std::vector<int32_t>& out) const override {
+    for (const auto& s : steps) s->inserted_ids(out);
+  }
 };
+
+// An id the post-processor inserts: an integer in [0, kMaxId). Whether it names a token is
+// checked once the vocabulary is loaded (Pipeline::check_post_processor_ids).
+int32_t token_id(const json& v, const std::string& where) {
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxId)
+    throw Error(where + ": expected a token id, an integer in [0, 2^26)");
+  return static_cast<int32_t>(v.get<int64_t>());
+}
 
 std::vector<int32_t> special_ids(const json& specials, const std::string& name,
                                  const std::string& where) {
   if (!specials.is_object() || !specials.contains(name))
-    throw Error(where + ": special token '" + name + "' is not in special_tokens");
+    throw Error(where + ": special token '" + quote(name) + "' is not in special_tokens");
   const json& s = specials.at(name);
   if (!s.contains("ids") || !s.at("ids").is_array())
-    throw Error(where + ".special_tokens." + name + ": expected an 'ids' array");
+    throw Error(where + ".special_tokens." + quote(name) + ": expected an 'ids' array");
   std::vector<int32_t> ids;
-  for (const json& v : s.at("ids")) {
-    if (!v.is_number_integer()) throw Error(where + ".special_tokens." + name + ": ids must be integers");
-    ids.push_back(v.get<int32_t>());
-  }
+  const json& list = s.at("ids");
+  for (size_t k = 0; k < list.size(); ++k)
+    ids.push_back(token_id(list[k], where + ".special_tokens." + quote(name) + ".ids[" + std::to_string(k) + "]"));
   return ids;
 }
 
@@ -667,7 +712,44 @@ std::unique_ptr<PostProcessor> make_template(const json& j, const std::string& w
 // ---------------------------------------------------------------------------------------------
 // Factories
 
-std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& where) {
+namespace {
+
+// The nesting and size of one component tree, bounded while it is built (limits.h).
+struct TreeBudget {
+  const char* kind;  // "normalizer", ...
+  int sequences = 0;  // Sequence levels above the node being built
+  size_t components = 0;
+  void enter(const std::string& where) {
+    if (++components > kMaxComponents)
+      throw Error(where + ": more than " + std::to_string(kMaxComponents) + " " + kind +
+                  " components in one file (the bound)");
+  }
+  // The items of a Sequence at `where`: an array, within the nesting bound.
+  const json& sequence(const json& j, const char* list, const std::string& where) {
+    if (sequences >= kMaxNesting)
+      throw Error(where + ": " + kind + " Sequence nested more than " + std::to_string(kMaxNesting) +
+                  " deep (the bound)");
+    const json& items = field(j, list, where);
+    if (!items.is_array()) throw Error(where + "." + list + ": expected an array");
+    return items;
+  }
+};
+
+// Runs `f` one Sequence level deeper.
+template <class F>
+auto nested(TreeBudget& b, F f) {
+  ++b.sequences;
+  auto r = f();
+  --b.sequences;
+  return r;
+}
+
+std::string item_where(const std::string& where, const char* list, size_t k) {
+  return where + "." + list + "[" + std::to_string(k) + "]";
+}
+
+std::unique_ptr<Normalizer> build_normalizer(const json& j, const std::string& where, TreeBudget& b) {
+  b.enter(where);
   std::string type = type_of(j, where);
   if (type == "NFC") return std::make_unique<UnicodeNorm>(NormForm::kNFC);
   if (type == "NFD") return std::make_unique<UnicodeNorm>(NormForm::kNFD);
@@ -676,7 +758,7 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& wh
   if (type == "Lowercase") return std::make_unique<Lowercase>();
   if (type == "Prepend") {
     auto n = std::make_unique<Prepend>();
-    n->prefix = get_string(j, "prepend", where);
+    n->prefix = get_short_string(j, "prepend", where);
     return n;
   }
   if (type == "Replace") return std::make_unique<ReplaceNorm>(j, where);
@@ -688,17 +770,17 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& wh
   }
   if (type == "Sequence") {
     auto s = std::make_unique<NormSequence>();
-    const json& list = field(j, "normalizers", where);
-    if (!list.is_array()) throw Error(where + ".normalizers: expected an array");
+    const json& list = b.sequence(j, "normalizers", where);
     for (size_t k = 0; k < list.size(); ++k)
-      s->steps.push_back(make_normalizer(list[k], where + ".normalizers[" + std::to_string(k) + "]"));
+      s->steps.push_back(nested(b, [&] { return build_normalizer(list[k], item_where(where, "normalizers", k), b); }));
     return s;
   }
-  throw Error(where + ": unsupported normalizer type '" + type + "'");
+  throw Error(where + ": unsupported normalizer type '" + quote(type) + "'");
 }
 
-std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::string& where,
-                                                 bool* deferred) {
+std::unique_ptr<PreTokenizer> build_pre_tokenizer(const json& j, const std::string& where,
+                                                  bool* deferred, TreeBudget& b) {
+  b.enter(where);
   std::string type = type_of(j, where);
   *deferred = false;
   if (type == "Split") return std::make_unique<SplitPre>(j, where);
@@ -721,7 +803,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
   }
   if (type == "Metaspace") {
     auto m = std::make_unique<MetaspacePre>();
-    m->rep = get_string(j, "replacement", where);
+    m->rep = get_short_string(j, "replacement", where);
     m->rep_cp = single_char(m->rep, where + ".replacement");
     m->scheme = parse_prepend_scheme(j, where);
     m->split_on_rep = get_bool(j, "split", true, where);
@@ -729,27 +811,28 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
   }
   if (type == "Sequence") {
     auto s = std::make_unique<PreSequence>();
-    const json& list = field(j, "pretokenizers", where);
-    if (!list.is_array()) throw Error(where + ".pretokenizers: expected an array");
+    const json& list = b.sequence(j, "pretokenizers", where);
     for (size_t k = 0; k < list.size(); ++k) {
-      std::string w = where + ".pretokenizers[" + std::to_string(k) + "]";
+      std::string w = item_where(where, "pretokenizers", k);
       bool last = k + 1 == list.size();
       if (type_of(list[k], w) == "ByteLevel") {  // mapping deferred only when nothing follows
+        b.enter(w);
         s->steps.push_back(std::make_unique<ByteLevelPre>(list[k], w, last));
         *deferred = last;
       } else {
         bool d;
-        s->steps.push_back(make_pre_tokenizer(list[k], w, &d));
+        s->steps.push_back(nested(b, [&] { return build_pre_tokenizer(list[k], w, &d, b); }));
         if (d) throw Error(w + ": nested ByteLevel sequences are not supported");
         *deferred = false;
       }
     }
     return s;
   }
-  throw Error(where + ": unsupported pre_tokenizer type '" + type + "'");
+  throw Error(where + ": unsupported pre_tokenizer type '" + quote(type) + "'");
 }
 
-std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
+std::unique_ptr<Decoder> build_decoder(const json& j, const std::string& where, TreeBudget& b) {
+  b.enter(where);
   std::string type = type_of(j, where);
   if (type == "ByteLevel") return std::make_unique<ByteLevelDec>();
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDec>();
@@ -759,37 +842,38 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
     auto s = std::make_unique<StripDec>();
     s->content = single_char(get_string(j, "content", where), where + ".content");
     const json& a = field(j, "start", where);
-    const json& b = field(j, "stop", where);
-    if (!a.is_number_unsigned() || !b.is_number_unsigned())
+    const json& z = field(j, "stop", where);
+    if (!a.is_number_unsigned() || !z.is_number_unsigned())
       throw Error(where + ": start and stop must be non-negative integers");
     s->start = a.get<size_t>();
-    s->stop = b.get<size_t>();
+    s->stop = z.get<size_t>();
     return s;
   }
   if (type == "Metaspace") {
     auto m = std::make_unique<MetaspaceDec>();
-    m->rep = get_string(j, "replacement", where);
+    m->rep = get_short_string(j, "replacement", where);
     single_char(m->rep, where + ".replacement");
     m->scheme = parse_prepend_scheme(j, where);
     return m;
   }
   if (type == "BPEDecoder") {
     auto d = std::make_unique<BpeSuffixDec>();
-    d->suffix = j.contains("suffix") ? get_string(j, "suffix", where) : "</w>";
+    d->suffix = j.contains("suffix") ? get_short_string(j, "suffix", where) : "</w>";
     return d;
   }
   if (type == "Sequence") {
     auto s = std::make_unique<DecSequence>();
-    const json& list = field(j, "decoders", where);
-    if (!list.is_array()) throw Error(where + ".decoders: expected an array");
+    const json& list = b.sequence(j, "decoders", where);
     for (size_t k = 0; k < list.size(); ++k)
-      s->steps.push_back(make_decoder(list[k], where + ".decoders[" + std::to_string(k) + "]"));
+      s->steps.push_back(nested(b, [&] { return build_decoder(list[k], item_where(where, "decoders", k), b); }));
     return s;
   }
-  throw Error(where + ": unsupported decoder type '" + type + "'");
+  throw Error(where + ": unsupported decoder type '" + quote(type) + "'");
 }
 
-std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::string& where) {
+std::unique_ptr<PostProcessor> build_post_processor(const json& j, const std::string& where,
+                                                    TreeBudget& b) {
+  b.enter(where);
   std::string type = type_of(j, where);
   if (type == "ByteLevel") return std::make_unique<NoopPost>();  // changes offsets only
   if (type == "TemplateProcessing") return make_template(j, where);
@@ -797,21 +881,43 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::str
     auto t = std::make_unique<TemplatePost>();
     for (const char* name : {"cls", "sep"}) {
       const json& v = field(j, name, where);
-      if (!v.is_array() || v.size() != 2 || !v[1].is_number_integer())
+      if (!v.is_array() || v.size() != 2)
         throw Error(where + "." + name + ": expected [token, id]");
-      (std::string(name) == "cls" ? t->before : t->after).push_back(v[1].get<int32_t>());
+      (std::string(name) == "cls" ? t->before : t->after).push_back(token_id(v[1], where + "." + name + "[1]"));
     }
     return t;
   }
   if (type == "Sequence") {
     auto s = std::make_unique<PostSequence>();
-    const json& list = field(j, "processors", where);
-    if (!list.is_array()) throw Error(where + ".processors: expected an array");
+    const json& list = b.sequence(j, "processors", where);
     for (size_t k = 0; k < list.size(); ++k)
-      s->steps.push_back(make_post_processor(list[k], where + ".processors[" + std::to_string(k) + "]"));
+      s->steps.push_back(nested(b, [&] { return build_post_processor(list[k], item_where(where, "processors", k), b); }));
     return s;
   }
-  throw Error(where + ": unsupported post_processor type '" + type + "'");
+  throw Error(where + ": unsupported post_processor type '" + quote(type) + "'");
+}
+
+}  // namespace
+
+std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& where) {
+  TreeBudget b{"normalizer"};
+  return build_normalizer(j, where, b);
+}
+
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::string& where,
+                                                 bool* deferred) {
+  TreeBudget b{"pre_tokenizer"};
+  return build_pre_tokenizer(j, where, deferred, b);
+}
+
+std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
+  TreeBudget b{"decoder"};
+  return build_decoder(j, where, b);
+}
+
+std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::string& where) {
+  TreeBudget b{"post_processor"};
+  return build_post_processor(j, where, b);
 }
 
 }  // namespace huginn::tok

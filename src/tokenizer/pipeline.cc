@@ -118,7 +118,8 @@ void Pipeline::finish_added() {
     added_by_id[t.id] = k;
     if (t.normalized) {
       std::string c = t.content;
-      if (normalizer) normalizer->normalize(c);
+      if (normalizer)
+        normalizer->normalize(c, GrowthBound::of(c.size(), &origin, "normalizer (of an added token)"));
       norm_p.push_back(c);
       norm_t.push_back(&t);
     } else {
@@ -142,6 +143,8 @@ void Pipeline::encode_text(std::string_view text, bool at_start, std::vector<int
   thread_local Arena arena;
   in.assign(1, Piece{text, at_start});
   out.clear();
+  arena.clear();
+  arena.set_bound(GrowthBound::of(text.size(), &origin, "pre_tokenizer"));
   pre_tokenizer->split(in, out, arena);
   for (const Piece& p : out) model->encode_word(p.text, byte_level_deferred, ids);
   arena.clear();
@@ -165,7 +168,7 @@ void Pipeline::encode(std::string_view text, bool add_special, std::vector<int32
     std::string_view cur = seg;
     if (normalizer) {
       normalized.assign(seg);
-      normalizer->normalize(normalized);
+      normalizer->normalize(normalized, GrowthBound::of(seg.size(), &origin, "normalizer"));
       cur = normalized;
     }
     if (cur.empty()) continue;
@@ -220,7 +223,9 @@ std::string Pipeline::decode(const int32_t* ids, size_t n, bool skip_special) co
     }
     return out;
   }
-  decoder->decode_chain(tokens);
+  size_t bytes = 0;
+  for (const std::string& t : tokens) bytes += t.size();
+  decoder->decode_chain(tokens, GrowthBound::of(bytes, &origin, "decoder"));
   std::string out;
   for (const std::string& t : tokens) out += t;
   return out;

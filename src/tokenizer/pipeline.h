@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/limits.h"
 
 namespace huginn::tok {
 
@@ -21,22 +22,34 @@ struct Piece {
   bool at_start = false;
 };
 
-// Owns the strings that pieces made by transformations point into.
+// Owns the strings that pieces made by transformations point into. Every string a pre-tokenizer
+// makes is kept here, so the bytes kept are bounded in one place (limits.h): a Sequence of steps
+// that each double the text ends with an Error, not with all the memory.
 class Arena {
  public:
   std::string_view keep(std::string s) {
+    kept_ += s.size();
+    bound_.check(kept_);
     store_.push_back(std::move(s));
     return store_.back();
   }
-  void clear() { store_.clear(); }
+  void clear() {
+    store_.clear();
+    kept_ = 0;
+  }
+  // The bound for the strings kept until the next clear().
+  void set_bound(const GrowthBound& b) { bound_ = b; }
 
  private:
   std::deque<std::string> store_;
+  size_t kept_ = 0;
+  GrowthBound bound_;
 };
 
 struct Normalizer {
   virtual ~Normalizer() = default;
-  virtual void normalize(std::string& s) const = 0;
+  // Normalizes `s` in place; throws huginn::Error when it would grow past `bound`.
+  virtual void normalize(std::string& s, const GrowthBound& bound) const = 0;
 };
 
 struct PreTokenizer {
@@ -48,12 +61,15 @@ struct PreTokenizer {
 struct PostProcessor {
   virtual ~PostProcessor() = default;
   virtual void process(std::vector<int32_t>& ids, bool add_special) const = 0;
+  // The ids process() may insert (checked against the vocabulary when loading).
+  virtual void inserted_ids(std::vector<int32_t>&) const {}
 };
 
 struct Decoder {
   virtual ~Decoder() = default;
-  // Hugging Face decode_chain: tokens in, tokens out; the decoded text is their concatenation.
-  virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
+  // Hugging Face decode_chain: tokens in, tokens out; the decoded text is their concatenation,
+  // which may not grow past `bound` (bound.input is the bytes of the tokens given).
+  virtual void decode_chain(std::vector<std::string>& tokens, const GrowthBound& bound) const = 0;
   // True for ByteFallback, whose output for a run of byte tokens depends on the whole run.
   virtual bool has_byte_fallback() const { return false; }
 };
@@ -91,6 +107,7 @@ class Pipeline {
   std::unique_ptr<BpeModel> model;
   std::unique_ptr<PostProcessor> post_processor;
   std::unique_ptr<Decoder> decoder;
+  std::string origin;  // the file, for errors while encoding and decoding
   std::vector<AddedToken> added;
   std::unordered_map<std::string, int32_t> added_by_content;
   std::unordered_map<int32_t, size_t> added_by_id;  // index into `added`

@@ -9,6 +9,7 @@
 
 #include "huginn/error.h"
 #include "huginn/log.h"
+#include "tokenizer/limits.h"
 
 namespace huginn::tok {
 
@@ -253,7 +254,7 @@ Regex::Regex(const std::string& pattern, const std::string& where) : impl_(new I
   if (!impl_->code) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
-    throw Error(where + ": cannot compile regex '" + pattern + "': " +
+    throw Error(where + ": cannot compile regex '" + quote(pattern) + "': " +
                 reinterpret_cast<const char*>(msg) + " at offset " + std::to_string(off));
   }
   impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;

@@ -2,6 +2,7 @@
 // streaming decoding and chat templates.
 #include "huginn/tokenizer.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -10,6 +11,7 @@
 #include "huginn/error.h"
 #include "huginn/thread_pool.h"
 #include "tokenizer/components.h"
+#include "tokenizer/limits.h"
 #include "tokenizer/pipeline.h"
 #include "tokenizer/unicode.h"
 
@@ -27,6 +29,40 @@ std::string read_text_file(const std::string& path) {
   ss << f.rdbuf();
   if (f.bad()) throw Error(path + ": read error");
   return ss.str();
+}
+
+// nlohmann's parser keeps its own stack, but dump(), copies and comparisons recurse once per
+// level, and a deep Sequence would recurse in the factories: the nesting is bounded before
+// parsing, in one pass over the text (brackets outside strings).
+void check_json_depth(const std::string& text, const std::string& origin) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > tok::kMaxJsonDepth)
+        throw Error(origin + ": JSON nested more than " + std::to_string(tok::kMaxJsonDepth) +
+                    " levels deep (the bound) at byte " + std::to_string(i));
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+}
+
+json parse_bounded(const std::string& text, const std::string& origin) {
+  check_json_depth(text, origin);
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(origin + ": not valid JSON: " + e.what());
+  }
 }
 
 bool is_null_or_absent(const json& j, const char* name) {
@@ -50,7 +86,7 @@ std::unique_ptr<tok::BpeModel> load_bpe(const json& m, const std::string& where)
   std::string type = m.contains("type") && m.at("type").is_string() ? m.at("type").get<std::string>() : "";
   if (type.empty() && m.contains("merges")) type = "BPE";  // old files name no type
   if (type != "BPE")
-    throw Error(where + ": unsupported model type '" + type + "' (only BPE is supported)");
+    throw Error(where + ": unsupported model type '" + tok::quote(type) + "' (only BPE is supported)");
   if (!is_null_or_absent(m, "dropout")) {
     const json& d = m.at("dropout");
     if (!d.is_number() || d.get<double>() != 0.0)
@@ -67,10 +103,16 @@ std::unique_ptr<tok::BpeModel> load_bpe(const json& m, const std::string& where)
 
   if (!m.contains("vocab") || !m.at("vocab").is_object())
     throw Error(where + ".vocab: expected an object of token -> id");
+  // Ids index arrays sized by the largest one: bounded by the entries that pay for them.
+  const json& vj = m.at("vocab");
+  const int64_t id_bound = std::min<int64_t>(tok::kMaxId, static_cast<int64_t>(vj.size()) + tok::kIdSlack);
   std::vector<std::string> vocab;
-  for (const auto& [token, idj] : m.at("vocab").items()) {
-    if (!idj.is_number_integer() || idj.get<int64_t>() < 0 || idj.get<int64_t>() >= (1 << 26))
-      throw Error(where + ".vocab['" + token + "']: expected an id in [0, 2^26)");
+  for (const auto& [token, idj] : vj.items()) {
+    if (!idj.is_number_integer() || idj.get<int64_t>() < 0 || idj.get<int64_t>() >= id_bound)
+      throw Error(where + ".vocab['" + tok::quote(token) + "']: expected an id in [0, " +
+                  std::to_string(id_bound) + ") (the bound: min(2^26, " + std::to_string(vj.size()) +
+                  " entries + 65536)), found " +
+                  (idj.is_number() ? idj.dump() : std::string("a ") + idj.type_name()));
     size_t id = idj.get<size_t>();
     if (id >= vocab.size()) vocab.resize(id + 1);
     vocab[id] = token;
@@ -79,6 +121,9 @@ std::unique_ptr<tok::BpeModel> load_bpe(const json& m, const std::string& where)
   if (m.contains("merges")) {
     const json& ml = m.at("merges");
     if (!ml.is_array()) throw Error(where + ".merges: expected an array");
+    if (ml.size() > tok::kMaxMerges)
+      throw Error(where + ".merges: " + std::to_string(ml.size()) + " merges, more than the bound of " +
+                  std::to_string(tok::kMaxMerges));
     merges.reserve(ml.size());
     for (size_t k = 0; k < ml.size(); ++k) {
       const json& e = ml[k];
@@ -86,7 +131,7 @@ std::unique_ptr<tok::BpeModel> load_bpe(const json& m, const std::string& where)
         const std::string& s = e.get_ref<const std::string&>();
         size_t sp = s.find(' ');
         if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
-          throw Error(where + ".merges[" + std::to_string(k) + "]: expected \"a b\", found '" + s + "'");
+          throw Error(where + ".merges[" + std::to_string(k) + "]: expected \"a b\", found '" + tok::quote(s) + "'");
         merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
       } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
         merges.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
@@ -100,13 +145,23 @@ std::unique_ptr<tok::BpeModel> load_bpe(const json& m, const std::string& where)
 
 void load_added(const json& list, const std::string& where, Pipeline& p) {
   if (!list.is_array()) throw Error(where + ": expected an array");
+  if (list.size() > tok::kMaxAddedTokens)
+    throw Error(where + ": " + std::to_string(list.size()) + " added tokens, more than the bound of " +
+                std::to_string(tok::kMaxAddedTokens));
+  // As for the vocabulary: ids bounded by the entries (of both) that pay for them.
+  const int64_t entries = p.model->size() + static_cast<int64_t>(list.size());
+  const int64_t id_bound = std::min<int64_t>(tok::kMaxId, entries + tok::kIdSlack);
   for (size_t k = 0; k < list.size(); ++k) {
     const json& a = list[k];
     std::string w = where + "[" + std::to_string(k) + "]";
     if (!a.is_object() || !a.contains("id") || !a.at("id").is_number_integer() ||
-        a.at("id").get<int64_t>() < 0 || a.at("id").get<int64_t>() >= (1 << 26) ||
         !a.contains("content") || !a.at("content").is_string())
-      throw Error(w + ": expected {\"id\": integer in [0, 2^26), \"content\": string, ...}");
+      throw Error(w + ": expected {\"id\": integer, \"content\": string, ...}");
+    const int64_t id = a.at("id").get<int64_t>();
+    if (id < 0 || id >= id_bound)
+      throw Error(w + ".id: expected an id in [0, " + std::to_string(id_bound) +
+                  ") (the bound: min(2^26, " + std::to_string(entries) +
+                  " vocabulary and added entries + 65536)), found " + std::to_string(id));
     tok::AddedToken t;
     t.id = a.at("id").get<int32_t>();
     t.content = a.at("content").get<std::string>();
@@ -133,12 +188,7 @@ std::string config_token(const json& cfg, const char* name) {
 }  // namespace
 
 std::shared_ptr<const Tokenizer> Tokenizer::from_json(const std::string& text, const std::string& origin) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(origin + ": not valid JSON: " + e.what());
-  }
+  json j = parse_bounded(text, origin);
   if (!j.is_object()) throw Error(origin + ": expected a JSON object at the top level");
   if (!is_null_or_absent(j, "truncation"))
     throw Error(origin + ": truncation is not supported (set \"truncation\": null)");
@@ -150,6 +200,7 @@ std::shared_ptr<const Tokenizer> Tokenizer::from_json(const std::string& text, c
   std::shared_ptr<Tokenizer> t(new Tokenizer);
   t->pipeline_ = std::make_unique<Pipeline>();
   Pipeline& p = *t->pipeline_;
+  p.origin = origin;
   if (!j.contains("model")) throw Error(origin + ": missing field 'model'");
   p.model = load_bpe(j.at("model"), origin + ": model");
   if (!is_null_or_absent(j, "normalizer"))
@@ -163,6 +214,14 @@ std::shared_ptr<const Tokenizer> Tokenizer::from_json(const std::string& text, c
     p.decoder = tok::make_decoder(j.at("decoder"), origin + ": decoder");
   if (!is_null_or_absent(j, "added_tokens")) load_added(j.at("added_tokens"), origin + ": added_tokens", p);
   p.finish_added();
+  if (p.post_processor) {
+    std::vector<int32_t> ids;
+    p.post_processor->inserted_ids(ids);
+    for (int32_t id : ids)
+      if (!p.id_to_token(id))
+        throw Error(origin + ": post_processor: id " + std::to_string(id) +
+                    " is neither in the vocabulary nor an added token");
+  }
   for (const char* name : {"<|begin_text|>", "<s>", "<|begin_of_text|>", "<|startoftext|>"})
     if (t->bos_ < 0) t->bos_ = t->token_to_id(name);
   for (const char* name : {"<|end_text|>", "</s>", "<|end_of_text|>", "<|endoftext|>"})
@@ -178,18 +237,13 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const std::string& path) {
   std::string cfg_path = dir + "/tokenizer_config.json";
   std::ifstream probe(cfg_path);
   if (probe) {
-    json cfg;
-    try {
-      cfg = json::parse(read_text_file(cfg_path));
-    } catch (const json::exception& e) {
-      throw Error(cfg_path + ": not valid JSON: " + e.what());
-    }
+    json cfg = parse_bounded(read_text_file(cfg_path), cfg_path);
     auto* mt = const_cast<Tokenizer*>(t.get());  // still private to this function
     auto set = [&](int32_t& slot, const char* name) {
       std::string s = config_token(cfg, name);
       if (s.empty()) return;
       int32_t id = t->token_to_id(s);
-      if (id < 0) throw Error(cfg_path + ": " + name + " '" + s + "' is not in the vocabulary");
+      if (id < 0) throw Error(cfg_path + ": " + name + " '" + tok::quote(s) + "' is not in the vocabulary");
       slot = id;
     };
     set(mt->bos_, "bos_token");

@@ -11,6 +11,7 @@
 
 #include "huginn/error.h"
 #include "huginn/tokenizer.h"
+#include "test_util.h"
 #include "tokenizer/unicode.h"
 
 namespace huginn {
@@ -66,6 +67,252 @@ TEST(HostileText, SortedReorderingMatchesUtf8proc) {
     for (auto form : {NormForm::kNFC, NormForm::kNFD, NormForm::kNFKC, NormForm::kNFKD})
       ASSERT_EQ(tok::normalize(s, form), tok::normalize_reference(s, form))
           << json(tok::utf8_lossy(s)).dump() << " form " << static_cast<int>(form);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile tokenizer.json files
+
+using test::tiny;
+using test::error_of;
+
+#define EXPECT_HAS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << (haystack)
+
+// One id of 2^26 - 1 in a 3 KB file sized every id-indexed array to 2^26 entries (8.4 GB).
+TEST(HostileFile, VocabularyIdFarBeyondTheEntries) {
+  json j = tiny({"a", "b"});
+  j["model"]["vocab"]["x"] = (1 << 26) - 1;
+  std::string e = error_of(j.dump());
+  EXPECT_HAS(e, "bad.json: model.vocab['x']: expected an id in [0, 65539)");
+  EXPECT_HAS(e, "min(2^26, 3 entries + 65536)");
+  EXPECT_HAS(e, "found 67108863");
+  j["model"]["vocab"]["x"] = 1e30;  // not an integer at all
+  EXPECT_HAS(error_of(j.dump()), "model.vocab['x']: expected an id");
+  // Holes within the bound are allowed (some vocabularies skip ids).
+  j["model"]["vocab"]["x"] = 1000;
+  auto t = Tokenizer::from_json(j.dump());
+  EXPECT_EQ(t->id_limit(), 1001);
+  EXPECT_EQ(t->token_to_id("x"), 1000);
+  EXPECT_EQ(t->decode(std::vector<int32_t>{999, 1000, 1001}), "x");
+}
+
+TEST(HostileFile, AddedTokenIdFarBeyondTheEntries) {
+  json j = tiny({"a", "b"});
+  j["added_tokens"] = {{{"id", (1 << 26) - 1}, {"content", "<x>"}, {"special", true}}};
+  std::string e = error_of(j.dump());
+  EXPECT_HAS(e, "bad.json: added_tokens[0].id: expected an id in [0, 65539)");
+  EXPECT_HAS(e, "found 67108863");
+  j["added_tokens"][0]["id"] = -1;
+  EXPECT_HAS(error_of(j.dump()), "added_tokens[0].id: expected an id in [0, 65539)");
+  j["added_tokens"][0]["id"] = 70000;  // 2 + 1 entries + 65536 = 65539 is the first id refused
+  EXPECT_HAS(error_of(j.dump()), "found 70000");
+  j["added_tokens"][0]["id"] = 65538;
+  EXPECT_EQ(Tokenizer::from_json(j.dump())->id_limit(), 65539);
+}
+
+std::string nested_text(const std::string& open, const std::string& close, size_t depth,
+                        const std::string& inner) {
+  std::string s;
+  s.reserve((open.size() + close.size()) * depth + inner.size());
+  for (size_t k = 0; k < depth; ++k) s += open;
+  s += inner;
+  for (size_t k = 0; k < depth; ++k) s += close;
+  return s;
+}
+
+// A normalizer Sequence 50,000 deep took over 5 GB (each level's path in the messages), and
+// deep JSON crashed whatever printed it: the nesting is refused at parse, naming the bound.
+TEST(HostileFile, DeeplyNestedSequencesAndJson) {
+  const std::string open = "{\"type\": \"Sequence\", \"normalizers\": [";
+  json j = tiny({"a"});
+  j["normalizer"] = "@";
+  std::string text = j.dump();
+  std::string deep = text;
+  deep.replace(deep.find("\"@\""), 3, nested_text(open, "]}", 50000, "{\"type\": \"NFC\"}"));
+  std::string e = error_of(deep);
+  EXPECT_HAS(e, "bad.json: JSON nested more than 64 levels deep (the bound)");
+  // 100,000 levels of plain arrays, where an added token should be.
+  std::string arrays = text;
+  arrays.replace(arrays.find("\"added_tokens\":[]"), 17,
+                 "\"added_tokens\":" + nested_text("[", "]", 100000, ""));
+  EXPECT_HAS(error_of(arrays), "JSON nested more than 64 levels deep");
+  // Brackets inside strings do not count.
+  json s = tiny({std::string(1000, '['), "\\\"" + std::string(100, '{'), "a"});
+  EXPECT_EQ(error_of(s.dump()), "");
+  // Within the JSON bound, Sequences may nest 16 deep and no deeper.
+  std::string ok = text, over = text;
+  ok.replace(ok.find("\"@\""), 3, nested_text(open, "]}", 16, "{\"type\": \"NFC\"}"));
+  over.replace(over.find("\"@\""), 3, nested_text(open, "]}", 17, "{\"type\": \"NFC\"}"));
+  EXPECT_EQ(error_of(ok), "");
+  EXPECT_HAS(error_of(over), "normalizer Sequence nested more than 16 deep (the bound)");
+  for (auto [field, list] : {std::pair{"pre_tokenizer", "pretokenizers"},
+                             std::pair{"decoder", "decoders"},
+                             std::pair{"post_processor", "processors"}}) {
+    std::string o = "{\"type\": \"Sequence\", \"" + std::string(list) + "\": [";
+    std::string leaf = std::string(field) == "pre_tokenizer" ? "{\"type\": \"Digits\"}"
+                       : std::string(field) == "decoder"     ? "{\"type\": \"Fuse\"}"
+                                                             : "{\"type\": \"ByteLevel\"}";
+    json k = tiny({"a"});
+    k[field] = "@";
+    std::string t = k.dump();
+    t.replace(t.find("\"@\""), 3, nested_text(o, "]}", 17, leaf));
+    EXPECT_HAS(error_of(t), std::string(field) + " Sequence nested more than 16 deep");
+  }
+  // Many components side by side.
+  json wide = tiny({"a"});
+  wide["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array()}};
+  for (int k = 0; k < 300; ++k) wide["normalizer"]["normalizers"].push_back({{"type", "Lowercase"}});
+  EXPECT_HAS(error_of(wide.dump()), "more than 256 normalizer components in one file (the bound)");
+}
+
+// A Replace that doubles the text, 40 times in a row, never ended: the normalized text is bounded
+// by 32 x the input + 4 KiB, and the error says so before the text is built.
+TEST(HostileFile, ReplaceThatDoublesTheText) {
+  json j = tiny({"a"});
+  json steps = json::array();
+  for (int k = 0; k < 40; ++k)
+    steps.push_back({{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", "aa"}});
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", steps}};
+  auto t = Tokenizer::from_json(j.dump(), "doubling.json");
+  try {
+    t->encode(std::string(100, 'a'));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_HAS(e.what(), "doubling.json: normalizer: the text would grow from 100 to 12800 bytes");
+    EXPECT_HAS(e.what(), "more than the bound of 32 x input + 4096 = 7296 bytes");
+  }
+  // An empty regex matches between every two characters.
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers", json::array({{{"type", "Replace"},
+                                                   {"pattern", {{"Regex", ""}}},
+                                                   {"content", std::string(100, 'a')}}})}};
+  EXPECT_THROW(Tokenizer::from_json(j.dump())->encode(std::string(1000, 'a')), Error);
+  // Growth within the bound is fine: 5 doublings are 32x.
+  steps.erase(steps.begin() + 5, steps.end());
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", steps}};
+  EXPECT_EQ(Tokenizer::from_json(j.dump())->encode(std::string(1000, 'a')).size(), 32000u);
+  // Prepend grows the text too.
+  j["normalizer"] = {{"type", "Prepend"}, {"prepend", std::string(5000, 'a')}};
+  EXPECT_THROW(Tokenizer::from_json(j.dump())->encode("a"), Error);
+}
+
+// Pre-tokenizers that map bytes to two-byte characters, one after another.
+TEST(HostileFile, PreTokenizerStepsThatDoubleTheText) {
+  json j = tiny({"a"});
+  json steps = json::array();
+  for (int k = 0; k < 40; ++k)
+    steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}});
+  j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", steps}};
+  auto t = Tokenizer::from_json(j.dump(), "bytes.json");
+  try {
+    t->encode(repeat("\xC3\xA9", 500));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_HAS(e.what(), "bytes.json: pre_tokenizer: the text would grow from 1000 to");
+    EXPECT_HAS(e.what(), "32 x input + 4096 = 36096 bytes");
+  }
+}
+
+TEST(HostileFile, DecoderReplaceThatDoublesTheText) {
+  json j = tiny({"a"});
+  json steps = json::array();
+  for (int k = 0; k < 40; ++k)
+    steps.push_back({{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", "aa"}});
+  j["decoder"] = {{"type", "Sequence"}, {"decoders", steps}};
+  auto t = Tokenizer::from_json(j.dump(), "dec.json");
+  try {
+    t->decode(std::vector<int32_t>(10, 0));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_HAS(e.what(), "dec.json: decoder: the text would grow from 10 to");
+    EXPECT_HAS(e.what(), "32 x input + 4096 = 4416 bytes");
+  }
+}
+
+TEST(HostileFile, OtherSizesAndIdsAreBounded) {
+  json j = tiny({"a"});
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", std::string(20000, 'a')}}},
+                        {"behavior", "Isolated"}};
+  EXPECT_HAS(error_of(j.dump()), "pre_tokenizer.pattern.Regex: 20000 bytes, more than the bound of 16384");
+  j = tiny({"a"});
+  j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"String", "a"}}}, {"content", std::string(20000, 'b')}};
+  EXPECT_HAS(error_of(j.dump()), "normalizer.content: 20000 bytes, more than the bound of 16384");
+  // Post-processor ids: integers that name a token.
+  j = tiny({"a", "<s>"});
+  j["post_processor"] = {{"type", "BertProcessing"}, {"cls", {"<s>", 1}}, {"sep", {"<s>", int64_t{1} << 40}}};
+  EXPECT_HAS(error_of(j.dump()), "post_processor.sep[1]: expected a token id, an integer in [0, 2^26)");
+  j["post_processor"]["sep"] = {"<s>", 7};
+  EXPECT_HAS(error_of(j.dump()), "post_processor: id 7 is neither in the vocabulary nor an added token");
+  j["post_processor"]["sep"] = {"<s>", 1};
+  EXPECT_EQ(Tokenizer::from_json(j.dump())->encode("a", true), (std::vector<int32_t>{1, 0, 1}));
+  j["post_processor"] = {{"type", "TemplateProcessing"},
+                         {"single", {{{"SpecialToken", {{"id", "<s>"}}}}, {{"Sequence", {{"id", "A"}}}}}},
+                         {"special_tokens", {{"<s>", {{"ids", {-5}}}}}}};
+  EXPECT_HAS(error_of(j.dump()), "special_tokens.<s>.ids[0]: expected a token id");
+  // A value quoted in an error is cut, not copied whole.
+  j = tiny({"a"});
+  j["model"]["vocab"][std::string(1 << 20, 'x')] = -1;
+  std::string e = error_of(j.dump());
+  EXPECT_HAS(e, "xxx... (1048576 bytes)");
+  EXPECT_LT(e.size(), 400u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arbitrary bytes through the real tokenizers
+
+std::shared_ptr<const Tokenizer> golden(const std::string& name) {
+  return Tokenizer::load(std::string(HUGINN_TEST_DATA) + "/tokenizers/" + name + "/tokenizer.json");
+}
+
+// Random bytes, random code points (marks, Hangul, astral), long runs of one character and of
+// whitespace: encoding never fails, decoding any ids (unknown, negative, huge) returns valid
+// UTF-8, and streaming decoding agrees with it.
+TEST(HostileText, ArbitraryBytesAndIdsThroughEveryGoldenTokenizer) {
+  std::mt19937 rng(1919);
+  std::vector<std::string> texts;
+  for (int k = 0; k < 4; ++k) {
+    std::string s(16384, '\0');
+    for (char& c : s) c = static_cast<char>(rng());
+    texts.push_back(s);
+  }
+  std::string cps;
+  for (int k = 0; k < 8000; ++k) {
+    int32_t cp = static_cast<int32_t>(rng() % 4 == 0 ? 0x300 + rng() % 0x70 : rng() % 0x30000);
+    if (cp >= 0xD800 && cp < 0xE000) cp = 'x';
+    tok::utf8_append(cps, cp);
+  }
+  texts.push_back(cps);
+  texts.push_back(std::string(100000, 'a'));
+  texts.push_back(std::string(100000, ' '));
+  texts.push_back(repeat("\xE2\x96\x81", 30000));
+  texts.push_back(repeat("<|", 30000));
+  texts.push_back(std::string("\0\0\0", 3));
+  for (const char* name : {"cl100k", "gpt-oss", "mistral-7b", "qwen3"}) {
+    auto t = golden(name);
+    for (const std::string& text : texts) {
+      std::vector<int32_t> ids;
+      ASSERT_NO_THROW(ids = t->encode(text, true)) << name;
+      for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < t->id_limit()) << name << " id " << id;
+      EXPECT_TRUE(tok::utf8_valid(t->decode(ids))) << name;
+    }
+    std::vector<int32_t> ids;
+    for (int k = 0; k < 3000; ++k) {
+      uint32_t r = rng();
+      ids.push_back(r % 8 == 0 ? static_cast<int32_t>(r) : static_cast<int32_t>(r % (t->id_limit() + 10)));
+    }
+    ids.push_back(-1);
+    ids.push_back(INT32_MAX);
+    ids.push_back(INT32_MIN);
+    for (bool skip : {false, true}) {
+      std::string whole = t->decode(ids, skip);
+      EXPECT_TRUE(tok::utf8_valid(whole)) << name;
+      StreamDecoder stream(t, skip);
+      std::string streamed;
+      for (int32_t id : ids) streamed += stream.push(id);
+      streamed += stream.finish();
+      EXPECT_EQ(streamed, whole) << name;
+    }
   }
 }
 

@@ -12,6 +12,7 @@
 #include "huginn/error.h"
 #include "huginn/thread_pool.h"
 #include "huginn/tokenizer.h"
+#include "test_util.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/unicode.h"
 
@@ -31,29 +32,8 @@ std::shared_ptr<const Tokenizer> mistral() {
   return t;
 }
 
-// A small tokenizer.json: vocabulary of the given tokens (ids in order), merges, components.
-json tiny(std::vector<std::string> vocab, std::vector<std::string> merges) {
-  json v = json::object();
-  for (size_t k = 0; k < vocab.size(); ++k) v[vocab[k]] = k;
-  return json{{"version", "1.0"},
-              {"truncation", nullptr},
-              {"padding", nullptr},
-              {"added_tokens", json::array()},
-              {"normalizer", nullptr},
-              {"pre_tokenizer", nullptr},
-              {"post_processor", nullptr},
-              {"decoder", nullptr},
-              {"model", {{"type", "BPE"}, {"vocab", v}, {"merges", merges}}}};
-}
-
-std::string error_of(const std::string& text) {
-  try {
-    Tokenizer::from_json(text, "bad.json");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
+using test::tiny;
 
 // ---------------------------------------------------------------------------------------------
 
