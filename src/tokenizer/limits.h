@@ -25,8 +25,10 @@ constexpr int kMaxNesting = 16;
 constexpr size_t kMaxComponents = 256;
 // Bytes of a Split / Replace pattern, a Replace content or a Prepend string.
 constexpr size_t kMaxPatternBytes = 16384;
-// JSON nesting of the whole file (a Sequence level is two: its object and its array).
+// JSON nesting of the whole file (a Sequence level is two: its object and its array), and the
+// size of a tokenizer.json read from disk (the largest real ones are 30-40 MB).
 constexpr int kMaxJsonDepth = 64;
+constexpr size_t kMaxFileBytes = size_t{256} << 20;
 
 // Text may grow to at most kGrowthFactor x its input size + kGrowthSlack bytes through the
 // normalizer, the pre-tokenizer and the decoder (NFKD of U+FDFA, the largest expansion in

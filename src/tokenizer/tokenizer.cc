@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "huginn/error.h"
 #include "huginn/thread_pool.h"
+#include "util/json.h"
 #include "tokenizer/components.h"
 #include "tokenizer/limits.h"
 #include "tokenizer/pipeline.h"
@@ -23,46 +23,25 @@ using tok::Pipeline;
 namespace {
 
 std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw Error(path + ": cannot open file");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) throw Error(path + ": read error");
-  return ss.str();
+  const auto size = static_cast<std::streamoff>(f.tellg());
+  if (size < 0) throw Error(path + ": read error");
+  if (static_cast<uint64_t>(size) > tok::kMaxFileBytes)
+    throw Error(path + ": the file is " + std::to_string(size) + " bytes, more than the bound of " +
+                std::to_string(tok::kMaxFileBytes) + " bytes for a tokenizer.json");
+  std::string text(static_cast<size_t>(size), '\0');
+  f.seekg(0);
+  if (!f.read(text.data(), size)) throw Error(path + ": read error");
+  return text;
 }
 
-// nlohmann's parser keeps its own stack, but dump(), copies and comparisons recurse once per
-// level, and a deep Sequence would recurse in the factories: the nesting is bounded before
-// parsing, in one pass over the text (brackets outside strings).
-void check_json_depth(const std::string& text, const std::string& origin) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > tok::kMaxJsonDepth)
-        throw Error(origin + ": JSON nested more than " + std::to_string(tok::kMaxJsonDepth) +
-                    " levels deep (the bound) at byte " + std::to_string(i));
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-}
-
-json parse_bounded(const std::string& text, const std::string& origin) {
-  check_json_depth(text, origin);
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(origin + ": not valid JSON: " + e.what());
-  }
+// tokenizer.json files reach 30-40 MB (large vocabularies); nesting is bounded at 64 levels.
+JsonLimits tokenizer_json_limits() {
+  JsonLimits l;
+  l.max_depth = tok::kMaxJsonDepth;
+  l.max_bytes = tok::kMaxFileBytes;
+  return l;
 }
 
 bool is_null_or_absent(const json& j, const char* name) {
@@ -188,7 +167,7 @@ std::string config_token(const json& cfg, const char* name) {
 }  // namespace
 
 std::shared_ptr<const Tokenizer> Tokenizer::from_json(const std::string& text, const std::string& origin) {
-  json j = parse_bounded(text, origin);
+  const json j = parse_json(text, origin, tokenizer_json_limits());
   if (!j.is_object()) throw Error(origin + ": expected a JSON object at the top level");
   if (!is_null_or_absent(j, "truncation"))
     throw Error(origin + ": truncation is not supported (set \"truncation\": null)");
@@ -237,7 +216,7 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const std::string& path) {
   std::string cfg_path = dir + "/tokenizer_config.json";
   std::ifstream probe(cfg_path);
   if (probe) {
-    json cfg = parse_bounded(read_text_file(cfg_path), cfg_path);
+    json cfg = read_json_file(cfg_path);
     auto* mt = const_cast<Tokenizer*>(t.get());  // still private to this function
     auto set = [&](int32_t& slot, const char* name) {
       std::string s = config_token(cfg, name);

@@ -4,6 +4,10 @@
 // second when the work is bounded, and minutes or forever when it is not.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -131,12 +135,12 @@ TEST(HostileFile, DeeplyNestedSequencesAndJson) {
   std::string deep = text;
   deep.replace(deep.find("\"@\""), 3, nested_text(open, "]}", 50000, "{\"type\": \"NFC\"}"));
   std::string e = error_of(deep);
-  EXPECT_HAS(e, "bad.json: JSON nested more than 64 levels deep (the bound)");
+  EXPECT_HAS(e, "bad.json: JSON nested deeper than 64 levels");
   // 100,000 levels of plain arrays, where an added token should be.
   std::string arrays = text;
   arrays.replace(arrays.find("\"added_tokens\":[]"), 17,
                  "\"added_tokens\":" + nested_text("[", "]", 100000, ""));
-  EXPECT_HAS(error_of(arrays), "JSON nested more than 64 levels deep");
+  EXPECT_HAS(error_of(arrays), "bad.json: JSON nested deeper than 64 levels (at /added_tokens/0/0");
   // Brackets inside strings do not count.
   json s = tiny({std::string(1000, '['), "\\\"" + std::string(100, '{'), "a"});
   EXPECT_EQ(error_of(s.dump()), "");
@@ -159,6 +163,17 @@ TEST(HostileFile, DeeplyNestedSequencesAndJson) {
     t.replace(t.find("\"@\""), 3, nested_text(o, "]}", 17, leaf));
     EXPECT_HAS(error_of(t), std::string(field) + " Sequence nested more than 16 deep");
   }
+  // A file too large to be a tokenizer is refused before it is read (a sparse file: no disk used).
+  std::string big = testing::TempDir() + "/huginn_hostile_big_tokenizer.json";
+  { std::ofstream(big) << " "; }
+  ASSERT_EQ(truncate(big.c_str(), off_t{300} << 20), 0);
+  try {
+    Tokenizer::load(big);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_HAS(e.what(), "the file is 314572800 bytes, more than the bound of 268435456 bytes");
+  }
+  std::remove(big.c_str());
   // Many components side by side.
   json wide = tiny({"a"});
   wide["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array()}};
