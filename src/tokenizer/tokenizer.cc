@@ -356,8 +356,11 @@ bool is_byte_token(const std::string& t) {
 }  // namespace
 
 std::string StreamDecoder::push(int32_t id) {
-  ids_.push_back(id);
   const tok::Pipeline& p = tok_->pipeline();
+  // An id that decode() drops (unknown, or special and skipped) changes no text; it must not end
+  // a run of byte tokens either, which decode() groups across it.
+  if (!p.id_to_token(id) || (skip_special_ && p.is_special(id))) return "";
+  ids_.push_back(id);
   // A byte token may still turn its run invalid (ByteFallback emits one U+FFFD per byte then).
   if (p.decoder && p.decoder->has_byte_fallback() && is_byte_token(tok_->id_to_token(id)))
     return "";

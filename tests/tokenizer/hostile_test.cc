@@ -280,6 +280,13 @@ std::shared_ptr<const Tokenizer> golden(const std::string& name) {
   return Tokenizer::load(std::string(HUGINN_TEST_DATA) + "/tokenizers/" + name + "/tokenizer.json");
 }
 
+std::string streamed(std::shared_ptr<const Tokenizer> t, const std::vector<int32_t>& ids, bool skip) {
+  StreamDecoder stream(std::move(t), skip);
+  std::string out;
+  for (int32_t id : ids) out += stream.push(id);
+  return out + stream.finish();
+}
+
 // Random bytes, random code points (marks, Hangul, astral), long runs of one character and of
 // whitespace: encoding never fails, decoding any ids (unknown, negative, huge) returns valid
 // UTF-8, and streaming decoding agrees with it.
@@ -319,16 +326,37 @@ TEST(HostileText, ArbitraryBytesAndIdsThroughEveryGoldenTokenizer) {
     ids.push_back(-1);
     ids.push_back(INT32_MAX);
     ids.push_back(INT32_MIN);
-    for (bool skip : {false, true}) {
-      std::string whole = t->decode(ids, skip);
-      EXPECT_TRUE(tok::utf8_valid(whole)) << name;
-      StreamDecoder stream(t, skip);
-      std::string streamed;
-      for (int32_t id : ids) streamed += stream.push(id);
-      streamed += stream.finish();
-      EXPECT_EQ(streamed, whole) << name;
+    // Single-byte tokens (byte-level or <0xXX>, all below id 300 in these files) mixed with
+    // special and unknown ids, which decode() drops.
+    std::vector<int32_t> bytes;
+    std::vector<int32_t> specials = t->special_ids();
+    for (int k = 0; k < 3000; ++k) {
+      uint32_t r = rng();
+      bytes.push_back(r % 5 == 0 ? specials[r % specials.size()] : r % 5 == 1 ? -7 : static_cast<int32_t>(r % 300));
     }
+    for (const auto& list : {ids, bytes})
+      for (bool skip : {false, true}) {
+        std::string whole = t->decode(list, skip);
+        EXPECT_TRUE(tok::utf8_valid(whole)) << name;
+        EXPECT_EQ(streamed(t, list, skip), whole) << name;
+      }
   }
+}
+
+// Found by the tokenizer_text fuzzer (fuzz.md F3): decode() groups ByteFallback byte tokens
+// across an id it drops (a skipped special token, an unknown id); the stream ended the run there.
+TEST(HostileText, StreamingGroupsByteTokensAcrossDroppedIds) {
+  auto t = golden("mistral-7b");
+  ASSERT_EQ(t->id_to_token(12), "<0x09>");
+  ASSERT_EQ(t->id_to_token(180), "<0xB1>");
+  ASSERT_TRUE(t->is_special(0));
+  const std::string two_fffd = "\xEF\xBF\xBD\xEF\xBF\xBD";  // "\t\xB1" is invalid: one per byte
+  std::vector<int32_t> special = {12, 0, 180}, unknown = {12, 99999, 180};
+  EXPECT_EQ(t->decode(special, true), two_fffd);
+  EXPECT_EQ(streamed(t, special, true), two_fffd);
+  EXPECT_EQ(t->decode(unknown, false), two_fffd);
+  EXPECT_EQ(streamed(t, unknown, false), two_fffd);
+  EXPECT_EQ(streamed(t, special, false), t->decode(special, false));
 }
 
 }  // namespace
