@@ -17,8 +17,10 @@ constexpr int64_t kMaxId = int64_t{1} << 26;
 constexpr int64_t kIdSlack = 65536;
 // Merges (each becomes a hash-table slot and an int32 rank).
 constexpr size_t kMaxMerges = size_t{1} << 24;
-// Added tokens (each is tried at every position of the text whose first byte it shares).
+// Added tokens, and the bytes of one (normalized or not): matching them costs at most that many
+// steps per byte of text.
 constexpr size_t kMaxAddedTokens = size_t{1} << 20;
+constexpr size_t kMaxAddedTokenBytes = 1024;
 // Sequence components inside Sequence components (normalizer, pre_tokenizer, decoder,
 // post_processor), and components in all in one such tree.
 constexpr int kMaxNesting = 16;

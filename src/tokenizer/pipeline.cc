@@ -14,14 +14,41 @@ namespace huginn::tok {
 void AddedMatcher::build(std::vector<std::string> patterns, std::vector<const AddedToken*> tokens) {
   patterns_ = std::move(patterns);
   tokens_ = std::move(tokens);
-  by_first_byte_.assign(256, {});
-  for (size_t k = 0; k < patterns_.size(); ++k)
-    if (!patterns_[k].empty())
-      by_first_byte_[static_cast<uint8_t>(patterns_[k][0])].push_back(static_cast<int>(k));
-  for (auto& list : by_first_byte_)
-    std::stable_sort(list.begin(), list.end(), [&](int a, int b) {
-      return patterns_[a].size() > patterns_[b].size();
-    });
+  ends_.assign(1, -1);
+  edges_.clear();
+  std::fill(std::begin(root_child_), std::end(root_child_), -1);
+  for (size_t k = 0; k < patterns_.size(); ++k) {
+    const std::string& p = patterns_[k];
+    if (p.empty()) continue;  // (a normalizer may empty a pattern; it then matches nothing)
+    int32_t node = 0;
+    for (unsigned char c : p) {
+      int32_t* child;
+      if (node == 0) {
+        child = &root_child_[c];
+      } else {
+        auto [it, fresh] = edges_.try_emplace((static_cast<uint64_t>(node) << 8) | c, -1);
+        child = &it->second;
+      }
+      if (*child < 0) {
+        *child = static_cast<int32_t>(ends_.size());
+        ends_.push_back(-1);
+      }
+      node = *child;
+    }
+    if (ends_[node] < 0) ends_[node] = static_cast<int32_t>(k);  // the first of equal patterns
+  }
+}
+
+int AddedMatcher::longest_at(std::string_view text, size_t at) const {
+  int32_t node = root_child_[static_cast<uint8_t>(text[at])];
+  int best = -1;
+  for (size_t i = at + 1; node >= 0; ++i) {
+    if (ends_[node] >= 0) best = ends_[node];
+    if (i == text.size()) break;
+    auto it = edges_.find((static_cast<uint64_t>(node) << 8) | static_cast<uint8_t>(text[i]));
+    node = it == edges_.end() ? -1 : it->second;
+  }
+  return best;
 }
 
 namespace {
@@ -78,17 +105,8 @@ void AddedMatcher::split(std::string_view text, std::vector<Split>& out) const {
     // Leftmost position where a pattern matches; there the longest pattern.
     int hit = -1;
     size_t at = pos;
-    for (; at < n; ++at) {
-      const auto& cands = by_first_byte_[static_cast<uint8_t>(text[at])];
-      for (int k : cands) {
-        const std::string& p = patterns_[k];
-        if (p.size() <= n - at && std::memcmp(text.data() + at, p.data(), p.size()) == 0) {
-          hit = k;
-          break;
-        }
-      }
-      if (hit >= 0) break;
-    }
+    for (; at < n; ++at)
+      if (root_child_[static_cast<uint8_t>(text[at])] >= 0 && (hit = longest_at(text, at)) >= 0) break;
     if (hit < 0) break;
     size_t start = at, stop = at + patterns_[hit].size();
     pos = stop;  // the next search starts after this match, whatever is kept of it
@@ -120,6 +138,10 @@ void Pipeline::finish_added() {
       std::string c = t.content;
       if (normalizer)
         normalizer->normalize(c, GrowthBound::of(c.size(), &origin, "normalizer (of an added token)"));
+      if (c.size() > kMaxAddedTokenBytes)
+        throw Error(origin + ": added token '" + quote(t.content) + "' normalizes to " +
+                    std::to_string(c.size()) + " bytes, more than the bound of " +
+                    std::to_string(kMaxAddedTokenBytes));
       norm_p.push_back(c);
       norm_t.push_back(&t);
     } else {

@@ -81,9 +81,12 @@ struct AddedToken {
 };
 
 // Finds added tokens in text, leftmost-longest and non-overlapping (the library's Aho-Corasick
-// MatchKind::LeftmostLongest), then applies lstrip / rstrip / single_word.
+// MatchKind::LeftmostLongest), then applies lstrip / rstrip / single_word. The patterns are a
+// byte trie, walked from each position: the work per position is the longest pattern prefix
+// found there (at most kMaxAddedTokenBytes), whatever the number of patterns.
 class AddedMatcher {
  public:
+  AddedMatcher() { build({}, {}); }
   // patterns[k] is matched for tokens[k] (the normalized content for normalized tokens).
   void build(std::vector<std::string> patterns, std::vector<const AddedToken*> tokens);
   bool empty() const { return patterns_.empty(); }
@@ -95,9 +98,15 @@ class AddedMatcher {
   void split(std::string_view text, std::vector<Split>& out) const;
 
  private:
+  // The longest pattern that matches `text` at `at`, or -1.
+  int longest_at(std::string_view text, size_t at) const;
+
   std::vector<std::string> patterns_;
   std::vector<const AddedToken*> tokens_;
-  std::vector<std::vector<int>> by_first_byte_;  // pattern indices, longest first
+  // Trie node 0 is the root; ends_[node] is the first pattern spelled by the path to it, or -1.
+  std::vector<int32_t> ends_;
+  std::unordered_map<uint64_t, int32_t> edges_;  // node << 8 | byte -> child
+  int32_t root_child_[256];
 };
 
 class Pipeline {

@@ -145,6 +145,9 @@ void load_added(const json& list, const std::string& where, Pipeline& p) {
     t.id = a.at("id").get<int32_t>();
     t.content = a.at("content").get<std::string>();
     if (t.content.empty()) throw Error(w + ".content: an added token cannot be empty");
+    if (t.content.size() > tok::kMaxAddedTokenBytes)
+      throw Error(w + ".content: " + std::to_string(t.content.size()) +
+                  " bytes, more than the bound of " + std::to_string(tok::kMaxAddedTokenBytes));
     t.special = opt_bool(a, "special", w);
     t.lstrip = opt_bool(a, "lstrip", w);
     t.rstrip = opt_bool(a, "rstrip", w);

@@ -273,6 +273,54 @@ TEST(HostileFile, OtherSizesAndIdsAreBounded) {
   EXPECT_LT(e.size(), 400u);
 }
 
+// Added tokens were tried one by one at each position of the text that starts like them: 100,000
+// tokens sharing a first byte made every such byte cost 100,000 comparisons.
+TEST(HostileFile, ManyAddedTokensSharingAPrefix) {
+  json j = tiny({"<", "a"});
+  for (int k = 0; k < 100000; ++k)
+    j["added_tokens"].push_back({{"id", 2 + k}, {"content", "<t" + std::to_string(k) + ">"}});
+  auto t = Tokenizer::from_json(j.dump());
+  const size_t n = 500000;  // 5 * 10^10 comparisons before
+  std::string text = std::string(n, '<') + "<t99999><t5>a";
+  std::vector<int32_t> ids = t->encode(text);
+  ASSERT_EQ(ids.size(), n + 3);
+  EXPECT_EQ(ids[n - 1], 0);
+  EXPECT_EQ(ids[n], 2 + 99999);
+  EXPECT_EQ(ids[n + 1], 2 + 5);
+  EXPECT_EQ(ids[n + 2], 1);
+  j["added_tokens"] = {{{"id", 2}, {"content", std::string(2000, '<')}}};
+  EXPECT_HAS(error_of(j.dump()), "added_tokens[0].content: 2000 bytes, more than the bound of 1024");
+}
+
+// Leftmost, then longest, then the first listed, against a plain scan of every pattern.
+TEST(HostileFile, AddedTokenMatchingIsLeftmostLongest) {
+  const std::vector<std::string> patterns = {"<a>", "<a", "<ab>", "ab", "b>", "<<", "ab", "a>b"};
+  json j = tiny({"<", "a", "b", ">"});
+  for (size_t k = 0; k < patterns.size(); ++k)
+    j["added_tokens"].push_back({{"id", 4 + k}, {"content", patterns[k]}});
+  auto t = Tokenizer::from_json(j.dump());
+  std::mt19937 rng(5);
+  for (int rep = 0; rep < 2000; ++rep) {
+    std::string text;
+    for (int k = 0, n = static_cast<int>(rng() % 16); k < n; ++k) text.push_back("<ab>"[rng() % 4]);
+    std::vector<int32_t> want;
+    for (size_t pos = 0; pos < text.size();) {
+      size_t best_at = text.size(), best_len = 0;
+      int best = -1;
+      for (size_t at = pos; at < text.size() && best < 0; ++at)
+        for (size_t k = 0; k < patterns.size(); ++k)
+          if (text.compare(at, patterns[k].size(), patterns[k]) == 0 && patterns[k].size() > best_len)
+            best = static_cast<int>(k), best_at = at, best_len = patterns[k].size();
+      for (size_t i = pos; i < best_at; ++i)
+        want.push_back(static_cast<int32_t>(std::string("<ab>").find(text[i])));
+      if (best < 0) break;
+      want.push_back(4 + best);
+      pos = best_at + best_len;
+    }
+    EXPECT_EQ(t->encode(text), want) << text;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Arbitrary bytes through the real tokenizers
 
