@@ -64,11 +64,11 @@ inline void add_gen_flags(CLI::App* sub, GenFlags& f) {
                   "released generators)");
   sub->add_option("--seed", f.seed, "seed of the initial states and the sampler");
   sub->add_flag("--greedy", f.greedy, "argmax decoding (the default without --temperature)");
-  sub->add_option("--temperature", f.temperature, "sample at this temperature (> 0)");
+  sub->add_option("--temperature", f.temperature, "sample at this temperature, in [1e-5, 1e4]");
   sub->add_option("--top-k", f.top_k, "keep the k most likely tokens (0 = off)");
   sub->add_option("--top-p", f.top_p, "nucleus sampling mass in (0, 1] (1 = off)");
   sub->add_option("--min-p", f.min_p, "drop tokens below min-p times the top probability");
-  sub->add_option("--repetition-penalty", f.repetition_penalty, "penalty > 0 (1 = off)");
+  sub->add_option("--repetition-penalty", f.repetition_penalty, "penalty in [1e-3, 100] (1 = off)");
   sub->add_option("--max-new", f.max_new, "maximum new tokens");
   sub->add_option("--stop", f.stop_strings, "stop string (repeatable; matched across tokens)");
   sub->add_option("--stop-id", f.stop_ids, "extra stop token id (repeatable)");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <deque>
 #include <unordered_map>
 
@@ -193,8 +194,22 @@ class Dist : public Sampler {
 }  // namespace
 
 std::unique_ptr<Sampler> make_greedy_sampler() { return std::make_unique<Greedy>(); }
+// Below kMinTemperature, logits / t overflows to inf for ordinary logits and softmax turns the inf
+// into NaN (1e-40 always sampled one token); above kMaxTemperature the distribution is uniform to
+// float precision. Argmax is asked for with greedy, not with a vanishing temperature.
+constexpr float kMinTemperature = 1e-5f, kMaxTemperature = 1e4f;
+constexpr float kMinPenalty = 1e-3f, kMaxPenalty = 1e2f;  // the server's range too
+
+static std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 std::unique_ptr<Sampler> make_temperature_sampler(float t) {
-  if (!(t > 0.0f)) throw Error("temperature must be > 0, got " + std::to_string(t));
+  if (!(t >= kMinTemperature && t <= kMaxTemperature))
+    throw Error("temperature must be in [" + num(kMinTemperature) + ", " + num(kMaxTemperature) +
+                "] (use greedy decoding for argmax), got " + num(t));
   return std::make_unique<Temperature>(t);
 }
 std::unique_ptr<Sampler> make_top_k_sampler(int k) {
@@ -202,16 +217,18 @@ std::unique_ptr<Sampler> make_top_k_sampler(int k) {
   return std::make_unique<TopK>(k);
 }
 std::unique_ptr<Sampler> make_top_p_sampler(float p) {
-  if (!(p > 0.0f && p <= 1.0f)) throw Error("top-p must be in (0, 1], got " + std::to_string(p));
+  if (!(p > 0.0f && p <= 1.0f)) throw Error("top-p must be in (0, 1], got " + num(p));
   return std::make_unique<TopP>(p);
 }
 std::unique_ptr<Sampler> make_min_p_sampler(float p) {
-  if (!(p >= 0.0f && p <= 1.0f)) throw Error("min-p must be in [0, 1], got " + std::to_string(p));
+  if (!(p >= 0.0f && p <= 1.0f)) throw Error("min-p must be in [0, 1], got " + num(p));
   return std::make_unique<MinP>(p);
 }
 std::unique_ptr<Sampler> make_repetition_penalty_sampler(float penalty, int last_n) {
-  if (!(penalty > 0.0f))
-    throw Error("repetition penalty must be > 0, got " + std::to_string(penalty));
+  // A penalty near 0 (or huge) divides or multiplies logits into inf, as a tiny temperature does.
+  if (!(penalty >= kMinPenalty && penalty <= kMaxPenalty))
+    throw Error("repetition penalty must be in [" + num(kMinPenalty) + ", " + num(kMaxPenalty) +
+                "], got " + num(penalty));
   if (last_n < 0) throw Error("penalty window must be >= 0, got " + std::to_string(last_n));
   return std::make_unique<RepetitionPenalty>(penalty, last_n);
 }
@@ -249,15 +266,17 @@ int32_t SamplerChain::sample(std::span<const float> logits) {
 }
 
 void SamplingParams::validate() const {
-  if (repetition_penalty <= 0.0f)
-    throw Error("repetition penalty must be > 0, got " + std::to_string(repetition_penalty));
+  if (!(repetition_penalty >= kMinPenalty && repetition_penalty <= kMaxPenalty))
+    throw Error("repetition penalty must be in [" + num(kMinPenalty) + ", " + num(kMaxPenalty) +
+                "] (1 = off), got " + num(repetition_penalty));
   if (penalty_last_n < 0) throw Error("penalty window must be >= 0");
   if (greedy || temperature <= 0.0f) return;
+  if (!(temperature >= kMinTemperature && temperature <= kMaxTemperature))
+    throw Error("temperature must be in [" + num(kMinTemperature) + ", " + num(kMaxTemperature) +
+                "] (or <= 0 / greedy for argmax), got " + num(temperature));
   if (top_k < 0) throw Error("top-k must be >= 0 (0 = off), got " + std::to_string(top_k));
-  if (!(top_p > 0.0f && top_p <= 1.0f))
-    throw Error("top-p must be in (0, 1], got " + std::to_string(top_p));
-  if (!(min_p >= 0.0f && min_p <= 1.0f))
-    throw Error("min-p must be in [0, 1], got " + std::to_string(min_p));
+  if (!(top_p > 0.0f && top_p <= 1.0f)) throw Error("top-p must be in (0, 1], got " + num(top_p));
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) throw Error("min-p must be in [0, 1], got " + num(min_p));
 }
 
 std::unique_ptr<SamplerChain> make_sampler_chain(const SamplingParams& p) {

@@ -211,5 +211,29 @@ TEST(Sampler, BadParametersAreErrors) {
   EXPECT_THROW(make_top_k_sampler(0), Error);
 }
 
+// A vanishing temperature or penalty used to be accepted: logits / 1e-40 overflow to inf, softmax
+// turns them into NaN and the chain always picks one token. Both are bounded, the bound is in the
+// message, and at the smallest accepted values sampling stays finite and follows the argmax.
+TEST(Sampler, VanishingTemperatureAndPenaltyAreRefusedWithTheBound) {
+  for (float t : {1e-40f, 1e-6f, 0.0f, -1.0f, 1e5f, INFINITY, NAN}) {
+    try {
+      make_temperature_sampler(t);
+      ADD_FAILURE() << "temperature " << t << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("[1e-05, 10000]"), std::string::npos) << e.what();
+    }
+  }
+  for (float p : {1e-40f, 1e-4f, 0.0f, 1e3f, INFINITY, NAN})
+    EXPECT_THROW(make_repetition_penalty_sampler(p, 64), Error) << p;
+  SamplingParams sp;
+  sp.greedy = false;
+  sp.temperature = 1e-5f;
+  sp.repetition_penalty = 1e-3f;
+  sp.seed = 7;
+  auto chain = make_sampler_chain(sp);
+  std::vector<float> logits = {30.0f, -25.0f, 29.9f, 0.0f};
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(chain->sample(logits), 0);
+}
+
 }  // namespace
 }  // namespace huginn
