@@ -6,21 +6,33 @@ BUILD_TYPE ?= Release
 CMAKE_FLAGS ?=
 QUICK ?= 0
 
-.PHONY: all deps configure build test demo bench clean format
+.PHONY: all deps configure build test test-bench demo bench clean format
 
 all: build
 
 deps:
 	@bash scripts/install-deps.sh
 
+# --log-level=NOTICE: cmake's progress lines are hidden, its notices, warnings and errors are not.
 configure: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(BUILD) --log-level=NOTICE -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DHUGINN_TORCH_TESTS=AUTO $(CMAKE_FLAGS)
 
 build: configure
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# Then scripts/test-count.sh prints how many tests ran and fails when any was skipped or fewer
+# ran than the sources define.
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900
+	@rm -f $(BUILD)/ctest-junit.xml; rc=0; (cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900 --output-junit ctest-junit.xml) || rc=$$?; \
+	  bash scripts/test-count.sh $(BUILD) || rc=1; exit $$rc
+
+# The opt-in PyTorch side: installs python3-torch and an optimised BLAS, then runs the golden check
+# of bench/compare_pytorch.py's model (compare_pytorch_golden; a missing torch is an error here).
+test-bench:
+	@bash scripts/install-deps.sh --bench
+	@cmake -S . -B $(BUILD) --log-level=NOTICE -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DHUGINN_TORCH_TESTS=ON $(CMAKE_FLAGS)
+	@cmake --build $(BUILD) -j $(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -L bench --timeout 900
 
 demo: build
 	@QUICK=$(QUICK) bash scripts/demo.sh $(BUILD)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# scripts/test-count.sh BUILD_DIR [REGEX FILE...]: how many tests ran in BUILD_DIR's last ctest run (its
+# ctest-junit.xml), and a failure when that is below the floor or when any test was skipped.
+#   The floor is counted from the sources, so it follows the suite without upkeep: every TEST,
+#   TEST_F and TEST_P in tests/**/*.cc (or in FILE..., keeping the Suite.Name that match REGEX, for
+#   a stage that runs a subset) must have run at least once (parameterized ones run once per
+#   value, so the count that ran is normally higher). A vanished binary or layer, a test that
+#   skips, or a filter that stopped matching drops the count below the floor.
+#   Only tests that need a GPU may skip (none run in CI: it has no GPU); their names say Gpu/Cuda.
+set -euo pipefail
+build=$1
+shift
+junit=$build/ctest-junit.xml
+[ -f "$junit" ] || { echo "test-count: $junit missing (did ctest run with --output-junit?)" >&2; exit 1; }
+regex='.'
+if [ $# -gt 0 ]; then
+  regex=$1
+  shift
+  files=("$@")
+else
+  mapfile -t files < <(find tests -name '*.cc' | sort)
+fi
+floor=$(grep -hoE '^[[:space:]]*TEST(_F|_P)?\([[:space:]]*[A-Za-z0-9_]+[[:space:]]*,[[:space:]]*[A-Za-z0-9_]+' "${files[@]}" |
+          sed -E 's/^[[:space:]]*TEST(_F|_P)?\([[:space:]]*([A-Za-z0-9_]+)[[:space:]]*,[[:space:]]*([A-Za-z0-9_]+)/\2.\3/' |
+          grep -v '^DISABLED_\|\.DISABLED_' | grep -cE "$regex" || true)
+total=$(grep -c '<testcase ' "$junit" || true)
+failed=$(grep -c '<testcase [^>]*status="fail"' "$junit" || true)
+skipped_names=$(grep -oE '<testcase name="[^"]*"[^>]*status="notrun"' "$junit" | sed -E 's/<testcase name="([^"]*)".*/\1/' || true)
+skipped=$(printf '%s' "$skipped_names" | grep -c . || true)
+ran=$((total - skipped))
+echo "test-count: $build: $ran tests ran ($failed failed, $skipped skipped) of $total; floor $floor (TESTs in the sources)"
+status=0
+if [ "$ran" -lt "$floor" ]; then
+  echo "test-count: FAIL: fewer tests ran ($ran) than the sources define ($floor)" >&2
+  status=1
+fi
+bad_skips=$(printf '%s' "$skipped_names" | grep -viE 'gpu|cuda' || true)
+if [ -n "$bad_skips" ]; then
+  echo "test-count: FAIL: skipped tests (only GPU tests may skip):" >&2
+  printf '  %s\n' $bad_skips >&2
+  status=1
+fi
+exit $status
