@@ -19,7 +19,14 @@ Workloads (the same on both sides, f32 PyTorch eager, torch.set_num_threads(T)):
 
 OPENBLAS_* variables are removed from the PyTorch process (it re-executes itself without them,
 so OpenBLAS picks its best kernels) and OpenBLAS gets T threads through openblas_set_num_threads.
-huginn runs with the caller's environment. Only Debian packages: python3-torch, python3-numpy.
+huginn runs with the caller's environment. Only Debian packages: python3-torch, python3-numpy,
+libopenblas0-pthread (scripts/install-deps.sh --bench installs them).
+
+PyTorch's BLAS is printed before any figure: torch.__config__.show(), the BLAS libraries mapped
+into this process after a matmul (/proc/self/maps: which libblas.so.3 the loader picked) and a
+measured f32 GEMM rate. Debian's python3-torch calls whatever libblas.so.3 points to; when that is
+the reference BLAS (netlib, ~1 GFLOP/s) every ratio would flatter huginn 50-100x, so the script
+refuses to compare and says how to switch to OpenBLAS.
 """
 import argparse
 import ctypes
@@ -468,6 +475,85 @@ def stats(xs):
     return m, sd
 
 
+def mapped_blas_libraries():
+    """Shared libraries of this process whose names say BLAS/LAPACK/MKL, as the loader mapped them."""
+    libs = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 6:
+                continue
+            path = parts[5]
+            name = os.path.basename(path).lower()
+            if any(k in name for k in ("blas", "lapack", "mkl", "blis", "flame")) and path not in libs:
+                libs.append(path)
+    return libs
+
+
+def gemm_gflops(n=512, reps=5):
+    """Best-of-reps f32 n x n x n torch.mm rate at the current torch thread count."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    torch.mm(a, b)  # warm-up (and the BLAS is loaded by now)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def reference_blas(libs):
+    """The loaded library that is the reference (netlib) BLAS, or None.
+
+    Debian installs it as /usr/lib/<arch>/blas/libblas.so.3; OpenBLAS, BLIS and MKL live
+    elsewhere (openblas-pthread/, blis-openmp/, ...) and export their own entry points."""
+    for path in libs:
+        if os.path.basename(os.path.dirname(path)) == "blas" and os.path.basename(path).startswith("libblas.so"):
+            return path
+    for path in libs:
+        if not os.path.basename(path).startswith("libblas.so"):
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if not any(hasattr(lib, sym) for sym in ("openblas_get_config", "bli_info_get_version_str",
+                                                 "MKL_Get_Version", "mkl_get_version")):
+            return path
+    return None
+
+
+def blas_report(threads):
+    """Prints PyTorch's BLAS (build config, mapped libraries, GEMM GFLOP/s); returns a dict."""
+    config = torch.__config__.show()
+    torch.mm(torch.ones(64, 64), torch.ones(64, 64))  # make sure the BLAS is loaded and mapped
+    libs = mapped_blas_libraries()
+    blas_info = [ln.strip() for ln in config.splitlines() if "BLAS" in ln or "LAPACK" in ln or "MKL" in ln]
+    gflops = gemm_gflops()
+    ref = reference_blas(libs)
+    print("PyTorch build configuration (torch.__config__.show()):", file=sys.stderr)
+    print("\n".join("  " + ln for ln in config.strip().splitlines()), file=sys.stderr)
+    print("BLAS libraries mapped after a matmul (/proc/self/maps):", file=sys.stderr)
+    for path in libs or ["(none: BLAS compiled into libtorch)"]:
+        print(f"  {path}", file=sys.stderr)
+    print(f"f32 GEMM 512^3, {threads} thread(s): {gflops:.1f} GFLOP/s"
+          + (f"  <- the reference BLAS {ref}" if ref else ""), file=sys.stderr, flush=True)
+    return dict(config=blas_info, libraries=libs, gemm_gflops=gflops, reference_blas=ref)
+
+
+def refuse_reference_blas(blas):
+    libdir = os.path.dirname(os.path.dirname(blas["reference_blas"]))  # /usr/lib/<arch>
+    arch = os.path.basename(libdir)
+    sys.exit(
+        f"compare_pytorch: PyTorch runs on the reference BLAS ({blas['reference_blas']}, "
+        f"{blas['gemm_gflops']:.1f} GFLOP/s f32 GEMM). Ratios against it would flatter huginn 50-100x, "
+        "so none are reported. Fix: scripts/install-deps.sh --bench (installs libopenblas0-pthread "
+        "and selects it), or by hand:\n"
+        "  sudo apt-get install libopenblas0-pthread\n"
+        f"  sudo update-alternatives --set libblas.so.3-{arch} {libdir}/openblas-pthread/libblas.so.3")
+
+
 def set_threads(n):
     torch.set_num_threads(n)
     try:  # OpenBLAS (Debian's BLAS for torch) keeps its own pool; give it the same count.
@@ -504,8 +590,9 @@ def main():
     ap.add_argument("--json", help="also write all figures to this JSON file")
     args = ap.parse_args()
 
-    if args.check_golden:
+    if args.check_golden:  # numbers, not speed: any BLAS will do, but say which
         torch.set_num_threads(1)
+        blas_report(1)
         ok = check_golden(args.golden)
         sys.exit(0 if ok else 1)
 
@@ -513,8 +600,11 @@ def main():
     dtypes = [d for d in args.dtypes.split(",") if d]
     if not os.access(args.huginn, os.X_OK):
         sys.exit(f"compare_pytorch: {args.huginn} is not an executable (build it or pass --huginn)")
-    model_dir = prepare_model(args)
     blas_threads = set_threads(args.threads)
+    blas = blas_report(args.threads)
+    if blas["reference_blas"]:
+        refuse_reference_blas(blas)
+    model_dir = prepare_model(args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), OpenBLAS threads {blas_threads}, "
           f"model {model_dir}", file=sys.stderr)
     cfg, w = load_model_dir(model_dir)
@@ -548,8 +638,9 @@ def main():
                          huginn_sd=res["tok_s_sd"], torch_tok_s=tm, torch_sd=tsd,
                          ratio=res["tok_s_mean"] / tm, huginn_pct_flop_peak=res.get("pct_flop_peak"),
                          huginn_pct_bw_peak=res.get("pct_bw_peak")))
+    blas_name = ", ".join(os.path.basename(p) for p in blas["libraries"]) or "built in"
     print(f"\nmodel {cfg.get('name', model_dir)}, {args.threads} thread(s), {args.reps} reps; "
-          f"PyTorch {torch.__version__} eager f32\n")
+          f"PyTorch {torch.__version__} eager f32, BLAS {blas_name} ({blas['gemm_gflops']:.1f} GFLOP/s GEMM)\n")
     print("| test | huginn weights | huginn tok/s | PyTorch tok/s | huginn / PyTorch |")
     print("|---|---|---:|---:|---:|")
     for row in rows:
@@ -557,7 +648,7 @@ def main():
               f"| {row['torch_tok_s']:.2f} ± {row['torch_sd']:.2f} | {row['ratio']:.2f}x |")
     if args.json:
         with open(args.json + ".tmp", "w") as f:
-            json.dump(dict(args=vars(args), torch=torch.__version__, rows=rows, torch_tok_s=theirs), f, indent=1)
+            json.dump(dict(args=vars(args), torch=torch.__version__, blas=blas, rows=rows, torch_tok_s=theirs), f, indent=1)
         os.replace(args.json + ".tmp", args.json)
 
 
