@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# scripts/test-count.sh BUILD_DIR [REGEX FILE...]: how many tests ran in BUILD_DIR's last ctest run (its
-# ctest-junit.xml), and a failure when that is below the floor or when any test was skipped.
+# scripts/test-count.sh BUILD_DIR [--targets TARGET...]: how many tests ran in BUILD_DIR's last
+# ctest run (its ctest-junit.xml), and a failure when that is below the floor or when any test
+# was skipped.
 #   The floor is counted from the sources, so it follows the suite without upkeep: every TEST,
-#   TEST_F and TEST_P in tests/**/*.cc (or in FILE..., keeping the Suite.Name that match REGEX, for
-#   a stage that runs a subset) must have run at least once (parameterized ones run once per
+#   TEST_F and TEST_P in tests/**/*.cc (or in the sources of the test binaries TARGET..., for a
+#   stage that builds a subset) must have run at least once (parameterized ones run once per
 #   value, so the count that ran is normally higher). A vanished binary or layer, a test that
 #   skips, or a filter that stopped matching drops the count below the floor.
 #   Only tests that need a GPU may skip (none run in CI: it has no GPU); their names say Gpu/Cuda.
@@ -13,10 +14,18 @@ shift
 junit=$build/ctest-junit.xml
 [ -f "$junit" ] || { echo "test-count: $junit missing (did ctest run with --output-junit?)" >&2; exit 1; }
 regex='.'
-if [ $# -gt 0 ]; then
-  regex=$1
+if [ "${1:-}" = "--targets" ]; then  # test binaries: tests/<dir>/<name>.cc (tokenizer_<name>: tests/tokenizer)
   shift
-  files=("$@")
+  files=()
+  for t in "$@"; do
+    case $t in
+      *_test) ;;
+      *) continue ;;  # huginn and other non-test targets
+    esac
+    if [[ $t == tokenizer_* ]]; then f=tests/tokenizer/${t#tokenizer_}.cc; else f=$(find tests -name "$t.cc" | head -1); fi
+    [ -f "$f" ] || { echo "test-count: no source for test target $t" >&2; exit 1; }
+    files+=("$f")
+  done
 else
   mapfile -t files < <(find tests -name '*.cc' | sort)
 fi
