@@ -3,7 +3,7 @@
 # ctest run (its ctest-junit.xml), and a failure when that is below the floor or when any test
 # was skipped.
 #   The floor is counted from the sources, so it follows the suite without upkeep: every TEST,
-#   TEST_F and TEST_P in tests/**/*.cc (or in the sources of the test binaries TARGET..., for a
+#   TEST_F and TEST_P in tests/ and fuzz/ (or in the sources of the test binaries TARGET..., for a
 #   stage that builds a subset) must have run at least once (parameterized ones run once per
 #   value, so the count that ran is normally higher). A vanished binary or layer, a test that
 #   skips, or a filter that stopped matching drops the count below the floor.
@@ -27,7 +27,7 @@ if [ "${1:-}" = "--targets" ]; then  # test binaries: tests/<dir>/<name>.cc (tok
     files+=("$f")
   done
 else
-  mapfile -t files < <(find tests -name '*.cc' | sort)
+  mapfile -t files < <(find tests fuzz -name '*.cc' 2>/dev/null | sort)
 fi
 floor=$(grep -hoE '^[[:space:]]*TEST(_F|_P)?\([[:space:]]*[A-Za-z0-9_]+[[:space:]]*,[[:space:]]*[A-Za-z0-9_]+' "${files[@]}" |
           sed -E 's/^[[:space:]]*TEST(_F|_P)?\([[:space:]]*([A-Za-z0-9_]+)[[:space:]]*,[[:space:]]*([A-Za-z0-9_]+)/\2.\3/' |
