@@ -90,7 +90,7 @@ bench: build
 # FUZZ_TARGETS="config safetensors" limits either to some targets.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
-FUZZ_CI_SECONDS ?= 30
+FUZZ_CI_SECONDS ?= 60
 FUZZ_TARGETS ?=
 .PHONY: fuzz-build fuzz fuzz-ci
 

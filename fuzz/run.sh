@@ -11,7 +11,10 @@
 #
 # Default: keep going after a finding (-fork=1 -ignore_crashes/timeouts/ooms), so a long run collects
 # every finding of every target. --ci: stop each target at its first finding; exit status 1 when any
-# target had one. Targets named in fuzz/ci-exclude (one "target reason" per line, for a known crash
+# target had one. --ci is reproducible: a fixed seed (FUZZ_SEED, default 1), at most FUZZ_CI_RUNS
+# inputs (default 20000) and a fresh working corpus, so every machine runs the same inputs in the
+# same order and a slower one (stopped by SECONDS first) runs a prefix of them; a CI verdict never
+# depends on luck or on what an earlier run left in the corpus. Targets named in fuzz/ci-exclude (one "target reason" per line, for a known crash
 # its owner is fixing) are not run by --ci; their line says so.
 #
 # Environment: FUZZ_JOBS (targets at once, default 2), FUZZ_MAX_LEN (bytes per input, default 4096),
@@ -56,7 +59,12 @@ excluded() {  # prints the reason when target $1 is excluded from --ci
 # One target: runs it, then writes its summary line to $build/fuzz-logs/<t>.result.
 run_one() {
   local t=$1 bin="$build/fuzz/$1_fuzz"
-  local work="$build/fuzz-corpus/$t" art="$build/fuzz-artifacts/$t" log="$build/fuzz-logs/$t.log"
+  local work="$build/fuzz-corpus/$t"
+  if [ $ci -eq 1 ]; then
+    work="$build/fuzz-corpus-ci/$t"
+    rm -rf "$work"
+  fi
+  local art="$build/fuzz-artifacts/$t" log="$build/fuzz-logs/$t.log"
   local res="$build/fuzz-logs/$t.result"
   mkdir -p "$work" "$art" "$build/fuzz-logs"
   if [ ! -x "$bin" ]; then
@@ -75,7 +83,11 @@ run_one() {
   local flags=(-max_total_time="$seconds" -max_len="$len" -timeout="$timeout"
                -rss_limit_mb="$rss_mb" -malloc_limit_mb="$rss_mb" -print_final_stats=1
                -artifact_prefix="$art/")
-  [ $ci -eq 0 ] && flags+=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+  if [ $ci -eq 0 ]; then
+    flags+=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+  else
+    flags+=(-seed="${FUZZ_SEED:-1}" -runs="${FUZZ_CI_RUNS:-20000}")
+  fi
   local start end rc
   start=$(date +%s)
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$bin" "${flags[@]}" "${dirs[@]}" >"$log" 2>&1

@@ -38,6 +38,9 @@ struct ShardInfo {
 // FNV-1a 64 over bytes (the shard checksum and the tokenizer fingerprint).
 uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ULL);
 
+// Largest vocabulary a shard may declare: tokens are read out as int32 ids.
+inline constexpr uint32_t kMaxShardVocab = 0x7fffffffu;
+
 // Writes a shard atomically. Tokens are stored as uint16 when vocab_size <= 65536, else uint32.
 // Throws huginn::Error when a token is >= vocab_size or the file cannot be written.
 void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint32_t vocab_size,

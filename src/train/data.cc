@@ -53,7 +53,13 @@ uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
 
 void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint32_t vocab_size,
                  int32_t eot_id, uint64_t tokenizer_hash) {
-  if (vocab_size == 0) throw Error(path + ": cannot write a shard with vocabulary size 0");
+  if (vocab_size == 0 || vocab_size > kMaxShardVocab)
+    throw Error(path + ": cannot write a shard with vocabulary size " + std::to_string(vocab_size) +
+                " (expected 1 to " + std::to_string(kMaxShardVocab) + ")");
+  if (eot_id < -1 || (eot_id >= 0 && static_cast<uint32_t>(eot_id) >= vocab_size))
+    throw Error(path + ": end-of-text id " + std::to_string(eot_id) +
+                " is outside the vocabulary (expected -1 for none, or 0 to " +
+                std::to_string(vocab_size - 1) + ")");
   const uint32_t width = vocab_size <= 65536 ? 2 : 4;
   std::vector<uint8_t> buf(kShardHeaderBytes + tokens.size() * width, 0);
   uint8_t* body = buf.data() + kShardHeaderBytes;
@@ -107,7 +113,14 @@ Shard Shard::open(const std::string& path) {
     throw Error(path + ": truncated or padded shard: the header says " + std::to_string(in.count) +
                 " tokens (" + std::to_string(in.count * in.token_bytes) +
                 " bytes) but the file holds " + std::to_string(body) + " bytes of tokens");
-  if (in.vocab_size == 0) throw Error(path + ": vocabulary size 0 in the header");
+  // Tokens are handed out as int32 ids: a vocabulary above 2^31 - 1 would turn them negative.
+  if (in.vocab_size == 0 || in.vocab_size > kMaxShardVocab)
+    throw Error(path + ": vocabulary size " + std::to_string(in.vocab_size) +
+                " in the header, expected 1 to " + std::to_string(kMaxShardVocab));
+  if (in.eot_id < -1 || (in.eot_id >= 0 && static_cast<uint32_t>(in.eot_id) >= in.vocab_size))
+    throw Error(path + ": end-of-text id " + std::to_string(in.eot_id) +
+                " in the header is outside its vocabulary (expected -1 for none, or 0 to " +
+                std::to_string(in.vocab_size - 1) + ")");
   const uint8_t* t = p + kShardHeaderBytes;
   if (fnv1a64(t, body) != get<uint64_t>(p + 32))
     throw Error(path + ": corrupt shard: the token bytes do not match the header checksum");

@@ -106,6 +106,41 @@ TEST(Shard, CorruptTruncatedAndForeignFilesAreClearErrors) {
   std::filesystem::remove_all(dir);
 }
 
+void put_u32(const std::string& path, long offset, uint32_t v) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(offset);
+  f.write(reinterpret_cast<const char*>(&v), 4);
+}
+
+// The fuzzer's finding F2: a header vocabulary above INT32_MAX was accepted and read() handed its
+// tokens >= 2^31 out as negative ids. The vocabulary and the end-of-text id are bounded, on write
+// and on read, and the error names the file, the value and the range.
+TEST(Shard, HeaderVocabularyAndEndOfTextAreBounded) {
+  const std::string dir = test::make_temp_dir("shardvocab");
+  const std::string p = dir + "/train-00000.bin";
+  std::string e = error_of([&] { write_shard(p, ramp(4, 4), 0x80000000u); });
+  EXPECT_NE(e.find("vocabulary size 2147483648"), std::string::npos) << e;
+  EXPECT_NE(e.find("1 to 2147483647"), std::string::npos) << e;
+  e = error_of([&] { write_shard(p, ramp(4, 4), 8, 8); });
+  EXPECT_NE(e.find("end-of-text id 8"), std::string::npos) << e;
+
+  write_shard(p, ramp(100, 50), 0x7fffffffu, 3);
+  EXPECT_EQ(Shard::open(p).info().vocab_size, 0x7fffffffu);  // the largest is still fine
+  put_u32(p, 24, 0x80000000u);  // vocab_size; the token checksum does not cover the header
+  e = error_of([&] { Shard::open(p); });
+  EXPECT_NE(e.find(p), std::string::npos) << e;
+  EXPECT_NE(e.find("vocabulary size 2147483648 in the header"), std::string::npos) << e;
+
+  write_shard(p, ramp(100, 50), 50, 7);
+  put_u32(p, 28, 50);  // eot_id == vocab_size
+  e = error_of([&] { Shard::open(p); });
+  EXPECT_NE(e.find("end-of-text id 50 in the header"), std::string::npos) << e;
+  put_u32(p, 28, static_cast<uint32_t>(-2));
+  e = error_of([&] { Shard::open(p); });
+  EXPECT_NE(e.find("end-of-text id -2"), std::string::npos) << e;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(ShardSet, VocabularyMismatchAndMixedTokenizers) {
   const std::string dir = test::make_temp_dir("shardset");
   write_shard(dir + "/train-00000.bin", ramp(100, 50), 256, -1, 7);
