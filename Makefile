@@ -55,8 +55,8 @@ define san-test
 	@cmake -S . -B $(1) --log-level=NOTICE $(SAN_CMAKE) -DHUGINN_SANITIZE=$(2) $(CMAKE_FLAGS)
 	@cmake --build $(1) -j $(JOBS) --target $(3)
 	@rm -f $(1)/ctest-junit.xml; rc=0; (cd $(1) && ctest --output-on-failure -j $(JOBS) --timeout 1800 \
-	  -E '_NOT_BUILT$$$$' -LE 'demo|bench' --output-junit ctest-junit.xml) || rc=$$$$?; \
-	  bash scripts/test-count.sh $(1) $(if $(filter all,$(3)),,--targets $(3)) || rc=1; exit $$$$rc
+	  -E '_NOT_BUILT$$' -LE 'demo|bench' --output-junit ctest-junit.xml) || rc=$$?; \
+	  bash scripts/test-count.sh $(1) $(if $(filter all,$(3)),,--targets $(3)) || rc=1; exit $$rc
 endef
 
 # The suite (or ASAN_TARGETS) under AddressSanitizer + UndefinedBehaviorSanitizer.
