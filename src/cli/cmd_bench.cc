@@ -244,7 +244,7 @@ Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const Benc
                 std::to_string(m.max_positions()) + " positions");
   BackwardRunner runner(m, be);
   Grads grads = Grads::zeros_like(m, be);
-  AdamW adam(named_params(m, grads), AdamWOptions{});
+  AdamW adam(named_params(m, grads), AdamWOptions{}, be);
   const auto seq = prompt_ids(a.train_len + 1, c.vocab_size);
   std::span<const int32_t> ids(seq.data(), a.train_len), labels(seq.data() + 1, a.train_len);
   LossOptions lo;
@@ -262,8 +262,8 @@ Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const Benc
     const auto t0 = Clock::now();
     grads.zero(be);
     for (int bi = 0; bi < a.train_batch; ++bi) runner.loss_and_grad(ids, labels, lo, grads, scale);
-    clip_grad_norm(adam.params(), 1.0);
-    adam.step(1e-5, &pool);
+    clip_grad_norm(be, adam.params(), 1.0);
+    adam.step(1e-5);
     const double s = since(t0);
     if (i >= 0) res.seconds.push_back(s);
   }

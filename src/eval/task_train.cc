@@ -103,14 +103,14 @@ TaskTrainResult train_task(const TaskTrainOptions& o) {
 
   ThreadPool pool(o.threads);
   auto be = make_backend(o.backend, pool);
-  auto tm = TrainableModel::init(cfg, o.seed);
+  auto tm = TrainableModel::init(cfg, o.seed, *be);
   const Model& model = tm->model();
   BackwardRunner bw(model, *be);
   Runner fw(model, *be);
   Grads grads = Grads::zeros_like(model, *be);
   AdamWOptions ao;
   ao.weight_decay = o.weight_decay;
-  AdamW adam(named_params(model, grads), ao);
+  AdamW adam(named_params(model, grads), ao, *be);
   Schedule sched;
   sched.kind = ScheduleKind::kCosine;
   sched.lr = o.lr;
@@ -150,9 +150,9 @@ TaskTrainResult train_task(const TaskTrainOptions& o) {
       loss += bw.loss_and_grad(std::span<const int32_t>(e.ids.data(), T), labels, lo, grads, scale) *
               static_cast<double>(scale);
     }
-    const double gnorm = clip_grad_norm(adam.params(), o.grad_clip);
+    const double gnorm = clip_grad_norm(*be, adam.params(), o.grad_clip);
     if (std::isfinite(loss) && std::isfinite(gnorm)) {
-      adam.step(sched.at(s), &pool);
+      adam.step(sched.at(s));
       bad = 0;
       loss_avg = s == 0 ? loss : 0.95 * loss_avg + 0.05 * loss;
     } else if (++bad >= 5) {

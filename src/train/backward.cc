@@ -19,7 +19,6 @@
 #include "huginn/backward.h"
 
 #include <cmath>
-#include <cstring>
 
 namespace huginn {
 namespace {
@@ -224,14 +223,14 @@ float BackwardRunner::loss_and_grad(std::span<const int32_t> ids, std::span<cons
   const float loss = be.cross_entropy(m.logits, labels, grad_scale, &m.logits);  // → dlogits
 
   // ---- backward ----
-  const bool tied = w.lm_head.raw() == w.wte.raw();
+  const bool tied = w.lm_head.same_data(w.wte);
   be.matmul_backward(m.xf, w.lm_head, m.logits, &m.dx, tied ? &grads.w.wte : &grads.w.lm_head);
   be.rmsnorm_backward(m.xc, w.ln_f, eps, m.dx, m.dx, grads.w.ln_f);
   for (int i = c.n_coda - 1; i >= 0; --i)
     m.block_backward(w.coda[i], grads.w.coda[i], m.coda[i], m.dx, pos);
   be.rmsnorm_backward(m.s_final, w.ln_f, eps, m.dx, m.dx, grads.w.ln_f);  // dx = d s_n+k
   // de starts at zero and sums the e-half of every tracked step's adapter-input gradient.
-  std::memset(m.de.raw(), 0, m.de.nbytes());
+  be.fill(m.de, 0.0f);
   for (int t = k - 1; t >= 0; --t) {
     StepActs& st = m.steps[t];
     for (int j = c.n_core - 1; j >= 0; --j)

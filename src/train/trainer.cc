@@ -255,13 +255,13 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
   } else if (!o_.init_from.empty()) {
     take_run_dir();
     verify_checkpoint_checksums(o_.init_from);  // when it is one of our checkpoints
-    tm_ = TrainableModel::load(o_.init_from);
+    tm_ = TrainableModel::load(o_.init_from, *be_);
     if (std::string d = config_difference(tm_->config().to_json(), config_.to_json()); !d.empty())
       throw Error(o_.init_from + "/config.json differs from " + o_.model_config + ": " + d);
     setup_model();
   } else {
     take_run_dir();
-    tm_ = TrainableModel::init(config_, o_.seed);
+    tm_ = TrainableModel::init(config_, o_.seed, *be_);
     setup_model();
   }
 }
@@ -279,14 +279,14 @@ void Trainer::setup_model() {
   grads_ = std::make_unique<Grads>(Grads::zeros_like(m, *be_));
   std::vector<NamedParam> params = named_params(m, *grads_);
   // The optimizer must update the very tensors a checkpoint saves.
-  std::map<std::string, const void*> stored;
-  for (const auto& [name, t] : tm_->hf_tensors()) stored[name] = t.raw();
+  std::map<std::string, Tensor> stored;
+  for (const auto& [name, t] : tm_->live_tensors()) stored[name] = t;
   for (const auto& p : params) {
     auto it = stored.find(p.name);
-    HUGINN_ASSERT(it != stored.end() && it->second == p.value.raw(),
+    HUGINN_ASSERT(it != stored.end() && it->second.same_data(p.value),
                   "named_params does not view the trainable model's tensors");
   }
-  adam_ = std::make_unique<AdamW>(std::move(params), o_.adam);
+  adam_ = std::make_unique<AdamW>(std::move(params), o_.adam, *be_);
 }
 
 void Trainer::resume_from(const std::string& ckpt) {
@@ -362,12 +362,16 @@ void Trainer::resume_from(const std::string& ckpt) {
     throw Error("cannot resume: " + ckpt + " was trained on shards of a different tokenizer than " +
                 o_.data);
 
-  tm_ = TrainableModel::load(ckpt);
-  for (const auto& [name, t] : tm_->hf_tensors())
-    if (int64_t i = first_bad(t, [](float x) { return std::isfinite(x); }); i >= 0)
-      throw Error(ckpt + "/model.safetensors: tensor '" + name + "' holds " +
-                  std::to_string(t.f32()[i]) + " at element " + std::to_string(i) +
-                  ", expected finite weights (training skips non-finite steps)");
+  tm_ = TrainableModel::load(ckpt, *be_);
+  for (const auto& [name, t] : tm_->live_tensors()) {
+    int64_t i = -1;
+    if (be_->count_non_finite(t, &i) == 0) continue;
+    Tensor host = Tensor::empty(t.shape());  // only to name the value
+    be_->download(t, host.f32());
+    throw Error(ckpt + "/model.safetensors: tensor '" + name + "' holds " +
+                std::to_string(host.f32()[i]) + " at element " + std::to_string(i) +
+                ", expected finite weights (training skips non-finite steps)");
+  }
   setup_model();
   load_moments(*state, adam_t);
   start_step_ = step;
@@ -426,8 +430,8 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
     }
   }
   std::vector<NamedParam> params = adam_->params();
-  if (o_.after_backward) o_.after_backward(step, params);
-  const double gnorm = clip_grad_norm(adam_->params(), o_.grad_clip);
+  if (o_.after_backward) o_.after_backward(step, params, *be_);
+  const double gnorm = clip_grad_norm(*be_, adam_->params(), o_.grad_clip);
   *gnorm_out = gnorm;
   *finite_out = std::isfinite(loss) && std::isfinite(gnorm);
   return loss;
@@ -516,7 +520,7 @@ TrainResult Trainer::run() {
     const double lr = sched_.at(s);
     const double loss = train_step(s, &n, &k, &gnorm, &finite);
     if (finite) {
-      adam_->step(lr, &pool_);
+      adam_->step(lr);
       bad_in_row_ = 0;
     } else if (++skipped_; ++bad_in_row_ >= o_.max_bad_steps) {
       throw Error("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +

@@ -103,6 +103,13 @@ class CpuBackend : public Backend {
     k_.copy(ctx_, t, dst);
   }
   void copy(const Tensor& src, Tensor& dst) override { k_.copy(ctx_, src, dst); }
+  Tensor convert_weight(const Tensor& w, DType to) override { return huginn::convert_weight(w, to); }
+
+  // The GEMM gives each row of up to 4 the bits of a one-row call; above that it switches to
+  // a differently ordered packed kernel (tests/generate/decode_batch_test.cc checks it).
+  int64_t matmul_exact_rows() const override { return 4; }
+  // A column tile of F32 weight rows that stays in L2 while row groups pass over it.
+  int64_t preferred_tile_bytes() const override { return 512 * 1024; }
 
   void embedding(const Tensor& table, std::span<const int32_t> ids, float scale,
                  Tensor& out) override {
@@ -134,6 +141,16 @@ class CpuBackend : public Backend {
     k_.concat_cols(ctx_, a, b, out);
   }
   void log_softmax(const Tensor& x, Tensor& y) override { k_.log_softmax(ctx_, x, y); }
+
+  void fill(Tensor& x, float value) override { cpu::fill(ctx_, x, value); }
+  void scale(Tensor& x, float s) override { cpu::scale(ctx_, x, s); }
+  double sum_squares(const Tensor& x, double acc) override { return cpu::sum_squares(x, acc); }
+  int64_t count_non_finite(const Tensor& x, int64_t* first) override {
+    return cpu::count_non_finite(x, first);
+  }
+  void adamw_step(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& p) override {
+    cpu::adamw_step(ctx_, w, g, m, v, p);
+  }
 
   // Backward ops (backward_*.cc); matmul_backward runs on this instruction set's GEMM.
   void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
