@@ -25,8 +25,7 @@ void run(const Args& a, const Common& common) {
   auto tok = Tokenizer::load(path);
   if (tok->chat_format() == ChatFormat::kNone)
     throw Error(path + ": the vocabulary has no chat markers (Huginn or ChatML); use generate");
-  const std::vector<int32_t> extra = tokenizer_stop_ids(*tok);
-  GenerateOptions opt = make_gen_options(a.g, a.g.model, extra);
+  GenerateOptions opt = make_gen_options(a.g, a.g.model, tok.get());
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
   auto model = Model::load(a.g.model, *backend, load_options(common));

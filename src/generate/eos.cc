@@ -4,6 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "huginn/generate.h"
+#ifdef HUGINN_HAVE_TOKENIZER
+#include "huginn/tokenizer.h"
+#endif
 #include "util/json.h"
 
 namespace huginn {
@@ -45,6 +48,18 @@ std::vector<int32_t> ids_of(const nlohmann::json& j, const std::string& source) 
 
 std::vector<int32_t> eos_ids_from_json(std::string_view text, const std::string& source) {
   return ids_of(parse_json(text, source), source);
+}
+
+std::vector<int32_t> model_stop_ids(const std::string& model_dir, const Tokenizer* tok) {
+  std::vector<int32_t> ids = read_eos_ids(model_dir);
+#ifdef HUGINN_HAVE_TOKENIZER
+  if (tok) {
+    if (tok->eos_id() >= 0) ids.push_back(tok->eos_id());
+    for (const char* name : {"<|begin_text|>", "<|end_text|>", "<|end_turn|>", "<|im_end|>"})
+      if (tok->token_to_id(name) >= 0) ids.push_back(tok->token_to_id(name));
+  }
+#endif
+  return ids;
 }
 
 std::vector<int32_t> read_eos_ids(const std::string& dir) {

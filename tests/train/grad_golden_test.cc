@@ -104,7 +104,7 @@ TEST(GradContract, PeakActivationBytesFlatInN) {
   const int k = 3;
   const size_t want = 4 * T *
                       ((c.n_prelude + k * c.n_core + c.n_coda) * (10 * E + 3 * I) + 2 * k * E +
-                       16 * E + 3 * I + V);
+                       15 * E + 3 * I + V);
   EXPECT_EQ(peak(0, k), want);
   EXPECT_EQ(peak(24, k), want);
   EXPECT_GT(peak(0, k + 1), want);
