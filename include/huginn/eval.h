@@ -154,6 +154,9 @@ EvalReport run_eval(const EvalOptions& options);
 void write_eval_outputs(const EvalReport& report, const std::string& out_dir, bool plots);
 
 // ---- task trainer ------------------------------------------------------------------------------------
+// A built-in task as a source for the one training loop (huginn/train.h): checkpoints in
+// OUT/step-NNNNNNNN, --resume, --max-bad-steps as `huginn train`; the final model is written to
+// OUT itself (config.json, model.safetensors, task.json).
 
 struct TaskTrainOptions {
   std::string model_config;   // config.json (vocab_size >= 128 for the byte vocabulary)
@@ -168,6 +171,10 @@ struct TaskTrainOptions {
   double init_scale = 0.0;    // initial state during training (generation uses zeros)
   int64_t eval_every = 100;   // held-out teacher-forced accuracy at r = 1 and r = mean
   int eval_examples = 64;
+  int64_t save_every = 0;     // checkpoints in OUT/step-NNNNNNNN every N steps (0: at the end)
+  int64_t stop_at = 0;        // > 0: stop (and save) after this step; the schedule still spans steps
+  int max_bad_steps = 5;      // non-finite steps in a row before stopping
+  bool resume = false;        // continue from the newest checkpoint in OUT
   uint64_t seed = 0;
   int threads = 0;
   std::string backend = "cpu";

@@ -119,6 +119,45 @@ struct Schedule {
 
 // ---- the training loop ------------------------------------------------------------------------------
 
+// Where a run's sequences come from, and how it is evaluated: token windows of data shards
+// (huginn train, ShardSource in trainer.cc) or a built-in task's examples with the loss on the
+// answers only (huginn task train, src/eval/task_train.cc). The training loop (train()) is the
+// same for both: checkpoints, exact resume, the bad-step policy, schedules, clipping, AdamW.
+// Every method is a pure function of the run's seed and its arguments, so that a resumed run
+// draws what a straight one draws.
+class TrainSource {
+ public:
+  virtual ~TrainSource() = default;
+  // Called once the model config is known (before anything is trained): checks that the data
+  // fits the model (vocabulary, lengths), throwing huginn::Error naming what does not.
+  virtual void open(const ModelConfig& config, const std::string& config_source) = 0;
+  // Tokens per sequence when fixed (0 when each sequence has its own length); part of the run's
+  // fingerprint.
+  virtual int seq_len() const = 0;
+  // Sequence b of micro-batch `micro` of optimizer step `step`: ids and shifted labels (-100: no
+  // loss there), and the seed of its initial state.
+  virtual void sequence(int64_t step, int micro, int b, std::vector<int32_t>& ids,
+                        std::vector<int32_t>& labels, uint64_t* init_seed) = 0;
+  // The seed of micro-batch `micro`'s (n, k) draw (IterationSampler).
+  virtual uint64_t iteration_seed(int64_t step, int micro) const = 0;
+
+  // The run's evaluation at eval_every and at the end: `key` names the metrics record's field
+  // ("val_loss", "heldout_acc"), `values` its entries, `line` what the progress log says.
+  struct Evaluation {
+    std::string key;
+    std::map<std::string, double> values;
+    std::string line;
+  };
+  // Empty key: nothing to evaluate (e.g. no validation shards).
+  virtual Evaluation evaluate(const Model& model, Backend& backend) = 0;
+
+  // What a checkpoint records of the data (train_state metadata) after `step` steps, and the
+  // check of those records on resume (throws huginn::Error naming `path` and the field).
+  virtual std::map<std::string, std::string> state(int64_t step) const = 0;
+  virtual void check_state(const std::map<std::string, std::string>& meta, const std::string& path,
+                           int64_t step) const = 0;
+};
+
 struct TrainOptions {
   std::string model_config;  // config.json of the model to train (from scratch or resumed)
   std::string data;          // data directory of train-*.bin (and val-*.bin) shards
@@ -147,6 +186,9 @@ struct TrainOptions {
   int threads = 0;
   std::string backend = "cpu";
   bool quiet = false;
+  int log_every = 1;             // a progress line every N steps (and at the first, last, skipped)
+  // Called after each step with its loss (optional).
+  std::function<void(int64_t step, double loss)> on_step;
   // Test hook: called after the gradients of a step are complete, before the finiteness check
   // (the tensors are the backend's: change them with backend ops).
   std::function<void(int64_t step, std::vector<NamedParam>& params, Backend& backend)>
@@ -156,13 +198,16 @@ struct TrainOptions {
 struct TrainResult {
   int64_t final_step = 0;
   double last_loss = 0;
-  std::map<int, double> val_loss;  // depth -> loss of the last validation
-  std::string last_checkpoint;     // directory
+  std::map<int, double> val_loss;   // shards: depth -> loss of the last validation
+  TrainSource::Evaluation evaluation;  // the source's last evaluation
+  std::string last_checkpoint;      // directory
 };
 
-// Runs training. Throws huginn::Error on bad input (data, configs, flags, an out dir that cannot
-// be written or already holds a different run) and when max_bad_steps non-finite steps occur in a
-// row; what was saved before stays intact.
+// Runs training on `source` (options.data is not read). Throws huginn::Error on bad input (data,
+// configs, flags, an out dir that cannot be written or already holds a different run) and when
+// max_bad_steps non-finite steps occur in a row; what was saved before stays intact.
+TrainResult train(const TrainOptions& options, TrainSource& source);
+// The same on the data shards of options.data (token windows of seq_len + 1).
 TrainResult train(const TrainOptions& options);
 
 // Checkpoint helpers: `out/step-NNNNNNNN` names, newest complete checkpoint (empty when none).
