@@ -479,24 +479,31 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
   grads_->zero(*be_);
   const int B = o_.batch, A = o_.grad_accum;
   const float scale = 1.0f / static_cast<float>(A * B);
-  std::vector<int32_t> ids, labels;
+  std::vector<std::vector<int32_t>> ids(static_cast<size_t>(B)), labels(static_cast<size_t>(B));
+  std::vector<TrainSequence> batch(static_cast<size_t>(B));
+  std::vector<float> losses(static_cast<size_t>(B));
   double loss = 0.0;
   *tokens_out = 0;
   for (int a = 0; a < A; ++a) {
-    // One iteration count per micro-batch, drawn from a stream keyed by (seed, step, micro).
+    // One iteration count per micro-batch, drawn from a stream keyed by (seed, step, micro),
+    // shared by its B sequences, which run as one pass (as the reference trains).
     IterationSampler sampler(mean_rec_, depth_, src_.iteration_seed(step, a));
     auto [n, k] = sampler.next();
     *n_out = n;
     *k_out = k;
     for (int b = 0; b < B; ++b) {
-      LossOptions lo;
-      lo.n_no_grad = n;
-      lo.n_with_grad = k;
-      lo.init.scale = o_.init_scale;
-      src_.sequence(step, a, b, ids, labels, &lo.init.seed);
-      *tokens_out += static_cast<int64_t>(ids.size());
-      loss += runner_->loss_and_grad(ids, labels, lo, *grads_, scale) * static_cast<double>(scale);
+      src_.sequence(step, a, b, ids[b], labels[b], &batch[b].init_seed);
+      batch[b].ids = ids[b];
+      batch[b].labels = labels[b];
+      batch[b].grad_scale = scale;
+      *tokens_out += static_cast<int64_t>(ids[b].size());
     }
+    LossOptions lo;
+    lo.n_no_grad = n;
+    lo.n_with_grad = k;
+    lo.init.scale = o_.init_scale;
+    runner_->loss_and_grad(batch, lo, *grads_, losses);
+    for (float l : losses) loss += l * static_cast<double>(scale);
   }
   std::vector<NamedParam> params = adam_->params();
   if (o_.after_backward) o_.after_backward(step, params, *be_);
