@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "huginn/exit.h"
+#include "huginn/train.h"
 
 namespace huginn {
 
@@ -158,28 +159,22 @@ void write_eval_outputs(const EvalReport& report, const std::string& out_dir, bo
 // OUT/step-NNNNNNNN, --resume, --max-bad-steps as `huginn train`; the final model is written to
 // OUT itself (config.json, model.safetensors, task.json).
 
-struct TaskTrainOptions {
-  std::string model_config;   // config.json (vocab_size >= 128 for the byte vocabulary)
+// The training loop's options (huginn/train.h: out is the model directory, steps, batch =
+// examples per step, lr, warmup, adam, grad_clip, mean_recurrence, init_scale, eval_every = the
+// held-out check's period, save_every, stop_at, max_bad_steps, resume, seed, threads, ...) with
+// the task trainer's defaults, plus the task.
+struct TaskTrainOptions : TrainOptions {
   std::string task = "chain:hops=4-8";
-  std::string out;            // the model directory written at the end (config + weights + task.json)
-  int64_t steps = 1000;
-  int batch = 16;             // examples per step (each its own sequence)
-  double lr = 3e-3, min_lr_ratio = 0.1;
-  int64_t warmup = 50;
-  double weight_decay = 0.1, grad_clip = 1.0;
-  int mean_recurrence = 0, backprop_depth = 0;  // 0 = the config's
-  double init_scale = 0.0;    // initial state during training (generation uses zeros)
-  int64_t eval_every = 100;   // held-out teacher-forced accuracy at r = 1 and r = mean
-  int eval_examples = 64;
-  int64_t save_every = 0;     // checkpoints in OUT/step-NNNNNNNN every N steps (0: at the end)
-  int64_t stop_at = 0;        // > 0: stop (and save) after this step; the schedule still spans steps
-  int max_bad_steps = 5;      // non-finite steps in a row before stopping
-  bool resume = false;        // continue from the newest checkpoint in OUT
-  uint64_t seed = 0;
-  int threads = 0;
-  std::string backend = "cpu";
-  bool quiet = false;
-  std::function<void(int64_t step, double loss)> on_step;  // optional
+  int eval_examples = 64;  // held-out examples of each check (teacher-forced, r = 1 and r = mean)
+  TaskTrainOptions() {
+    steps = 1000;
+    batch = 16;
+    lr = 3e-3;
+    warmup = 50;
+    init_scale = 0.0;  // initial state during training (generation uses zeros)
+    eval_every = 100;
+    log_every = 10;
+  }
 };
 
 struct TaskTrainResult {

@@ -250,6 +250,11 @@ class StopStringMatcher {
 void validate_utf8(std::string_view text, const std::string& what);
 
 class Tokenizer;
+// Generated ids as text through the tokenizer's incremental decoder (huginn::StreamDecoder), for
+// generate()'s TextStream; the CLI's and the server's. Throws huginn::Error in a build without the
+// tokenizer layer.
+std::unique_ptr<TextStream> tokenizer_text_stream(std::shared_ptr<const Tokenizer> tokenizer);
+
 // The stop rule of the CLI and the server, in one place: the eos ids of read_eos_ids(model_dir),
 // then, with a tokenizer, its eos and the ids of the markers the released generators stop on
 // (<|begin_text|>, <|end_text|>, <|end_turn|>: 65504/65505/65508 in Huginn's vocabulary, elsewhere

@@ -58,7 +58,7 @@ void run(const Args& a, const Common& common) {
     if (!prefix) ctx->reset();
     std::span<const int32_t> fresh(ids.data() + (prefix ? hist.size() : 0),
                                    ids.size() - (prefix ? hist.size() : 0));
-    TokenizerTextStream stream(tok);
+    std::unique_ptr<TextStream> stream = tokenizer_text_stream(tok);
     GenerateResult r;
     try {
       r = gen.generate(*ctx, fresh,
@@ -67,7 +67,7 @@ void run(const Args& a, const Common& common) {
                          std::fflush(stdout);
                          return true;
                        },
-                       &stream);
+                       stream.get());
     } catch (const Error& e) {  // e.g. the context is full: say so, keep the REPL alive
       std::fprintf(stderr, "\nerror: %s (use /reset)\n", e.what());
       msgs.pop_back();

@@ -99,7 +99,7 @@ void run(const Args& a, const Common& common) {
 
   std::unique_ptr<TextStream> stream;
 #ifdef HUGINN_HAVE_TOKENIZER
-  if (text.tok) stream = std::make_unique<TokenizerTextStream>(text.tok);
+  if (text.tok) stream = tokenizer_text_stream(text.tok);
 #endif
   TokenCallback on_token;
   bool first = true;

@@ -55,7 +55,7 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
   tr->add_option("--lr", o->lr, "peak learning rate (warmup then cosine)")->check(CLI::PositiveNumber);
   tr->add_option("--min-lr-ratio", o->min_lr_ratio, "final learning rate / peak")->check(CLI::Range(0.0, 1.0));
   tr->add_option("--warmup", o->warmup, "warmup steps")->check(CLI::NonNegativeNumber);
-  tr->add_option("--weight-decay", o->weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber);
+  tr->add_option("--weight-decay", o->adam.weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber);
   tr->add_option("--grad-clip", o->grad_clip, "global gradient-norm limit (0: off)")->check(CLI::NonNegativeNumber);
   tr->add_option("--mean-recurrence", o->mean_recurrence, "mean sampled recurrence (default: config)")
       ->check(CLI::NonNegativeNumber);

@@ -132,17 +132,5 @@ inline std::string tokenizer_path(const GenFlags& f) {
   return std::filesystem::exists(p) ? p : std::string();
 }
 
-#ifdef HUGINN_HAVE_TOKENIZER
-// Streams text through the tokenizer's incremental decoder.
-class TokenizerTextStream : public TextStream {
- public:
-  explicit TokenizerTextStream(std::shared_ptr<const Tokenizer> tok) : dec_(std::move(tok)) {}
-  std::string push(int32_t id) override { return dec_.push(id); }
-  std::string finish() override { return dec_.finish(); }
-
- private:
-  StreamDecoder dec_;
-};
-#endif
 
 }  // namespace huginn::cli

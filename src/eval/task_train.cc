@@ -167,31 +167,10 @@ TaskTrainResult train_task(const TaskTrainOptions& o) {
   TaskSource source(o, spec, codec, mean_rec);
 
   // The one training loop (huginn/train.h): checkpoints in OUT/step-NNNNNNNN, resume, bad steps.
-  TrainOptions t;
-  t.model_config = o.model_config;
-  t.out = o.out;
-  t.steps = o.steps;
-  t.stop_at = o.stop_at;
-  t.batch = o.batch;
-  t.lr = o.lr;
-  t.min_lr_ratio = o.min_lr_ratio;
-  t.warmup = o.warmup;
+  TrainOptions t = o;
   t.schedule = "cosine";
-  t.adam.weight_decay = o.weight_decay;
-  t.grad_clip = o.grad_clip;
   t.mean_recurrence = mean_rec;
   t.backprop_depth = depth;
-  t.init_scale = o.init_scale;
-  t.eval_every = o.eval_every;
-  t.save_every = o.save_every;
-  t.max_bad_steps = o.max_bad_steps;
-  t.resume = o.resume;
-  t.seed = o.seed;
-  t.threads = o.threads;
-  t.backend = o.backend;
-  t.quiet = o.quiet;
-  t.log_every = 10;
-  t.on_step = o.on_step;
   const auto t0 = std::chrono::steady_clock::now();
   const TrainResult tr = train(t, source);
 

@@ -14,19 +14,6 @@
 #include "huginn/thread_pool.h"
 
 namespace huginn::server {
-namespace {
-
-class DecoderStream : public TextStream {
- public:
-  explicit DecoderStream(std::shared_ptr<const Tokenizer> tok) : dec_(std::move(tok)) {}
-  std::string push(int32_t id) override { return dec_.push(id); }
-  std::string finish() override { return dec_.finish(); }
-
- private:
-  StreamDecoder dec_;
-};
-
-}  // namespace
 
 TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int k) {
   TokenLogprob lp;
@@ -97,7 +84,7 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     }
   }
   auto ctx = gen.new_context();
-  DecoderStream stream(tok_);
+  std::unique_ptr<TextStream> stream = tokenizer_text_stream(tok_);
   TokenCallback cb = [&](const TokenEvent& ev) {
     if (rq.cancel && rq.cancel->load()) {
       res.cancelled = true;
@@ -118,11 +105,11 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
   if (batcher_) {
     // Prefill on this slot's thread; every later token's decode call joins the batch.
     DecodeBatcher::Member member(*batcher_);
-    res.gen = gen.generate(*ctx, rq.prompt, cb, &stream, [&](GenerationContext& c, int32_t id) {
+    res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get(), [&](GenerationContext& c, int32_t id) {
       return member.decode(gen, c, id);
     });
   } else {
-    res.gen = gen.generate(*ctx, rq.prompt, cb, &stream);
+    res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get());
   }
   return res;
 }
