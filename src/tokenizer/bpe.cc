@@ -113,22 +113,22 @@ void PairMap::set(int32_t a, int32_t b, int32_t rank, int32_t merged) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-thread word cache: direct-mapped, so a lookup is one hash and one compare.
-
-namespace {
-
-constexpr size_t kCacheSlots = 1 << 15;
-constexpr size_t kCacheMaxWord = 64;
+// Per-thread word cache: direct-mapped, so a lookup is one hash and one compare. Keys and ids
+// live in the entries' own buffers, which keep their capacity: a miss allocates only while the
+// cache warms up.
 
 struct WordCache {
+  static constexpr size_t kSlots = 1 << 15;
+  static constexpr size_t kMaxWord = 256;  // longer words are merged every time
   struct Entry {
-    std::string key;
+    std::string key;  // the word plus one byte for the raw flag; empty: unused
     std::vector<int32_t> ids;
-    bool used = false;
   };
   uint64_t uid = 0;
-  std::vector<Entry> entries = std::vector<Entry>(kCacheSlots);
+  std::vector<Entry> entries = std::vector<Entry>(kSlots);
 };
+
+namespace {
 
 WordCache& cache_for(uint64_t uid) {
   thread_local std::vector<std::unique_ptr<WordCache>> caches;  // most recently used last
@@ -273,12 +273,13 @@ void BpeModel::initial_symbols(std::string_view word, bool raw_bytes, std::vecto
   if (pending_unk >= 0) ids.push_back(pending_unk);
 }
 
-// Lowest rank first, leftmost among equal ranks: a linear scan, fast for short words.
+// Lowest rank first, leftmost among equal ranks: a linear scan over the pairs' ranks, fast for
+// short words (O(n^2) in the symbols, n <= kSmallWord).
 void BpeModel::merge_small(std::vector<int32_t>& ids) const {
   size_t n = ids.size();
   if (n < 2) return;
   constexpr int32_t kNone = INT32_MAX;
-  int32_t ranks[256], merged[256];
+  int32_t ranks[kSmallWord], merged[kSmallWord];
   for (size_t i = 0; i + 1 < n; ++i)
     if (!merges_.get(ids[i], ids[i + 1], &ranks[i], &merged[i])) ranks[i] = kNone;
   while (n > 1) {
@@ -302,20 +303,21 @@ void BpeModel::merge_small(std::vector<int32_t>& ids) const {
   ids.resize(n);
 }
 
-// The library's Word::merge_all: a heap of candidate merges over a linked list of symbols. A
-// candidate is one integer, rank << 32 | position, so the heap orders by rank, then position;
-// it is stale when the pair now at its position has another rank (a rank names one pair).
+// The library's Word::merge_all, O(n log n): a heap of candidate merges over a linked list of
+// symbols. A candidate is one integer, rank << 32 | position, so the heap orders by rank, then
+// position; it is stale when the pair now at its position has another rank (a rank names one
+// pair). The buffers are per thread: no allocation per word once they have grown.
 void BpeModel::merge_large(std::vector<int32_t>& ids) const {
   struct Sym {
-    int32_t id;
+    int32_t id;  // -1: merged into its left neighbour
     int32_t prev, next;
   };
+  thread_local std::vector<Sym> sym;
+  thread_local std::vector<uint64_t> heap;
   const int32_t n = static_cast<int32_t>(ids.size());
-  std::vector<Sym> sym(n);
+  sym.resize(n);
+  heap.clear();
   for (int32_t i = 0; i < n; ++i) sym[i] = {ids[i], i - 1, i + 1 < n ? i + 1 : -1};
-  std::vector<bool> alive(n, true);
-  std::vector<uint64_t> heap;
-  heap.reserve(n);
   auto key = [](int32_t rank, int32_t pos) {
     return (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(pos);
   };
@@ -329,11 +331,11 @@ void BpeModel::merge_large(std::vector<int32_t>& ids) const {
     heap.pop_back();
     const int32_t rank = static_cast<int32_t>(top >> 32), pos = static_cast<int32_t>(top & 0xFFFFFFFF);
     Sym& left = sym[pos];
-    if (!alive[pos] || left.next < 0) continue;
+    if (left.id < 0 || left.next < 0) continue;
     Sym& right = sym[left.next];
     if (!merges_.get(left.id, right.id, &r, &m) || r != rank) continue;  // stale
     left.id = m;
-    alive[left.next] = false;
+    right.id = -1;
     left.next = right.next;
     if (right.next >= 0) sym[right.next].prev = pos;
     if (left.prev >= 0 && merges_.get(sym[left.prev].id, left.id, &r, &m)) {
@@ -357,14 +359,17 @@ void BpeModel::merge_word(std::string_view word, bool raw_bytes, std::vector<int
   if (ids.size() >= static_cast<size_t>(INT32_MAX))  // merge_large's positions are int32
     throw Error("tokenizer: a pre-token of " + std::to_string(word.size()) +
                 " bytes, more than the bound of 2^31 - 1 symbols");
-  if (ids.size() <= 256)
+  if (ids.size() <= kSmallWord)
     merge_small(ids);
   else
     merge_large(ids);
   out.insert(out.end(), ids.begin(), ids.end());
 }
 
-void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out) const {
+WordCache* BpeModel::thread_cache() const { return &cache_for(uid_); }
+
+void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out,
+                           WordCache* cache) const {
   if (word.empty()) return;
   if (opt_.ignore_merges) {
     int32_t id = raw_bytes ? raw_vocab_.get(word) : vocab_.get(word);
@@ -373,27 +378,25 @@ void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<in
       return;
     }
   }
-  if (word.size() > kCacheMaxWord) {
+  if (word.size() > WordCache::kMaxWord) {
     merge_word(word, raw_bytes, out);
     return;
   }
-  WordCache& cache = cache_for(uid_);
+  if (!cache) cache = thread_cache();
   // raw and mapped words of the same bytes differ in meaning: keep them apart in the hash.
   uint64_t h = hash_bytes(word) ^ (raw_bytes ? 0x5555555555555555ULL : 0);
-  WordCache::Entry& e = cache.entries[h & (kCacheSlots - 1)];
-  // The stored key is the word plus one byte for the raw flag.
-  std::string_view key = word;
-  if (e.used && e.key.size() == key.size() + 1 && e.key.back() == (raw_bytes ? '\1' : '\0') &&
-      std::memcmp(e.key.data(), key.data(), key.size()) == 0) {
+  WordCache::Entry& e = cache->entries[h & (WordCache::kSlots - 1)];
+  const char flag = raw_bytes ? '\1' : '\0';
+  if (e.key.size() == word.size() + 1 && e.key.back() == flag &&
+      std::memcmp(e.key.data(), word.data(), word.size()) == 0) {
     out.insert(out.end(), e.ids.begin(), e.ids.end());
     return;
   }
   size_t start = out.size();
   merge_word(word, raw_bytes, out);
-  e.key.assign(key);
-  e.key.push_back(raw_bytes ? '\1' : '\0');
+  e.key.assign(word);
+  e.key.push_back(flag);
   e.ids.assign(out.begin() + start, out.end());
-  e.used = true;
 }
 
 }  // namespace huginn::tok

@@ -8,7 +8,9 @@
 
 #include "huginn/error.h"
 #include "tokenizer/limits.h"
+#include "tokenizer/pipeline.h"
 #include "tokenizer/regex.h"
+#include "tokenizer/scanner.h"
 #include "tokenizer/unicode.h"
 
 namespace huginn::tok {
@@ -310,6 +312,13 @@ struct SplitPre : PreTokenizer {
     split_pieces(in, out, behavior, invert,
                  [&](std::string_view t, auto& m) { pattern.find_all(t, m); });
   }
+  // A scanner's matches tile the text: Isolated keeps them all, and so does Removed with invert
+  // (it removes what lies between matches: nothing).
+  FastSplit fast_split() const override {
+    const Scanner* s = pattern.regex ? pattern.regex->scanner() : nullptr;
+    if (!s || !(behavior == Behavior::kIsolated || (behavior == Behavior::kRemoved && invert))) return {};
+    return {true, false, s, false};
+  }
 };
 
 // Splits where a per-character predicate holds, each such character a match of its own.
@@ -361,6 +370,13 @@ struct ByteLevelPre : PreTokenizer {
     }
     if (!defer)
       for (Piece& p : out) p.text = arena.keep(bytes_to_byte_level(p.text));
+  }
+  // Only with the mapping left to the model; without the regex an identity (or a prefix).
+  FastSplit fast_split() const override {
+    if (!defer) return {};
+    if (!use_regex) return {true, !add_prefix_space, nullptr, add_prefix_space};
+    if (!regex->scanner()) return {};
+    return {true, false, regex->scanner(), add_prefix_space};
   }
 };
 
@@ -439,6 +455,19 @@ struct MetaspacePre : PreTokenizer {
 
 struct PreSequence : PreTokenizer {
   std::vector<std::unique_ptr<PreTokenizer>> steps;
+  // One scanner step among identities; a prefix space only in the first step (it applies to the
+  // whole text there, to each piece later).
+  FastSplit fast_split() const override {
+    FastSplit all{true, true, nullptr, false};
+    for (size_t k = 0; k < steps.size(); ++k) {
+      FastSplit f = steps[k]->fast_split();
+      if (!f.ok || (f.prefix_space && k > 0) || (f.scanner && all.scanner)) return {};
+      if (f.scanner) all.scanner = f.scanner, all.identity = false;
+      all.prefix_space = all.prefix_space || f.prefix_space;
+      if (f.prefix_space) all.identity = false;
+    }
+    return all;
+  }
   void split(const std::vector<Piece>& in, std::vector<Piece>& out, Arena& arena) const override {
     std::vector<Piece> a = in, b;
     for (const auto& step : steps) {

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "huginn/error.h"
+#include "tokenizer/scanner.h"
 #include "tokenizer/unicode.h"
 
 namespace huginn::tok {
@@ -156,7 +157,40 @@ void Pipeline::finish_added() {
 // ---------------------------------------------------------------------------------------------
 // Encode / decode
 
+void Pipeline::finish_pre_tokenizer() {
+  fast_ = pre_tokenizer ? pre_tokenizer->fast_split() : FastSplit{};
+  if (fast_.ok && !fast_.scanner) fast_ = {};  // (an identity alone is the general path's case)
+}
+
+// The scanner's pieces straight to the model: no piece list, one cache lookup per text.
+void Pipeline::encode_scanned(std::string_view text, std::vector<int32_t>& ids) const {
+  thread_local std::string spaced;
+  if (fast_.prefix_space && !text.empty() && text[0] != ' ') {
+    spaced.assign(1, ' ');
+    spaced.append(text);
+    text = spaced;
+  }
+  WordCache* cache = model->thread_cache();
+  const bool raw = byte_level_deferred;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(text.data());
+  for (size_t i = 0, n = text.size(); i < n;) {
+    const size_t valid_end = i + utf8_valid_prefix(text.substr(i));
+    const size_t m = valid_end - i;
+    for (size_t a = 0; a < m;) {
+      const size_t e = fast_.scanner->match_at(bytes + i, m, a);
+      model->encode_word(text.substr(i + a, e - a), raw, ids, cache);
+      a = e;
+    }
+    i = valid_end;
+    if (i < n) model->encode_word(text.substr(i++, 1), raw, ids, cache);  // an invalid byte
+  }
+}
+
 void Pipeline::encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const {
+  if (fast_.ok) {
+    encode_scanned(text, ids);
+    return;
+  }
   if (!pre_tokenizer) {
     model->encode_word(text, false, ids);
     return;

@@ -52,10 +52,25 @@ struct Normalizer {
   virtual void normalize(std::string& s, const GrowthBound& bound) const = 0;
 };
 
+class Scanner;
+
+// What a pre-tokenizer does when it is the split of one hand-written scanner (scanner.h): the
+// text, with a space put before it when prefix_space and it does not start with one, is cut at
+// invalid UTF-8 bytes (each its own piece) and each valid run into the scanner's matches, which
+// tile it. `identity`: the pre-tokenizer leaves the text as it is.
+struct FastSplit {
+  bool ok = false;
+  bool identity = false;
+  const Scanner* scanner = nullptr;
+  bool prefix_space = false;
+};
+
 struct PreTokenizer {
   virtual ~PreTokenizer() = default;
   // Splits every piece of `in` into `out` (out is empty on entry).
   virtual void split(const std::vector<Piece>& in, std::vector<Piece>& out, Arena& arena) const = 0;
+  // The same split as a FastSplit, when it is one (ok false otherwise).
+  virtual FastSplit fast_split() const { return {}; }
 };
 
 struct PostProcessor {
@@ -132,9 +147,14 @@ class Pipeline {
   bool is_special(int32_t id) const;
   // Built after loading: matchers and lookups of `added`.
   void finish_added();
+  // After loading: whether the pre-tokenizer takes the direct path of one scanner.
+  void finish_pre_tokenizer();
+  bool uses_scanner() const { return fast_.ok && fast_.scanner; }
 
  private:
   void encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const;
+  void encode_scanned(std::string_view text, std::vector<int32_t>& ids) const;
+  FastSplit fast_;
 };
 
 // Component factories from tokenizer.json nodes (load.cc); `where` names the JSON path.

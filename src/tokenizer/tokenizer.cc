@@ -190,6 +190,7 @@ std::shared_ptr<const Tokenizer> Tokenizer::from_json(const std::string& text, c
   if (!is_null_or_absent(j, "pre_tokenizer"))
     p.pre_tokenizer = tok::make_pre_tokenizer(j.at("pre_tokenizer"), origin + ": pre_tokenizer",
                                               &p.byte_level_deferred);
+  p.finish_pre_tokenizer();
   if (!is_null_or_absent(j, "post_processor"))
     p.post_processor = tok::make_post_processor(j.at("post_processor"), origin + ": post_processor");
   if (!is_null_or_absent(j, "decoder"))

@@ -12,6 +12,7 @@
 
 #include "huginn/tokenizer.h"
 #include "random_text.h"
+#include "tokenizer/pipeline.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/scanner.h"
 
@@ -167,6 +168,8 @@ TEST(Scanner, TokenizersEncodeAsWithPcre2) {
     tok::set_scanners_enabled(false);
     auto pcre = Tokenizer::load(data(std::string(name) + "/tokenizer.json"));
     tok::set_scanners_enabled(true);
+    ASSERT_TRUE(fast->pipeline().uses_scanner()) << name;
+    ASSERT_FALSE(pcre->pipeline().uses_scanner()) << name;
     for (int k = 0; k < n; ++k) {
       std::string s = gen.next(k % 8 == 0 ? 400 : 40, /*invalid=*/true);
       ASSERT_EQ(fast->encode(s), pcre->encode(s)) << name << " on '" << s << "' (string " << k << ")";
