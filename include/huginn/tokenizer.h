@@ -119,6 +119,7 @@ class StreamDecoder {
   std::vector<int32_t> ids_;  // context ids, then pending ids
   size_t prefix_ids_ = 0;     // ids_[0, prefix_ids_) decode to prefix_
   std::string prefix_;
+  std::string text_;          // the decoding of ids_ (a buffer kept between pushes)
 };
 
 // BPE training (byte-level, like the GPT-2/GPT-4 tokenizers).

@@ -113,19 +113,42 @@ void PairMap::set(int32_t a, int32_t b, int32_t rank, int32_t merged) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-thread word cache: direct-mapped, so a lookup is one hash and one compare. Keys and ids
-// live in the entries' own buffers, which keep their capacity: a miss allocates only while the
-// cache warms up.
+// Per-thread word cache: direct-mapped tables, so a lookup is one hash and one compare. Most
+// words are short: those of at most 24 bytes and 8 ids live inline in one 64-byte line of the
+// first table (no pointer to follow). Words up to kMaxWord bytes live in the second, whose
+// entries keep their buffers' capacity (a miss allocates only while the cache warms up). Longer
+// words go to a third, smaller table whose entries are freed when replaced, within a budget of
+// bytes per thread (long runs of spaces, digits or punctuation repeat in real text, and merging
+// them is the slowest part of BPE).
+struct alignas(64) SmallEntry {
+  static constexpr size_t kMaxKey = 24, kMaxIds = 8;
+  uint32_t check;  // high half of the hash
+  uint8_t len;     // key bytes; 0: unused
+  uint8_t flag;    // the raw flag
+  uint8_t n;       // ids
+  uint8_t unused;
+  char key[kMaxKey];
+  int32_t ids[kMaxIds];
+};
+static_assert(sizeof(SmallEntry) == 64);
 
 struct WordCache {
-  static constexpr size_t kSlots = 1 << 15;
-  static constexpr size_t kMaxWord = 256;  // longer words are merged every time
+  static constexpr size_t kSmallSlots = 1 << 16;
+  static constexpr size_t kSlots = 1 << 14;
+  static constexpr size_t kMaxWord = 256;
+  static constexpr size_t kLongSlots = 1 << 10;
+  static constexpr size_t kMaxLongWord = 1 << 16;   // longer words are merged every time
+  static constexpr size_t kLongBudget = 16u << 20;  // bytes of keys and ids in the long table
   struct Entry {
     std::string key;  // the word plus one byte for the raw flag; empty: unused
     std::vector<int32_t> ids;
+    size_t bytes() const { return key.capacity() + ids.capacity() * sizeof(int32_t); }
   };
   uint64_t uid = 0;
+  std::vector<SmallEntry> small = std::vector<SmallEntry>(kSmallSlots, SmallEntry{});
   std::vector<Entry> entries = std::vector<Entry>(kSlots);
+  std::vector<Entry> long_entries = std::vector<Entry>(kLongSlots);
+  size_t long_bytes = 0;
 };
 
 namespace {
@@ -368,6 +391,21 @@ void BpeModel::merge_word(std::string_view word, bool raw_bytes, std::vector<int
 
 WordCache* BpeModel::thread_cache() const { return &cache_for(uid_); }
 
+namespace {
+
+bool cache_hit(const WordCache::Entry& e, std::string_view word, char flag) {
+  return e.key.size() == word.size() + 1 && e.key.back() == flag &&
+         std::memcmp(e.key.data(), word.data(), word.size()) == 0;
+}
+
+void cache_store(WordCache::Entry& e, std::string_view word, char flag, const int32_t* ids, size_t n) {
+  e.key.assign(word);
+  e.key.push_back(flag);
+  e.ids.assign(ids, ids + n);
+}
+
+}  // namespace
+
 void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out,
                            WordCache* cache) const {
   if (word.empty()) return;
@@ -378,25 +416,57 @@ void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<in
       return;
     }
   }
-  if (word.size() > WordCache::kMaxWord) {
+  if (word.size() > WordCache::kMaxLongWord) {
     merge_word(word, raw_bytes, out);
     return;
   }
   if (!cache) cache = thread_cache();
   // raw and mapped words of the same bytes differ in meaning: keep them apart in the hash.
-  uint64_t h = hash_bytes(word) ^ (raw_bytes ? 0x5555555555555555ULL : 0);
-  WordCache::Entry& e = cache->entries[h & (WordCache::kSlots - 1)];
+  const uint64_t h = hash_bytes(word) ^ (raw_bytes ? 0x5555555555555555ULL : 0);
   const char flag = raw_bytes ? '\1' : '\0';
-  if (e.key.size() == word.size() + 1 && e.key.back() == flag &&
-      std::memcmp(e.key.data(), word.data(), word.size()) == 0) {
+  if (word.size() <= SmallEntry::kMaxKey) {
+    SmallEntry& se = cache->small[(h >> 7) & (WordCache::kSmallSlots - 1)];
+    const uint32_t check = static_cast<uint32_t>(h >> 32);
+    if (se.len == word.size() && se.check == check && se.flag == flag &&
+        std::memcmp(se.key, word.data(), word.size()) == 0) {
+      if (se.n == 1)
+        out.push_back(se.ids[0]);
+      else
+        out.insert(out.end(), se.ids, se.ids + se.n);
+      return;
+    }
+    const size_t start = out.size();
+    merge_word(word, raw_bytes, out);
+    const size_t n = out.size() - start;
+    if (n > SmallEntry::kMaxIds) return;
+    se.check = check;
+    se.len = static_cast<uint8_t>(word.size());
+    se.flag = flag;
+    se.n = static_cast<uint8_t>(n);
+    std::memcpy(se.key, word.data(), word.size());
+    std::memcpy(se.ids, out.data() + start, n * sizeof(int32_t));
+    return;
+  }
+  const bool is_long = word.size() > WordCache::kMaxWord;
+  WordCache::Entry& e = is_long ? cache->long_entries[h & (WordCache::kLongSlots - 1)]
+                                : cache->entries[h & (WordCache::kSlots - 1)];
+  if (cache_hit(e, word, flag)) {
     out.insert(out.end(), e.ids.begin(), e.ids.end());
     return;
   }
-  size_t start = out.size();
+  const size_t start = out.size();
   merge_word(word, raw_bytes, out);
-  e.key.assign(word);
-  e.key.push_back(flag);
-  e.ids.assign(out.begin() + start, out.end());
+  const size_t n = out.size() - start;
+  if (!is_long) {
+    cache_store(e, word, flag, out.data() + start, n);
+    return;
+  }
+  cache->long_bytes -= e.bytes();
+  e = WordCache::Entry{};  // freed, not kept at its old capacity
+  const size_t need = word.size() + 1 + n * sizeof(int32_t);
+  if (cache->long_bytes + need > WordCache::kLongBudget) return;
+  cache_store(e, word, flag, out.data() + start, n);
+  cache->long_bytes += e.bytes();
 }
 
 }  // namespace huginn::tok

@@ -483,26 +483,10 @@ struct PreSequence : PreTokenizer {
 // Decoders
 
 struct ByteLevelDec : Decoder {
+  bool is_byte_level() const override { return true; }
   void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     std::string bytes;
-    for (const std::string& t : tokens) {
-      size_t mark = bytes.size();
-      bool all = true;
-      for (size_t i = 0; i < t.size();) {
-        int len;
-        int b = byte_of_char(utf8_decode(t, i, &len));
-        if (b < 0) {
-          all = false;
-          break;
-        }
-        bytes.push_back(static_cast<char>(b));
-        i += len;
-      }
-      if (!all) {
-        bytes.resize(mark);
-        bytes += t;
-      }
-    }
+    for (const std::string& t : tokens) byte_level_token_bytes(t, bytes);
     tokens.assign(1, utf8_lossy(bytes));
   }
 };
@@ -737,6 +721,21 @@ std::unique_ptr<PostProcessor> make_template(const json& j, const std::string& w
 }
 
 }  // namespace
+
+void byte_level_token_bytes(std::string_view t, std::string& bytes) {
+  const size_t mark = bytes.size();
+  for (size_t i = 0; i < t.size();) {
+    int len;
+    int b = byte_of_char(utf8_decode(t, i, &len));
+    if (b < 0) {  // not all byte-level characters: the token as it is
+      bytes.resize(mark);
+      bytes += t;
+      return;
+    }
+    bytes.push_back(static_cast<char>(b));
+    i += len;
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Factories

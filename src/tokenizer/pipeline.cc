@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "huginn/error.h"
+#include "tokenizer/components.h"
 #include "tokenizer/scanner.h"
 #include "tokenizer/unicode.h"
 
@@ -262,7 +263,53 @@ bool Pipeline::is_special(int32_t id) const {
   return it != added_by_id.end() && added[it->second].special;
 }
 
+void Pipeline::finish_decoder() {
+  byte_text_.clear();
+  byte_off_.clear();
+  id_kind_.clear();
+  if (!decoder || !decoder->is_byte_level()) return;
+  int32_t limit = model->id_limit();
+  for (const AddedToken& a : added) limit = std::max(limit, a.id + 1);
+  byte_off_.reserve(static_cast<size_t>(limit) + 1);
+  id_kind_.assign(static_cast<size_t>(limit), 0);
+  for (int32_t id = 0; id < limit; ++id) {
+    byte_off_.push_back(static_cast<uint32_t>(byte_text_.size()));
+    const std::string* t = id_to_token(id);
+    if (!t) continue;
+    id_kind_[id] = is_special(id) ? 2 : 1;
+    byte_level_token_bytes(*t, byte_text_);
+    if (byte_text_.size() > UINT32_MAX) throw Error(origin + ": more than 4 GiB of token text");
+  }
+  byte_off_.push_back(static_cast<uint32_t>(byte_text_.size()));
+}
+
+void Pipeline::decode_bytes(const int32_t* ids, size_t n, bool skip_special, std::string& bytes) const {
+  bytes.clear();
+  bytes.reserve(n * 4);
+  const uint8_t skip_kind = skip_special ? 2 : 3;
+  for (size_t k = 0; k < n; ++k) {
+    const int32_t id = ids[k];
+    if (id < 0 || static_cast<size_t>(id) >= id_kind_.size()) continue;  // unknown: skipped
+    const uint8_t kind = id_kind_[id];
+    if (kind == 0 || kind == skip_kind) continue;
+    bytes.append(byte_text_, byte_off_[id], byte_off_[id + 1] - byte_off_[id]);
+  }
+  if (!utf8_valid(bytes)) bytes = utf8_lossy(bytes);
+}
+
+void Pipeline::decode_to(const int32_t* ids, size_t n, bool skip_special, std::string& out) const {
+  if (id_kind_.empty())
+    out = decode(ids, n, skip_special);
+  else
+    decode_bytes(ids, n, skip_special, out);
+}
+
 std::string Pipeline::decode(const int32_t* ids, size_t n, bool skip_special) const {
+  if (!id_kind_.empty()) {
+    std::string out;
+    decode_bytes(ids, n, skip_special, out);
+    return out;
+  }
   std::vector<std::string> tokens;
   tokens.reserve(n);
   for (size_t k = 0; k < n; ++k) {

@@ -87,6 +87,9 @@ struct Decoder {
   virtual void decode_chain(std::vector<std::string>& tokens, const GrowthBound& bound) const = 0;
   // True for ByteFallback, whose output for a run of byte tokens depends on the whole run.
   virtual bool has_byte_fallback() const { return false; }
+  // True for the ByteLevel decoder alone: each token then decodes to fixed bytes, and the text
+  // is their concatenation made valid UTF-8.
+  virtual bool is_byte_level() const { return false; }
 };
 
 struct AddedToken {
@@ -142,6 +145,8 @@ class Pipeline {
 
   void encode(std::string_view text, bool add_special, std::vector<int32_t>& ids) const;
   std::string decode(const int32_t* ids, size_t n, bool skip_special) const;
+  // decode() into `out`, reusing its buffer (streaming decoding calls it for every token).
+  void decode_to(const int32_t* ids, size_t n, bool skip_special, std::string& out) const;
   int32_t token_to_id(std::string_view token) const;
   const std::string* id_to_token(int32_t id) const;
   bool is_special(int32_t id) const;
@@ -149,12 +154,20 @@ class Pipeline {
   void finish_added();
   // After loading: whether the pre-tokenizer takes the direct path of one scanner.
   void finish_pre_tokenizer();
+  // After loading (added tokens included): the bytes of every id for a ByteLevel decoder.
+  void finish_decoder();
   bool uses_scanner() const { return fast_.ok && fast_.scanner; }
 
  private:
   void encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const;
   void encode_scanned(std::string_view text, std::vector<int32_t>& ids) const;
+  void decode_bytes(const int32_t* ids, size_t n, bool skip_special, std::string& out) const;
   FastSplit fast_;
+  // For a ByteLevel decoder: id -> its bytes, [byte_off_[id], byte_off_[id + 1]) of byte_text_;
+  // id_kind_[id]: 0 unknown, 1 token, 2 special token.
+  std::string byte_text_;
+  std::vector<uint32_t> byte_off_;
+  std::vector<uint8_t> id_kind_;
 };
 
 // Component factories from tokenizer.json nodes (load.cc); `where` names the JSON path.

@@ -197,6 +197,7 @@ std::shared_ptr<const Tokenizer> Tokenizer::from_json(const std::string& text, c
     p.decoder = tok::make_decoder(j.at("decoder"), origin + ": decoder");
   if (!is_null_or_absent(j, "added_tokens")) load_added(j.at("added_tokens"), origin + ": added_tokens", p);
   p.finish_added();
+  p.finish_decoder();
   if (p.post_processor) {
     std::vector<int32_t> ids;
     p.post_processor->inserted_ids(ids);
@@ -240,6 +241,7 @@ Tokenizer::~Tokenizer() = default;
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) const {
   std::vector<int32_t> ids;
+  ids.reserve(text.size() / 4 + 16);  // real text averages 3-4 bytes per token
   pipeline_->encode(text, add_special, ids);
   return ids;
 }
@@ -366,17 +368,16 @@ std::string StreamDecoder::push(int32_t id) {
   if (!p.id_to_token(id) || (skip_special_ && p.is_special(id))) return "";
   ids_.push_back(id);
   // A byte token may still turn its run invalid (ByteFallback emits one U+FFFD per byte then).
-  if (p.decoder && p.decoder->has_byte_fallback() && is_byte_token(tok_->id_to_token(id)))
-    return "";
-  std::string text = p.decode(ids_.data(), ids_.size(), skip_special_);
-  if (text.size() <= prefix_.size() || ends_with_replacement(text)) return "";
+  if (p.decoder && p.decoder->has_byte_fallback() && is_byte_token(*p.id_to_token(id))) return "";
+  p.decode_to(ids_.data(), ids_.size(), skip_special_, text_);
+  if (text_.size() <= prefix_.size() || ends_with_replacement(text_)) return "";
   size_t common = 0;
-  while (common < prefix_.size() && text[common] == prefix_[common]) ++common;
-  std::string fresh = text.substr(common);
+  while (common < prefix_.size() && text_[common] == prefix_[common]) ++common;
+  std::string fresh = text_.substr(common);
   // The pending tokens become the context for the next ones.
   ids_.erase(ids_.begin(), ids_.begin() + static_cast<std::ptrdiff_t>(prefix_ids_));
   prefix_ids_ = ids_.size();
-  prefix_ = p.decode(ids_.data(), ids_.size(), skip_special_);
+  p.decode_to(ids_.data(), ids_.size(), skip_special_, prefix_);
   return fresh;
 }
 
