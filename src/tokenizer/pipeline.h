@@ -145,6 +145,17 @@ class Pipeline {
 
   void encode(std::string_view text, bool add_special, std::vector<int32_t>& ids) const;
   std::string decode(const int32_t* ids, size_t n, bool skip_special) const;
+  // With a ByteLevel decoder, decode(ids) is utf8_lossy of the ids' bytes concatenated. Sets
+  // *bytes to the bytes of `id` and returns true, or returns false when decode() drops the id
+  // (unknown, or special and skipped). Only when byte_level_decoding().
+  bool byte_level_decoding() const { return !id_kind_.empty(); }
+  bool token_bytes(int32_t id, bool skip_special, std::string_view* bytes) const {
+    if (id < 0 || static_cast<size_t>(id) >= id_kind_.size()) return false;
+    const uint8_t kind = id_kind_[id];
+    if (kind == 0 || (skip_special && kind == 2)) return false;
+    *bytes = std::string_view(byte_text_).substr(byte_off_[id], byte_off_[id + 1] - byte_off_[id]);
+    return true;
+  }
   // decode() into `out`, reusing its buffer (streaming decoding calls it for every token).
   void decode_to(const int32_t* ids, size_t n, bool skip_special, std::string& out) const;
   int32_t token_to_id(std::string_view token) const;

@@ -350,6 +350,9 @@ void StreamDecoder::reset() {
   ids_.clear();
   prefix_ids_ = 0;
   prefix_.clear();
+  context_bytes_.clear();
+  pending_bytes_.clear();
+  context_valid_ = true;
 }
 
 namespace {
@@ -361,8 +364,42 @@ bool is_byte_token(const std::string& t) {
 }
 }  // namespace
 
+// The same steps as push() below for a ByteLevel decoder, where decode(ids) is
+// utf8_lossy(bytes of the ids): the bytes of the context and of the pending ids are kept, so a
+// push appends one token's bytes instead of decoding every id again.
+std::string StreamDecoder::push_bytes(int32_t id) {
+  const tok::Pipeline& p = tok_->pipeline();
+  std::string_view bytes;
+  if (!p.token_bytes(id, skip_special_, &bytes)) return "";
+  pending_bytes_.append(bytes);
+  // The common case: valid context and pending bytes. Then the text is context + pending, its
+  // part past prefix_ (= context) is the pending bytes, and they become the context.
+  if (context_valid_ && tok::utf8_valid(pending_bytes_)) {
+    if (pending_bytes_.empty() || ends_with_replacement(pending_bytes_)) return "";
+    std::string fresh = pending_bytes_;
+    context_bytes_.swap(pending_bytes_);
+    pending_bytes_.clear();
+    prefix_.assign(context_bytes_);
+    return fresh;
+  }
+  text_.assign(context_bytes_);
+  text_.append(pending_bytes_);
+  if (!tok::utf8_valid(text_)) text_ = tok::utf8_lossy(text_);
+  if (text_.size() <= prefix_.size() || ends_with_replacement(text_)) return "";
+  size_t common = 0;
+  while (common < prefix_.size() && text_[common] == prefix_[common]) ++common;
+  std::string fresh = text_.substr(common);
+  context_bytes_.swap(pending_bytes_);
+  pending_bytes_.clear();
+  prefix_.assign(context_bytes_);
+  context_valid_ = tok::utf8_valid(prefix_);
+  if (!context_valid_) prefix_ = tok::utf8_lossy(prefix_);
+  return fresh;
+}
+
 std::string StreamDecoder::push(int32_t id) {
   const tok::Pipeline& p = tok_->pipeline();
+  if (p.byte_level_decoding()) return push_bytes(id);
   // An id that decode() drops (unknown, or special and skipped) changes no text; it must not end
   // a run of byte tokens either, which decode() groups across it.
   if (!p.id_to_token(id) || (skip_special_ && p.is_special(id))) return "";
@@ -383,12 +420,18 @@ std::string StreamDecoder::push(int32_t id) {
 
 std::string StreamDecoder::finish() {
   const tok::Pipeline& p = tok_->pipeline();
-  std::string text = p.decode(ids_.data(), ids_.size(), skip_special_);
+  if (p.byte_level_decoding()) {
+    text_.assign(context_bytes_);
+    text_.append(pending_bytes_);
+    if (!tok::utf8_valid(text_)) text_ = tok::utf8_lossy(text_);
+  } else {
+    p.decode_to(ids_.data(), ids_.size(), skip_special_, text_);
+  }
   std::string fresh;
-  if (text.size() > prefix_.size()) {
+  if (text_.size() > prefix_.size()) {
     size_t common = 0;
-    while (common < prefix_.size() && text[common] == prefix_[common]) ++common;
-    fresh = text.substr(common);
+    while (common < prefix_.size() && text_[common] == prefix_[common]) ++common;
+    fresh = text_.substr(common);
   }
   reset();
   return fresh;

@@ -181,3 +181,41 @@ TEST(Scanner, TokenizersEncodeAsWithPcre2) {
 
 }  // namespace
 }  // namespace huginn
+
+namespace huginn {
+namespace {
+
+// Streaming decode of random id sequences (byte tokens spelling invalid UTF-8, specials, unknown
+// ids) concatenates to the full decode, for the ByteLevel fast path and the general one.
+TEST(StreamDecode, RandomIdsConcatenateToTheFullDecode) {
+  test::RandomText gen(5);
+  size_t sequences = 0;
+  for (const char* name : {"cl100k", "mistral-7b"}) {
+    auto tok = Tokenizer::load(data(std::string(name) + "/tokenizer.json"));
+    const int32_t limit = tok->id_limit();
+    for (int k = 0; k < std::max(1, diff_strings() / 20); ++k) {
+      std::vector<int32_t> ids;
+      const int n = static_cast<int>(gen.pick(40));
+      for (int t = 0; t < n; ++t) {
+        switch (gen.pick(6)) {
+          case 0: ids.push_back(static_cast<int32_t>(gen.pick(300))); break;  // bytes, short tokens
+          case 1: ids.push_back(limit - 1 - static_cast<int32_t>(gen.pick(30))); break;  // specials
+          case 2: ids.push_back(gen.pick(2) ? -1 : limit + 5); break;  // unknown
+          default: ids.push_back(static_cast<int32_t>(gen.pick(limit))); break;
+        }
+      }
+      for (bool skip : {false, true}) {
+        StreamDecoder sd(tok, skip);
+        std::string streamed;
+        for (int32_t id : ids) streamed += sd.push(id);
+        streamed += sd.finish();
+        ASSERT_EQ(streamed, tok->decode(ids, skip)) << name << " sequence " << k;
+      }
+      ++sequences;
+    }
+  }
+  std::printf("streaming decode: %zu random id sequences, all equal to the full decode\n", sequences);
+}
+
+}  // namespace
+}  // namespace huginn
