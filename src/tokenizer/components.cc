@@ -77,6 +77,11 @@ struct Pattern {
     }
   }
 
+  // False when `s` certainly has no match (a literal not in it).
+  bool may_match(std::string_view s) const {
+    return regex || (!literal.empty() && s.find(literal) != std::string_view::npos);
+  }
+
   // Non-overlapping matches of valid UTF-8 `s`, left to right.
   void find_all(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) const {
     if (regex) return regex->find_all(s, out);
@@ -547,6 +552,16 @@ struct StripDec : Decoder {
   size_t start, stop;
   void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     for (std::string& t : tokens) {
+      if (stop == 0) {  // only leading characters to cut: no need to split the whole token
+        size_t b = 0;
+        for (size_t k = 0; k < start && b < t.size(); ++k) {
+          int len;
+          if (utf8_decode(t, b, &len) != content) break;
+          b += len;
+        }
+        if (b > 0) t.erase(0, b);
+        continue;
+      }
       std::vector<std::pair<size_t, int32_t>> chars;  // (byte offset, code point)
       for (size_t i = 0; i < t.size();) {
         int len;
@@ -580,7 +595,7 @@ struct ReplaceDec : Decoder {
     size_t total = 0;
     for (const std::string& t : tokens) total += t.size();
     for (std::string& t : tokens) {
-      if (!utf8_valid(t)) continue;
+      if (!pattern.may_match(t) || !utf8_valid(t)) continue;
       size_t before = t.size();
       t = pattern.replace_all(t, content, bound, total - before);
       total = total - before + t.size();
