@@ -122,7 +122,8 @@ class StreamDecoder {
   std::string text_;          // the decoding of ids_ (a buffer kept between pushes)
   // ByteLevel decoders: the bytes of the context ids and of the pending ids.
   std::string context_bytes_, pending_bytes_;
-  bool context_valid_ = true;  // context_bytes_ is valid UTF-8 (then prefix_ equals it)
+  bool context_valid_ = true;  // context_bytes_ is valid UTF-8 (it is then its own text; prefix_
+                               // is kept only otherwise)
   std::string push_bytes(int32_t id);
 };
 

@@ -373,27 +373,27 @@ std::string StreamDecoder::push_bytes(int32_t id) {
   if (!p.token_bytes(id, skip_special_, &bytes)) return "";
   pending_bytes_.append(bytes);
   // The common case: valid context and pending bytes. Then the text is context + pending, its
-  // part past prefix_ (= context) is the pending bytes, and they become the context.
+  // part past the context's text (the context itself) is the pending bytes, and they become the
+  // context. (prefix_ is kept only for a context that is not valid UTF-8.)
   if (context_valid_ && tok::utf8_valid(pending_bytes_)) {
     if (pending_bytes_.empty() || ends_with_replacement(pending_bytes_)) return "";
     std::string fresh = pending_bytes_;
     context_bytes_.swap(pending_bytes_);
     pending_bytes_.clear();
-    prefix_.assign(context_bytes_);
     return fresh;
   }
+  const std::string& prefix = context_valid_ ? context_bytes_ : prefix_;
   text_.assign(context_bytes_);
   text_.append(pending_bytes_);
   if (!tok::utf8_valid(text_)) text_ = tok::utf8_lossy(text_);
-  if (text_.size() <= prefix_.size() || ends_with_replacement(text_)) return "";
+  if (text_.size() <= prefix.size() || ends_with_replacement(text_)) return "";
   size_t common = 0;
-  while (common < prefix_.size() && text_[common] == prefix_[common]) ++common;
+  while (common < prefix.size() && text_[common] == prefix[common]) ++common;
   std::string fresh = text_.substr(common);
   context_bytes_.swap(pending_bytes_);
   pending_bytes_.clear();
-  prefix_.assign(context_bytes_);
-  context_valid_ = tok::utf8_valid(prefix_);
-  if (!context_valid_) prefix_ = tok::utf8_lossy(prefix_);
+  context_valid_ = tok::utf8_valid(context_bytes_);
+  if (!context_valid_) prefix_ = tok::utf8_lossy(context_bytes_);
   return fresh;
 }
 
@@ -427,10 +427,11 @@ std::string StreamDecoder::finish() {
   } else {
     p.decode_to(ids_.data(), ids_.size(), skip_special_, text_);
   }
+  const std::string& prefix = p.byte_level_decoding() && context_valid_ ? context_bytes_ : prefix_;
   std::string fresh;
-  if (text_.size() > prefix_.size()) {
+  if (text_.size() > prefix.size()) {
     size_t common = 0;
-    while (common < prefix_.size() && text_[common] == prefix_[common]) ++common;
+    while (common < prefix.size() && text_[common] == prefix[common]) ++common;
     fresh = text_.substr(common);
   }
   reset();
