@@ -33,9 +33,8 @@ struct CharTable {
 
 std::vector<uint8_t> flags_from_pcre2() {
   std::string all;
-  std::vector<uint32_t> offset_cp;  // the code point at each character start (by byte offset)
   all.reserve(4500000);
-  std::vector<uint32_t> starts;
+  std::vector<uint32_t> starts;  // the byte offset of each code point's character
   starts.reserve(kMaxCp);
   for (uint32_t cp = 0; cp < kMaxCp; ++cp) {
     if (cp >= 0xD800 && cp <= 0xDFFF) continue;
