@@ -285,7 +285,13 @@ TEST_F(ServeTest, BoundedLoadNoErrorsSameAnswersMemoryBack) {
     EXPECT_EQ(r["total"], 48);
   }
   const long after = s.rss_kb();
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // Under a sanitizer RSS measures its allocator, not ours (ASan keeps up to 256 MB of freed
+  // memory in quarantine to catch use-after-free: 280 -> 361 MB here); leaks are LeakSanitizer's
+  // to find, in the ASan build, when the server exits (every report fails make test-asan).
+#else
   EXPECT_LE(after, base + 4 * 1024) << "RSS " << base << " -> " << after << " kB";
+#endif
   std::fprintf(stderr, "load: %s; RSS %ld -> %ld kB\n", r.dump().c_str(), base, after);
   EXPECT_TRUE(s.alive());
 }
