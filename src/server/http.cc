@@ -16,6 +16,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 #include "huginn/error.h"
 #include "huginn/log.h"
@@ -221,6 +222,13 @@ struct Server::Impl {
   int64_t created;
   FrontedHttp http;
   std::unique_ptr<server::Front> front;  // after http: stopped (workers joined) before it goes
+  // run() and stop() meet here (stop() comes from another thread, e.g. a signal watcher):
+  // httplib's stop() does nothing before its listen loop runs, so a stop() that came while the
+  // model loaded or before listening began was lost and the server then served for ever (found
+  // by TSan, which saw the listening socket closed with nothing ordering it after its creation).
+  std::mutex run_mu;
+  bool stop_requested = false;
+  bool running = false;  // inside run()
 };
 
 bool Server::Impl::authorized(const httplib::Request& req) const {
@@ -591,6 +599,18 @@ Server::~Server() {
 }
 
 void Server::run(const std::function<void(int)>& on_listening) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->run_mu);
+    if (impl_->stop_requested) return;
+    impl_->running = true;
+  }
+  struct Ran {
+    Impl& impl;
+    ~Ran() {
+      std::lock_guard<std::mutex> lock(impl.run_mu);
+      impl.running = false;
+    }
+  } ran{*impl_};
   int port = impl_->opts.port;
   if (port == 0) {
     port = impl_->http.bind_to_any_port(impl_->opts.host);
@@ -602,12 +622,30 @@ void Server::run(const std::function<void(int)>& on_listening) {
   if (!impl_->http.set_backlog(kListenBacklog))
     throw Error(std::string("cannot set the listen backlog: ") + std::strerror(errno));
   if (on_listening) on_listening(port);
+  {
+    std::lock_guard<std::mutex> lock(impl_->run_mu);
+    if (impl_->stop_requested) return;  // stop() came before listening: it waits for this
+  }
   impl_->http.listen_after_bind();
   impl_->front->shutdown();  // answers in progress finish; idle connections close
 }
 
 void Server::stop() {
-  if (impl_) impl_->http.stop();
+  if (!impl_) return;
+  // Until run() either returns or has httplib listening, there is nothing httplib can stop:
+  // wait (a few ms at most) for one or the other.
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(impl_->run_mu);
+      impl_->stop_requested = true;
+      if (!impl_->running) return;  // not started (it will not) or finished
+      if (impl_->http.is_running()) {
+        impl_->http.stop();
+        return;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 }  // namespace huginn

@@ -19,10 +19,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
+#include "huginn/server.h"
 #include "huginn/thread_pool.h"
 #include "huginn/tokenizer.h"
 #include "raw_http.h"
@@ -720,6 +722,38 @@ TEST_F(ServeAbuseTest, SeedAndTemperatureAreCheckedExactly) {
     EXPECT_NE(r.body.find("nests deeper than 64"), std::string::npos) << path << ": " << r.body;
   }
   EXPECT_TRUE(s.alive());
+}
+
+// Server::stop() from another thread (serve's signal watcher) is never lost: a stop() before
+// run(), or while run() binds and starts listening, used to find httplib not yet listening, do
+// nothing, and leave run() serving for ever (a SIGTERM while the model loaded was ignored).
+TEST_F(ServeAbuseTest, StopBeforeOrWhileStartingIsNotLost) {
+  ServerOptions o;
+  o.model_dir = model_;
+  o.port = 0;
+  o.threads = 1;
+  // run() in a thread, which must end within 10 s; if it does not, a later stop() (which works
+  // once listening) ends it so that the test fails instead of hanging.
+  auto ends = [](Server& server, const std::function<void()>& stopper) {
+    auto done = std::async(std::launch::async, [&] { server.run(); });
+    stopper();
+    const bool ended = done.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+    if (!ended) server.stop();
+    done.get();
+    return ended;
+  };
+  {
+    Server server(o);
+    server.stop();  // before run(): run() returns at once
+    EXPECT_TRUE(ends(server, [] {}));
+  }
+  for (int round = 0; round < 5; ++round) {  // racing run()'s start
+    Server server(o);
+    EXPECT_TRUE(ends(server, [&] {
+      std::this_thread::sleep_for(std::chrono::microseconds(200 * round));
+      server.stop();
+    })) << "round " << round;
+  }
 }
 
 }  // namespace
