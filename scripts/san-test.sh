@@ -31,7 +31,8 @@ mkdir -p "$reports"
 log="log_path=$reports/report"
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}$log"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}$log"
-export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}$log"
+# scripts/tsan.supp: one third-party library that TSan cannot see into (the file says why).
+export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS:}$log:suppressions=$(realpath scripts/tsan.supp)"
 t1=$SECONDS
 rc=0
 (cd "$build" && ctest --output-on-failure -j "${JOBS:-2}" --timeout 1800 -E '_NOT_BUILT$' \
