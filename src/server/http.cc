@@ -421,7 +421,8 @@ std::string Server::Impl::connection_metrics() const {
       "\n# HELP huginn_connections_refused_total Connections or requests the connection front "
       "answered with an error itself.\n# TYPE huginn_connections_refused_total counter\n";
   const std::pair<const char*, uint64_t> rows[] = {
-      {"connection_limit", s.rejected_cap}, {"workers_busy", s.rejected_busy},
+      {"connection_limit", s.rejected_cap}, {"address_limit", s.rejected_address},
+      {"workers_busy", s.rejected_busy},
       {"header_timeout", s.header_timeouts}, {"body_timeout", s.body_timeouts},
       {"too_large", s.too_large}, {"bad_framing", s.bad_framing}};
   for (const auto& [reason, n] : rows)
@@ -437,6 +438,7 @@ void Server::Impl::setup() {
   // RSS plateaus at about workers x that. GET requests have their own two workers.
   server::FrontLimits fl;
   fl.max_connections = static_cast<size_t>(opts.max_connections);
+  fl.max_connections_per_address = static_cast<size_t>(opts.max_connections_per_address);
   fl.max_body_bytes = opts.max_body_bytes;
   fl.header_timeout_s = opts.header_timeout_s;
   fl.body_timeout_s = opts.body_timeout_s;
@@ -576,6 +578,9 @@ void check_options(const ServerOptions& o) {
   if (o.max_connections < 1 || o.max_connections > 65536)
     throw Error("--max-connections must be in [1, 65536], got " +
                 std::to_string(o.max_connections));
+  if (o.max_connections_per_address < 0 || o.max_connections_per_address > 65536)
+    throw Error("--max-connections-per-address must be in [0, 65536] (0 = no limit), got " +
+                std::to_string(o.max_connections_per_address));
   for (const auto& [flag, v] : {std::pair<const char*, double>{"--header-timeout", o.header_timeout_s},
                                 {"--body-timeout", o.body_timeout_s}})
     if (!(v >= kMinConnTimeoutS && v <= kMaxConnTimeoutS))

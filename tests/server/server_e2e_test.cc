@@ -655,6 +655,7 @@ TEST_F(ServeAbuseTest, FlagsAreBoundedAndMaxQueueZeroServes) {
       {"--max-queue -1", "--max-queue must be in [0, 100000]"},
       {"--max-body-mib 4096", "--max-body-mib must be in (0, 1024]"},
       {"--max-connections 0", "--max-connections must be in [1, 65536]"},
+      {"--max-connections-per-address -1", "--max-connections-per-address must be in [0, 65536]"},
       {"--header-timeout 0", "--header-timeout must be a number of seconds in [0.05, 3600]"},
       {"--body-timeout 1e9", "--body-timeout must be a number of seconds in [0.05, 3600]"},
   };
@@ -722,6 +723,28 @@ TEST_F(ServeAbuseTest, SeedAndTemperatureAreCheckedExactly) {
     EXPECT_NE(r.body.find("nests deeper than 64"), std::string::npos) << path << ": " << r.body;
   }
   EXPECT_TRUE(s.alive());
+}
+
+// --max-connections-per-address reaches the front: a fourth connection from 127.0.0.1 is refused
+// with 503 while three are held, gets in once one closes, and /metrics counts the refusal.
+TEST_F(ServeAbuseTest, ConnectionsPerAddressAreCapped) {
+  ServerProcess s(model_, "--max-connections-per-address 3");
+  ASSERT_GT(s.port(), 0) << s.log();
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(connect_to(s.port()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const Reply refused = exchange(s.port(), kHealth, 10);
+  EXPECT_EQ(refused.status, 503) << refused.head << refused.body;
+  EXPECT_NE(refused.body.find("too many connections from your address (the limit is 3)"),
+            std::string::npos) << refused.body;
+  close(held[0]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(exchange(s.port(), kHealth, 10).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // that connection has closed
+  const Reply m = exchange(s.port(), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 10);
+  EXPECT_NE(m.body.find("huginn_connections_refused_total{reason=\"address_limit\"} 1\n"),
+            std::string::npos) << m.body;
+  for (size_t i = 1; i < held.size(); ++i) close(held[i]);
 }
 
 // Server::stop() from another thread (serve's signal watcher) is never lost: a stop() before
