@@ -168,6 +168,10 @@ struct TrainOptions {
   int batch = 8;             // sequences per micro-batch
   int grad_accum = 1;        // micro-batches per optimizer step
   int seq_len = 0;           // 0 = the config's block_size
+  // Run a micro-batch's sequences one after another instead of as one [B·T, E] pass: the same
+  // gradient up to float summation order, bit for bit what builds before batched training
+  // trained (for reproducing their runs), and slower.
+  bool sequential = false;
   double lr = 3e-4, min_lr_ratio = 0.1;
   int64_t warmup = 0, cooldown = -1;  // cooldown -1 = 20% of steps (constant schedule)
   std::string schedule = "cosine";

@@ -52,6 +52,8 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
   tr->add_option("--out", o->out, "model directory to write (config.json, model.safetensors, task.json; checkpoints in step-NNNNNNNN/)")->required();
   tr->add_option("--steps", o->steps, "optimizer steps")->check(CLI::PositiveNumber);
   tr->add_option("--batch", o->batch, "examples per step")->check(CLI::PositiveNumber);
+  tr->add_flag("--sequential", o->sequential,
+               "run each batch's sequences one after another: slower, bit-identical to runs of builds before batched training");
   tr->add_option("--lr", o->lr, "peak learning rate (warmup then cosine)")->check(CLI::PositiveNumber);
   tr->add_option("--min-lr-ratio", o->min_lr_ratio, "final learning rate / peak")->check(CLI::Range(0.0, 1.0));
   tr->add_option("--warmup", o->warmup, "warmup steps")->check(CLI::NonNegativeNumber);

@@ -44,8 +44,9 @@ constexpr const char* kStateFormat = "huginn-train-state-2";
 constexpr const char* kStateFormatV1 = "huginn-train-state-1";
 
 // What must match between a checkpoint and a resumed run for the trajectory to continue.
+// "sequential" is recorded only when set, so that checkpoints written before it existed resume.
 json run_fingerprint(const TrainOptions& o, int seq_len, int mean_rec, int depth) {
-  return json{{"steps", o.steps},       {"batch", o.batch},
+  json run = json{{"steps", o.steps},       {"batch", o.batch},
               {"grad_accum", o.grad_accum}, {"seq_len", seq_len},
               {"lr", o.lr},             {"min_lr_ratio", o.min_lr_ratio},
               {"warmup", o.warmup},     {"cooldown", o.cooldown},
@@ -55,6 +56,8 @@ json run_fingerprint(const TrainOptions& o, int seq_len, int mean_rec, int depth
               {"grad_clip", o.grad_clip}, {"mean_recurrence", mean_rec},
               {"backprop_depth", depth}, {"init_scale", o.init_scale},
               {"seed", o.seed}};
+  if (o.sequential) run["sequential"] = true;
+  return run;
 }
 
 // The first key whose value differs between two config.json texts, as a readable phrase.
@@ -393,6 +396,11 @@ void Trainer::resume_from(const std::string& ckpt) {
     throw Error(path + ": metadata 'run' is " + brief(saved_run) +
                 ", expected a JSON object (the options of the run)");
   const json now = run_fingerprint(o_, seq_len_, mean_rec_, depth_);
+  if (saved_run.contains("sequential") != now.contains("sequential"))
+    throw Error("cannot resume: " + ckpt + " was trained with its sequences " +
+                (o_.sequential ? "batched" : "one after another (--sequential)") + ", this run " +
+                (o_.sequential ? "runs them one after another" : "batches them") +
+                " (resuming must continue the same run)");
   for (auto& [k, v] : now.items()) {
     if (!saved_run.contains(k))
       throw Error(path + ": metadata 'run' has no '" + k + "' (expected " + kind_of(v) + ")");
@@ -502,7 +510,15 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
     lo.n_no_grad = n;
     lo.n_with_grad = k;
     lo.init.scale = o_.init_scale;
-    runner_->loss_and_grad(batch, lo, *grads_, losses);
+    if (o_.sequential) {
+      // One sequence per pass, in order: each weight gradient sums sequence by sequence, as the
+      // trainer did before batched training, so those runs are reproduced bit for bit.
+      for (size_t b = 0; b < batch.size(); ++b)
+        runner_->loss_and_grad(std::span<const TrainSequence>(batch).subspan(b, 1), lo, *grads_,
+                               std::span<float>(losses).subspan(b, 1));
+    } else {
+      runner_->loss_and_grad(batch, lo, *grads_, losses);
+    }
     for (float l : losses) loss += l * static_cast<double>(scale);
   }
   std::vector<NamedParam> params = adam_->params();
