@@ -12,8 +12,11 @@
 //
 //   bench_gemm [--threads 1,2] [--m 64,256,1024] [--models bench-m,huginn-0125]
 //              [--layers qkv,proj,fc,mlp_proj,adapter] [--dtypes f32,bf16,q8] [--isa NAME]
-//              [--min-time S] [--small] [--mb MB] [--no-blas] [--csv]
+//              [--min-time S] [--small] [--mb MB] [--no-blas] [--csv] [--cpu-time]
 //
+// --cpu-time: every time (ours, OpenBLAS's, the peak's) is the process's CPU time over the thread
+// count instead of the wall clock, which leaves out the time this process waited for a CPU on a
+// machine shared with other jobs (exact at 1 thread; spinning workers count as busy).
 // Shapes (E n_embd, I intermediate): qkv [3E, E], proj [E, E], fc [2I, E] (gate | up),
 // mlp_proj [E, I], adapter [E, 2E]. bench-m: E 1024, I 2816; Huginn-0125: E 5280, I 17920.
 // Each figure is the best of the timed repetitions after one warm-up call, repetitions running
@@ -24,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -52,7 +56,7 @@ struct Args {
   std::vector<std::string> dtypes;  // empty: the sweep's default
   std::string isa;
   double min_time = 0.3;
-  bool small = false, blas = true, csv = false;
+  bool small = false, blas = true, csv = false, cpu_time = false;
   int64_t mb = 0;  // --small stream set; 0: max(4 x LLC, 512 MB)
 };
 
@@ -72,15 +76,22 @@ double now() {
       .count();
 }
 
-// Best time of f() after a warm-up call, over at least 2 runs filling min_time seconds.
+double cpu_now() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Best time of f() after a warm-up call, over at least 2 runs filling min_time seconds; with
+// cpu_time, process CPU seconds / threads.
 template <class F>
-double best_time(double min_time, const F& f) {
+double best_time(double min_time, bool cpu_time, int threads, const F& f) {
   f();
   double best = 1e30, spent = 0;
   for (int r = 0; r < 2 || spent < min_time; ++r) {
-    const double t0 = now();
+    const double t0 = now(), c0 = cpu_now();
     f();
-    const double t = now() - t0;
+    const double t = cpu_time ? (cpu_now() - c0) / threads : now() - t0;
     best = std::min(best, t);
     spent += t;
     if (r > 10000) break;
@@ -213,12 +224,12 @@ void prefill(const Args& a, const Machine& mc, const CpuOptions& opt) {
         };
         for (const std::string& dt : dtypes) {
           const Tensor w = dtype_of(dt) == DType::kF32 ? wf : convert_weight(wf, dtype_of(dt));
-          emit(dt, "huginn", best_time(a.min_time, [&] { be->matmul(x, w, y); }));
+          emit(dt, "huginn", best_time(a.min_time, a.cpu_time, T, [&] { be->matmul(x, w, y); }));
         }
 #ifdef HUGINN_BENCH_OPENBLAS
         if (a.blas) {
           openblas_set_num_threads(T);
-          emit("f32", "openblas", best_time(a.min_time, [&] { blas_sgemm(x, wf, y); }));
+          emit("f32", "openblas", best_time(a.min_time, a.cpu_time, T, [&] { blas_sgemm(x, wf, y); }));
         }
 #endif
       }
@@ -256,13 +267,13 @@ void small(const Args& a, const Machine& mc, const CpuOptions& opt) {
                        100.0 * flops / s / 1e9 / mc.fp32_peak[ti], bytes / s / 1e9},
                       a.csv, true);
           };
-          emit("huginn", best_time(a.min_time, [&] {
+          emit("huginn", best_time(a.min_time, a.cpu_time, T, [&] {
                  for (const Tensor& wc : ws) be->matmul(x, wc, y);
                }) / copies);
 #ifdef HUGINN_BENCH_OPENBLAS
           if (a.blas && dt == "f32") {
             openblas_set_num_threads(T);
-            emit("openblas", best_time(a.min_time, [&] {
+            emit("openblas", best_time(a.min_time, a.cpu_time, T, [&] {
                    for (const Tensor& wc : ws) blas_sgemm(x, wc, y);
                  }) / copies);
           }
@@ -278,7 +289,7 @@ int usage(int rc) {
       "usage: bench_gemm [--threads 1,2] [--m 64,256,1024] [--models bench-m,huginn-0125]\n"
       "                  [--layers qkv,proj,fc,mlp_proj,adapter] [--dtypes f32,bf16,q8]\n"
       "                  [--isa generic|avx2|avx512] [--min-time S] [--small] [--mb MB]\n"
-      "                  [--no-blas] [--csv]\n"
+      "                  [--no-blas] [--csv] [--cpu-time]\n"
       "GFLOP/s of y = x·wᵀ on the model's layer shapes, ours and OpenBLAS's in the same run;\n"
       "--small: M = 1..64 with weights streamed from memory (GB/s).\n");
   return rc;
@@ -305,6 +316,7 @@ int main(int argc, char** argv) {
     else if (s == "--small") a.small = true;
     else if (s == "--no-blas") a.blas = false;
     else if (s == "--csv") a.csv = true;
+    else if (s == "--cpu-time") a.cpu_time = true;
     else return usage(s == "--help" || s == "-h" ? 0 : 2);
   }
   CpuOptions opt;
@@ -321,7 +333,8 @@ int main(int argc, char** argv) {
   }
   std::printf("# %s, %d hardware threads, load average %.1f at start\n", cpu_model().c_str(),
               ThreadPool::hardware_threads(), load_average());
-  std::printf("# huginn cpu backend: isa %s\n", cpu_isa_name(opt.isa));
+  std::printf("# huginn cpu backend: %s\n", describe(cpu_kernel_info(opt.isa)).c_str());
+  std::printf("# timing: %s\n", a.cpu_time ? "process CPU time / threads" : "wall clock");
 #ifdef HUGINN_BENCH_OPENBLAS
   std::printf("# OpenBLAS: %s, core %s\n", openblas_get_config(), openblas_get_corename());
 #else
@@ -331,7 +344,7 @@ int main(int argc, char** argv) {
   Machine mc;
   for (int T : a.threads) {
     ThreadPool pool(T);
-    mc.fp32_peak.push_back(measure_fp32_peak(pool, 0.1, 3));
+    mc.fp32_peak.push_back(measure_fp32_peak(pool, 0.1, 3, nullptr, a.cpu_time));
     std::printf("# fp32 FMA peak at %d thread%s: %.1f GFLOP/s\n", T, T == 1 ? "" : "s",
                 mc.fp32_peak.back());
   }
