@@ -38,17 +38,20 @@ using Reg = __m512i;
 // r[j] = column j of the 16 x 16 block whose row i is r[i] (32-bit elements).
 inline void transpose(Reg r[16]) {
   Reg t[16], u[16];
+#pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
   }
   // u[4g + c], 128-bit lane l: column 4l + c of rows 4g..4g+3.
+#pragma GCC unroll 4
   for (int g = 0; g < 4; ++g) {
     u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
     u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
     u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
     u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
   }
+#pragma GCC unroll 4
   for (int c = 0; c < 4; ++c) {
     const Reg v02 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88);
     const Reg v13 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
@@ -141,21 +144,23 @@ inline void store_f(float* p, FR v) { _mm256_storeu_ps(p, v); }
 
 #ifdef HUGINN_SIMD_PACK
 // The kT rows starting at row g of a B micro-panel (rows past `cols` read as zero). load() also
-// prefetches the same place NR rows further on: the next micro-panel, which is what the GEMM packs
-// next (decode streams every weight from memory once, in rows too short for the hardware
-// prefetcher to ramp up on its own).
+// prefetches `ahead` bytes further on: the same place in the next micro-panel when packing (what
+// the GEMM packs next), or further along the same rows when streaming them front to back (decode
+// reads every weight from memory once, in rows too short for the hardware prefetcher to ramp up
+// on its own).
 struct RowGroup {
   const char* row[kT];
   int g, n;       // first row (in the micro-panel), valid rows
-  int64_t ahead;  // bytes to the same place in the next micro-panel
-  RowGroup(const void* base, int64_t ld_bytes, int64_t cols, int g0, int64_t ahead_rows)
-      : g(g0), ahead(ahead_rows * ld_bytes) {
+  int64_t ahead;  // prefetch distance in bytes
+  RowGroup(const void* base, int64_t ld_bytes, int64_t cols, int g0, int64_t ahead_bytes)
+      : g(g0), ahead(ahead_bytes) {
     n = static_cast<int>(std::clamp<int64_t>(cols - g, 0, kT));
     for (int i = 0; i < kT; ++i)
       row[i] = static_cast<const char*>(base) + (g + std::min(i, std::max(n - 1, 0))) * ld_bytes;
   }
   void load(int64_t off_bytes, Reg r[kT]) const {
     if (n == kT) {
+#pragma GCC unroll 16
       for (int i = 0; i < kT; ++i) {
         __builtin_prefetch(row[i] + off_bytes + ahead, 0, 3);
         r[i] = load_row(row[i] + off_bytes);
@@ -166,6 +171,9 @@ struct RowGroup {
   }
 };
 
+// Prefetch distance along a row that is read front to back (stream_src): 16 cache lines.
+constexpr int64_t kStreamAhead = 1024;
+
 // ---- weight-row sources: each transposes one chunk of a RowGroup's rows in registers and hands
 // the result to emit(j, w) for j = 0, 1, ... in k order, w = values k + j of the kT rows as F32 ----
 
@@ -173,12 +181,15 @@ struct SrcF32 {
   static constexpr int kSteps = kT;  // k values per chunk
   const float* w;
   int64_t ld;
-  RowGroup rows(int64_t cols, int g, int NR) const { return RowGroup(w, ld * 4, cols, g, NR); }
+  RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
+    return RowGroup(w, ld * 4, cols, g, ahead_rows > 0 ? ahead_rows * ld * 4 : kStreamAhead);
+  }
   template <class Emit>
   void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
     Reg r[kT];
     rg.load(k * 4, r);
     transpose(r);
+#pragma GCC unroll 16  // r[] must stay in registers
     for (int j = 0; j < kT; ++j) emit(j, as_f(r[j]));
   }
   float at(int64_t n, int64_t k) const { return w[n * ld + k]; }
@@ -188,12 +199,15 @@ struct SrcBf16 {
   static constexpr int kSteps = 2 * kT;  // a 32-bit element is a pair (k, k + 1)
   const uint16_t* w;
   int64_t ld;
-  RowGroup rows(int64_t cols, int g, int NR) const { return RowGroup(w, ld * 2, cols, g, NR); }
+  RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
+    return RowGroup(w, ld * 2, cols, g, ahead_rows > 0 ? ahead_rows * ld * 2 : kStreamAhead);
+  }
   template <class Emit>
   void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
     Reg r[kT];
     rg.load(k * 2, r);
     transpose(r);  // r[j]: the pair (k + 2j, k + 2j + 1) of every row
+#pragma GCC unroll 16
     for (int j = 0; j < kT; ++j) {
       emit(2 * j, as_f(bf16_even(r[j])));
       emit(2 * j + 1, as_f(bf16_odd(r[j])));
@@ -209,7 +223,9 @@ struct SrcQ8 {
   const int8_t* q;     // row n0's values
   const uint16_t* s;   // row n0's scales
   int64_t K, k0;       // row length; the k block's start (a multiple of 32)
-  RowGroup rows(int64_t cols, int g, int NR) const { return RowGroup(q + k0, K, cols, g, NR); }
+  RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
+    return RowGroup(q + k0, K, cols, g, ahead_rows > 0 ? ahead_rows * K : kStreamAhead);
+  }
   template <class Emit>
   void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
     alignas(64) float sc[kGroups][kT];
@@ -222,6 +238,7 @@ struct SrcQ8 {
     Reg r[kT];
     rg.load(k, r);
     transpose(r);  // r[j]: values k + 4j .. k + 4j + 3 of every row, one per byte
+#pragma GCC unroll 16
     for (int j = 0; j < kT; ++j) {
       const float* scj = sc[4 * j / kQ8Block];
       emit(4 * j, as_f(q8_byte<0>(r[j], scj)));
@@ -253,7 +270,7 @@ void stream_src(const Src& src, int64_t cols, int64_t kc, int NR, const float* a
                 int64_t ldc, bool load_c) {
   const int64_t kfull = kc / Src::kSteps * Src::kSteps;
   for (int g = 0; g < NR && g < cols; g += kT) {
-    const RowGroup rg = src.rows(cols, g, NR);
+    const RowGroup rg = src.rows(cols, g, 0);
     FR acc[M];
     for (int m = 0; m < M; ++m) acc[m] = load_c ? load_n(c + m * ldc + g, rg.n) : zero_f();
     for (int64_t k = 0; k < kfull; k += Src::kSteps)

@@ -14,8 +14,9 @@
 //
 // Two loop orders, both over the calling thread's own range of B micro-panels (threads split
 // N only):
-// - stream (M <= MR: decode): for each k block, for each micro-panel: pack it (prefetching the
-//   next one), run the tile. A is packed once, whole.
+// - stream (M <= MR: decode): for each micro-panel, its weight rows read front to back over the
+//   whole of K, transposed in registers and multiplied straight into the tile (the generic
+//   object packs k blocks and runs the tile instead). A is packed once, whole.
 // - blocked (larger M): for each nc block, k block: [pack the B block when M needs several mc
 //   blocks], for each mc block: pack A (L2), for each micro-panel [packed just in time when one
 //   mc block holds all of M] (L1), for each A panel: the tile.
@@ -132,23 +133,25 @@ void packed_gemm(const Ctx& c, int64_t M, int64_t N, int64_t K, const PackA& pac
                        int nr, bool load_c) {
     kMicro<V>[rows](a, b, kc, C + m * ldc + n, ldc, nr, load_c);
   };
-  if (M <= MR) {  // stream: one A panel; per k block, every weight micro-panel in turn
+  if (M <= MR) {  // stream: one A panel, each weight micro-panel in turn
     c.for_range(panels, 2 * M * K * NR, [&](int64_t p0, int64_t p1) {
       const int rows = static_cast<int>(M);
       float* abuf = static_cast<float*>(gemm_buffer(1, K * rows * sizeof(float)));
-      float* bbuf = static_cast<float*>(gemm_buffer(0, bl.kc * NR * sizeof(float)));
       for (int64_t k0 = 0; k0 < K; k0 += bl.kc)
         pack_a(0, rows, k0, std::min(bl.kc, K - k0), abuf + k0 * rows);
-      for (int64_t k0 = 0; k0 < K; k0 += bl.kc) {
-        const int64_t kc = std::min(bl.kc, K - k0);
+      if constexpr (!std::is_same_v<StreamB, std::nullptr_t>) {
+        // Fused: the whole of K at once, so each weight row is read front to back.
+        for (int64_t p = p0; p < p1; ++p)
+          stream_b(p * NR, static_cast<int>(std::min<int64_t>(NR, N - p * NR)), 0, K, abuf, rows,
+                   C + p * NR, accumulate);
+      } else {
+        float* bbuf = static_cast<float*>(gemm_buffer(0, bl.kc * NR * sizeof(float)));
         for (int64_t p = p0; p < p1; ++p) {
           const int nr = static_cast<int>(std::min<int64_t>(NR, N - p * NR));
-          const bool load_c = accumulate || k0 > 0;
-          if constexpr (!std::is_same_v<StreamB, std::nullptr_t>) {
-            stream_b(p * NR, nr, k0, kc, abuf + k0 * rows, rows, C + p * NR, load_c);
-          } else {
+          for (int64_t k0 = 0; k0 < K; k0 += bl.kc) {
+            const int64_t kc = std::min(bl.kc, K - k0);
             pack_b(p * NR, nr, k0, kc, bbuf);
-            run_panel(abuf + k0 * rows, rows, bbuf, kc, 0, p * NR, nr, load_c);
+            run_panel(abuf + k0 * rows, rows, bbuf, kc, 0, p * NR, nr, accumulate || k0 > 0);
           }
         }
       }

@@ -39,7 +39,9 @@
 #if HUGINN_KERNEL_ISA != HUGINN_ISA_GENERIC
 // GCC 12 flags its own _mm512_undefined_ps() idiom inside the intrinsics as uninitialized.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #endif
 
