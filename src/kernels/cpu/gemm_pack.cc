@@ -64,6 +64,10 @@ inline void transpose(Reg r[16]) {
   }
 }
 inline Reg load_row(const void* p) { return _mm512_loadu_si512(p); }
+// The first `bytes` bytes of p (a multiple of 4), the rest zero, without touching memory past them.
+inline Reg load_row_part(const void* p, int bytes) {
+  return _mm512_maskz_loadu_epi8(bytes >= 64 ? ~0ull : (1ull << bytes) - 1, p);
+}
 inline Reg zero_reg() { return _mm512_setzero_si512(); }
 inline void store_rows(float* p, Reg v, int rows) {
   _mm512_mask_storeu_epi32(p, static_cast<__mmask16>((1u << rows) - 1), v);
@@ -136,6 +140,9 @@ inline __m256i lane_mask(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 inline FR load_n(const float* p, int n) { return _mm256_maskload_ps(p, lane_mask(n)); }
+inline Reg load_row_part(const void* p, int bytes) {
+  return _mm256_maskload_epi32(static_cast<const int*>(p), lane_mask(bytes / 4));
+}
 inline void store_n(float* p, FR v, int n) { _mm256_maskstore_ps(p, lane_mask(n), v); }
 inline FR zero_f() { return _mm256_setzero_ps(); }
 inline void store_f(float* p, FR v) { _mm256_storeu_ps(p, v); }
@@ -168,6 +175,10 @@ struct RowGroup {
       return;
     }
     for (int i = 0; i < kT; ++i) r[i] = i < n ? load_row(row[i] + off_bytes) : zero_reg();
+  }
+  // The same with only `bytes` of each row (a multiple of 4) read, the rest zero.
+  void load_part(int64_t off_bytes, int bytes, Reg r[kT]) const {
+    for (int i = 0; i < kT; ++i) r[i] = i < n ? load_row_part(row[i] + off_bytes, bytes) : zero_reg();
   }
 };
 
@@ -228,18 +239,29 @@ struct SrcQ8 {
   }
   template <class Emit>
   void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
+    chunk_part(rg, k, kSteps, emit);
+  }
+  // The first `kn` values (a multiple of 32: Q8 rows end on a scale group, not always on a chunk).
+  template <class Emit>
+  void chunk_part(const RowGroup& rg, int64_t k, int kn, const Emit& emit) const {
     alignas(64) float sc[kGroups][kT];
     const int64_t nb = K / kQ8Block, b0 = (k0 + k) / kQ8Block;
     for (int b = 0; b < kGroups; ++b) {
       alignas(32) uint16_t h[kT] = {};
-      for (int i = 0; i < rg.n; ++i) h[i] = s[(rg.g + i) * nb + b0 + b];
+      if (b * kQ8Block < kn)
+        for (int i = 0; i < rg.n; ++i) h[i] = s[(rg.g + i) * nb + b0 + b];
       widen_f16(h, sc[b]);
     }
     Reg r[kT];
-    rg.load(k, r);
+    if (kn == kSteps) {
+      rg.load(k, r);
+    } else {
+      rg.load_part(k, kn, r);
+    }
     transpose(r);  // r[j]: values k + 4j .. k + 4j + 3 of every row, one per byte
 #pragma GCC unroll 16
     for (int j = 0; j < kT; ++j) {
+      if (4 * j >= kn) break;
       const float* scj = sc[4 * j / kQ8Block];
       emit(4 * j, as_f(q8_byte<0>(r[j], scj)));
       emit(4 * j + 1, as_f(q8_byte<1>(r[j], scj)));
@@ -251,14 +273,25 @@ struct SrcQ8 {
 };
 
 // B micro-panel [k][NR] from a source: whole chunks in registers, the k tail element by element.
+// Whole scale groups of a Q8 row that end it short of a full chunk go through chunk_part.
+template <class Src>
+constexpr int64_t part_steps(int64_t left) {
+  if constexpr (std::is_same_v<Src, SrcQ8>) return left / kQ8Block * kQ8Block;
+  return 0;
+}
+
 template <class Src>
 void pack_b_src(const Src& src, int64_t cols, int64_t kc, int NR, float* dst) {
-  const int64_t kfull = kc / Src::kSteps * Src::kSteps;
+  int64_t kfull = kc / Src::kSteps * Src::kSteps;
+  const int64_t kpart = part_steps<Src>(kc - kfull);
   for (int g = 0; g < NR; g += kT) {
     const RowGroup rg = src.rows(cols, g, NR);
-    for (int64_t k = 0; k < kfull; k += Src::kSteps)
-      src.chunk(rg, k, [&](int j, FR w) { store_f(dst + (k + j) * NR + g, w); });
+    auto store = [&](int64_t k) { return [&, k](int j, FR w) { store_f(dst + (k + j) * NR + g, w); }; };
+    for (int64_t k = 0; k < kfull; k += Src::kSteps) src.chunk(rg, k, store(k));
+    if constexpr (std::is_same_v<Src, SrcQ8>)
+      if (kpart > 0) src.chunk_part(rg, kfull, static_cast<int>(kpart), store(kfull));
   }
+  kfull += kpart;
   pack_b_ref([&](int64_t n, int64_t k) { return src.at(n, k); }, cols, kfull, kc, NR, dst);
 }
 
@@ -269,16 +302,21 @@ template <int M, class Src>
 void stream_src(const Src& src, int64_t cols, int64_t kc, int NR, const float* a, float* c,
                 int64_t ldc, bool load_c) {
   const int64_t kfull = kc / Src::kSteps * Src::kSteps;
+  const int64_t kpart = part_steps<Src>(kc - kfull);
   for (int g = 0; g < NR && g < cols; g += kT) {
     const RowGroup rg = src.rows(cols, g, 0);
     FR acc[M];
     for (int m = 0; m < M; ++m) acc[m] = load_c ? load_n(c + m * ldc + g, rg.n) : zero_f();
-    for (int64_t k = 0; k < kfull; k += Src::kSteps)
-      src.chunk(rg, k, [&](int j, FR w) {
+    auto fmas = [&](int64_t k) {
+      return [&, k](int j, FR w) {
         const float* ak = a + (k + j) * M;
         for (int m = 0; m < M; ++m) acc[m] = fma(ak[m], w, acc[m]);
-      });
-    for (int64_t k = kfull; k < kc; ++k) {
+      };
+    };
+    for (int64_t k = 0; k < kfull; k += Src::kSteps) src.chunk(rg, k, fmas(k));
+    if constexpr (std::is_same_v<Src, SrcQ8>)
+      if (kpart > 0) src.chunk_part(rg, kfull, static_cast<int>(kpart), fmas(kfull));
+    for (int64_t k = kfull + kpart; k < kc; ++k) {
       alignas(64) float wk[kT] = {};
       for (int i = 0; i < rg.n; ++i) wk[i] = src.at(g + i, k);
       const FR w = load_n(wk, kT);
@@ -305,15 +343,31 @@ void pack_a_rows(const float* src, int64_t ld, int rows, int64_t kc, float* dst)
   pack_a_ref(src, ld, rows, k, kc, dst);
 }
 
+// The copying packers: a few dozen bytes per k, so in registers rather than through memcpy calls.
 void pack_a_cols(const float* src, int64_t ld, int rows, int64_t kc, float* dst) {
-  for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * rows, src + k * ld, rows * sizeof(float));
+  for (int64_t k = 0; k < kc; ++k) {
+#ifdef HUGINN_SIMD_PACK
+    for (int i = 0; i < rows; i += kT) {
+      const int n = std::min(kT, rows - i);
+      store_n(dst + k * rows + i, load_n(src + k * ld + i, n), n);
+    }
+#else
+    for (int i = 0; i < rows; ++i) dst[k * rows + i] = src[k * ld + i];
+#endif
+  }
 }
 
 void pack_b_cols_f32(const float* b, int64_t ld, int64_t cols, int64_t kc, int NR, float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
     float* d = dst + k * NR;
-    std::memcpy(d, b + k * ld, cols * sizeof(float));
-    std::fill(d + cols, d + NR, 0.0f);
+#ifdef HUGINN_SIMD_PACK
+    for (int g = 0; g < NR; g += kT) {
+      const int n = static_cast<int>(std::clamp<int64_t>(cols - g, 0, kT));
+      store_f(d + g, n > 0 ? load_n(b + k * ld + g, n) : zero_f());
+    }
+#else
+    for (int64_t n = 0; n < NR; ++n) d[n] = n < cols ? b[k * ld + n] : 0.0f;
+#endif
   }
 }
 

@@ -37,6 +37,10 @@
 #endif
 
 #if HUGINN_KERNEL_ISA != HUGINN_ISA_GENERIC
+// Without -march, GCC notes that functions returning __m256 / __m512 have another ABI than in an
+// AVX build. Those are the inline helpers here, called only from code of the same object and
+// instruction set; what the objects export takes and returns pointers and scalars.
+#pragma GCC diagnostic ignored "-Wpsabi"
 // GCC 12 flags its own _mm512_undefined_ps() idiom inside the intrinsics as uninitialized.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #if !defined(__clang__)
