@@ -151,25 +151,33 @@ inline void store_f(float* p, FR v) { _mm256_storeu_ps(p, v); }
 
 #ifdef HUGINN_SIMD_PACK
 // The kT rows starting at row g of a B micro-panel (rows past `cols` read as zero). load() also
-// prefetches `ahead` bytes further on: the same place in the next micro-panel when packing (what
-// the GEMM packs next), or further along the same rows when streaming them front to back (decode
-// reads every weight from memory once, in rows too short for the hardware prefetcher to ramp up
-// on its own).
+// prefetches what comes next, since decode reads every weight from memory once, in rows too
+// short for the hardware prefetcher to ramp up on: when packing (ahead > 0), the same place
+// `ahead` bytes on (the next micro-panel, packed next); when the rows are streamed front to back
+// (ahead = 0, stream_src), the next kT rows, which follow these in memory, as one linear walk
+// paced so that it ends as these rows do.
 struct RowGroup {
+  static constexpr int kLinesPerLoad = kT * static_cast<int>(sizeof(Reg)) / 64;
   const char* row[kT];
-  int g, n;       // first row (in the micro-panel), valid rows
-  int64_t ahead;  // prefetch distance in bytes
+  const char* next;  // linear mode: the first of the next kT rows
+  int g, n;          // first row (in the micro-panel), valid rows
+  int64_t ahead;     // packing mode: prefetch distance in bytes
   RowGroup(const void* base, int64_t ld_bytes, int64_t cols, int g0, int64_t ahead_bytes)
       : g(g0), ahead(ahead_bytes) {
     n = static_cast<int>(std::clamp<int64_t>(cols - g, 0, kT));
     for (int i = 0; i < kT; ++i)
       row[i] = static_cast<const char*>(base) + (g + std::min(i, std::max(n - 1, 0))) * ld_bytes;
+    next = static_cast<const char*>(base) + (g + kT) * ld_bytes;
   }
   void load(int64_t off_bytes, Reg r[kT]) const {
     if (n == kT) {
+      if (ahead == 0) {
+        const char* p = next + off_bytes * kT;
+        for (int i = 0; i < kLinesPerLoad; ++i) __builtin_prefetch(p + 64 * i, 0, 3);
+      }
 #pragma GCC unroll 16
       for (int i = 0; i < kT; ++i) {
-        __builtin_prefetch(row[i] + off_bytes + ahead, 0, 3);
+        if (ahead > 0) __builtin_prefetch(row[i] + off_bytes + ahead, 0, 3);
         r[i] = load_row(row[i] + off_bytes);
       }
       return;
@@ -182,8 +190,8 @@ struct RowGroup {
   }
 };
 
-// Prefetch distance along a row that is read front to back (stream_src): 16 cache lines.
-constexpr int64_t kStreamAhead = 1024;
+// stream_src's RowGroups prefetch the next rows linearly (RowGroup, ahead = 0).
+constexpr int64_t kStreamAhead = 0;
 
 // ---- weight-row sources: each transposes one chunk of a RowGroup's rows in registers and hands
 // the result to emit(j, w) for j = 0, 1, ... in k order, w = values k + j of the kT rows as F32 ----
