@@ -194,7 +194,8 @@ class CpuBackend : public Backend {
   void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                           const Tensor& dout, int n_heads, Tensor& dq, Tensor& dk,
                           Tensor& dv) override {
-    cpu::attention_backward(ctx_, q, k, v, out, dout, n_heads, dq, dk, dv);
+    cpu::attention_backward(ctx_, gemm_f32_like(k_.matmul), q, k, v, out, dout, n_heads, dq, dk,
+                            dv);
   }
   void swiglu_backward(const Tensor& fc, const Tensor& dout, Tensor& dfc) override {
     cpu::swiglu_backward(ctx_, fc, dout, dfc);
@@ -238,23 +239,38 @@ std::vector<CpuIsa> available_cpu_isas() {
   return out;
 }
 
-cpu::GemmF32Fn cpu::best_gemm_f32() {
-  return cpu::gemm_f32_like(cpu::kernels_for(best_cpu_isa()).matmul);
+CpuIsa cpu_isa_from_env(const char* value, const std::vector<CpuIsa>& available) {
+  HUGINN_ASSERT(!available.empty(), "cpu_isa_from_env: no instruction set available");
+  if (!value || !*value) return available.back();
+  std::string list;
+  for (CpuIsa i : available) {
+    if (std::strcmp(value, cpu_isa_name(i)) == 0) return i;
+    list += std::string(list.empty() ? "" : ", ") + cpu_isa_name(i);
+  }
+  const std::string v = value;
+  if (v != "generic" && v != "avx2" && v != "avx512")
+    throw Error("HUGINN_CPU_ISA='" + v + "': not an instruction set (expected generic, avx2 or "
+                "avx512; this build and CPU run " + list + ")");
+  throw Error("HUGINN_CPU_ISA=" + v + ": not compiled into this build or not run by this CPU "
+              "(this build and CPU run " + list + ")");
 }
 
 CpuIsa best_cpu_isa() {
-  static const CpuIsa isa = [] {
-    const std::vector<CpuIsa> have = available_cpu_isas();
-    const char* want = std::getenv("HUGINN_CPU_ISA");
-    if (!want || !*want) return have.back();
-    for (CpuIsa i : have)
-      if (std::strcmp(want, cpu_isa_name(i)) == 0) return i;
-    std::string list;
-    for (CpuIsa i : have) list += std::string(list.empty() ? "" : ", ") + cpu_isa_name(i);
-    throw Error(std::string("HUGINN_CPU_ISA=") + want +
-                ": not an instruction set of this build that this CPU runs (" + list + ")");
-  }();
+  static const CpuIsa isa = cpu_isa_from_env(std::getenv("HUGINN_CPU_ISA"), available_cpu_isas());
   return isa;
+}
+
+uint64_t cpu_gemm_calls(CpuIsa isa) {
+  switch (isa) {
+#ifdef HUGINN_HAVE_AVX512
+    case CpuIsa::kAvx512: return cpu::gemm_calls<cpu::VecAvx512>.load();
+#endif
+#ifdef HUGINN_HAVE_AVX2
+    case CpuIsa::kAvx2: return cpu::gemm_calls<cpu::VecAvx2>.load();
+#endif
+    case CpuIsa::kGeneric: return cpu::gemm_calls<cpu::VecGeneric>.load();
+    default: return 0;
+  }
 }
 
 CpuKernelInfo cpu_kernel_info(CpuIsa isa) {

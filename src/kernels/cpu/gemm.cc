@@ -62,6 +62,7 @@ template <class V>
 void gemm_f32(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
               int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
               bool accumulate) {
+  gemm_calls<V>.fetch_add(1, std::memory_order_relaxed);
   constexpr int NR = GemmTile<V>::NR;
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
@@ -88,6 +89,7 @@ void gemm_f32(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float*
 
 template <class V>
 void matmul(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
+  gemm_calls<V>.fetch_add(1, std::memory_order_relaxed);
   const int64_t K = x.dim(1), N = w.dim(0);
   HUGINN_ASSERT(w.dim(1) == K && y.dim(0) == x.dim(0) && y.dim(1) == N, "matmul: shape mismatch");
   if (zero_or_empty(x, N, y)) return;
@@ -108,6 +110,7 @@ void matmul(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
 
 template <class V>
 void matmul_lowp(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
+  gemm_calls<V>.fetch_add(1, std::memory_order_relaxed);
   const int64_t K = x.dim(1), N = w.dim(0);
   HUGINN_ASSERT(w.ndim() == 2 && w.dim(1) == K && y.dim(0) == x.dim(0) && y.dim(1) == N,
                 "matmul: shape mismatch");

@@ -5,6 +5,7 @@
 // I intermediate, V vocabulary, M/K/N matmul rows/inner/outputs.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <span>
@@ -64,9 +65,12 @@ using GemmF32Fn = void (*)(const Ctx&, const float*, int64_t, int64_t, const flo
 // The gemm_f32 of the same instruction set as the given matmul<V> (for the backward ops, which
 // receive the forward's matmul).
 GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&));
-// The gemm_f32 of the best instruction set this CPU runs, for the backward ops that are not
-// instantiated per instruction set (attention_backward).
-GemmF32Fn best_gemm_f32();
+// Calls taken by one instruction set's GEMM entry points (matmul, matmul_lowp, gemm_f32) in this
+// process. Results cannot show which set an op ran on (every set computes the same FMA chains,
+// bit for bit), so tests read these to prove that a forced set reaches every GEMM
+// (cpu_gemm_calls in cpu_backend.h). One relaxed add per call, not per tile.
+template <class V>
+inline std::atomic<uint64_t> gemm_calls{0};
 
 // y[M, N] = x[M, K] · w[N, K]ᵀ with BF16 or Q8 weights (a Linear weight as stored, HF [out, in];
 // Q8 layout in huginn/tensor.h), x and y F32 row-strided. The weights are widened (BF16: exact)
