@@ -46,7 +46,7 @@ TEST_P(BatchLinear, RowsEqualOneRowMatmul) {
   EXPECT_GE(exact, 1);
   for (auto [N, K] : {std::pair<int64_t, int64_t>{67, 45}, {300, 64}, {700, 1000}}) {
     const Tensor w = be->upload(random_tensor(N, K, 1));
-    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 13, 19}) {
+    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 13, 19, 64, 97}) {
       const Tensor x = be->upload(random_tensor(M, K, 100 + M));
       Tensor y = be->alloc({M, N});
       br.linear(x, w, y);
