@@ -59,12 +59,11 @@ void block_backward(const Ctx& c, GemmF32Fn gemm, const HeadArgs& a, int64_t off
 
 }  // namespace
 
-void attention_backward(const Ctx& c, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& out, const Tensor& dout, int n_heads, Tensor& dq,
-                        Tensor& dk, Tensor& dv) {
+void attention_backward(const Ctx& c, GemmF32Fn gemm, const Tensor& q, const Tensor& k,
+                        const Tensor& v, const Tensor& out, const Tensor& dout, int n_heads,
+                        Tensor& dq, Tensor& dk, Tensor& dv) {
   const int64_t T = q.dim(0), S = k.dim(0), D = q.dim(1) / n_heads;
   HUGINN_ASSERT(S >= T && v.dim(0) == S, "attention_backward: need S >= T keys");
-  const GemmF32Fn gemm = best_gemm_f32();
   const HeadArgs a{q, k, v, out, dout, dq, dk, dv, D};
   c.for_range(n_heads, 4 * T * S * D, [&](int64_t h0, int64_t h1) {
     const int64_t bmax = std::min(kBlock, T);

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "huginn/thread_pool.h"
 #include "kernels/cpu/backward_kernels.h"
@@ -154,7 +155,8 @@ class CpuBackend : public Backend {
   void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                           const Tensor& dout, int n_heads, Tensor& dq, Tensor& dk,
                           Tensor& dv) override {
-    cpu::attention_backward(ctx_, q, k, v, out, dout, n_heads, dq, dk, dv);
+    cpu::attention_backward(ctx_, gemm_f32_like(k_.matmul), q, k, v, out, dout, n_heads, dq, dk,
+                            dv);
   }
   void swiglu_backward(const Tensor& fc, const Tensor& dout, Tensor& dfc) override {
     cpu::swiglu_backward(ctx_, fc, dout, dfc);
@@ -204,9 +206,30 @@ std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool, const CpuOptions& op
   return std::make_unique<cpu::CpuBackend>(pool, options);
 }
 
+namespace {
+
+// HUGINN_ISA=avx512|avx2|generic forces the default backend's instruction set, so that one machine
+// can run (and compare) every kernel path; unset or empty: the best this CPU runs.
+CpuIsa isa_from_environment() {
+  const char* env = std::getenv("HUGINN_ISA");
+  if (!env || !*env) return best_cpu_isa();
+  const std::string want = env;
+  std::string runs;
+  for (CpuIsa isa : available_cpu_isas()) {
+    if (want == cpu_isa_name(isa)) return isa;
+    runs += std::string(runs.empty() ? "" : ", ") + cpu_isa_name(isa);
+  }
+  if (want != "avx512" && want != "avx2" && want != "generic")
+    throw Error("HUGINN_ISA='" + want + "': expected avx512, avx2 or generic");
+  throw Error("HUGINN_ISA=" + want + ": not compiled into this build or not run by this CPU "
+              "(available: " + runs + ")");
+}
+
+}  // namespace
+
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool) {
   CpuOptions o;
-  o.isa = best_cpu_isa();
+  o.isa = isa_from_environment();
   return make_cpu_backend(pool, o);
 }
 

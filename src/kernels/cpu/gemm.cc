@@ -146,17 +146,6 @@ GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Ten
   return nullptr;
 }
 
-GemmF32Fn best_gemm_f32() {
-#ifdef HUGINN_HAVE_AVX512
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
-    return &gemm_f32<VecAvx512>;
-#endif
-#ifdef HUGINN_HAVE_AVX2
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &gemm_f32<VecAvx2>;
-#endif
-  return &gemm_f32<VecGeneric>;
-}
-
 #define HUGINN_INSTANTIATE(V)                                                                  \
   template void matmul<V>(const Ctx&, const Tensor&, const Tensor&, Tensor&);                  \
   template void gemm_f32<V>(const Ctx&, const float*, int64_t, int64_t, const float*, int64_t, \

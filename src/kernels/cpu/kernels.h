@@ -44,9 +44,6 @@ using GemmF32Fn = void (*)(const Ctx&, const float*, int64_t, int64_t, const flo
 // The gemm_f32 of the same instruction set as the given matmul<V> (for the backward ops, which
 // receive the forward's matmul).
 GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&));
-// The gemm_f32 of the best instruction set this CPU runs, for the backward ops that are not
-// instantiated per instruction set (attention_backward).
-GemmF32Fn best_gemm_f32();
 
 // y[M, N] = x[M, K] · w[N, K]ᵀ with w in bf16 (a Linear weight as stored, HF [out, in]) and
 // fp32 accumulation; x, y fp32. Rows are ld* elements apart (views of wider buffers are fine).
