@@ -145,6 +145,8 @@ struct EvalRow {
   int64_t n = 0, correct = 0;
   double accuracy = 0, ci_low = 0, ci_high = 1;
   double mean_steps = 0;  // recurrences per generated token (mc: per scored token)
+  double mean_first_steps = 0;  // recurrences of the first generated token (the prompt's call)
+  double mean_cache_bytes = 0;  // KV cache allocated per example at the end of generation
   int64_t tokens = 0;
   double seconds = 0, tok_s = 0;
 };
