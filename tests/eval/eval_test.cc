@@ -353,6 +353,12 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
   }
   EXPECT_DOUBLE_EQ(rep.rows[0].mean_steps, 1.0);
   EXPECT_DOUBLE_EQ(rep.rows[1].mean_steps, 3.0);
+  EXPECT_DOUBLE_EQ(rep.rows[1].mean_first_steps, 3.0);
+  EXPECT_GE(rep.rows[2].mean_first_steps, 1.0);
+  EXPECT_LE(rep.rows[2].mean_first_steps, 3.0);
+  // Full cache: prelude + r core + coda layers' entries per token, so r = 3 holds more than r = 1.
+  EXPECT_GT(rep.rows[0].mean_cache_bytes, 0.0);
+  EXPECT_GT(rep.rows[1].mean_cache_bytes, rep.rows[0].mean_cache_bytes);
   EXPECT_GE(rep.rows[2].mean_steps, 1.0);
   EXPECT_LE(rep.rows[2].mean_steps, 3.0);
   ASSERT_FALSE(rep.examples.empty());
@@ -407,6 +413,17 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
   EXPECT_EQ(std::count(gen.begin(), gen.end(), '\n'), 3) << gen;
   EXPECT_EQ(gen.substr(0, gen.find('\n') + 1),
             task_to_jsonl(make_task(TaskSpec::parse("chain:hops=2"), Split::kTest, 1, 1234)));
+  // trace --prompt on the byte-vocabulary model: one row per byte, labelled with it.
+  std::string trace_out;
+  ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " trace --model " + dir +
+                                  "/model --prompt 'c:ab=' --steps 3 --no-plots --out " + dir +
+                                  "/trace 2>&1",
+                              &trace_out),
+            0)
+      << trace_out;
+  std::ifstream sf(dir + "/trace/summary.json");
+  EXPECT_EQ(nlohmann::json::parse(sf)["tokens"].get<int>(), 5);
+  EXPECT_NE(trace_out.find("    1      58 :"), std::string::npos) << trace_out;  // token 1 is ':' (id 58)
   fs::remove_all(dir);
 }
 
