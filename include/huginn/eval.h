@@ -54,7 +54,8 @@ Split parse_split(const std::string& s);  // "train" | "test"
 //   mul     "347*8=" -> "2776" (a `digits`-digit number times a digit 2-9).
 //   sum     "3+5+8+1=" -> "7" (the last digit of a sum of `terms` digits).
 //   swap    "c:ab,cd,bc=" -> "d": a ball under one of five cups a-e, then `ops` swaps of two
-//           cups; where is the ball? One sequential step per swap (the word problem of S5).
+//           cups; where is the ball? One sequential step per swap (NC1-complete, like S5's
+//           word problem).
 //           step_labels: the ball's cup under every marker (':', ',', '=').
 //   affine  "7*3+5*9=" -> "4": like ops, but every operation (+1..+9, *3, *7, *9 mod 10) is a
 //           bijection, so the answer depends on all of them. step_labels: the running value

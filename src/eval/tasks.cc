@@ -181,10 +181,11 @@ TaskExample make_affine(int ops, std::mt19937_64& rng) {
 }
 
 // swap: a ball under one of five cups a-e, then `ops` swaps of two cups: "c:ab,cd,bc=" -> "d".
-// Every swap is a transposition (the word problem of S5, which has no shortcut in constant
-// depth). The marker after each swap (',' and, after the last, '='; ':' before the first) is
-// where step_labels holds the ball's cup so far: every marker is the same token, so finding the
-// previous marker's value is the same lookup everywhere.
+// Every swap is a transposition of S5; tracking a point under a sequence of them is NC1-complete
+// like the word problem of S5 (Barrington), so no constant-depth shortcut is known. The marker
+// after each swap (',' and, after the last, '='; ':' before the first) is where step_labels holds
+// the ball's cup so far: every marker is the same token, so finding the previous marker's value
+// is the same lookup everywhere.
 TaskExample make_swap(int ops, std::mt19937_64& rng) {
   int v = static_cast<int>(rng() % 5);
   TaskExample ex;
