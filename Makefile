@@ -7,31 +7,29 @@ CMAKE_FLAGS ?=
 QUICK ?= 0
 FULL ?= 0
 
-# Sanitizer builds: their own build folders, RelWithDebInfo (-O2 -g1: line tables for the
-# reports) with NDEBUG dropped so that HUGINN_DASSERT is checked, no benchmark programs, and every
-# sanitizer report fatal (-fno-sanitize-recover=all; ASan leak checking on). README "Testing" says
-# what runs where and why. ASAN_TARGETS / TSAN_TARGETS pick the test binaries (all: every one);
+# Sanitizer builds (scripts/san-test.sh): their own build folders, RelWithDebInfo (-O2 -g1: line
+# tables for the reports) with NDEBUG dropped so that HUGINN_DASSERT is checked, no benchmark
+# programs, every sanitizer report fatal (-fno-sanitize-recover=all; ASan leak checking on) and
+# written to <build>/san-reports, where any report of any process (the CLI and servers the tests
+# start included) fails the run. README "Testing" says what runs where and why: CI runs both
+# targets as they are here. ASAN_TARGETS / TSAN_TARGETS pick the test binaries (all: every one);
 # ctest then runs exactly the binaries that were built, and scripts/test-count.sh checks their
 # tests against the TESTs in their sources.
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
-SAN_CMAKE = -DCMAKE_BUILD_TYPE=RelWithDebInfo '-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1' \
-            -DHUGINN_DASSERT=ON -DHUGINN_BENCH=OFF
 ASAN_TARGETS ?= all
-# CI's ASan stage: the binaries verified clean so far on the development machine (the kernels, the
-# model's load/forward/decode paths, weight formats, the tokenizer, the thread pool, decode
-# batching); `make test-asan` runs everything.
-ASAN_CI_TARGETS = build_config_test tokenizer_unit_test thread_pool_test config_test ops_test \
-                  gemm_test golden_forward_test golden_decode_test model_load_test \
-                  weight_formats_test prefill_ops_test decode_batch_test
-# The threaded parts: the thread pool and tokenizer batch encode (the decode batcher and the server
-# are to follow: TSAN_TARGETS="... decode_batch_test server_unit_test server_e2e_test huginn").
-TSAN_TARGETS ?= thread_pool_test tokenizer_unit_test
+# The threaded parts: the thread pool, tokenizer batch encode, the decode batcher, the server's
+# connection front, queue and scheduler, and `huginn serve` itself under the e2e tests' clients and
+# floods (huginn: the CLI those tests start); and the CPU kernels' thread splits, forward, decode
+# and backward, which those tests run on 1 and 2 threads.
+TSAN_TARGETS ?= thread_pool_test tokenizer_unit_test decode_batch_test server_unit_test front_test \
+                server_e2e_test huginn ops_test gemm_test prefill_ops_test golden_decode_test \
+                ops_backward_test grad_golden_test
 export ASAN_OPTIONS ?= detect_leaks=1:strict_string_checks=1
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1
 
-.PHONY: all deps configure build test test-asan test-asan-ci test-tsan test-bench demo bench clean format
+.PHONY: all deps configure build test test-asan test-tsan test-bench demo bench clean format
 
 all: build
 
@@ -51,21 +49,15 @@ test: build
 	@rm -f $(BUILD)/ctest-junit.xml; rc=0; (cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 900 --output-junit ctest-junit.xml) || rc=$$?; \
 	  bash scripts/test-count.sh $(BUILD) || rc=1; exit $$rc
 
-# san-test BUILD_DIR SANITIZER TARGETS: configure, build the targets, run their tests, count them.
+# san-test BUILD_DIR SANITIZER TARGETS: configure, build the targets, run their tests, count them,
+# and fail on any sanitizer report from any process (scripts/san-test.sh).
 define san-test
-	@cmake -S . -B $(1) --log-level=NOTICE $(SAN_CMAKE) -DHUGINN_SANITIZE=$(2) $(CMAKE_FLAGS)
-	@cmake --build $(1) -j $(JOBS) --target $(3)
-	@rm -f $(1)/ctest-junit.xml; rc=0; (cd $(1) && ctest --output-on-failure -j $(JOBS) --timeout 1800 \
-	  -E '_NOT_BUILT$$' -LE 'demo|bench' --output-junit ctest-junit.xml) || rc=$$?; \
-	  bash scripts/test-count.sh $(1) $(if $(filter all,$(3)),,--targets $(3)) || rc=1; exit $$rc
+	@CMAKE_FLAGS="$(CMAKE_FLAGS)" JOBS=$(JOBS) bash scripts/san-test.sh $(1) $(2) $(3)
 endef
 
 # The suite (or ASAN_TARGETS) under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-asan: deps
 	$(call san-test,$(ASAN_BUILD),address,$(ASAN_TARGETS))
-
-test-asan-ci: deps
-	@$(MAKE) --no-print-directory test-asan ASAN_TARGETS="$(ASAN_CI_TARGETS)"
 
 # The threaded parts (TSAN_TARGETS) under ThreadSanitizer.
 test-tsan: deps

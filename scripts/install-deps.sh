@@ -10,7 +10,9 @@
 #   libutf8proc-dev               NFC/NFKC normalization for tokenizers (small C library made for it)
 #   gnuplot-nox                   PNG/SVG plots (huginn trace, eval) without X: pngcairo + svg terminals
 #   libcpp-httplib-dev            HTTP/1.1 server for huginn serve (threaded, SSE streaming), small
-#   zlib1g-dev                    crc32 of checkpoint files (checksums.json), verified on --resume
+#   zlib1g-dev                    crc32 of checkpoint files (checksums.json), verified on --resume;
+#                                 gzip inputs of huginn data prepare
+#   libzstd-dev                   zstd inputs of huginn data prepare (the usual compression of corpora)
 #   nodejs, npm                   server tests drive huginn serve with the official openai npm client
 #   util-linux (flock)            serialises the npm install between concurrent builds/tests
 # Then the server tests' npm client (tests/server/js, `npm ci` from the committed lock file) when
@@ -29,7 +31,7 @@ cd "$(dirname "$0")/.."
 BENCH=0
 [ "${1:-}" = "--bench" ] && BENCH=1
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev util-linux)
+      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev libzstd-dev util-linux)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 [ $BENCH = 1 ] && PKGS+=(python3-torch python3-numpy libopenblas0-pthread)

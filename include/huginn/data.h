@@ -14,6 +14,7 @@
 // The header makes a truncated, corrupt or foreign shard detectable before training reads it.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -40,6 +41,9 @@ uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ULL)
 
 // Largest vocabulary a shard may declare: tokens are read out as int32 ids.
 inline constexpr uint32_t kMaxShardVocab = 0x7fffffffu;
+
+// The 64-byte header of a shard whose token bytes have FNV-1a 64 `checksum` (the format above).
+std::array<uint8_t, kShardHeaderBytes> shard_header(const ShardInfo& info, uint64_t checksum);
 
 // Writes a shard atomically. Tokens are stored as uint16 when vocab_size <= 65536, else uint32.
 // Throws huginn::Error when a token is >= vocab_size or the file cannot be written.
@@ -112,18 +116,26 @@ class WindowSampler {
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c = 0, uint64_t d = 0);
 
 // `huginn data prepare`: text files (each one document) and JSONL files (one document per line,
-// in its "text" field) tokenized on a thread pool into train/val shards of a new data directory,
-// with the end-of-text token after every document. The last val_fraction of each batch of
-// documents' tokens goes to val, so the split does not depend on the thread count.
+// in its "text" field), plain or compressed with zstd or gzip (known by their magic bytes; the
+// name without .zst/.gz says JSONL or text), tokenized on a thread pool into train/val shards of
+// a new data directory, with the end-of-text token after every document. The last val_fraction
+// of each batch of documents' tokens goes to val, so the split does not depend on the thread
+// count. A text file larger than max_doc_mb is encoded in pieces cut after a line end (tokens at
+// a cut may differ from one encode of the whole file); a longer JSONL line is an error.
+// Resumable: after every batch the state is saved (prepare-state.json in `out`); a run stopped at
+// any point continues with resume = true and ends with the same shards as an uninterrupted one.
 struct PrepareOptions {
   std::string tokenizer;            // tokenizer.json
   std::vector<std::string> inputs;  // .jsonl files are JSONL; anything else is plain text
-  std::string out;                  // must not hold shards already
+  std::string out;                  // must not hold shards already (unless resume)
   double val_fraction = 0.01;
   std::string eot_token;            // default: the tokenizer's eos, else <|endoftext|>
   uint64_t shard_tokens = 1ull << 26;
+  uint64_t max_doc_mb = 32;         // bound on one document (or piece) in memory
+  uint64_t batch_mb = 16;           // text per batch (and per val split, and per checkpoint)
   int threads = 0;
   bool quiet = false;
+  bool resume = false;
 };
 struct PrepareResult {
   uint64_t documents = 0, train_tokens = 0, val_tokens = 0;

@@ -30,10 +30,12 @@ struct ServerOptions {
   std::string api_key;          // non-empty: every /v1 request needs "Authorization: Bearer KEY"
   double timeout_s = 600.0;     // per request, queue wait included; 0 = none
   size_t max_body_bytes = 1 << 20;
-  // Connections: at most max_connections open (more are answered 503 and closed at once); a
+  // Connections: at most max_connections open (more are answered 503 and closed at once), and
+  // at most max_connections_per_address of them from one client address when that is set; a
   // request's headers must arrive within header_timeout_s of its first byte and its body within
   // body_timeout_s of the headers (totals, not per byte; 408 after).
   int max_connections = 1024;
+  int max_connections_per_address = 0;  // from one client IP address; 0 = no such limit
   double header_timeout_s = 10.0;
   double body_timeout_s = 30.0;
   int threads = 0;              // compute threads shared by all slots (0 = one per core)

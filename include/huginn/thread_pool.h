@@ -40,6 +40,11 @@ class ThreadPool {
  private:
   void worker(int index);
   void run_job(const std::function<void(int)>& fn, int index);
+  void run_chunks(uint64_t gen);
+
+  // generation_'s low bit: the current job is a parallel_for range (chunks claimed through
+  // claim_), not a run_on_all (one call per thread, counted down by pending_).
+  static constexpr uint64_t kRangeJob = 1;
 
   int n_threads_;
   std::vector<std::thread> workers_;
@@ -51,6 +56,11 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  // The range job: claim_ = generation tag << 32 | chunks << 16 | next unclaimed chunk (one
+  // word, so a claim is valid for exactly one job), its fields, and the chunks finished.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<const std::function<void(int64_t, int64_t)>*> range_fn_{nullptr};
+  std::atomic<int64_t> range_n_{0}, done_chunks_{0};
   std::mutex error_mu_;
   std::exception_ptr error_;  // first exception thrown by a worker, rethrown to the caller
 };

@@ -119,6 +119,12 @@ class StreamDecoder {
   std::vector<int32_t> ids_;  // context ids, then pending ids
   size_t prefix_ids_ = 0;     // ids_[0, prefix_ids_) decode to prefix_
   std::string prefix_;
+  std::string text_;          // the decoding of ids_ (a buffer kept between pushes)
+  // ByteLevel decoders: the bytes of the context ids and of the pending ids.
+  std::string context_bytes_, pending_bytes_;
+  bool context_valid_ = true;  // context_bytes_ is valid UTF-8 (it is then its own text; prefix_
+                               // is kept only otherwise)
+  std::string push_bytes(int32_t id);
 };
 
 // BPE training (byte-level, like the GPT-2/GPT-4 tokenizers).

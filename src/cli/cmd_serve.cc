@@ -127,6 +127,9 @@ Registrar reg(90, [](CLI::App& app, Common& common) {
                   "largest request body in MiB, chunked or not (default 1; at most 1024)");
   sub->add_option("--max-connections", a->o.max_connections,
                   "open client connections held at once; beyond, 503 + close (default 1024)");
+  sub->add_option("--max-connections-per-address", a->o.max_connections_per_address,
+                  "open connections from one client IP address; beyond, 503 + close (default 0: "
+                  "no such limit; behind a reverse proxy every client has the proxy's address)");
   sub->add_option("--header-timeout", a->o.header_timeout_s,
                   "seconds a request's headers may take, from its first byte; total, not per "
                   "byte (default 10; 408 after)");

@@ -289,6 +289,24 @@ bool discard_input(int fd, size_t limit, size_t* read_total = nullptr) {
   return true;
 }
 
+// The client's IP address as bytes (IPv4 4, IPv6 16; an IPv4-mapped IPv6 address counts as its
+// IPv4 one); "" when it has none (a Unix socket) or it cannot be read.
+std::string peer_address(int fd) {
+  sockaddr_storage a{};
+  socklen_t n = sizeof a;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&a), &n) != 0) return "";
+  if (a.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(a).sin_addr;
+    return std::string(reinterpret_cast<const char*>(&in), sizeof in);
+  }
+  if (a.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(a).sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&in6)) return std::string(reinterpret_cast<const char*>(&in6) + 12, 4);
+    return std::string(reinterpret_cast<const char*>(&in6), sizeof in6);
+  }
+  return "";
+}
+
 struct Lane {
   std::mutex mu;
   std::condition_variable cv;
@@ -340,6 +358,7 @@ struct Front::Impl {
   struct Conn {
     explicit Conn(int f, const FrontLimits& lim) : fd(f), framing(lim) {}
     int fd;
+    std::string address;  // peer_address(), counted in per_address while open
     std::string buf;
     RequestFraming framing;
     Phase phase = Phase::kHead;
@@ -426,8 +445,22 @@ struct Front::Impl {
     if (it == conns.end()) return;
     arm(*it->second, false);
     ::close(fd);
+    uncount(it->second->address);
     conns.erase(it);
     --open;
+  }
+
+  void uncount(const std::string& address) {
+    if (address.empty()) return;
+    auto it = per_address.find(address);
+    if (it != per_address.end() && --it->second == 0) per_address.erase(it);
+  }
+
+  // 503 and close at once, before reading any request (the connection caps).
+  void reject_new(int fd, const std::string& message) {
+    discard_input(fd, 64 << 10);
+    send_now(fd, answer(503, message));
+    ::close(fd);
   }
 
   std::string answer(int status, const std::string& message) const {
@@ -454,17 +487,23 @@ struct Front::Impl {
   void accept_new(int fd) {
     if (conns.size() >= lim.max_connections) {
       ++stats.rejected_cap;
-      discard_input(fd, 64 << 10);
-      send_now(fd, answer(503, "the server is at its connection limit (" +
-                                   std::to_string(lim.max_connections) + "), retry later"));
-      ::close(fd);
-      return;
+      return reject_new(fd, "the server is at its connection limit (" +
+                                std::to_string(lim.max_connections) + "), retry later");
     }
+    std::string address = lim.max_connections_per_address > 0 ? peer_address(fd) : "";
+    if (!address.empty() && per_address[address] >= lim.max_connections_per_address) {
+      ++stats.rejected_address;
+      return reject_new(fd, "too many connections from your address (the limit is " +
+                                std::to_string(lim.max_connections_per_address) +
+                                "), retry later");
+    }
+    if (!address.empty()) ++per_address[address];
     const int flags = fcntl(fd, F_GETFL, 0);
     fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     const int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     auto c = std::make_unique<Conn>(fd, lim);
+    c->address = std::move(address);
     c->deadline = Clock::now() + seconds(lim.header_timeout_s);
     ++stats.accepted;
     ++open;
@@ -630,6 +669,7 @@ struct Front::Impl {
     // is closed here; no thread touches `conns` any more.
     for (auto& [fd, c] : conns) ::close(fd);
     conns.clear();
+    per_address.clear();
     open = 0;
     for (int fd : inbox) ::close(fd);
     inbox.clear();
@@ -648,10 +688,11 @@ struct Front::Impl {
   bool stopping = false;
   bool stopping_io = false;                    // I/O thread only
   std::unordered_map<int, std::unique_ptr<Conn>> conns;  // I/O thread only (until shutdown)
+  std::unordered_map<std::string, size_t> per_address;   // open connections by peer address (same)
   std::atomic<uint64_t> open{0};
   struct {
-    std::atomic<uint64_t> accepted{0}, rejected_cap{0}, rejected_busy{0}, header_timeouts{0},
-        body_timeouts{0}, too_large{0}, bad_framing{0};
+    std::atomic<uint64_t> accepted{0}, rejected_cap{0}, rejected_address{0}, rejected_busy{0},
+        header_timeouts{0}, body_timeouts{0}, too_large{0}, bad_framing{0};
   } stats;
 };
 
@@ -666,6 +707,7 @@ Front::Stats Front::stats() const {
   s.open = impl_->open.load();
   s.accepted = impl_->stats.accepted.load();
   s.rejected_cap = impl_->stats.rejected_cap.load();
+  s.rejected_address = impl_->stats.rejected_address.load();
   s.rejected_busy = impl_->stats.rejected_busy.load();
   s.header_timeouts = impl_->stats.header_timeouts.load();
   s.body_timeouts = impl_->stats.body_timeouts.load();

@@ -7,8 +7,8 @@
 // Content-Length or its chunked framing — under total deadlines (headers within
 // header_timeout_s of the request's first byte, the body within body_timeout_s of the end of
 // the headers; not per byte) and size limits (chunked bodies counted too), and answers what it
-// refuses itself (400, 408, 413, 415, 431, 501; 503 + close at the connection cap or when the
-// worker queue is full). Only a complete request reaches a worker thread, which runs the HTTP
+// refuses itself (400, 408, 413, 415, 431, 501; 503 + close at the connection cap, at the cap per
+// client address, or when the worker queue is full). Only a complete request reaches a worker thread, which runs the HTTP
 // layer on exactly those bytes and writes the answer; the connection then comes back here for
 // its next request (keep-alive) or is closed. So a slow or idle client costs a buffer and a
 // file descriptor, never a thread, and GET requests (/health, /metrics, /v1/models) have their
@@ -31,6 +31,10 @@ namespace huginn::server {
 
 struct FrontLimits {
   size_t max_connections = 1024;      // open connections; beyond, 503 and close at once
+  // Open connections from one client IP address (any port), so that one client cannot take
+  // every place; beyond, 503 and close at once. 0: no such limit. (Behind a reverse proxy every
+  // connection comes from the proxy's address.)
+  size_t max_connections_per_address = 0;
   size_t max_header_bytes = 64 << 10; // request line + headers (431 beyond)
   size_t max_body_bytes = 1 << 20;    // body data, chunked or not (413 beyond)
   double header_timeout_s = 10.0;     // from a request's first byte (a new connection: from
@@ -102,8 +106,8 @@ std::string without_expect(std::string_view bytes, const RequestFraming& f);
 class Front {
  public:
   struct Stats {
-    uint64_t open = 0, accepted = 0, rejected_cap = 0, rejected_busy = 0, header_timeouts = 0,
-             body_timeouts = 0, too_large = 0, bad_framing = 0;
+    uint64_t open = 0, accepted = 0, rejected_cap = 0, rejected_address = 0, rejected_busy = 0,
+             header_timeouts = 0, body_timeouts = 0, too_large = 0, bad_framing = 0;
   };
   // Runs one request on a worker thread: writes its answer to fd and returns whether the
   // connection may carry another request. Must not close fd.

@@ -16,6 +16,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 #include "huginn/error.h"
 #include "huginn/log.h"
@@ -221,6 +222,13 @@ struct Server::Impl {
   int64_t created;
   FrontedHttp http;
   std::unique_ptr<server::Front> front;  // after http: stopped (workers joined) before it goes
+  // run() and stop() meet here (stop() comes from another thread, e.g. a signal watcher):
+  // httplib's stop() does nothing before its listen loop runs, so a stop() that came while the
+  // model loaded or before listening began was lost and the server then served for ever (found
+  // by TSan, which saw the listening socket closed with nothing ordering it after its creation).
+  std::mutex run_mu;
+  bool stop_requested = false;
+  bool running = false;  // inside run()
 };
 
 bool Server::Impl::authorized(const httplib::Request& req) const {
@@ -413,7 +421,8 @@ std::string Server::Impl::connection_metrics() const {
       "\n# HELP huginn_connections_refused_total Connections or requests the connection front "
       "answered with an error itself.\n# TYPE huginn_connections_refused_total counter\n";
   const std::pair<const char*, uint64_t> rows[] = {
-      {"connection_limit", s.rejected_cap}, {"workers_busy", s.rejected_busy},
+      {"connection_limit", s.rejected_cap}, {"address_limit", s.rejected_address},
+      {"workers_busy", s.rejected_busy},
       {"header_timeout", s.header_timeouts}, {"body_timeout", s.body_timeouts},
       {"too_large", s.too_large}, {"bad_framing", s.bad_framing}};
   for (const auto& [reason, n] : rows)
@@ -429,6 +438,7 @@ void Server::Impl::setup() {
   // RSS plateaus at about workers x that. GET requests have their own two workers.
   server::FrontLimits fl;
   fl.max_connections = static_cast<size_t>(opts.max_connections);
+  fl.max_connections_per_address = static_cast<size_t>(opts.max_connections_per_address);
   fl.max_body_bytes = opts.max_body_bytes;
   fl.header_timeout_s = opts.header_timeout_s;
   fl.body_timeout_s = opts.body_timeout_s;
@@ -568,6 +578,9 @@ void check_options(const ServerOptions& o) {
   if (o.max_connections < 1 || o.max_connections > 65536)
     throw Error("--max-connections must be in [1, 65536], got " +
                 std::to_string(o.max_connections));
+  if (o.max_connections_per_address < 0 || o.max_connections_per_address > 65536)
+    throw Error("--max-connections-per-address must be in [0, 65536] (0 = no limit), got " +
+                std::to_string(o.max_connections_per_address));
   for (const auto& [flag, v] : {std::pair<const char*, double>{"--header-timeout", o.header_timeout_s},
                                 {"--body-timeout", o.body_timeout_s}})
     if (!(v >= kMinConnTimeoutS && v <= kMaxConnTimeoutS))
@@ -591,6 +604,18 @@ Server::~Server() {
 }
 
 void Server::run(const std::function<void(int)>& on_listening) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->run_mu);
+    if (impl_->stop_requested) return;
+    impl_->running = true;
+  }
+  struct Ran {
+    Impl& impl;
+    ~Ran() {
+      std::lock_guard<std::mutex> lock(impl.run_mu);
+      impl.running = false;
+    }
+  } ran{*impl_};
   int port = impl_->opts.port;
   if (port == 0) {
     port = impl_->http.bind_to_any_port(impl_->opts.host);
@@ -602,12 +627,30 @@ void Server::run(const std::function<void(int)>& on_listening) {
   if (!impl_->http.set_backlog(kListenBacklog))
     throw Error(std::string("cannot set the listen backlog: ") + std::strerror(errno));
   if (on_listening) on_listening(port);
+  {
+    std::lock_guard<std::mutex> lock(impl_->run_mu);
+    if (impl_->stop_requested) return;  // stop() came before listening: it waits for this
+  }
   impl_->http.listen_after_bind();
   impl_->front->shutdown();  // answers in progress finish; idle connections close
 }
 
 void Server::stop() {
-  if (impl_) impl_->http.stop();
+  if (!impl_) return;
+  // Until run() either returns or has httplib listening, there is nothing httplib can stop:
+  // wait (a few ms at most) for one or the other.
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(impl_->run_mu);
+      impl_->stop_requested = true;
+      if (!impl_->running) return;  // not started (it will not) or finished
+      if (impl_->http.is_running()) {
+        impl_->http.stop();
+        return;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 }  // namespace huginn

@@ -113,22 +113,45 @@ void PairMap::set(int32_t a, int32_t b, int32_t rank, int32_t merged) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-thread word cache: direct-mapped, so a lookup is one hash and one compare.
-
-namespace {
-
-constexpr size_t kCacheSlots = 1 << 15;
-constexpr size_t kCacheMaxWord = 64;
+// Per-thread word cache: direct-mapped tables, so a lookup is one hash and one compare. Most
+// words are short: those of at most 24 bytes and 8 ids live inline in one 64-byte line of the
+// first table (no pointer to follow). Words up to kMaxWord bytes live in the second, whose
+// entries keep their buffers' capacity (a miss allocates only while the cache warms up). Longer
+// words go to a third, smaller table whose entries are freed when replaced, within a budget of
+// bytes per thread (long runs of spaces, digits or punctuation repeat in real text, and merging
+// them is the slowest part of BPE).
+struct alignas(64) SmallEntry {
+  static constexpr size_t kMaxKey = 24, kMaxIds = 8;
+  uint32_t check;  // high half of the hash
+  uint8_t len;     // key bytes; 0: unused
+  uint8_t flag;    // the raw flag
+  uint8_t n;       // ids
+  uint8_t unused;
+  char key[kMaxKey];
+  int32_t ids[kMaxIds];
+};
+static_assert(sizeof(SmallEntry) == 64);
 
 struct WordCache {
+  static constexpr size_t kSmallSlots = 1 << 16;
+  static constexpr size_t kSlots = 1 << 14;
+  static constexpr size_t kMaxWord = 256;
+  static constexpr size_t kLongSlots = 1 << 10;
+  static constexpr size_t kMaxLongWord = 1 << 16;   // longer words are merged every time
+  static constexpr size_t kLongBudget = 16u << 20;  // bytes of keys and ids in the long table
   struct Entry {
-    std::string key;
+    std::string key;  // the word plus one byte for the raw flag; empty: unused
     std::vector<int32_t> ids;
-    bool used = false;
+    size_t bytes() const { return key.capacity() + ids.capacity() * sizeof(int32_t); }
   };
   uint64_t uid = 0;
-  std::vector<Entry> entries = std::vector<Entry>(kCacheSlots);
+  std::vector<SmallEntry> small = std::vector<SmallEntry>(kSmallSlots, SmallEntry{});
+  std::vector<Entry> entries = std::vector<Entry>(kSlots);
+  std::vector<Entry> long_entries = std::vector<Entry>(kLongSlots);
+  size_t long_bytes = 0;
 };
+
+namespace {
 
 WordCache& cache_for(uint64_t uid) {
   thread_local std::vector<std::unique_ptr<WordCache>> caches;  // most recently used last
@@ -273,12 +296,13 @@ void BpeModel::initial_symbols(std::string_view word, bool raw_bytes, std::vecto
   if (pending_unk >= 0) ids.push_back(pending_unk);
 }
 
-// Lowest rank first, leftmost among equal ranks: a linear scan, fast for short words.
+// Lowest rank first, leftmost among equal ranks: a linear scan over the pairs' ranks, fast for
+// short words (O(n^2) in the symbols, n <= kSmallWord).
 void BpeModel::merge_small(std::vector<int32_t>& ids) const {
   size_t n = ids.size();
   if (n < 2) return;
   constexpr int32_t kNone = INT32_MAX;
-  int32_t ranks[256], merged[256];
+  int32_t ranks[kSmallWord], merged[kSmallWord];
   for (size_t i = 0; i + 1 < n; ++i)
     if (!merges_.get(ids[i], ids[i + 1], &ranks[i], &merged[i])) ranks[i] = kNone;
   while (n > 1) {
@@ -302,20 +326,21 @@ void BpeModel::merge_small(std::vector<int32_t>& ids) const {
   ids.resize(n);
 }
 
-// The library's Word::merge_all: a heap of candidate merges over a linked list of symbols. A
-// candidate is one integer, rank << 32 | position, so the heap orders by rank, then position;
-// it is stale when the pair now at its position has another rank (a rank names one pair).
+// The library's Word::merge_all, O(n log n): a heap of candidate merges over a linked list of
+// symbols. A candidate is one integer, rank << 32 | position, so the heap orders by rank, then
+// position; it is stale when the pair now at its position has another rank (a rank names one
+// pair). The buffers are per thread: no allocation per word once they have grown.
 void BpeModel::merge_large(std::vector<int32_t>& ids) const {
   struct Sym {
-    int32_t id;
+    int32_t id;  // -1: merged into its left neighbour
     int32_t prev, next;
   };
+  thread_local std::vector<Sym> sym;
+  thread_local std::vector<uint64_t> heap;
   const int32_t n = static_cast<int32_t>(ids.size());
-  std::vector<Sym> sym(n);
+  sym.resize(n);
+  heap.clear();
   for (int32_t i = 0; i < n; ++i) sym[i] = {ids[i], i - 1, i + 1 < n ? i + 1 : -1};
-  std::vector<bool> alive(n, true);
-  std::vector<uint64_t> heap;
-  heap.reserve(n);
   auto key = [](int32_t rank, int32_t pos) {
     return (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(pos);
   };
@@ -329,11 +354,11 @@ void BpeModel::merge_large(std::vector<int32_t>& ids) const {
     heap.pop_back();
     const int32_t rank = static_cast<int32_t>(top >> 32), pos = static_cast<int32_t>(top & 0xFFFFFFFF);
     Sym& left = sym[pos];
-    if (!alive[pos] || left.next < 0) continue;
+    if (left.id < 0 || left.next < 0) continue;
     Sym& right = sym[left.next];
     if (!merges_.get(left.id, right.id, &r, &m) || r != rank) continue;  // stale
     left.id = m;
-    alive[left.next] = false;
+    right.id = -1;
     left.next = right.next;
     if (right.next >= 0) sym[right.next].prev = pos;
     if (left.prev >= 0 && merges_.get(sym[left.prev].id, left.id, &r, &m)) {
@@ -357,14 +382,32 @@ void BpeModel::merge_word(std::string_view word, bool raw_bytes, std::vector<int
   if (ids.size() >= static_cast<size_t>(INT32_MAX))  // merge_large's positions are int32
     throw Error("tokenizer: a pre-token of " + std::to_string(word.size()) +
                 " bytes, more than the bound of 2^31 - 1 symbols");
-  if (ids.size() <= 256)
+  if (ids.size() <= kSmallWord)
     merge_small(ids);
   else
     merge_large(ids);
   out.insert(out.end(), ids.begin(), ids.end());
 }
 
-void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out) const {
+WordCache* BpeModel::thread_cache() const { return &cache_for(uid_); }
+
+namespace {
+
+bool cache_hit(const WordCache::Entry& e, std::string_view word, char flag) {
+  return e.key.size() == word.size() + 1 && e.key.back() == flag &&
+         std::memcmp(e.key.data(), word.data(), word.size()) == 0;
+}
+
+void cache_store(WordCache::Entry& e, std::string_view word, char flag, const int32_t* ids, size_t n) {
+  e.key.assign(word);
+  e.key.push_back(flag);
+  e.ids.assign(ids, ids + n);
+}
+
+}  // namespace
+
+void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out,
+                           WordCache* cache) const {
   if (word.empty()) return;
   if (opt_.ignore_merges) {
     int32_t id = raw_bytes ? raw_vocab_.get(word) : vocab_.get(word);
@@ -373,27 +416,57 @@ void BpeModel::encode_word(std::string_view word, bool raw_bytes, std::vector<in
       return;
     }
   }
-  if (word.size() > kCacheMaxWord) {
+  if (word.size() > WordCache::kMaxLongWord) {
     merge_word(word, raw_bytes, out);
     return;
   }
-  WordCache& cache = cache_for(uid_);
+  if (!cache) cache = thread_cache();
   // raw and mapped words of the same bytes differ in meaning: keep them apart in the hash.
-  uint64_t h = hash_bytes(word) ^ (raw_bytes ? 0x5555555555555555ULL : 0);
-  WordCache::Entry& e = cache.entries[h & (kCacheSlots - 1)];
-  // The stored key is the word plus one byte for the raw flag.
-  std::string_view key = word;
-  if (e.used && e.key.size() == key.size() + 1 && e.key.back() == (raw_bytes ? '\1' : '\0') &&
-      std::memcmp(e.key.data(), key.data(), key.size()) == 0) {
+  const uint64_t h = hash_bytes(word) ^ (raw_bytes ? 0x5555555555555555ULL : 0);
+  const char flag = raw_bytes ? '\1' : '\0';
+  if (word.size() <= SmallEntry::kMaxKey) {
+    SmallEntry& se = cache->small[(h >> 7) & (WordCache::kSmallSlots - 1)];
+    const uint32_t check = static_cast<uint32_t>(h >> 32);
+    if (se.len == word.size() && se.check == check && se.flag == flag &&
+        std::memcmp(se.key, word.data(), word.size()) == 0) {
+      if (se.n == 1)
+        out.push_back(se.ids[0]);
+      else
+        out.insert(out.end(), se.ids, se.ids + se.n);
+      return;
+    }
+    const size_t start = out.size();
+    merge_word(word, raw_bytes, out);
+    const size_t n = out.size() - start;
+    if (n > SmallEntry::kMaxIds) return;
+    se.check = check;
+    se.len = static_cast<uint8_t>(word.size());
+    se.flag = flag;
+    se.n = static_cast<uint8_t>(n);
+    std::memcpy(se.key, word.data(), word.size());
+    std::memcpy(se.ids, out.data() + start, n * sizeof(int32_t));
+    return;
+  }
+  const bool is_long = word.size() > WordCache::kMaxWord;
+  WordCache::Entry& e = is_long ? cache->long_entries[h & (WordCache::kLongSlots - 1)]
+                                : cache->entries[h & (WordCache::kSlots - 1)];
+  if (cache_hit(e, word, flag)) {
     out.insert(out.end(), e.ids.begin(), e.ids.end());
     return;
   }
-  size_t start = out.size();
+  const size_t start = out.size();
   merge_word(word, raw_bytes, out);
-  e.key.assign(key);
-  e.key.push_back(raw_bytes ? '\1' : '\0');
-  e.ids.assign(out.begin() + start, out.end());
-  e.used = true;
+  const size_t n = out.size() - start;
+  if (!is_long) {
+    cache_store(e, word, flag, out.data() + start, n);
+    return;
+  }
+  cache->long_bytes -= e.bytes();
+  e = WordCache::Entry{};  // freed, not kept at its old capacity
+  const size_t need = word.size() + 1 + n * sizeof(int32_t);
+  if (cache->long_bytes + need > WordCache::kLongBudget) return;
+  cache_store(e, word, flag, out.data() + start, n);
+  cache->long_bytes += e.bytes();
 }
 
 }  // namespace huginn::tok

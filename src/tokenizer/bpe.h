@@ -79,15 +79,25 @@ struct BpeOptions {
   std::string continuing_subword_prefix, end_of_word_suffix;
 };
 
+struct WordCache;  // per thread and model (bpe.cc)
+
 class BpeModel {
  public:
+  // Words of at most this many symbols merge by a linear scan, longer ones through a heap.
+  static constexpr size_t kSmallWord = 32;
+
   // vocab[id] is the token string of id (ids are dense 0..n-1; holes are empty strings).
   BpeModel(std::vector<std::string> vocab, const std::vector<std::pair<std::string, std::string>>& merges,
            BpeOptions options, const std::string& where);
 
   // Appends the ids of one pre-token. raw_bytes: `word` is raw bytes whose byte-level mapping
   // is implied (see Pipeline::byte_level_deferred).
-  void encode_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out) const;
+  // `cache`: this thread's word cache for this model (thread_cache()), or nullptr to look it up.
+  void encode_word(std::string_view word, bool raw_bytes, std::vector<int32_t>& out,
+                   WordCache* cache = nullptr) const;
+  // The calling thread's word cache for this model, valid until the thread uses four other
+  // models: fetch it once per text, not once per word.
+  WordCache* thread_cache() const;
 
   int32_t token_to_id(std::string_view token) const { return vocab_.get(token); }
   const std::string* id_to_token(int32_t id) const {

@@ -8,7 +8,9 @@
 
 #include "huginn/error.h"
 #include "tokenizer/limits.h"
+#include "tokenizer/pipeline.h"
 #include "tokenizer/regex.h"
+#include "tokenizer/scanner.h"
 #include "tokenizer/unicode.h"
 
 namespace huginn::tok {
@@ -73,6 +75,11 @@ struct Pattern {
     } else {
       throw Error(where + ": expected {\"String\": ...} or {\"Regex\": ...}");
     }
+  }
+
+  // False when `s` certainly has no match (a literal not in it).
+  bool may_match(std::string_view s) const {
+    return regex || (!literal.empty() && s.find(literal) != std::string_view::npos);
   }
 
   // Non-overlapping matches of valid UTF-8 `s`, left to right.
@@ -310,6 +317,13 @@ struct SplitPre : PreTokenizer {
     split_pieces(in, out, behavior, invert,
                  [&](std::string_view t, auto& m) { pattern.find_all(t, m); });
   }
+  // A scanner's matches tile the text: Isolated keeps them all, and so does Removed with invert
+  // (it removes what lies between matches: nothing).
+  FastSplit fast_split() const override {
+    const Scanner* s = pattern.regex ? pattern.regex->scanner() : nullptr;
+    if (!s || !(behavior == Behavior::kIsolated || (behavior == Behavior::kRemoved && invert))) return {};
+    return {true, false, s, false};
+  }
 };
 
 // Splits where a per-character predicate holds, each such character a match of its own.
@@ -361,6 +375,13 @@ struct ByteLevelPre : PreTokenizer {
     }
     if (!defer)
       for (Piece& p : out) p.text = arena.keep(bytes_to_byte_level(p.text));
+  }
+  // Only with the mapping left to the model; without the regex an identity (or a prefix).
+  FastSplit fast_split() const override {
+    if (!defer) return {};
+    if (!use_regex) return {true, !add_prefix_space, nullptr, add_prefix_space};
+    if (!regex->scanner()) return {};
+    return {true, false, regex->scanner(), add_prefix_space};
   }
 };
 
@@ -439,6 +460,19 @@ struct MetaspacePre : PreTokenizer {
 
 struct PreSequence : PreTokenizer {
   std::vector<std::unique_ptr<PreTokenizer>> steps;
+  // One scanner step among identities; a prefix space only in the first step (it applies to the
+  // whole text there, to each piece later).
+  FastSplit fast_split() const override {
+    FastSplit all{true, true, nullptr, false};
+    for (size_t k = 0; k < steps.size(); ++k) {
+      FastSplit f = steps[k]->fast_split();
+      if (!f.ok || (f.prefix_space && k > 0) || (f.scanner && all.scanner)) return {};
+      if (f.scanner) all.scanner = f.scanner, all.identity = false;
+      all.prefix_space = all.prefix_space || f.prefix_space;
+      if (f.prefix_space) all.identity = false;
+    }
+    return all;
+  }
   void split(const std::vector<Piece>& in, std::vector<Piece>& out, Arena& arena) const override {
     std::vector<Piece> a = in, b;
     for (const auto& step : steps) {
@@ -454,26 +488,10 @@ struct PreSequence : PreTokenizer {
 // Decoders
 
 struct ByteLevelDec : Decoder {
+  bool is_byte_level() const override { return true; }
   void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     std::string bytes;
-    for (const std::string& t : tokens) {
-      size_t mark = bytes.size();
-      bool all = true;
-      for (size_t i = 0; i < t.size();) {
-        int len;
-        int b = byte_of_char(utf8_decode(t, i, &len));
-        if (b < 0) {
-          all = false;
-          break;
-        }
-        bytes.push_back(static_cast<char>(b));
-        i += len;
-      }
-      if (!all) {
-        bytes.resize(mark);
-        bytes += t;
-      }
-    }
+    for (const std::string& t : tokens) byte_level_token_bytes(t, bytes);
     tokens.assign(1, utf8_lossy(bytes));
   }
 };
@@ -534,6 +552,16 @@ struct StripDec : Decoder {
   size_t start, stop;
   void decode_chain(std::vector<std::string>& tokens, const GrowthBound&) const override {
     for (std::string& t : tokens) {
+      if (stop == 0) {  // only leading characters to cut: no need to split the whole token
+        size_t b = 0;
+        for (size_t k = 0; k < start && b < t.size(); ++k) {
+          int len;
+          if (utf8_decode(t, b, &len) != content) break;
+          b += len;
+        }
+        if (b > 0) t.erase(0, b);
+        continue;
+      }
       std::vector<std::pair<size_t, int32_t>> chars;  // (byte offset, code point)
       for (size_t i = 0; i < t.size();) {
         int len;
@@ -567,7 +595,7 @@ struct ReplaceDec : Decoder {
     size_t total = 0;
     for (const std::string& t : tokens) total += t.size();
     for (std::string& t : tokens) {
-      if (!utf8_valid(t)) continue;
+      if (!pattern.may_match(t) || !utf8_valid(t)) continue;
       size_t before = t.size();
       t = pattern.replace_all(t, content, bound, total - before);
       total = total - before + t.size();
@@ -708,6 +736,21 @@ std::unique_ptr<PostProcessor> make_template(const json& j, const std::string& w
 }
 
 }  // namespace
+
+void byte_level_token_bytes(std::string_view t, std::string& bytes) {
+  const size_t mark = bytes.size();
+  for (size_t i = 0; i < t.size();) {
+    int len;
+    int b = byte_of_char(utf8_decode(t, i, &len));
+    if (b < 0) {  // not all byte-level characters: the token as it is
+      bytes.resize(mark);
+      bytes += t;
+      return;
+    }
+    bytes.push_back(static_cast<char>(b));
+    i += len;
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Factories

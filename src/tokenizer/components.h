@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -17,6 +18,9 @@ std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& j, const std::
 // mapping to the model.
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& j, const std::string& where,
                                                  bool* deferred);
+// The ByteLevel decoder's bytes for one token (appended to `bytes`): the byte of each character
+// when all are byte-level characters, else the token's own text.
+void byte_level_token_bytes(std::string_view token, std::string& bytes);
 std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std::string& where);
 std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& j,
                                                    const std::string& where);

@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "huginn/error.h"
+#include "tokenizer/components.h"
+#include "tokenizer/scanner.h"
 #include "tokenizer/unicode.h"
 
 namespace huginn::tok {
@@ -156,7 +158,40 @@ void Pipeline::finish_added() {
 // ---------------------------------------------------------------------------------------------
 // Encode / decode
 
+void Pipeline::finish_pre_tokenizer() {
+  fast_ = pre_tokenizer ? pre_tokenizer->fast_split() : FastSplit{};
+  if (fast_.ok && !fast_.scanner) fast_ = {};  // (an identity alone is the general path's case)
+}
+
+// The scanner's pieces straight to the model: no piece list, one cache lookup per text.
+void Pipeline::encode_scanned(std::string_view text, std::vector<int32_t>& ids) const {
+  thread_local std::string spaced;
+  if (fast_.prefix_space && !text.empty() && text[0] != ' ') {
+    spaced.assign(1, ' ');
+    spaced.append(text);
+    text = spaced;
+  }
+  WordCache* cache = model->thread_cache();
+  const bool raw = byte_level_deferred;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(text.data());
+  for (size_t i = 0, n = text.size(); i < n;) {
+    const size_t valid_end = i + utf8_valid_prefix(text.substr(i));
+    const size_t m = valid_end - i;
+    for (size_t a = 0; a < m;) {
+      const size_t e = fast_.scanner->match_at(bytes + i, m, a);
+      model->encode_word(text.substr(i + a, e - a), raw, ids, cache);
+      a = e;
+    }
+    i = valid_end;
+    if (i < n) model->encode_word(text.substr(i++, 1), raw, ids, cache);  // an invalid byte
+  }
+}
+
 void Pipeline::encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const {
+  if (fast_.ok) {
+    encode_scanned(text, ids);
+    return;
+  }
   if (!pre_tokenizer) {
     model->encode_word(text, false, ids);
     return;
@@ -228,7 +263,53 @@ bool Pipeline::is_special(int32_t id) const {
   return it != added_by_id.end() && added[it->second].special;
 }
 
+void Pipeline::finish_decoder() {
+  byte_text_.clear();
+  byte_off_.clear();
+  id_kind_.clear();
+  if (!decoder || !decoder->is_byte_level()) return;
+  int32_t limit = model->id_limit();
+  for (const AddedToken& a : added) limit = std::max(limit, a.id + 1);
+  byte_off_.reserve(static_cast<size_t>(limit) + 1);
+  id_kind_.assign(static_cast<size_t>(limit), 0);
+  for (int32_t id = 0; id < limit; ++id) {
+    byte_off_.push_back(static_cast<uint32_t>(byte_text_.size()));
+    const std::string* t = id_to_token(id);
+    if (!t) continue;
+    id_kind_[id] = is_special(id) ? 2 : 1;
+    byte_level_token_bytes(*t, byte_text_);
+    if (byte_text_.size() > UINT32_MAX) throw Error(origin + ": more than 4 GiB of token text");
+  }
+  byte_off_.push_back(static_cast<uint32_t>(byte_text_.size()));
+}
+
+void Pipeline::decode_bytes(const int32_t* ids, size_t n, bool skip_special, std::string& bytes) const {
+  bytes.clear();
+  bytes.reserve(n * 4);
+  const uint8_t skip_kind = skip_special ? 2 : 3;
+  for (size_t k = 0; k < n; ++k) {
+    const int32_t id = ids[k];
+    if (id < 0 || static_cast<size_t>(id) >= id_kind_.size()) continue;  // unknown: skipped
+    const uint8_t kind = id_kind_[id];
+    if (kind == 0 || kind == skip_kind) continue;
+    bytes.append(byte_text_, byte_off_[id], byte_off_[id + 1] - byte_off_[id]);
+  }
+  if (!utf8_valid(bytes)) bytes = utf8_lossy(bytes);
+}
+
+void Pipeline::decode_to(const int32_t* ids, size_t n, bool skip_special, std::string& out) const {
+  if (id_kind_.empty())
+    out = decode(ids, n, skip_special);
+  else
+    decode_bytes(ids, n, skip_special, out);
+}
+
 std::string Pipeline::decode(const int32_t* ids, size_t n, bool skip_special) const {
+  if (!id_kind_.empty()) {
+    std::string out;
+    decode_bytes(ids, n, skip_special, out);
+    return out;
+  }
   std::vector<std::string> tokens;
   tokens.reserve(n);
   for (size_t k = 0; k < n; ++k) {

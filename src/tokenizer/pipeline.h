@@ -52,10 +52,25 @@ struct Normalizer {
   virtual void normalize(std::string& s, const GrowthBound& bound) const = 0;
 };
 
+class Scanner;
+
+// What a pre-tokenizer does when it is the split of one hand-written scanner (scanner.h): the
+// text, with a space put before it when prefix_space and it does not start with one, is cut at
+// invalid UTF-8 bytes (each its own piece) and each valid run into the scanner's matches, which
+// tile it. `identity`: the pre-tokenizer leaves the text as it is.
+struct FastSplit {
+  bool ok = false;
+  bool identity = false;
+  const Scanner* scanner = nullptr;
+  bool prefix_space = false;
+};
+
 struct PreTokenizer {
   virtual ~PreTokenizer() = default;
   // Splits every piece of `in` into `out` (out is empty on entry).
   virtual void split(const std::vector<Piece>& in, std::vector<Piece>& out, Arena& arena) const = 0;
+  // The same split as a FastSplit, when it is one (ok false otherwise).
+  virtual FastSplit fast_split() const { return {}; }
 };
 
 struct PostProcessor {
@@ -72,6 +87,9 @@ struct Decoder {
   virtual void decode_chain(std::vector<std::string>& tokens, const GrowthBound& bound) const = 0;
   // True for ByteFallback, whose output for a run of byte tokens depends on the whole run.
   virtual bool has_byte_fallback() const { return false; }
+  // True for the ByteLevel decoder alone: each token then decodes to fixed bytes, and the text
+  // is their concatenation made valid UTF-8.
+  virtual bool is_byte_level() const { return false; }
 };
 
 struct AddedToken {
@@ -127,14 +145,40 @@ class Pipeline {
 
   void encode(std::string_view text, bool add_special, std::vector<int32_t>& ids) const;
   std::string decode(const int32_t* ids, size_t n, bool skip_special) const;
+  // With a ByteLevel decoder, decode(ids) is utf8_lossy of the ids' bytes concatenated. Sets
+  // *bytes to the bytes of `id` and returns true, or returns false when decode() drops the id
+  // (unknown, or special and skipped). Only when byte_level_decoding().
+  bool byte_level_decoding() const { return !id_kind_.empty(); }
+  bool token_bytes(int32_t id, bool skip_special, std::string_view* bytes) const {
+    if (id < 0 || static_cast<size_t>(id) >= id_kind_.size()) return false;
+    const uint8_t kind = id_kind_[id];
+    if (kind == 0 || (skip_special && kind == 2)) return false;
+    *bytes = std::string_view(byte_text_).substr(byte_off_[id], byte_off_[id + 1] - byte_off_[id]);
+    return true;
+  }
+  // decode() into `out`, reusing its buffer (streaming decoding calls it for every token).
+  void decode_to(const int32_t* ids, size_t n, bool skip_special, std::string& out) const;
   int32_t token_to_id(std::string_view token) const;
   const std::string* id_to_token(int32_t id) const;
   bool is_special(int32_t id) const;
   // Built after loading: matchers and lookups of `added`.
   void finish_added();
+  // After loading: whether the pre-tokenizer takes the direct path of one scanner.
+  void finish_pre_tokenizer();
+  // After loading (added tokens included): the bytes of every id for a ByteLevel decoder.
+  void finish_decoder();
+  bool uses_scanner() const { return fast_.ok && fast_.scanner; }
 
  private:
   void encode_text(std::string_view text, bool at_start, std::vector<int32_t>& ids) const;
+  void encode_scanned(std::string_view text, std::vector<int32_t>& ids) const;
+  void decode_bytes(const int32_t* ids, size_t n, bool skip_special, std::string& out) const;
+  FastSplit fast_;
+  // For a ByteLevel decoder: id -> its bytes, [byte_off_[id], byte_off_[id + 1]) of byte_text_;
+  // id_kind_[id]: 0 unknown, 1 token, 2 special token.
+  std::string byte_text_;
+  std::vector<uint32_t> byte_off_;
+  std::vector<uint8_t> id_kind_;
 };
 
 // Component factories from tokenizer.json nodes (load.cc); `where` names the JSON path.

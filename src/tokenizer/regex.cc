@@ -10,6 +10,7 @@
 #include "huginn/error.h"
 #include "huginn/log.h"
 #include "tokenizer/limits.h"
+#include "tokenizer/scanner.h"
 
 namespace huginn::tok {
 
@@ -63,25 +64,6 @@ const char* kWhiteSpace =
     "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"
     "\\x{205F}\\x{3000}";
 
-std::string canonical_category(std::string name) {
-  static const std::map<std::string, std::string> long_names = {
-      {"Letter", "L"}, {"Uppercase_Letter", "Lu"}, {"Lowercase_Letter", "Ll"},
-      {"Titlecase_Letter", "Lt"}, {"Modifier_Letter", "Lm"}, {"Other_Letter", "Lo"},
-      {"Cased_Letter", "LC"}, {"L&", "LC"}, {"Mark", "M"}, {"Combining_Mark", "M"},
-      {"Nonspacing_Mark", "Mn"}, {"Spacing_Mark", "Mc"}, {"Enclosing_Mark", "Me"},
-      {"Number", "N"}, {"Decimal_Number", "Nd"}, {"Digit", "Nd"}, {"Letter_Number", "Nl"},
-      {"Other_Number", "No"}, {"Punctuation", "P"}, {"Connector_Punctuation", "Pc"},
-      {"Dash_Punctuation", "Pd"}, {"Open_Punctuation", "Ps"}, {"Close_Punctuation", "Pe"},
-      {"Initial_Punctuation", "Pi"}, {"Final_Punctuation", "Pf"}, {"Other_Punctuation", "Po"},
-      {"Symbol", "S"}, {"Math_Symbol", "Sm"}, {"Currency_Symbol", "Sc"},
-      {"Modifier_Symbol", "Sk"}, {"Other_Symbol", "So"}, {"Separator", "Z"},
-      {"Space_Separator", "Zs"}, {"Line_Separator", "Zl"}, {"Paragraph_Separator", "Zp"},
-      {"Other", "C"}, {"Control", "Cc"}, {"Format", "Cf"}, {"Private_Use", "Co"},
-      {"Unassigned", "Cn"}, {"Surrogate", "Cs"}};
-  auto it = long_names.find(name);
-  return it == long_names.end() ? name : it->second;
-}
-
 // One \p / \P item, in or outside a character class.
 std::string property_item(const std::string& raw_name, bool negated, bool in_class,
                           const std::string& where) {
@@ -110,6 +92,25 @@ std::string property_item(const std::string& raw_name, bool negated, bool in_cla
 }
 
 }  // namespace
+
+std::string canonical_category(std::string name) {
+  static const std::map<std::string, std::string> long_names = {
+      {"Letter", "L"}, {"Uppercase_Letter", "Lu"}, {"Lowercase_Letter", "Ll"},
+      {"Titlecase_Letter", "Lt"}, {"Modifier_Letter", "Lm"}, {"Other_Letter", "Lo"},
+      {"Cased_Letter", "LC"}, {"L&", "LC"}, {"Mark", "M"}, {"Combining_Mark", "M"},
+      {"Nonspacing_Mark", "Mn"}, {"Spacing_Mark", "Mc"}, {"Enclosing_Mark", "Me"},
+      {"Number", "N"}, {"Decimal_Number", "Nd"}, {"Digit", "Nd"}, {"Letter_Number", "Nl"},
+      {"Other_Number", "No"}, {"Punctuation", "P"}, {"Connector_Punctuation", "Pc"},
+      {"Dash_Punctuation", "Pd"}, {"Open_Punctuation", "Ps"}, {"Close_Punctuation", "Pe"},
+      {"Initial_Punctuation", "Pi"}, {"Final_Punctuation", "Pf"}, {"Other_Punctuation", "Po"},
+      {"Symbol", "S"}, {"Math_Symbol", "Sm"}, {"Currency_Symbol", "Sc"},
+      {"Modifier_Symbol", "Sk"}, {"Other_Symbol", "So"}, {"Separator", "Z"},
+      {"Space_Separator", "Zs"}, {"Line_Separator", "Zl"}, {"Paragraph_Separator", "Zp"},
+      {"Other", "C"}, {"Control", "Cc"}, {"Format", "Cf"}, {"Private_Use", "Co"},
+      {"Unassigned", "Cn"}, {"Surrogate", "Cs"}};
+  auto it = long_names.find(name);
+  return it == long_names.end() ? name : it->second;
+}
 
 std::string pcre2_unicode_version() {
   char buf[64] = {0};
@@ -240,7 +241,8 @@ struct Regex::Impl {
   ~Impl() { pcre2_code_free(code); }
 };
 
-Regex::Regex(const std::string& pattern, const std::string& where) : impl_(new Impl) {
+Regex::Regex(const std::string& pattern, const std::string& where, bool allow_scanner)
+    : impl_(new Impl) {
   impl_->where = where;
   translated_ = translate_oniguruma(pattern, where);
   int err = 0;
@@ -258,11 +260,18 @@ Regex::Regex(const std::string& pattern, const std::string& where) : impl_(new I
                 reinterpret_cast<const char*>(msg) + " at offset " + std::to_string(off));
   }
   impl_->jit = pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0;
+  if (allow_scanner) scanner_ = Scanner::recognize(pattern);
 }
 
 Regex::~Regex() = default;
 
 bool Regex::find(std::string_view text, size_t from, size_t* start, size_t* end) const {
+  if (scanner_) {  // every character starts a match of the scanners' patterns
+    if (from >= text.size()) return false;
+    *start = from;
+    *end = scanner_->match_at(reinterpret_cast<const uint8_t*>(text.data()), text.size(), from);
+    return true;
+  }
   MatchState& st = match_state();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   int rc = impl_->jit ? pcre2_jit_match(impl_->code, subject, text.size(), from, 0, st.md, st.mc)
@@ -281,6 +290,7 @@ bool Regex::find(std::string_view text, size_t from, size_t* start, size_t* end)
 }
 
 void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const {
+  if (scanner_) return scanner_->find_all(text, out);
   size_t pos = 0;
   size_t s, e;
   while (pos <= text.size() && find(text, pos, &s, &e)) {

@@ -13,10 +13,14 @@
 
 namespace huginn::tok {
 
+class Scanner;
+
 class Regex {
  public:
-  // `where` names the pattern's place (file and field) in error messages.
-  Regex(const std::string& oniguruma_pattern, const std::string& where);
+  // `where` names the pattern's place (file and field) in error messages. A pattern that a
+  // hand-written scanner knows (scanner.h) is matched by it unless `allow_scanner` is false; the
+  // results are the same.
+  Regex(const std::string& oniguruma_pattern, const std::string& where, bool allow_scanner = true);
   ~Regex();
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
@@ -30,10 +34,13 @@ class Regex {
   void find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const;
 
   const std::string& pcre_pattern() const { return translated_; }
+  // The scanner in use, or nullptr (PCRE2 matches).
+  const Scanner* scanner() const { return scanner_.get(); }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  std::unique_ptr<Scanner> scanner_;
   std::string translated_;
 };
 
@@ -41,5 +48,7 @@ class Regex {
 // linked PCRE2's tables.
 std::string translate_oniguruma(const std::string& pattern, const std::string& where);
 std::string pcre2_unicode_version();
+// The short name of a general category (\p{Letter} -> L, \p{L&} -> LC).
+std::string canonical_category(std::string name);
 
 }  // namespace huginn::tok

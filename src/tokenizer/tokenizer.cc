@@ -190,12 +190,14 @@ std::shared_ptr<const Tokenizer> Tokenizer::from_json(const std::string& text, c
   if (!is_null_or_absent(j, "pre_tokenizer"))
     p.pre_tokenizer = tok::make_pre_tokenizer(j.at("pre_tokenizer"), origin + ": pre_tokenizer",
                                               &p.byte_level_deferred);
+  p.finish_pre_tokenizer();
   if (!is_null_or_absent(j, "post_processor"))
     p.post_processor = tok::make_post_processor(j.at("post_processor"), origin + ": post_processor");
   if (!is_null_or_absent(j, "decoder"))
     p.decoder = tok::make_decoder(j.at("decoder"), origin + ": decoder");
   if (!is_null_or_absent(j, "added_tokens")) load_added(j.at("added_tokens"), origin + ": added_tokens", p);
   p.finish_added();
+  p.finish_decoder();
   if (p.post_processor) {
     std::vector<int32_t> ids;
     p.post_processor->inserted_ids(ids);
@@ -239,6 +241,7 @@ Tokenizer::~Tokenizer() = default;
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) const {
   std::vector<int32_t> ids;
+  ids.reserve(text.size() / 4 + 16);  // real text averages 3-4 bytes per token
   pipeline_->encode(text, add_special, ids);
   return ids;
 }
@@ -347,6 +350,9 @@ void StreamDecoder::reset() {
   ids_.clear();
   prefix_ids_ = 0;
   prefix_.clear();
+  context_bytes_.clear();
+  pending_bytes_.clear();
+  context_valid_ = true;
 }
 
 namespace {
@@ -358,35 +364,75 @@ bool is_byte_token(const std::string& t) {
 }
 }  // namespace
 
+// The same steps as push() below for a ByteLevel decoder, where decode(ids) is
+// utf8_lossy(bytes of the ids): the bytes of the context and of the pending ids are kept, so a
+// push appends one token's bytes instead of decoding every id again.
+std::string StreamDecoder::push_bytes(int32_t id) {
+  const tok::Pipeline& p = tok_->pipeline();
+  std::string_view bytes;
+  if (!p.token_bytes(id, skip_special_, &bytes)) return "";
+  pending_bytes_.append(bytes);
+  // The common case: valid context and pending bytes. Then the text is context + pending, its
+  // part past the context's text (the context itself) is the pending bytes, and they become the
+  // context. (prefix_ is kept only for a context that is not valid UTF-8.)
+  if (context_valid_ && tok::utf8_valid(pending_bytes_)) {
+    if (pending_bytes_.empty() || ends_with_replacement(pending_bytes_)) return "";
+    std::string fresh = pending_bytes_;
+    context_bytes_.swap(pending_bytes_);
+    pending_bytes_.clear();
+    return fresh;
+  }
+  const std::string& prefix = context_valid_ ? context_bytes_ : prefix_;
+  text_.assign(context_bytes_);
+  text_.append(pending_bytes_);
+  if (!tok::utf8_valid(text_)) text_ = tok::utf8_lossy(text_);
+  if (text_.size() <= prefix.size() || ends_with_replacement(text_)) return "";
+  size_t common = 0;
+  while (common < prefix.size() && text_[common] == prefix[common]) ++common;
+  std::string fresh = text_.substr(common);
+  context_bytes_.swap(pending_bytes_);
+  pending_bytes_.clear();
+  context_valid_ = tok::utf8_valid(context_bytes_);
+  if (!context_valid_) prefix_ = tok::utf8_lossy(context_bytes_);
+  return fresh;
+}
+
 std::string StreamDecoder::push(int32_t id) {
   const tok::Pipeline& p = tok_->pipeline();
+  if (p.byte_level_decoding()) return push_bytes(id);
   // An id that decode() drops (unknown, or special and skipped) changes no text; it must not end
   // a run of byte tokens either, which decode() groups across it.
   if (!p.id_to_token(id) || (skip_special_ && p.is_special(id))) return "";
   ids_.push_back(id);
   // A byte token may still turn its run invalid (ByteFallback emits one U+FFFD per byte then).
-  if (p.decoder && p.decoder->has_byte_fallback() && is_byte_token(tok_->id_to_token(id)))
-    return "";
-  std::string text = p.decode(ids_.data(), ids_.size(), skip_special_);
-  if (text.size() <= prefix_.size() || ends_with_replacement(text)) return "";
+  if (p.decoder && p.decoder->has_byte_fallback() && is_byte_token(*p.id_to_token(id))) return "";
+  p.decode_to(ids_.data(), ids_.size(), skip_special_, text_);
+  if (text_.size() <= prefix_.size() || ends_with_replacement(text_)) return "";
   size_t common = 0;
-  while (common < prefix_.size() && text[common] == prefix_[common]) ++common;
-  std::string fresh = text.substr(common);
+  while (common < prefix_.size() && text_[common] == prefix_[common]) ++common;
+  std::string fresh = text_.substr(common);
   // The pending tokens become the context for the next ones.
   ids_.erase(ids_.begin(), ids_.begin() + static_cast<std::ptrdiff_t>(prefix_ids_));
   prefix_ids_ = ids_.size();
-  prefix_ = p.decode(ids_.data(), ids_.size(), skip_special_);
+  p.decode_to(ids_.data(), ids_.size(), skip_special_, prefix_);
   return fresh;
 }
 
 std::string StreamDecoder::finish() {
   const tok::Pipeline& p = tok_->pipeline();
-  std::string text = p.decode(ids_.data(), ids_.size(), skip_special_);
+  if (p.byte_level_decoding()) {
+    text_.assign(context_bytes_);
+    text_.append(pending_bytes_);
+    if (!tok::utf8_valid(text_)) text_ = tok::utf8_lossy(text_);
+  } else {
+    p.decode_to(ids_.data(), ids_.size(), skip_special_, text_);
+  }
+  const std::string& prefix = p.byte_level_decoding() && context_valid_ ? context_bytes_ : prefix_;
   std::string fresh;
-  if (text.size() > prefix_.size()) {
+  if (text_.size() > prefix.size()) {
     size_t common = 0;
-    while (common < prefix_.size() && text[common] == prefix_[common]) ++common;
-    fresh = text.substr(common);
+    while (common < prefix.size() && text_[common] == prefix[common]) ++common;
+    fresh = text_.substr(common);
   }
   reset();
   return fresh;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,13 @@ size_t utf8_valid_prefix(std::string_view s) {
   while (i < s.size()) {
     if (static_cast<uint8_t>(s[i]) < 0x80) {
       ++i;
+      // ASCII runs eight bytes at a time (no high bit set in the word).
+      while (i + 8 <= s.size()) {
+        uint64_t w;
+        std::memcpy(&w, s.data() + i, 8);
+        if (w & 0x8080808080808080ULL) break;
+        i += 8;
+      }
       continue;
     }
     int len;
@@ -80,6 +88,7 @@ void utf8_append(std::string& out, int32_t cp) {
 }
 
 std::string utf8_lossy(std::string_view s) {
+  if (utf8_valid(s)) return std::string(s);
   std::string out;
   out.reserve(s.size());
   size_t i = 0;

@@ -73,15 +73,28 @@ void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint
     else
       put<uint32_t>(body + 4 * i, tokens[i]);
   }
-  std::memcpy(buf.data(), kMagic, 8);
-  put<uint32_t>(buf.data() + 8, kShardVersion);
-  put<uint32_t>(buf.data() + 12, width);
-  put<uint64_t>(buf.data() + 16, tokens.size());
-  put<uint32_t>(buf.data() + 24, vocab_size);
-  put<int32_t>(buf.data() + 28, eot_id);
-  put<uint64_t>(buf.data() + 32, fnv1a64(body, tokens.size() * width));
-  put<uint64_t>(buf.data() + 40, tokenizer_hash);
+  ShardInfo info;
+  info.token_bytes = width;
+  info.count = tokens.size();
+  info.vocab_size = vocab_size;
+  info.eot_id = eot_id;
+  info.tokenizer_hash = tokenizer_hash;
+  const auto header = shard_header(info, fnv1a64(body, tokens.size() * width));
+  std::memcpy(buf.data(), header.data(), header.size());
   write_file_atomic(path, buf.data(), buf.size());
+}
+
+std::array<uint8_t, kShardHeaderBytes> shard_header(const ShardInfo& info, uint64_t checksum) {
+  std::array<uint8_t, kShardHeaderBytes> h{};
+  std::memcpy(h.data(), kMagic, 8);
+  put<uint32_t>(h.data() + 8, kShardVersion);
+  put<uint32_t>(h.data() + 12, info.token_bytes);
+  put<uint64_t>(h.data() + 16, info.count);
+  put<uint32_t>(h.data() + 24, info.vocab_size);
+  put<int32_t>(h.data() + 28, info.eot_id);
+  put<uint64_t>(h.data() + 32, checksum);
+  put<uint64_t>(h.data() + 40, info.tokenizer_hash);
+  return h;
 }
 
 Shard Shard::open(const std::string& path) {

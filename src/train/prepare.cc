@@ -1,16 +1,34 @@
-// `huginn data prepare`: documents -> tokens (on a thread pool) -> train/val shards.
+// `huginn data prepare`: documents -> tokens -> train/val shards, streaming.
+//
+// A reader thread decompresses the inputs and cuts them into batches of documents
+// (prepare_input.h); the pool's threads parse JSONL lines and encode; the tokens go to shard
+// files written as they fill (train-NNNNN.partial, renamed to .bin when full). After every batch
+// the partial files are synced and prepare-state.json records where reading stands and how many
+// tokens each partial file holds, so a killed run resumes (--resume) exactly where that batch
+// ended, with the same shards as a run that was never stopped. Memory: a few batches of text and
+// their tokens, whatever the input size.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
+#include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "huginn/data.h"
 #include "huginn/error.h"
 #include "huginn/log.h"
 #include "huginn/thread_pool.h"
 #include "huginn/tokenizer.h"
+#include "train/prepare_input.h"
 #include "util/json.h"
 #include "util/mapped_file.h"
 
@@ -19,8 +37,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr size_t kBatchBytes = 16u << 20;  // text per tokenization batch
 constexpr size_t kBatchDocs = 8192;
+constexpr int kStateVersion = 1;
+const char* kStateFile = "prepare-state.json";
 
 int32_t find_eot(const Tokenizer& tok, const PrepareOptions& o) {
   if (!o.eot_token.empty()) {
@@ -36,51 +55,372 @@ int32_t find_eot(const Tokenizer& tok, const PrepareOptions& o) {
               "name one with --eot-token");
 }
 
-// Writes numbered shards of one split as tokens arrive.
-class ShardWriter {
- public:
-  ShardWriter(std::string dir, std::string split, const PrepareResult& r, uint64_t hash,
-              uint64_t shard_tokens)
-      : dir_(std::move(dir)), split_(std::move(split)), r_(r), hash_(hash), cap_(shard_tokens) {}
-  void add(const uint32_t* t, size_t n) {
-    while (n > 0) {
-      const size_t take = std::min<size_t>(n, cap_ - buf_.size());
-      buf_.insert(buf_.end(), t, t + take);
-      t += take;
-      n -= take;
-      if (buf_.size() == cap_) flush();
-    }
-  }
-  void flush() {
-    if (buf_.empty()) return;
-    char name[64];
-    std::snprintf(name, sizeof name, "/%s-%05d.bin", split_.c_str(), count_++);
-    write_shard(dir_ + name, buf_, r_.vocab_size, r_.eot_id, hash_);
-    total_ += buf_.size();
-    buf_.clear();
-  }
-  int count() const { return count_; }
-  uint64_t total() const { return total_; }
-
- private:
-  std::string dir_, split_;
-  const PrepareResult& r_;
-  uint64_t hash_, cap_;
-  std::vector<uint32_t> buf_;
-  int count_ = 0;
-  uint64_t total_ = 0;
-};
-
-bool is_jsonl(const std::string& path) {
-  return path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0;
-}
-
 std::string read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot read input file");
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+void fsync_path(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Writes the numbered shards of one split as tokens arrive: the current shard is a .partial file
+// (header, then tokens) renamed to .bin once full, with its header and checksum written then.
+class ShardWriter {
+ public:
+  ShardWriter(std::string dir, std::string split, uint32_t vocab, int32_t eot, uint64_t hash,
+              uint64_t shard_tokens)
+      : dir_(std::move(dir)), split_(std::move(split)), vocab_(vocab), eot_(eot), hash_(hash),
+        cap_(shard_tokens), width_(vocab <= 65536 ? 2 : 4) {}
+  ~ShardWriter() {
+    if (f_) std::fclose(f_);
+  }
+
+  // Continues after `shards` full shards and `partial` tokens of the next one (a resume).
+  void resume(int shards, uint64_t partial) {
+    count_ = shards;
+    const std::string part = path(count_, ".partial"), full = path(count_, ".bin");
+    if (!fs::exists(part) && fs::exists(full)) fs::rename(full, part);  // renamed after the state
+    if (partial == 0 && !fs::exists(part)) return;
+    if (!fs::exists(part) || fs::file_size(part) < kShardHeaderBytes + partial * width_)
+      throw Error(part + ": shorter than prepare-state.json says (" + std::to_string(partial) +
+                  " tokens); the output folder was changed since the run stopped");
+    fs::resize_file(part, kShardHeaderBytes + partial * width_);
+    f_ = std::fopen(part.c_str(), "r+b");
+    if (!f_) throw Error(part + ": cannot reopen: " + std::strerror(errno));
+    std::fseek(f_, kShardHeaderBytes, SEEK_SET);
+    std::vector<uint8_t> buf(1 << 20);
+    checksum_ = fnv1a64(nullptr, 0);
+    for (uint64_t left = partial * width_; left > 0;) {
+      const size_t n = std::fread(buf.data(), 1, std::min<uint64_t>(left, buf.size()), f_);
+      if (n == 0) throw Error(part + ": read error while resuming");
+      checksum_ = fnv1a64(buf.data(), n, checksum_);
+      left -= n;
+    }
+    std::fseek(f_, 0, SEEK_END);
+    in_shard_ = partial;
+  }
+
+  void add(const uint32_t* t, size_t n) {
+    while (n > 0) {
+      if (!f_) start();
+      const size_t take = std::min<uint64_t>(n, cap_ - in_shard_);
+      bytes_.resize(take * width_);
+      for (size_t i = 0; i < take; ++i) {
+        if (width_ == 2) {
+          const uint16_t v = static_cast<uint16_t>(t[i]);
+          std::memcpy(bytes_.data() + 2 * i, &v, 2);
+        } else {
+          std::memcpy(bytes_.data() + 4 * i, &t[i], 4);
+        }
+      }
+      if (std::fwrite(bytes_.data(), 1, bytes_.size(), f_) != bytes_.size())
+        throw Error(path(count_, ".partial") + ": write error: " + std::strerror(errno));
+      checksum_ = fnv1a64(bytes_.data(), bytes_.size(), checksum_);
+      in_shard_ += take;
+      total_ += take;
+      t += take;
+      n -= take;
+      if (in_shard_ == cap_) finish_shard();
+    }
+  }
+  // Makes the partial shard durable (before the state that counts its tokens is written).
+  void sync() {
+    if (!f_) return;
+    if (std::fflush(f_) != 0) throw Error(path(count_, ".partial") + ": write error");
+    ::fdatasync(fileno(f_));
+  }
+  void finish() {
+    if (f_ && in_shard_ > 0) finish_shard();
+  }
+  int shards() const { return count_; }
+  uint64_t partial() const { return in_shard_; }
+  uint64_t total() const { return total_; }
+  void set_total(uint64_t t) { total_ = t; }
+
+ private:
+  std::string path(int k, const char* ext) const {
+    char name[64];
+    std::snprintf(name, sizeof name, "/%s-%05d%s", split_.c_str(), k, ext);
+    return dir_ + name;
+  }
+  void start() {
+    const std::string part = path(count_, ".partial");
+    f_ = std::fopen(part.c_str(), "wb");
+    if (!f_) throw Error(part + ": cannot create: " + std::strerror(errno));
+    const std::vector<uint8_t> zero(kShardHeaderBytes, 0);
+    std::fwrite(zero.data(), 1, zero.size(), f_);
+    checksum_ = fnv1a64(nullptr, 0);
+    in_shard_ = 0;
+  }
+  void finish_shard() {
+    ShardInfo info;
+    info.token_bytes = width_;
+    info.count = in_shard_;
+    info.vocab_size = vocab_;
+    info.eot_id = eot_;
+    info.tokenizer_hash = hash_;
+    const auto header = shard_header(info, checksum_);
+    std::fseek(f_, 0, SEEK_SET);
+    if (std::fwrite(header.data(), 1, header.size(), f_) != header.size() || std::fflush(f_) != 0)
+      throw Error(path(count_, ".partial") + ": write error: " + std::strerror(errno));
+    ::fsync(fileno(f_));
+    std::fclose(f_);
+    f_ = nullptr;
+    fs::rename(path(count_, ".partial"), path(count_, ".bin"));
+    ++count_;
+    in_shard_ = 0;
+  }
+
+  std::string dir_, split_;
+  uint32_t vocab_;
+  int32_t eot_;
+  uint64_t hash_, cap_;
+  uint32_t width_;
+  FILE* f_ = nullptr;
+  std::vector<uint8_t> bytes_;
+  uint64_t checksum_ = 0, in_shard_ = 0, total_ = 0;
+  int count_ = 0;
+};
+
+// What must match for a resume: the tokenizer, the options that shape the shards, the inputs.
+nlohmann::json run_fingerprint(const PrepareOptions& o, uint64_t tok_hash, int32_t eot) {
+  nlohmann::json inputs = nlohmann::json::array();
+  for (const std::string& in : o.inputs)
+    inputs.push_back({{"path", in}, {"bytes", fs::file_size(in)}});
+  return {{"tokenizer_hash", std::to_string(tok_hash)}, {"eot_id", eot},
+          {"val_fraction", o.val_fraction}, {"shard_tokens", o.shard_tokens},
+          {"max_doc_bytes", o.max_doc_mb << 20}, {"batch_bytes", o.batch_mb << 20}, {"inputs", inputs}};
+}
+
+struct State {
+  prep::Position pos;
+  uint64_t documents = 0, file_bytes_done = 0;
+  int train_shards = 0, val_shards = 0;
+  uint64_t train_partial = 0, val_partial = 0, train_tokens = 0, val_tokens = 0;
+  bool done = false;
+};
+
+void write_state(const std::string& dir, const nlohmann::json& fingerprint, const State& s) {
+  nlohmann::json j = {{"version", kStateVersion}, {"run", fingerprint}, {"done", s.done},
+                      {"input", s.pos.input}, {"offset", s.pos.offset}, {"line", s.pos.line},
+                      {"documents", s.documents}, {"file_bytes_done", s.file_bytes_done},
+                      {"train", {{"shards", s.train_shards}, {"partial", s.train_partial}, {"tokens", s.train_tokens}}},
+                      {"val", {{"shards", s.val_shards}, {"partial", s.val_partial}, {"tokens", s.val_tokens}}}};
+  const std::string text = j.dump(1) + "\n";
+  write_file_atomic(dir + "/" + kStateFile, text.data(), text.size());
+  fsync_path(dir, O_RDONLY | O_DIRECTORY);
+}
+
+State read_state(const std::string& dir, const nlohmann::json& fingerprint) {
+  const std::string path = dir + "/" + kStateFile;
+  nlohmann::json j = read_json_file(path);
+  const std::string where = path;
+  try {
+    if (j.at("version").get<int>() != kStateVersion)
+      throw Error(where + ": version " + j.at("version").dump() + ", expected " + std::to_string(kStateVersion));
+    const nlohmann::json& run = j.at("run");
+    for (const auto& [key, value] : fingerprint.items())
+      if (!run.contains(key) || run.at(key) != value)
+        throw Error(where + ": this run's " + key + " differs from the stopped run's (" +
+                    json_preview(run.contains(key) ? run.at(key) : nlohmann::json()) + " then, " +
+                    json_preview(value) + " now); resume with the same command, or use a new --out");
+    State s;
+    s.done = j.at("done").get<bool>();
+    s.pos.input = j.at("input").get<uint32_t>();
+    s.pos.offset = j.at("offset").get<uint64_t>();
+    s.pos.line = j.at("line").get<uint64_t>();
+    s.documents = j.at("documents").get<uint64_t>();
+    s.file_bytes_done = j.at("file_bytes_done").get<uint64_t>();
+    s.train_shards = j.at("train").at("shards").get<int>();
+    s.train_partial = j.at("train").at("partial").get<uint64_t>();
+    s.train_tokens = j.at("train").at("tokens").get<uint64_t>();
+    s.val_shards = j.at("val").at("shards").get<int>();
+    s.val_partial = j.at("val").at("partial").get<uint64_t>();
+    s.val_tokens = j.at("val").at("tokens").get<uint64_t>();
+    if (s.pos.input > fingerprint.at("inputs").size() || s.train_shards < 0 || s.val_shards < 0)
+      throw Error(where + ": input or shard counts out of range");
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + ": malformed state: " + e.what());
+  }
+}
+
+// A bounded queue between the reader thread and the encoder.
+class BatchQueue {
+ public:
+  explicit BatchQueue(size_t cap) : cap_(cap) {}
+  void push(prep::Batch b) {
+    std::unique_lock<std::mutex> l(m_);
+    cv_.wait(l, [&] { return q_.size() < cap_ || stop_; });
+    q_.push_back(std::move(b));
+    cv_.notify_all();
+  }
+  bool pop(prep::Batch* b) {
+    std::unique_lock<std::mutex> l(m_);
+    cv_.wait(l, [&] { return !q_.empty() || error_ || stop_; });
+    if (q_.empty()) return false;
+    *b = std::move(q_.front());
+    q_.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  void fail(std::exception_ptr e) {
+    std::lock_guard<std::mutex> l(m_);
+    error_ = e;
+    cv_.notify_all();
+  }
+  void stop() {
+    std::lock_guard<std::mutex> l(m_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  std::exception_ptr error() {
+    std::lock_guard<std::mutex> l(m_);
+    return error_;
+  }
+
+ private:
+  size_t cap_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<prep::Batch> q_;
+  std::exception_ptr error_;
+  bool stop_ = false;
+};
+
+// The tokens of a batch, documents in order, the end-of-text id after each document's end.
+std::vector<uint32_t> encode_batch(const prep::Batch& b, const Tokenizer& tok, int32_t eot,
+                                   const std::vector<std::string>& inputs, ThreadPool& pool) {
+  constexpr int64_t kRanges = 64;  // fixed: the split does not depend on the thread count
+  const int64_t n = static_cast<int64_t>(b.docs.size());
+  std::vector<std::vector<uint32_t>> parts(kRanges);
+  pool.parallel_for(kRanges, 1, [&](int64_t r0, int64_t r1) {
+    std::string text;
+    for (int64_t r = r0; r < r1; ++r) {
+      std::vector<uint32_t>& out = parts[r];
+      for (int64_t d = n * r / kRanges; d < n * (r + 1) / kRanges; ++d) {
+        const prep::Doc& doc = b.docs[d];
+        std::string_view raw(b.bytes.data() + doc.offset, doc.size);
+        if (doc.jsonl) {
+          text = prep::jsonl_text(raw, inputs[doc.input] + ":" + std::to_string(doc.line));
+          raw = text;
+        }
+        for (int32_t id : tok.encode(raw)) out.push_back(static_cast<uint32_t>(id));
+        if (doc.ends_document) out.push_back(static_cast<uint32_t>(eot));
+      }
+    }
+  });
+  size_t total = 0;
+  for (const auto& p : parts) total += p.size();
+  std::vector<uint32_t> all;
+  all.reserve(total);
+  for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+  return all;
+}
+
+std::string human_bytes(double b) {
+  char buf[32];
+  if (b >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB", b / 1e9);
+  else std::snprintf(buf, sizeof buf, "%.1f MB", b / 1e6);
+  return buf;
+}
+
+std::string human_seconds(double s) {
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", int(s / 3600), int(s / 60) % 60);
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", int(s / 60), int(s) % 60);
+  else std::snprintf(buf, sizeof buf, "%.0fs", s);
+  return buf;
+}
+
+// Reads (on its own thread), encodes (on the pool) and writes every batch from st.pos on, with a
+// checkpoint of the state after each one.
+void run_batches(const PrepareOptions& o, const Tokenizer& tok, PrepareResult& r, State& st,
+                 const nlohmann::json& fingerprint, ShardWriter& train, ShardWriter& val) {
+  uint64_t total_file_bytes = 0;
+  for (const std::string& in : o.inputs) total_file_bytes += fs::file_size(in);
+  ThreadPool pool(o.threads);
+  BatchQueue queue(2);
+  std::thread reader([&] {
+    try {
+      prep::DocReader docs(o.inputs, st.pos, o.max_doc_mb << 20, o.batch_mb << 20, kBatchDocs);
+      for (bool last = false; !last;) {
+        prep::Batch b = docs.next();
+        last = b.last;
+        queue.push(std::move(b));
+      }
+    } catch (...) {
+      queue.fail(std::current_exception());
+    }
+  });
+  struct Join {
+    BatchQueue& q;
+    std::thread& t;
+    ~Join() {
+      q.stop();
+      t.join();
+    }
+  } join{queue, reader};
+
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  auto last_log = t0;
+  const uint64_t file_bytes_at_start = st.file_bytes_done;
+  uint64_t text_bytes = 0, tokens = 0;
+  prep::Batch b;
+  for (;;) {
+    if (!queue.pop(&b)) {
+      if (auto e = queue.error()) std::rethrow_exception(e);
+      throw Error("data prepare: the input reader stopped");
+    }
+    const std::vector<uint32_t> stream = encode_batch(b, tok, r.eot_id, o.inputs, pool);
+    const size_t n_val = static_cast<size_t>(std::llround(o.val_fraction * stream.size()));
+    train.add(stream.data(), stream.size() - n_val);
+    val.add(stream.data() + stream.size() - n_val, n_val);
+    for (const prep::Doc& d : b.docs) r.documents += d.ends_document;
+    text_bytes += b.bytes.size();
+    tokens += stream.size();
+    if (b.last) {
+      train.finish();
+      val.finish();
+      st.done = true;
+    } else {
+      train.sync();
+      val.sync();
+    }
+    st.pos = b.end;
+    st.documents = r.documents;
+    st.file_bytes_done = b.file_bytes_done;
+    st.train_shards = train.shards();
+    st.val_shards = val.shards();
+    st.train_partial = train.partial();
+    st.val_partial = val.partial();
+    st.train_tokens = train.total();
+    st.val_tokens = val.total();
+    write_state(o.out, fingerprint, st);
+    const auto now = clock::now();
+    if (!o.quiet && (b.last || now - last_log >= std::chrono::seconds(2))) {
+      last_log = now;
+      const double secs = std::max(1e-9, std::chrono::duration<double>(now - t0).count());
+      const double done = static_cast<double>(b.file_bytes_done);
+      const double rate = (done - file_bytes_at_start) / secs;  // bytes of the files per second
+      const double eta = rate > 0 ? (total_file_bytes - done) / rate : 0;
+      HUGINN_LOG_INFO("data prepare: %s of %s (%.1f%%), text %.1f MB/s, %.2f M tokens/s, %llu tokens, "
+                      "%llu documents, ETA %s", human_bytes(done).c_str(),
+                      human_bytes(static_cast<double>(total_file_bytes)).c_str(),
+                      total_file_bytes ? 100.0 * done / total_file_bytes : 100.0, text_bytes / secs / 1e6,
+                      tokens / secs / 1e6, static_cast<unsigned long long>(st.train_tokens + st.val_tokens),
+                      static_cast<unsigned long long>(r.documents), human_seconds(eta).c_str());
+    }
+    if (b.last) break;
+  }
 }
 
 }  // namespace
@@ -90,6 +430,8 @@ PrepareResult prepare_data(const PrepareOptions& o) {
   if (!(o.val_fraction >= 0.0 && o.val_fraction < 1.0))
     throw Error("--val-fraction must be in [0, 1), got " + std::to_string(o.val_fraction));
   if (o.shard_tokens == 0) throw Error("--shard-tokens must be positive");
+  if (o.max_doc_mb == 0 || o.max_doc_mb > 4096) throw Error("--max-doc-mb must be in [1, 4096]");
+  if (o.batch_mb == 0 || o.batch_mb > 1024) throw Error("--batch-mb must be in [1, 1024]");
   for (const auto& in : o.inputs)
     if (!fs::is_regular_file(in)) throw Error(in + ": input file not found");
   auto tok = Tokenizer::load(o.tokenizer);
@@ -100,67 +442,42 @@ PrepareResult prepare_data(const PrepareOptions& o) {
   fs::create_directories(o.out, ec);
   if (ec || !fs::is_directory(o.out))
     throw Error(o.out + ": cannot create the output directory" + (ec ? ": " + ec.message() : ""));
-  for (const char* split : {"train", "val"})
-    if (!ShardSet::open(o.out, split, false).empty())
-      throw Error(o.out + ": already holds " + split + " shards; choose an empty --out");
-
   PrepareResult r;
   r.vocab_size = static_cast<uint32_t>(tok->id_limit());
   r.eot_id = find_eot(*tok, o);
-  ThreadPool pool(o.threads);
-  ShardWriter train(o.out, "train", r, hash, o.shard_tokens), val(o.out, "val", r, hash, o.shard_tokens);
-
-  std::vector<std::string> batch;
-  size_t batch_bytes = 0;
-  std::vector<uint32_t> stream;
-  uint64_t tokens = 0;
-  auto encode = [&] {
-    if (batch.empty()) return;
-    const auto ids = tok->encode_batch(batch, /*add_special=*/false, pool);
-    stream.clear();
-    for (const auto& doc : ids) {
-      for (int32_t id : doc) stream.push_back(static_cast<uint32_t>(id));
-      stream.push_back(static_cast<uint32_t>(r.eot_id));
-    }
-    const size_t n_val = static_cast<size_t>(std::llround(o.val_fraction * stream.size()));
-    train.add(stream.data(), stream.size() - n_val);
-    val.add(stream.data() + stream.size() - n_val, n_val);
-    r.documents += batch.size();
-    tokens += stream.size();
-    batch.clear();
-    batch_bytes = 0;
-    if (!o.quiet)
-      HUGINN_LOG_INFO("data prepare: %llu documents, %llu tokens", (unsigned long long)r.documents,
-                      (unsigned long long)tokens);
-  };
-  auto add_doc = [&](std::string text) {
-    batch_bytes += text.size();
-    batch.push_back(std::move(text));
-    if (batch_bytes >= kBatchBytes || batch.size() >= kBatchDocs) encode();
-  };
-  for (const auto& in : o.inputs) {
-    if (!is_jsonl(in)) {
-      add_doc(read_all(in));
-      continue;
-    }
-    std::ifstream f(in);
-    if (!f) throw Error(in + ": cannot read input file");
-    std::string line;
-    for (int64_t ln = 1; std::getline(f, line); ++ln) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json j = parse_json(line, in + ":" + std::to_string(ln));
-      if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-        throw Error(in + ":" + std::to_string(ln) + ": expected an object with a string field \"text\"");
-      add_doc(j["text"].get<std::string>());
-    }
+  const nlohmann::json fingerprint = run_fingerprint(o, hash, r.eot_id);
+  const bool has_state = fs::exists(o.out + "/" + kStateFile);
+  State st;
+  if (o.resume) {
+    if (!has_state) throw Error(o.out + ": no " + kStateFile + " to resume from (run without --resume)");
+    st = read_state(o.out, fingerprint);
+  } else {
+    for (const char* split : {"train", "val"})
+      if (!ShardSet::open(o.out, split, false).empty())
+        throw Error(o.out + ": already holds " + split + " shards; choose an empty --out" +
+                    (has_state ? " (or --resume, if that run was stopped)" : ""));
+    if (has_state)
+      throw Error(o.out + ": holds a stopped data prepare (" + kStateFile +
+                  "); continue it with --resume, or choose an empty --out");
   }
-  encode();
-  train.flush();
-  val.flush();
+  ShardWriter train(o.out, "train", r.vocab_size, r.eot_id, hash, o.shard_tokens);
+  ShardWriter val(o.out, "val", r.vocab_size, r.eot_id, hash, o.shard_tokens);
+  if (!st.done) {
+    train.resume(st.train_shards, st.train_partial);
+    val.resume(st.val_shards, st.val_partial);
+  }
+  train.set_total(st.train_tokens);
+  val.set_total(st.val_tokens);
+  r.documents = st.documents;
+  if (st.done) {
+    if (!o.quiet) HUGINN_LOG_INFO("data prepare: %s is already complete", o.out.c_str());
+  } else {
+    run_batches(o, *tok, r, st, fingerprint, train, val);
+  }
   r.train_tokens = train.total();
   r.val_tokens = val.total();
-  r.train_shards = train.count();
-  r.val_shards = val.count();
+  r.train_shards = st.done ? st.train_shards : train.shards();
+  r.val_shards = st.done ? st.val_shards : val.shards();
   return r;
 }
 

@@ -83,8 +83,43 @@ void ThreadPool::worker(int index) {
     }
     if (stop_.load(std::memory_order_acquire)) return;
     seen = generation_.load(std::memory_order_acquire);
+    if (seen & kRangeJob) {
+      run_chunks(seen);
+      continue;
+    }
     run_job(*job_, index);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_cv_.notify_all();
+    }
+  }
+}
+
+// Claims and runs chunks of the range job published as generation `gen` until none is left.
+// A claim is a compare-and-swap on (generation, next chunk), so a worker that wakes after its
+// job has ended (or after a newer one was posted) claims nothing and touches nothing of it: the
+// caller never waits for a worker that has not started, only for chunks that are running.
+void ThreadPool::run_chunks(uint64_t gen) {
+  const uint64_t tag = (gen >> 1) & 0xffffffffu;
+  for (;;) {
+    uint64_t v = claim_.load(std::memory_order_acquire);
+    if ((v >> 32) != tag) return;
+    const int64_t chunks = static_cast<int64_t>((v >> 16) & 0xffffu);
+    const int64_t c = static_cast<int64_t>(v & 0xffffu);
+    if (c >= chunks) return;
+    if (!claim_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) continue;
+    // The claim succeeded for this generation, so its caller is still waiting for chunk c and
+    // the job's fields below are the ones it published.
+    const int64_t n = range_n_.load(std::memory_order_relaxed);
+    const auto* fn = range_fn_.load(std::memory_order_relaxed);
+    InJob guard(this);
+    try {
+      (*fn)(n * c / chunks, n * (c + 1) / chunks);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu_);
+      if (!error_) error_ = std::current_exception();
+    }
+    if (done_chunks_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
       std::lock_guard<std::mutex> lock(mu_);
       done_cv_.notify_all();
     }
@@ -101,7 +136,9 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   pending_.store(n_threads_ - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_release);  // publishes job_ and pending_
+    // Publishes job_ and pending_; the low bit (kRangeJob) clear marks a run_on_all job.
+    generation_.store((generation_.load(std::memory_order_relaxed) | 1) + 1,
+                      std::memory_order_release);
   }
   cv_.notify_all();
   run_job(fn, 0);
@@ -124,16 +161,45 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  const int64_t chunks = std::min<int64_t>(n_threads_, (n + grain - 1) / grain);
-  if (chunks <= 1) {
-    fn(0, n);
+  // At most 0xffff chunks: the count travels in 16 bits of claim_.
+  const int64_t chunks = std::min<int64_t>({n_threads_, (n + grain - 1) / grain, 0xffff});
+  if (chunks <= 1 || tls_in_job == this) {
+    for (int64_t c = 0; c < chunks; ++c) fn(n * c / chunks, n * (c + 1) / chunks);
     return;
   }
-  run_on_all([&](int t) {
-    if (t >= chunks) return;
-    const int64_t begin = n * t / chunks, end = n * (t + 1) / chunks;
-    if (begin < end) fn(begin, end);
-  });
+  // The chunks are fixed by (n, chunks) alone; whichever thread claims one computes the same
+  // outputs, so results do not depend on which thread ran what. The caller claims chunks too and
+  // waits only for claimed chunks to finish: on a machine busier than its cores, a worker that is
+  // not scheduled in time costs the caller its chunk's work, not a wait for the worker to wake.
+  std::lock_guard<std::mutex> dispatch(dispatch_mu_);
+  range_fn_.store(&fn, std::memory_order_relaxed);
+  range_n_.store(n, std::memory_order_relaxed);
+  done_chunks_.store(0, std::memory_order_relaxed);
+  uint64_t gen;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    gen = (generation_.load(std::memory_order_relaxed) + 2) | kRangeJob;
+    // Opens the claims (release: the fields above are visible to whoever claims), then wakes
+    // the workers.
+    claim_.store(((gen >> 1) & 0xffffffffu) << 32 | static_cast<uint64_t>(chunks) << 16,
+                 std::memory_order_release);
+    generation_.store(gen, std::memory_order_release);
+  }
+  cv_.notify_all();
+  run_chunks(gen);
+  for (int spin = 0; spin < kSpinPauses && done_chunks_.load(std::memory_order_acquire) != chunks;
+       ++spin)
+    spin_pause(spin);
+  if (done_chunks_.load(std::memory_order_acquire) != chunks) {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, [&] { return done_chunks_.load(std::memory_order_acquire) == chunks; });
+  }
+  std::exception_ptr err;
+  {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    std::swap(err, error_);
+  }
+  if (err) std::rethrow_exception(err);
 }
 
 }  // namespace huginn

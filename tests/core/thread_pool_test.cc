@@ -113,5 +113,35 @@ TEST(ThreadPool, ManyShortJobsAndWakeUpAfterSleep) {
   EXPECT_EQ(ran.load(), 2);
 }
 
+// parallel_for's chunks are claimed by whichever thread is free (the caller included), so a
+// worker that wakes late finds its job over. Interleave range jobs of many sizes with
+// run_on_all jobs and exceptions on more threads than cores, so that stale workers meet newer
+// jobs: every index is still covered exactly once, every run_on_all index called once.
+TEST(ThreadPool, RangeJobsClaimedByAnyThreadStayExact) {
+  ThreadPool pool(5);
+  for (int rep = 0; rep < 3000; ++rep) {
+    const int64_t n = 1 + rep % 23;
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    pool.parallel_for(n, 1 + rep % 3, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) ++hits[static_cast<size_t>(i)];
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << rep;
+    if (rep % 7 == 0) {
+      std::vector<std::atomic<int>> each(5);
+      pool.run_on_all([&](int i) { ++each[static_cast<size_t>(i)]; });
+      for (auto& h : each) ASSERT_EQ(h.load(), 1) << rep;
+    }
+    if (rep % 101 == 0) {
+      std::atomic<int> ran{0};
+      EXPECT_THROW(pool.parallel_for(10, 1, [&](int64_t b, int64_t) {
+        ++ran;
+        if (b == 0) throw std::runtime_error("chunk 0");
+      }),
+                   std::runtime_error);
+      EXPECT_EQ(ran.load(), 5) << "every chunk runs before the error is rethrown";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace huginn

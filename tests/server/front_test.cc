@@ -150,8 +150,15 @@ class Loopback {
     close(fd_);
     acceptor_.join();
   }
-  int connect_client() const {
+  // A client connection; from `source` (an address of this machine, e.g. "127.0.0.2") if given.
+  int connect_client(const char* source = nullptr) const {
     const int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (source) {
+      sockaddr_in s{};
+      s.sin_family = AF_INET;
+      EXPECT_EQ(inet_pton(AF_INET, source, &s.sin_addr), 1) << source;
+      EXPECT_EQ(bind(c, reinterpret_cast<sockaddr*>(&s), sizeof s), 0) << source;
+    }
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -256,6 +263,38 @@ TEST(Front, ConnectionsBeyondTheCapAre503AndClosed) {
   EXPECT_NE(read_until_close(again, 3.0).find("200 OK"), std::string::npos);
   close(again);
   for (size_t i = 1; i < held.size(); ++i) close(held[i]);
+}
+
+// One address cannot take every place: its connections beyond the per-address cap are refused,
+// while another address still gets in; a place freed is a place again.
+TEST(Front, ConnectionsBeyondThePerAddressCapAre503AndClosed) {
+  FrontLimits lim;
+  lim.max_connections_per_address = 2;
+  Front front(lim, stub);
+  Loopback lo(front);
+  std::vector<int> held = {lo.connect_client(), lo.connect_client()};
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the two are adopted first
+  const int extra = lo.connect_client();
+  const std::string r = read_until_close(extra, 3.0);
+  EXPECT_EQ(r.rfind("HTTP/1.1 503", 0), 0u) << r;
+  EXPECT_NE(r.find("Retry-After: 1"), std::string::npos);
+  EXPECT_NE(r.find("too many connections from your address (the limit is 2)"), std::string::npos)
+      << r;
+  close(extra);
+  EXPECT_EQ(front.stats().rejected_address, 1u);
+  EXPECT_EQ(front.stats().rejected_cap, 0u);
+  auto served = [](int c) {
+    send(c, "GET / HTTP/1.1\r\n\r\n", 18, MSG_NOSIGNAL);
+    const bool ok = read_until_close(c, 3.0).find("200 OK") != std::string::npos;
+    close(c);
+    return ok;
+  };
+  EXPECT_TRUE(served(lo.connect_client("127.0.0.2")));  // another address
+  close(held[0]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(served(lo.connect_client()));  // the freed place
+  EXPECT_EQ(front.stats().rejected_address, 1u);
+  close(held[1]);
 }
 
 TEST(Front, OversizedChunkedBodyIsAnswered413) {

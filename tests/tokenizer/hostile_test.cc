@@ -273,6 +273,40 @@ TEST(HostileFile, OtherSizesAndIdsAreBounded) {
   EXPECT_LT(e.size(), 400u);
 }
 
+// `j` as text with the string value "@LIST@" replaced by a JSON array of `n` zeros: arrays far
+// too long to build as nlohmann values in the test (2^24 entries) cost 2 bytes each as text.
+std::string with_zeros(const json& j, size_t n) {
+  const std::string text = j.dump();
+  const std::string mark = "\"@LIST@\"";
+  const size_t at = text.find(mark);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "no " << mark << " in " << text;
+    return text;
+  }
+  std::string list(2 * n + 1, ',');
+  list.front() = '[';
+  for (size_t k = 0; k < n; ++k) list[2 * k + 1] = '0';
+  list.back() = ']';
+  return text.substr(0, at) + list + text.substr(at + mark.size());
+}
+
+// The count bounds of limits.h: 2^24 merges and 2^20 added tokens. Just past each, the count is
+// refused before any entry is read; at the added-token bound the count passes and the first entry
+// (a 0) is what is refused. (Merges at their bound are left out: 2^24 entries parse in about
+// 35 s under ASan.)
+TEST(HostileFile, MergeAndAddedTokenCountsAreBounded) {
+  json j = tiny({"a", "b"});
+  j["model"]["merges"] = "@LIST@";
+  EXPECT_HAS(error_of(with_zeros(j, (size_t{1} << 24) + 1)),
+             "bad.json: model.merges: 16777217 merges, more than the bound of 16777216");
+  j = tiny({"a", "b"});
+  j["added_tokens"] = "@LIST@";
+  const size_t added = size_t{1} << 20;
+  EXPECT_HAS(error_of(with_zeros(j, added + 1)),
+             "bad.json: added_tokens: 1048577 added tokens, more than the bound of 1048576");
+  EXPECT_HAS(error_of(with_zeros(j, added)), "bad.json: added_tokens[0]: expected {\"id\": integer");
+}
+
 // Added tokens were tried one by one at each position of the text that starts like them: 100,000
 // tokens sharing a first byte made every such byte cost 100,000 comparisons.
 TEST(HostileFile, ManyAddedTokensSharingAPrefix) {

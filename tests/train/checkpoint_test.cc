@@ -61,8 +61,14 @@ uint64_t middle_of(const std::string& path, const std::string& name) {
   const std::string head = read_file(path).substr(0, 8);
   uint64_t n = 0;
   std::memcpy(&n, head.data(), 8);
-  const SafetensorsEntry* e = SafetensorsFile::open(path)->find(name);
-  EXPECT_NE(e, nullptr) << name;
+  // The entry lives in the file object: keep it open while the entry is read (ASan finding: the
+  // temporary was destroyed at the end of the statement that found the entry).
+  const auto file = SafetensorsFile::open(path);
+  const SafetensorsEntry* e = file->find(name);
+  if (e == nullptr) {
+    ADD_FAILURE() << path << ": no tensor " << name;
+    return 0;
+  }
   return 8 + n + (e->begin + e->end) / 2;
 }
 
