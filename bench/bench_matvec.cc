@@ -1,5 +1,5 @@
 // Weight-streaming matvec (decode) speed: GB/s of weights read by y = x·wᵀ, x [M, K] with
-// M = 1 (and M = 4), for F32, BF16 (widened to F32, and vdpbf16ps where the CPU has it) and Q8,
+// M = 1 (and M = 4), for F32, BF16 and Q8 weights (widened / dequantized as they are packed),
 // at the layer shapes of bench-m (E 1024, I 2816, V 32768). Two regimes:
 //   stream: a rotation of copies of the matrix totalling >= --mb MB (default 640, beyond this
 //           machine's 260 MB L3), so every weight comes from memory;
@@ -18,9 +18,8 @@
 
 #include "huginn/backend.h"
 #include "huginn/thread_pool.h"
+#include "eval/machine_peak.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/matmul_lowp.h"
-#include "kernels/cpu/simd.h"
 
 using namespace huginn;
 
@@ -48,31 +47,6 @@ double best_time(int reps, const F& f) {
     best = std::min(best, now() - t0);
   }
   return best;
-}
-
-double read_bandwidth(int64_t mb, int reps) {
-  const int64_t n = mb * (1 << 20) / 4;
-  std::vector<float> buf(static_cast<size_t>(n), 1.0f);
-  volatile float sink = 0;
-  const double t = best_time(reps, [&] {
-#ifdef HUGINN_HAVE_AVX512
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t i = 0; i + 64 <= n; i += 64) {
-      a0 = _mm512_add_ps(a0, _mm512_loadu_ps(&buf[i]));
-      a1 = _mm512_add_ps(a1, _mm512_loadu_ps(&buf[i + 16]));
-      a2 = _mm512_add_ps(a2, _mm512_loadu_ps(&buf[i + 32]));
-      a3 = _mm512_add_ps(a3, _mm512_loadu_ps(&buf[i + 48]));
-    }
-    sink = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#else
-    float s[8] = {};
-    for (int64_t i = 0; i + 8 <= n; i += 8)
-      for (int j = 0; j < 8; ++j) s[j] += buf[i + j];
-    sink = s[0] + s[7];
-#endif
-  });
-  (void)sink;
-  return n * 4.0 / t / 1e9;
 }
 
 struct Shape {
@@ -105,12 +79,13 @@ int main(int argc, char** argv) {
   for (CpuIsa i : available_cpu_isas())
     if (isa_name == cpu_isa_name(i)) o.isa = i;
   auto be = make_cpu_backend(pool, o);
-  const bool have_dp = o.isa == CpuIsa::kAvx512 && cpu::bf16_matvec_uses_dpbf16();
-  std::printf("matvec weight streaming: %d thread(s), isa %s, vdpbf16ps %s, stream set %lld MB, "
-              "%s time\n",
-              pool.size(), cpu_isa_name(o.isa), have_dp ? "available" : "not available",
-              (long long)mb, g_cpu_time ? "CPU" : "wall");
-  std::printf("read bandwidth (sum loop, 1 thread): %.1f GB/s\n", read_bandwidth(mb, reps));
+  std::printf("matvec weight streaming: %d thread(s), isa %s, stream set %lld MB, %s time\n",
+              pool.size(), cpu_isa_name(o.isa), (long long)mb, g_cpu_time ? "CPU" : "wall");
+  {
+    ThreadPool one(1);
+    std::printf("read bandwidth (sum loop, 1 thread): %.1f GB/s\n",
+                measure_read_bandwidth(one, static_cast<size_t>(mb) << 20, 0.1, reps));
+  }
 
   const Shape shapes[] = {{"wqkv", 3072, 1024},     {"attn_proj", 1024, 1024},
                           {"mlp_fc", 5632, 1024},   {"mlp_proj", 1024, 2816},
@@ -119,12 +94,8 @@ int main(int argc, char** argv) {
   struct Fmt {
     const char* name;
     DType dt;
-    bool dp;
   };
-  const Fmt fmts[] = {{"f32", DType::kF32, false},
-                      {"bf16", DType::kBF16, false},
-                      {"bf16-dp", DType::kBF16, true},
-                      {"q8", DType::kQ8, false}};
+  const Fmt fmts[] = {{"f32", DType::kF32}, {"bf16", DType::kBF16}, {"q8", DType::kQ8}};
   std::printf("%-10s %6s %6s %-8s %3s %10s %10s %10s\n", "matrix", "N", "K", "dtype", "M",
               "MB", "stream GB/s", "hot GB/s");
   std::mt19937 rng(1);
@@ -133,8 +104,6 @@ int main(int argc, char** argv) {
     Tensor wf = Tensor::empty({s.N, s.K});
     for (int64_t i = 0; i < wf.numel(); ++i) wf.f32()[i] = nd(rng);
     for (const Fmt& f : fmts) {
-      if (f.dp && !have_dp) continue;
-      cpu::set_bf16_matvec_dpbf16(f.dp);
       const Tensor w = convert_weight(wf, f.dt);
       const double bytes = static_cast<double>(w.nbytes());
       const int64_t copies = std::max<int64_t>(2, static_cast<int64_t>(mb * 1e6 / bytes) + 1);
@@ -158,6 +127,5 @@ int main(int argc, char** argv) {
       }
     }
   }
-  cpu::set_bf16_matvec_dpbf16(true);
   return 0;
 }

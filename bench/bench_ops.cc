@@ -20,16 +20,8 @@
 
 #include "huginn/backend.h"
 #include "huginn/thread_pool.h"
+#include "eval/machine_peak.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/kernels.h"
-#include "kernels/cpu/simd.h"
-
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-// GCC 12 flags its own _mm512_undefined_ps() idiom inside the intrinsics as uninitialized.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#endif
 
 namespace huginn {
 namespace {
@@ -63,114 +55,6 @@ double best_time(const std::function<void()>& fn, double budget, int threads) {
   return best;
 }
 
-// Flops per call of a loop of independent FMAs (24 accumulators: enough to cover latency x
-// ports on any current core).
-double fma_peak_gflops(ThreadPool& pool) {
-  constexpr int64_t kIters = 1 << 16;  // ~2 ms: short runs dodge preemption
-#if defined(__AVX512F__)
-  using R = __m512;
-  constexpr int W = 16;
-  auto kernel = [] {
-    R acc[24];
-    for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
-    const R a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-4f);
-    for (int64_t it = 0; it < kIters; ++it) {
-#pragma GCC unroll 24  // the accumulators must live in registers
-      for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-    }
-    R s = acc[0];
-    for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
-    volatile float sink = _mm512_reduce_add_ps(s);
-    (void)sink;
-  };
-#elif defined(__AVX2__) && defined(__FMA__)
-  using R = __m256;
-  constexpr int W = 8;
-  auto kernel = [] {
-    R acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
-    const R a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-4f);
-    for (int64_t it = 0; it < kIters * 2; ++it) {
-#pragma GCC unroll 12
-      for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-    }
-    float out[8];
-    _mm256_storeu_ps(out, acc[0]);
-    volatile float sink = out[0];
-    (void)sink;
-  };
-#else
-  constexpr int W = 1;
-  auto kernel = [] {
-    float acc[24];
-    for (int i = 0; i < 24; ++i) acc[i] = static_cast<float>(i);
-    for (int64_t it = 0; it < kIters; ++it)
-      for (int i = 0; i < 24; ++i) acc[i] = acc[i] * 0.999f + 1e-4f;
-    volatile float sink = acc[0];
-    (void)sink;
-  };
-#endif
-  const double flops = 2.0 * W * 24 * kIters * pool.size();
-  auto run = [&] { pool.run_on_all([&](int) { kernel(); }); };
-  return flops / best_time(run, 0.5, pool.size()) / 1e9;
-}
-
-// Flops per call of a loop of independent vdpbf16ps (each lane: two products and two adds); 0
-// where the instruction is not compiled in.
-double bf16_peak_gflops(ThreadPool& pool) {
-#if defined(__AVX512BF16__)
-  constexpr int64_t kIters = 1 << 16;
-  auto kernel = [] {
-    __m512 acc[24];
-    for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
-    const __m512i ai = _mm512_set1_epi32(0x3f803f80), bi = _mm512_set1_epi32(0x38d138d1);
-    const __m512bh a = reinterpret_cast<const __m512bh&>(ai), b = reinterpret_cast<const __m512bh&>(bi);
-    for (int64_t it = 0; it < kIters; ++it) {
-#pragma GCC unroll 24
-      for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-    }
-    __m512 s = acc[0];
-    for (int i = 1; i < 24; ++i) s = _mm512_add_ps(s, acc[i]);
-    volatile float sink = _mm512_reduce_add_ps(s);
-    (void)sink;
-  };
-  const double flops = 4.0 * 16 * 24 * kIters * pool.size();
-  auto run = [&] { pool.run_on_all([&](int) { kernel(); }); };
-  return flops / best_time(run, 0.5, pool.size()) / 1e9;
-#else
-  (void)pool;
-  return 0;
-#endif
-}
-
-// Read bandwidth over a buffer far larger than the caches, each thread reading its own part.
-double read_bandwidth_gbs(ThreadPool& pool, std::vector<float>& buf) {
-  const int64_t n = static_cast<int64_t>(buf.size());
-  std::vector<double> sink(static_cast<size_t>(pool.size()));
-  auto run = [&] {
-    pool.parallel_for(n / 64, 1, [&](int64_t b, int64_t e) {
-      const float* p = buf.data();
-#if defined(__AVX512F__)
-      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      for (int64_t i = b * 64; i < e * 64; i += 64) {
-        s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
-        s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
-        s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
-        s3 = _mm512_add_ps(s3, _mm512_load_ps(p + i + 48));
-      }
-      sink[static_cast<size_t>(b * pool.size() / (n / 64))] =
-          _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-#else
-      float s[64] = {};
-      for (int64_t i = b * 64; i < e * 64; i += 64)
-        for (int j = 0; j < 64; ++j) s[j] += p[i + j];
-      sink[static_cast<size_t>(b * pool.size() / (n / 64))] = s[0];
-#endif
-    });
-  };
-  return n * 4.0 / best_time(run, 0.5, pool.size()) / 1e9;
-}
-
 Tensor random_tensor(std::initializer_list<int64_t> shape, std::mt19937& rng) {
   Tensor t = Tensor::empty(shape);
   std::uniform_real_distribution<float> d(-1.f, 1.f);
@@ -189,12 +73,6 @@ struct Bench {
   std::function<void(Backend&, ThreadPool&)> run;
   bool bf16 = false;  // % of the bf16 peak rather than the fp32 one
 };
-
-// The bf16-weight GEMM of the instruction set being measured, called directly (the backend's
-// matmul routes bf16 weights through matmul_lowp.cc).
-using GemmBf16Fn = void (*)(const cpu::Ctx&, const float*, int64_t, const uint16_t*, int64_t,
-                            float*, int64_t, int64_t, int64_t, int64_t);
-GemmBf16Fn g_gemm_bf16 = &cpu::gemm_bf16<cpu::VecGeneric>;
 
 void report(const Bench& b, const double secs[2], const Peak& peak) {
   std::printf("%-44s", b.name.c_str());
@@ -246,20 +124,13 @@ std::vector<Bench> benches(std::mt19937& rng, bool quick) {
       {1024, 32768}};
   auto gemm_bf16 = [&](int64_t M, int64_t K, int64_t N) {
     auto x = std::make_shared<Tensor>(random_tensor({M, K}, rng));
-    auto w = std::make_shared<std::vector<uint16_t>>(static_cast<size_t>(N * K));
-    std::uniform_real_distribution<float> d(-1.f, 1.f);
-    for (uint16_t& v : *w) v = f32_to_bf16(d(rng));
+    auto w = std::make_shared<Tensor>(convert_weight(random_tensor({N, K}, rng), DType::kBF16));
     auto y = std::make_shared<Tensor>(Tensor::empty({M, N}));
     char name[96];
-    std::snprintf(name, sizeof name, "gemm_bf16 bench-m M%-4ld K%-5ld N%ld", static_cast<long>(M),
+    std::snprintf(name, sizeof name, "matmul bf16 bench-m M%-4ld K%-5ld N%ld", static_cast<long>(M),
                   static_cast<long>(K), static_cast<long>(N));
-    Bench b{name, 2.0 * M * N * K, 2.0 * N * K + 4.0 * (M * K + M * N),
-            [=](Backend&, ThreadPool& pool) {
-              g_gemm_bf16(cpu::Ctx{pool, 1 << 16}, x->f32(), K, w->data(), K, y->f32(), N, M, N,
-                          K);
-            }};
-    b.bf16 = true;
-    out.push_back(b);
+    out.push_back({name, 2.0 * M * N * K, 2.0 * N * K + 4.0 * (M * K + M * N),
+                   [=](Backend& b, ThreadPool&) { b.matmul(*x, *w, *y); }});
   };
   for (int64_t M : {256, 1024})
     for (auto [K, N] : bench_m_kn) {
@@ -352,14 +223,10 @@ int main(int argc, char** argv) {
   }
   ThreadPool pools[2] = {ThreadPool(1), ThreadPool(2)};
   Peak peak;
-  {
-    std::vector<float> buf(static_cast<size_t>(1) << 28);  // 1 GiB
-    for (size_t i = 0; i < buf.size(); i += 1024) buf[i] = 1.0f;
-    for (int i = 0; i < 2; ++i) {
-      peak.gflops[i] = fma_peak_gflops(pools[i]);
-      peak.gbs[i] = read_bandwidth_gbs(pools[i], buf);
-      peak.bf16_gflops[i] = bf16_peak_gflops(pools[i]);
-    }
+  for (int i = 0; i < 2; ++i) {  // the ISA's FMA loop chosen at run time (eval/machine_peak.h)
+    peak.gflops[i] = measure_fp32_peak(pools[i], 0.1, 3);
+    peak.gbs[i] = measure_read_bandwidth(pools[i], size_t{1} << 30, 0.2, 3);
+    peak.bf16_gflops[i] = measure_bf16_peak(pools[i], 0.1, 3);
   }
   std::printf("machine peak: fp32 FMA %.1f / %.1f GFLOP/s, bf16 dot %.1f / %.1f GFLOP/s, "
               "read bandwidth %.1f / %.1f GB/s (1 / 2 threads)\n",
@@ -376,15 +243,6 @@ int main(int argc, char** argv) {
               g_cpu_time ? "CPU time / threads" : "wall clock");
   std::printf("backend cpu, isa %s\n%-44s | %-32s | %s\n", cpu_isa_name(opt.isa), "op",
               "1 thread", "2 threads");
-  switch (opt.isa) {
-#ifdef __AVX512F__
-    case CpuIsa::kAvx512: g_gemm_bf16 = &cpu::gemm_bf16<cpu::VecAvx512>; break;
-#endif
-#if defined(__AVX2__) && defined(__FMA__)
-    case CpuIsa::kAvx2: g_gemm_bf16 = &cpu::gemm_bf16<cpu::VecAvx2>; break;
-#endif
-    default: break;
-  }
   std::mt19937 rng(1);
   std::unique_ptr<Backend> backends[2] = {make_cpu_backend(pools[0], opt),
                                           make_cpu_backend(pools[1], opt)};

@@ -18,7 +18,8 @@
 # Environment: DEMO_OUT (default BUILD_DIR/demo, demo-quick or demo-full), DEMO_SEED (1),
 # DEMO_THREADS (1: this model is too small for a second thread to pay, and a spinning pool
 # waits badly on a loaded machine; results do not depend on it), DEMO_STEPS (training steps),
-# HUGINN_ISA (avx512 | avx2 | generic: force the CPU kernels' instruction set).
+# HUGINN_CPU_ISA (generic | avx2 | avx512: force the CPU kernels' instruction set; README,
+# "One binary for every x86-64 CPU").
 # Exits non-zero when a check fails. The recipe is seeded: the same numbers on every run with
 # one ISA; only the times depend on the machine and its load.
 set -euo pipefail
@@ -95,7 +96,7 @@ mean $MEAN
 limit $LIMIT
 seed $SEED
 threads $THREADS
-isa ${HUGINN_ISA:-best}
+isa ${HUGINN_CPU_ISA:-unset (the best this CPU runs)}
 quick $QUICK
 EOF
 

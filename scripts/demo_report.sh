@@ -162,7 +162,7 @@ fi
 {
   echo "# Recurrent depth at small scale: the \`$TASK\` task"
   echo
-  echo "Made by \`scripts/demo.sh\` ($( [[ $QUICK == 1 ]] && echo "QUICK=1, " )seed $(recipe seed), $(recipe threads) thread(s), kernels: HUGINN_ISA=$(recipe isa)) on $(recipe machine)."
+  echo "Made by \`scripts/demo.sh\` ($( [[ $QUICK == 1 ]] && echo "QUICK=1, " )seed $(recipe seed), $(recipe threads) thread(s), kernels: HUGINN_CPU_ISA=$(recipe isa)) on $(recipe machine)."
   echo "Load average (1, 5, 15 min) at the start: $(awk '$1 == "load_start" { print $2, $3, $4 }' "$OUT/machine.txt"), at the end: $(awk '$1 == "load_end" { print $2, $3, $4 }' "$OUT/machine.txt")."
   echo "Results are seeded: the same on every run with the same kernels (ISA); only the times depend on the machine and its load."
   echo

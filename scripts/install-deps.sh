@@ -23,6 +23,8 @@
 #   libopenblas0-pthread          an optimised BLAS for PyTorch: Debian's python3-torch calls
 #                                 libblas.so.3, which is the reference BLAS (~1 GFLOP/s) unless an
 #                                 optimised one is installed and selected (update-alternatives below)
+#   libopenblas-dev               cblas.h for build/bench_gemm, which runs OpenBLAS's sgemm beside
+#                                 our GEMM in the same run (without it bench_gemm has no comparison)
 # With --fuzz (`make fuzz`, `make fuzz-ci`; plain `make test` does not need clang):
 #   clang, libclang-rt-14-dev     libFuzzer (-fsanitize=fuzzer) and clang's ASan/UBSan runtimes
 #                                 for the fuzzers of fuzz/; GCC has no libFuzzer
@@ -34,7 +36,7 @@ PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev
       libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev libzstd-dev util-linux)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
-[ $BENCH = 1 ] && PKGS+=(python3-torch python3-numpy libopenblas0-pthread)
+[ $BENCH = 1 ] && PKGS+=(python3-torch python3-numpy libopenblas0-pthread libopenblas-dev)
 [ "${1:-}" = "--fuzz" ] && PKGS+=(clang libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do

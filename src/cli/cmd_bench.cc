@@ -31,6 +31,7 @@
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
+#include "kernels/cpu/cpu_backend.h"
 
 namespace huginn::cli {
 namespace {
@@ -285,6 +286,8 @@ Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const Benc
 
 struct Context {
   std::string model_name, dtype, backend;
+  std::string kernels;  // the CPU backend's choices on this machine (cpu backend only)
+  CpuKernelInfo kernel_info;
   int threads = 0;
   ParamCounts params;
   PartBytes bytes;
@@ -332,6 +335,18 @@ json report_json(const Context& cx, const std::vector<Result>& results) {
                            {"head", cx.bytes.head}}}};
   j["threads"] = cx.threads;
   j["backend"] = cx.backend;
+  if (!cx.kernels.empty()) {
+    const CpuKernelInfo& k = cx.kernel_info;
+    j["kernels"] = {{"isa", cpu_isa_name(k.isa)},
+                    {"avx512_bf16", k.cpu_has_avx512_bf16},
+                    {"gemm_tile", {k.gemm_mr, k.gemm_nr}},
+                    {"blocking", {{"kc", k.blocking.kc}, {"mc", k.blocking.mc}, {"nc", k.blocking.nc}}},
+                    {"caches", {{"l1d", k.caches.l1d}, {"l2", k.caches.l2}, {"l3", k.caches.l3},
+                                {"l3_shared_by", k.caches.l3_shared_by}, {"source", k.caches.source}}},
+                    {"summary", cx.kernels}};
+  } else {
+    j["kernels"] = nullptr;
+  }
   if (cx.have_peak)
     j["machine"] = {{"threads", cx.peak.threads},        {"isa", cx.peak.isa},
                     {"read_gbs", cx.peak.read_gbs},      {"llc_read_gbs", cx.peak.llc_read_gbs},
@@ -372,6 +387,7 @@ void print_markdown(const Context& cx, const std::vector<Result>& results) {
   std::printf("model %s (%.1fM params), weights %s, %d thread%s, backend %s\n",
               cx.model_name.c_str(), cx.params.total() / 1e6, cx.dtype.c_str(), cx.threads,
               cx.threads == 1 ? "" : "s", cx.backend.c_str());
+  if (!cx.kernels.empty()) std::printf("kernels: %s\n", cx.kernels.c_str());
   std::printf("weight MB: prelude %.1f, core %.1f (re-read every recurrence), adapter %.1f, "
               "coda %.1f, head %.1f\n",
               cx.bytes.prelude / 1e6, cx.bytes.core / 1e6, cx.bytes.adapter / 1e6,
@@ -483,6 +499,10 @@ void run(const BenchArgs& a, const Common& common) {
   Context cx;
   cx.backend = common.backend;
   cx.threads = pool.size();
+  if (common.backend == "cpu") {
+    cx.kernel_info = cpu_kernel_info(best_cpu_isa());
+    cx.kernels = describe(cx.kernel_info);
+  }
   if (!a.no_peak) {
     pr.say("measuring machine peak at %d thread(s)", pool.size());
     PeakOptions po;
@@ -525,7 +545,8 @@ void run(const BenchArgs& a, const Common& common) {
   if (has_test(tests, "decode") && a.decode_prompt + a.gen > max_pos)
     throw Error("--decode-prompt + --gen exceeds the model's " + std::to_string(max_pos) + " positions");
 
-  const std::string infer_kind = cx.dtype != "f32" && cx.peak.has_bf16 ? "bf16" : "fp32";
+  // BF16 and Q8 weights are widened to F32 and run on F32 FMAs (kernels/cpu/gemm.cc).
+  const std::string infer_kind = "fp32";
   std::vector<Result> results;
   for (int r : steps) {
     if (has_test(tests, "prefill")) results.push_back(bench_prefill(*model, *be, a, r, pr));

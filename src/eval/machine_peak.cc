@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <vector>
@@ -24,6 +25,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU seconds of this process (all threads), for timing on a machine shared with other jobs.
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 // Keeps results alive so the compiler cannot drop the loops.
@@ -139,14 +147,17 @@ __attribute__((target("avx512f,avx512bf16"))) float dpbf16_avx512(int64_t iters,
 
 // Runs `kernel(iters)` on every thread at once, growing iters until one run takes min_seconds,
 // then keeps the best of `reps` runs. Returns total FLOPs per second / 1e9.
+// With cpu_time, seconds are the process's CPU time over the thread count (the time the threads
+// actually ran), not the wall clock.
 template <class Kernel>
 double time_compute(ThreadPool& pool, double flops_per_iter, double min_seconds, int reps,
-                    Kernel kernel) {
+                    Kernel kernel, bool cpu_time) {
   int64_t iters = 1 << 12;
   auto run = [&](int64_t n) {
     const auto t0 = Clock::now();
+    const double c0 = process_cpu_seconds();
     pool.run_on_all([&](int t) { g_sink.store(kernel(n, 1.0f + t)); });
-    return seconds_since(t0);
+    return cpu_time ? (process_cpu_seconds() - c0) / pool.size() : seconds_since(t0);
   };
   for (double s = run(iters); s < min_seconds && iters < (int64_t{1} << 40);) {
     iters = static_cast<int64_t>(iters * std::clamp(1.2 * min_seconds / std::max(s, 1e-6), 1.5, 64.0));
@@ -206,23 +217,24 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, double min_seconds
   return static_cast<double>(total) / best / 1e9;
 }
 
-double measure_fp32_peak(ThreadPool& pool, double min_seconds, int reps, std::string* isa) {
+double measure_fp32_peak(ThreadPool& pool, double min_seconds, int reps, std::string* isa,
+                         bool cpu_time) {
   if (__builtin_cpu_supports("avx512f")) {
     if (isa) *isa = "avx512";
-    return time_compute(pool, 2.0 * 16 * kChains, min_seconds, reps, fma_avx512);
+    return time_compute(pool, 2.0 * 16 * kChains, min_seconds, reps, fma_avx512, cpu_time);
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
     if (isa) *isa = "avx2";
-    return time_compute(pool, 2.0 * 8 * kChains, min_seconds, reps, fma_avx2);
+    return time_compute(pool, 2.0 * 8 * kChains, min_seconds, reps, fma_avx2, cpu_time);
   }
   if (isa) *isa = "scalar";
-  return time_compute(pool, 2.0 * kChains, min_seconds, reps, fma_scalar);
+  return time_compute(pool, 2.0 * kChains, min_seconds, reps, fma_scalar, cpu_time);
 }
 
 double measure_bf16_peak(ThreadPool& pool, double min_seconds, int reps) {
   if (!__builtin_cpu_supports("avx512bf16")) return 0.0;
   // vdpbf16ps: 16 lanes x 2 bf16 products, each accumulated = 64 FLOPs per instruction.
-  return time_compute(pool, 64.0 * kChains, min_seconds, reps, dpbf16_avx512);
+  return time_compute(pool, 64.0 * kChains, min_seconds, reps, dpbf16_avx512, false);
 }
 
 MachinePeak measure_peak(ThreadPool& pool, const PeakOptions& o) {

@@ -38,7 +38,10 @@ MachinePeak measure_peak(ThreadPool& pool, const PeakOptions& options = {});
 
 // The pieces, for tests: each returns its rate (GB/s or GFLOP/s) over `pool`.
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes, double min_seconds, int reps);
-double measure_fp32_peak(ThreadPool& pool, double min_seconds, int reps, std::string* isa = nullptr);
+// cpu_time: rate per CPU-second the threads ran (the process's CPU time / threads) instead of per
+// wall-clock second, for a machine shared with other jobs.
+double measure_fp32_peak(ThreadPool& pool, double min_seconds, int reps, std::string* isa = nullptr,
+                         bool cpu_time = false);
 double measure_bf16_peak(ThreadPool& pool, double min_seconds, int reps);  // 0 without AVX512_BF16
 
 }  // namespace huginn

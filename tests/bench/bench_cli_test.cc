@@ -10,6 +10,7 @@
 
 #include "eval/machine_peak.h"
 #include "huginn/thread_pool.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "test_util.h"
 
 namespace huginn {
@@ -56,6 +57,19 @@ TEST(BenchCli, JsonIsConsistent) {
   EXPECT_GT(m["fp32_gflops"].get<double>(), 0.1);
   if (m["has_bf16"].get<bool>()) EXPECT_GT(m["bf16_gflops"].get<double>(), 0.1);
   EXPECT_EQ(j["model"]["dtype"], "f32");
+  // The kernels the CPU backend picked on this machine: the best instruction set it runs, the
+  // GEMM tile and the blocking from the caches it found.
+  const json& k = j["kernels"];
+  ASSERT_TRUE(k.is_object()) << j.dump();
+  EXPECT_EQ(k["isa"], cpu_isa_name(best_cpu_isa()));
+  EXPECT_GT(k["gemm_tile"][0].get<int>(), 0);
+  EXPECT_GT(k["gemm_tile"][1].get<int>(), 0);
+  EXPECT_EQ(k["blocking"]["kc"].get<int64_t>() % 64, 0);
+  EXPECT_GT(k["blocking"]["mc"].get<int64_t>(), 0);
+  EXPECT_GT(k["blocking"]["nc"].get<int64_t>(), 0);
+  EXPECT_GT(k["caches"]["l1d"].get<int64_t>(), 0);
+  EXPECT_GT(k["caches"]["l2"].get<int64_t>(), 0);
+  EXPECT_NE(k["summary"].get<std::string>().find(cpu_isa_name(best_cpu_isa())), std::string::npos);
 
   const json& res = j["results"];
   ASSERT_EQ(res.size(), 5u);  // prefill + decode at r = 2 and 3, then train

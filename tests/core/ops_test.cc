@@ -260,41 +260,5 @@ TEST(Ops, DefaultCpuBackendUsesBestInstructionSet) {
   EXPECT_THROW(make_backend("gpu", pool), Error);
 }
 
-// HUGINN_ISA forces the default backend's instruction set: its results are bit-identical to the
-// forced ISA's backend (the decode-sized matmul sums lanes of the ISA's width, so ISAs differ);
-// a name it does not know is an error naming the variable.
-TEST(Ops, HuginnIsaForcesTheDefaultBackend) {
-  ThreadPool pool(1);
-  const Case c = matmul_case(3, 301, 37);  // M <= 4: the lane-reducing decode path
-  for (CpuIsa isa : available_cpu_isas()) {
-    SCOPED_TRACE(cpu_isa_name(isa));
-    CpuOptions opt;
-    opt.isa = isa;
-    const Result want = c.run(*make_cpu_backend(pool, opt));
-    setenv("HUGINN_ISA", cpu_isa_name(isa), 1);
-    const Result got = c.run(*make_backend("cpu", pool));
-    EXPECT_EQ(got.out, want.out);
-  }
-  if (available_cpu_isas().size() > 1) {
-    CpuOptions generic;
-    EXPECT_NE(c.run(*make_cpu_backend(pool, generic)).out,
-              c.run(*make_cpu_backend(pool, CpuOptions{best_cpu_isa()})).out)
-        << "the ISAs agree on this case, so it cannot tell them apart";
-  }
-  for (const char* bad : {"avx1024", "AVX2", " avx2"}) {
-    setenv("HUGINN_ISA", bad, 1);
-    try {
-      make_backend("cpu", pool);
-      ADD_FAILURE() << "HUGINN_ISA='" << bad << "' was accepted";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("HUGINN_ISA"), std::string::npos) << e.what();
-    }
-  }
-  setenv("HUGINN_ISA", "", 1);  // empty: the best ISA, as when unset
-  EXPECT_EQ(c.run(*make_backend("cpu", pool)).out,
-            c.run(*make_cpu_backend(pool, CpuOptions{best_cpu_isa()})).out);
-  unsetenv("HUGINN_ISA");
-}
-
 }  // namespace
 }  // namespace huginn

@@ -10,8 +10,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
@@ -153,8 +155,85 @@ TEST_P(FastBackward, MatchesReferenceAndThreadCount) {
   }
 }
 
+// Which set's GEMM ran cannot be seen in the results (every set computes the same FMA chains),
+// so these read the per-set call counters: `run` must call the GEMM of `want` and of no other set.
+void expect_gemms_only_on(CpuIsa want, const char* what, const std::function<void()>& run) {
+  std::vector<uint64_t> before;
+  for (CpuIsa isa : available_cpu_isas()) before.push_back(cpu_gemm_calls(isa));
+  run();
+  for (size_t i = 0; i < before.size(); ++i) {
+    const CpuIsa isa = available_cpu_isas()[i];
+    const uint64_t calls = cpu_gemm_calls(isa) - before[i];
+    if (isa == want)
+      EXPECT_GT(calls, 0u) << what << ": no GEMM call on the backend's set " << cpu_isa_name(isa);
+    else
+      EXPECT_EQ(calls, 0u) << what << ": " << calls << " GEMM call(s) on " << cpu_isa_name(isa)
+                           << ", the backend's set is " << cpu_isa_name(want);
+  }
+}
+
+bool multiplies_matrices(const Case& c) {
+  const std::string n = c.name;
+  return n.rfind("matmul", 0) == 0 || n == "attention";
+}
+
+// Every backward op that multiplies matrices (matmul_backward, attention_backward) runs on the
+// backend's own set, not on the best one this CPU has.
+TEST_P(FastBackward, GemmsRunOnTheBackendsInstructionSet) {
+  ThreadPool two(2);
+  CpuOptions o;
+  o.isa = GetParam();
+  o.min_work_per_thread = 1;  // the attention heads run on the pool's threads
+  auto be = make_cpu_backend(two, o);
+  for (const Case& c : cases())
+    if (multiplies_matrices(c)) expect_gemms_only_on(o.isa, c.name, [&] { c.run(*be); });
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, FastBackward, ::testing::ValuesIn(available_cpu_isas()),
                          [](const auto& info) { return std::string(cpu_isa_name(info.param)); });
+
+// HUGINN_CPU_ISA reaches the default backend's forward GEMMs (decode-sized and prefill-sized,
+// f32 and bf16 weights) and its backward ones, the attention backward included. Runs with the
+// variable set or not (make test runs it unset; the ISA checks run ctest with =avx2, =generic).
+TEST(ForcedIsa, HuginnCpuIsaReachesEveryGemm) {
+  const CpuIsa want = cpu_isa_from_env(std::getenv("HUGINN_CPU_ISA"), available_cpu_isas());
+  ASSERT_EQ(best_cpu_isa(), want);
+  ThreadPool two(2);
+  auto be = make_backend("cpu", two);
+  for (int64_t m : {1, 37}) {
+    Buf x = make(m, 64, 40), y = make(m, 24, 41);
+    const Tensor w = make(24, 64, 42).t.clone();
+    expect_gemms_only_on(want, "matmul f32", [&] { be->matmul(x.t, w, y.t); });
+    const Tensor wb = convert_weight(w, DType::kBF16);
+    expect_gemms_only_on(want, "matmul bf16", [&] { be->matmul(x.t, wb, y.t); });
+  }
+  for (const Case& c : cases())
+    if (multiplies_matrices(c)) expect_gemms_only_on(want, c.name, [&] { c.run(*be); });
+}
+
+TEST(ForcedIsa, UnknownOrUnavailableSetIsAnErrorNamingTheVariable) {
+  const std::vector<CpuIsa> all = available_cpu_isas();
+  EXPECT_EQ(cpu_isa_from_env(nullptr, all), all.back());
+  EXPECT_EQ(cpu_isa_from_env("", all), all.back());
+  for (CpuIsa isa : all) EXPECT_EQ(cpu_isa_from_env(cpu_isa_name(isa), all), isa);
+  auto message = [](const char* value, const std::vector<CpuIsa>& available) {
+    try {
+      cpu_isa_from_env(value, available);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  for (const char* bad : {"avx1024", "AVX2", " avx2", "sse"}) {
+    const std::string m = message(bad, all);
+    EXPECT_NE(m.find("HUGINN_CPU_ISA"), std::string::npos) << bad << ": " << m;
+    EXPECT_NE(m.find("expected generic, avx2 or avx512"), std::string::npos) << m;
+  }
+  // A known set this build or CPU lacks (as avx512 on an AVX2-only machine).
+  const std::string m = message("avx512", {CpuIsa::kGeneric, CpuIsa::kAvx2});
+  EXPECT_NE(m.find("HUGINN_CPU_ISA=avx512"), std::string::npos) << m;
+  EXPECT_NE(m.find("not compiled into this build or not run by this CPU"), std::string::npos) << m;
+}
 
 }  // namespace
 }  // namespace huginn

@@ -21,7 +21,8 @@ void rmsnorm_backward(const Ctx& c, const Tensor& x, const Tensor& w, float eps,
 void add_bias_backward(const Ctx& c, const Tensor& dy, Tensor& dbias);
 void rope_backward(const Ctx& c, Tensor& dx, const Tensor& cos_sin,
                    std::span<const int32_t> positions, int head_dim);
-// `gemm`: the backend's instruction set's gemm_f32 (gemm_f32_like of its matmul).
+// `gemm`: the backend's instruction set's gemm_f32 (gemm_f32_like of its matmul), so a forced
+// set (CpuOptions::isa, HUGINN_CPU_ISA) reaches the attention backward too.
 void attention_backward(const Ctx& c, GemmF32Fn gemm, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& out, const Tensor& dout, int n_heads,
                         Tensor& dq, Tensor& dk, Tensor& dv);

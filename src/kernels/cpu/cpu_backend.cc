@@ -1,16 +1,15 @@
 // The fast CPU backend: each op is a SIMD kernel (kernels.h) threaded through the given pool.
-// This file is the one place that dispatches the instruction set.
+// This file is the one place that dispatches the instruction set: the kernels of every set the
+// build holds are linked in (simd.h), and the best one this CPU runs is picked at run time.
 #include "kernels/cpu/cpu_backend.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "huginn/thread_pool.h"
 #include "kernels/cpu/backward_kernels.h"
 #include "kernels/cpu/kernels.h"
-#include "kernels/cpu/matmul_lowp.h"
-#include "kernels/cpu/simd.h"
 
 namespace huginn {
 namespace cpu {
@@ -35,6 +34,36 @@ float* scratch(int slot, int64_t n) {
   return b.p;
 }
 
+void* gemm_buffer(int slot, size_t bytes) {
+  struct Buf {
+    void* p = nullptr;
+    size_t cap = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf bufs[2];
+  HUGINN_ASSERT(slot >= 0 && slot < 2, "gemm_buffer: bad slot");
+  Buf& b = bufs[slot];
+  if (b.cap < bytes) {
+    const size_t cap = (std::max(bytes, b.cap + b.cap / 2) + 63) / 64 * 64 + 64;
+    std::free(b.p);
+    b.p = std::aligned_alloc(64, cap);
+    b.cap = b.p ? cap : 0;
+    if (!b.p) throw Error("out of memory: GEMM panel buffer of " + std::to_string(bytes) + " bytes");
+  }
+  return b.p;
+}
+
+GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&)) {
+#ifdef HUGINN_HAVE_AVX512
+  if (mm == &matmul<VecAvx512>) return &gemm_f32<VecAvx512>;
+#endif
+#ifdef HUGINN_HAVE_AVX2
+  if (mm == &matmul<VecAvx2>) return &gemm_f32<VecAvx2>;
+#endif
+  HUGINN_ASSERT(mm == &matmul<VecGeneric>, "gemm_f32_like: not one of the cpu::matmul instantiations");
+  return &gemm_f32<VecGeneric>;
+}
+
 namespace {
 
 // One instruction set's implementation of every op.
@@ -51,13 +80,15 @@ struct Kernels {
   decltype(&swiglu<VecGeneric>) swiglu;
   decltype(&concat_cols<VecGeneric>) concat_cols;
   decltype(&log_softmax<VecGeneric>) log_softmax;
+  decltype(&gemm_info<VecGeneric>) gemm_info;
 };
 
 template <class V>
 constexpr Kernels kernels_for() {
   return {&copy<V>,    &embedding<V>,   &matmul<V>,      &matmul_lowp<V>,
           &rmsnorm<V>, &add<V>,         &add_bias<V>,    &rope<V>,
-          &attention<V>, &swiglu<V>,    &concat_cols<V>, &log_softmax<V>};
+          &attention<V>, &swiglu<V>,    &concat_cols<V>, &log_softmax<V>,
+          &gemm_info<V>};
 }
 
 Kernels kernels_for(CpuIsa isa) {
@@ -75,11 +106,19 @@ Kernels kernels_for(CpuIsa isa) {
               " is not available in this build or on this CPU");
 }
 
+// Every feature the objects of an instruction set were compiled for (simd.h's target strings;
+// __builtin_cpu_supports also checks that the OS saves the vector registers).
 bool cpu_runs(CpuIsa isa) {
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi") &&
+                    __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
   switch (isa) {
     case CpuIsa::kAvx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-    case CpuIsa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512cd");
+    case CpuIsa::kAvx2: return avx2;
     default: return true;
   }
 }
@@ -109,12 +148,12 @@ class CpuBackend : public Backend {
                  Tensor& out) override {
     k_.embedding(ctx_, table, ids, scale, out);
   }
-  // The one dtype dispatch of the weights: F32 to the GEMM, BF16 / Q8 to matmul_lowp.cc.
+  // The one dtype dispatch of the weights: F32 to matmul, BF16 / Q8 to matmul_lowp (gemm.cc).
   void matmul(const Tensor& x, const Tensor& w, Tensor& y) override {
     if (w.dtype() == DType::kF32) {
       k_.matmul(ctx_, x, w, y);
     } else {
-      k_.matmul_lowp(ctx_, x, w, y, k_.matmul);
+      k_.matmul_lowp(ctx_, x, w, y);
     }
   }
   void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override {
@@ -200,36 +239,73 @@ std::vector<CpuIsa> available_cpu_isas() {
   return out;
 }
 
-CpuIsa best_cpu_isa() { return available_cpu_isas().back(); }
+CpuIsa cpu_isa_from_env(const char* value, const std::vector<CpuIsa>& available) {
+  HUGINN_ASSERT(!available.empty(), "cpu_isa_from_env: no instruction set available");
+  if (!value || !*value) return available.back();
+  std::string list;
+  for (CpuIsa i : available) {
+    if (std::strcmp(value, cpu_isa_name(i)) == 0) return i;
+    list += std::string(list.empty() ? "" : ", ") + cpu_isa_name(i);
+  }
+  const std::string v = value;
+  if (v != "generic" && v != "avx2" && v != "avx512")
+    throw Error("HUGINN_CPU_ISA='" + v + "': not an instruction set (expected generic, avx2 or "
+                "avx512; this build and CPU run " + list + ")");
+  throw Error("HUGINN_CPU_ISA=" + v + ": not compiled into this build or not run by this CPU "
+              "(this build and CPU run " + list + ")");
+}
+
+CpuIsa best_cpu_isa() {
+  static const CpuIsa isa = cpu_isa_from_env(std::getenv("HUGINN_CPU_ISA"), available_cpu_isas());
+  return isa;
+}
+
+uint64_t cpu_gemm_calls(CpuIsa isa) {
+  switch (isa) {
+#ifdef HUGINN_HAVE_AVX512
+    case CpuIsa::kAvx512: return cpu::gemm_calls<cpu::VecAvx512>.load();
+#endif
+#ifdef HUGINN_HAVE_AVX2
+    case CpuIsa::kAvx2: return cpu::gemm_calls<cpu::VecAvx2>.load();
+#endif
+    case CpuIsa::kGeneric: return cpu::gemm_calls<cpu::VecGeneric>.load();
+    default: return 0;
+  }
+}
+
+CpuKernelInfo cpu_kernel_info(CpuIsa isa) {
+  CpuKernelInfo k;
+  k.isa = isa;
+  k.cpu_has_avx512_bf16 = __builtin_cpu_supports("avx512bf16");
+  const cpu::GemmInfo g = cpu::kernels_for(isa).gemm_info();
+  k.gemm_mr = g.mr;
+  k.gemm_nr = g.nr;
+  k.blocking = g.blocking;
+  k.caches = cpu::cpu_caches();
+  return k;
+}
+
+std::string describe(const CpuKernelInfo& k) {
+  char buf[512];
+  const cpu::CpuCaches& c = k.caches;
+  std::snprintf(buf, sizeof buf,
+                "isa %s (AVX512_BF16 %s, unused: see gemm.cc), GEMM tile %dx%d, blocking kc %lld "
+                "mc %lld nc %lld, caches L1d %lld KiB, L2 %lld KiB, L3 %lld KiB shared by %d (%s)",
+                cpu_isa_name(k.isa), k.cpu_has_avx512_bf16 ? "present" : "absent", k.gemm_mr,
+                k.gemm_nr, static_cast<long long>(k.blocking.kc),
+                static_cast<long long>(k.blocking.mc), static_cast<long long>(k.blocking.nc),
+                static_cast<long long>(c.l1d >> 10), static_cast<long long>(c.l2 >> 10),
+                static_cast<long long>(c.l3 >> 10), c.l3_shared_by, c.source.c_str());
+  return buf;
+}
 
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool, const CpuOptions& options) {
   return std::make_unique<cpu::CpuBackend>(pool, options);
 }
 
-namespace {
-
-// HUGINN_ISA=avx512|avx2|generic forces the default backend's instruction set, so that one machine
-// can run (and compare) every kernel path; unset or empty: the best this CPU runs.
-CpuIsa isa_from_environment() {
-  const char* env = std::getenv("HUGINN_ISA");
-  if (!env || !*env) return best_cpu_isa();
-  const std::string want = env;
-  std::string runs;
-  for (CpuIsa isa : available_cpu_isas()) {
-    if (want == cpu_isa_name(isa)) return isa;
-    runs += std::string(runs.empty() ? "" : ", ") + cpu_isa_name(isa);
-  }
-  if (want != "avx512" && want != "avx2" && want != "generic")
-    throw Error("HUGINN_ISA='" + want + "': expected avx512, avx2 or generic");
-  throw Error("HUGINN_ISA=" + want + ": not compiled into this build or not run by this CPU "
-              "(available: " + runs + ")");
-}
-
-}  // namespace
-
 std::unique_ptr<Backend> make_cpu_backend(ThreadPool& pool) {
   CpuOptions o;
-  o.isa = isa_from_environment();
+  o.isa = best_cpu_isa();
   return make_cpu_backend(pool, o);
 }
 

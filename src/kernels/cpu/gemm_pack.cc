@@ -1,148 +1,437 @@
-// Packing helpers shared by the packed GEMMs (gemm_packed.h): per-thread panel buffers and the
-// transposing copy of 32-bit elements (fp32 values or bf16 pairs). Shapes: dst [kc][NW].
-#include <cstdlib>
-#include <cstring>
-#include <string>
-
+// Packing for the blocked GEMM (gemm_packed.h), one object per instruction set: A panels
+// [k][rows] and B micro-panels [k][NR] from F32 / BF16 / Q8 weight rows, transposed in registers
+// (16 x 16 32-bit blocks on AVX-512, 8 x 8 on AVX2; element by element in the generic object and
+// on the ragged k edges), or from rows along N (copied). A 32-bit element of a BF16 row is a
+// pair of values (k, k+1) and of a Q8 row four values, so one transpose moves 2 or 4 k at once.
+// Widening BF16 is exact (it is the top half of an F32); dequantizing Q8 is exact (an int8 times
+// an F16 scale has at most 18 significant bits).
+// Shapes: A [rows <= 16][kc] and B [cols <= NR][kc] as stored, K the full row length of Q8.
 #include "kernels/cpu/gemm_packed.h"
 
-namespace huginn::cpu {
-
-void* gemm_buffer(int slot, size_t bytes) {
-  struct Buf {
-    void* p = nullptr;
-    size_t cap = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf bufs[2];
-  HUGINN_ASSERT(slot >= 0 && slot < 2, "gemm_buffer: bad slot");
-  Buf& b = bufs[slot];
-  if (b.cap < bytes) {
-    const size_t cap = (std::max(bytes, b.cap + b.cap / 2) + 63) / 64 * 64 + 64;
-    std::free(b.p);
-    b.p = std::aligned_alloc(64, cap);
-    b.cap = b.p ? cap : 0;
-    if (!b.p) throw Error("out of memory: GEMM panel buffer of " + std::to_string(bytes) + " bytes");
-  }
-  return b.p;
-}
-
+namespace huginn::cpu::HUGINN_ISA_NS {
 namespace {
 
-#ifdef HUGINN_HAVE_AVX512
-// out[j] = column j of the 16x16 block whose row i is rows[i] (16 x 32-bit each).
-inline void transpose16(__m512i r[16]) {
-  __m512i t[16], u[16];
+// ---- element by element: the generic object, and the k tails of the SIMD ones -------------
+
+// dst[k][NR] = get(n, k) for n < cols (zero up to NR), k in [k_begin, k_end).
+template <class Get>
+void pack_b_ref(const Get& get, int64_t cols, int64_t k_begin, int64_t k_end, int NR,
+                float* dst) {
+  for (int64_t k = k_begin; k < k_end; ++k)
+    for (int64_t n = 0; n < NR; ++n) dst[k * NR + n] = n < cols ? get(n, k) : 0.0f;
+}
+
+void pack_a_ref(const float* src, int64_t ld, int rows, int64_t k_begin, int64_t k_end,
+                float* dst) {
+  for (int64_t k = k_begin; k < k_end; ++k)
+    for (int i = 0; i < rows; ++i) dst[k * rows + i] = src[i * ld + k];
+}
+
+float q8_value(const int8_t* q, const uint16_t* s, int64_t K, int64_t n, int64_t k) {
+  return static_cast<float>(q[n * K + k]) * f16_to_f32(s[n * (K / kQ8Block) + k / kQ8Block]);
+}
+
+#if HUGINN_KERNEL_ISA == HUGINN_ISA_AVX512
+constexpr int kT = 16;  // transpose block: kT rows x kT 32-bit elements
+using Reg = __m512i;
+
+// r[j] = column j of the 16 x 16 block whose row i is r[i] (32-bit elements).
+inline void transpose(Reg r[16]) {
+  Reg t[16], u[16];
+#pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
   }
   // u[4g + c], 128-bit lane l: column 4l + c of rows 4g..4g+3.
+#pragma GCC unroll 4
   for (int g = 0; g < 4; ++g) {
     u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
     u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
     u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
     u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
   }
+#pragma GCC unroll 4
   for (int c = 0; c < 4; ++c) {
-    const __m512i v02 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88);
-    const __m512i v13 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
-    const __m512i w02 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
-    const __m512i w13 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+    const Reg v02 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88);
+    const Reg v13 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+    const Reg w02 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
+    const Reg w13 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
     r[0 + c] = _mm512_shuffle_i32x4(v02, w02, 0x88);
     r[8 + c] = _mm512_shuffle_i32x4(v02, w02, 0xdd);
     r[4 + c] = _mm512_shuffle_i32x4(v13, w13, 0x88);
     r[12 + c] = _mm512_shuffle_i32x4(v13, w13, 0xdd);
   }
 }
+inline Reg load_row(const void* p) { return _mm512_loadu_si512(p); }
+// The first `bytes` bytes of p (a multiple of 4), the rest zero, without touching memory past them.
+inline Reg load_row_part(const void* p, int bytes) {
+  return _mm512_maskz_loadu_epi8(bytes >= 64 ? ~0ull : (1ull << bytes) - 1, p);
+}
+inline Reg zero_reg() { return _mm512_setzero_si512(); }
+inline void store_rows(float* p, Reg v, int rows) {
+  _mm512_mask_storeu_epi32(p, static_cast<__mmask16>((1u << rows) - 1), v);
+}
+inline Reg bf16_even(Reg v) { return _mm512_slli_epi32(v, 16); }
+inline Reg bf16_odd(Reg v) { return _mm512_and_si512(v, _mm512_set1_epi32(int(0xffff0000u))); }
+// Byte t of every 32-bit lane, sign-extended, as F32, times the scales.
+template <int t>
+inline Reg q8_byte(Reg v, const float* scales) {
+  const Reg b = t == 3 ? _mm512_srai_epi32(v, 24) : _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * t), 24);
+  return _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(b), _mm512_loadu_ps(scales)));
+}
+inline void widen_f16(const uint16_t* h, float* out) {
+  _mm512_store_ps(out, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
+}
+using FR = __m512;  // kT floats
+inline FR as_f(Reg r) { return _mm512_castsi512_ps(r); }
+inline FR fma(float a, FR b, FR c) { return _mm512_fmadd_ps(_mm512_set1_ps(a), b, c); }
+inline FR load_n(const float* p, int n) {
+  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+}
+inline void store_n(float* p, FR v, int n) {
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+}
+inline FR zero_f() { return _mm512_setzero_ps(); }
+inline void store_f(float* p, FR v) { _mm512_storeu_ps(p, v); }
+#define HUGINN_SIMD_PACK 1
+#elif HUGINN_KERNEL_ISA == HUGINN_ISA_AVX2
+constexpr int kT = 8;
+using Reg = __m256i;
+
+inline void transpose(Reg ri[8]) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(ri[i]);
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 2; ++g) {
+    u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+  }
+  for (int c = 0; c < 4; ++c) {
+    ri[c] = _mm256_castps_si256(_mm256_permute2f128_ps(u[c], u[4 + c], 0x20));
+    ri[4 + c] = _mm256_castps_si256(_mm256_permute2f128_ps(u[c], u[4 + c], 0x31));
+  }
+}
+inline Reg load_row(const void* p) { return _mm256_loadu_si256(static_cast<const Reg*>(p)); }
+inline Reg zero_reg() { return _mm256_setzero_si256(); }
+inline void store_rows(float* p, Reg v, int rows) {
+  const Reg m = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  _mm256_maskstore_epi32(reinterpret_cast<int*>(p), m, v);
+}
+inline Reg bf16_even(Reg v) { return _mm256_slli_epi32(v, 16); }
+inline Reg bf16_odd(Reg v) { return _mm256_and_si256(v, _mm256_set1_epi32(int(0xffff0000u))); }
+template <int t>
+inline Reg q8_byte(Reg v, const float* scales) {
+  const Reg b = t == 3 ? _mm256_srai_epi32(v, 24) : _mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * t), 24);
+  return _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(b), _mm256_loadu_ps(scales)));
+}
+inline void widen_f16(const uint16_t* h, float* out) {
+  _mm256_store_ps(out, _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h))));
+}
+using FR = __m256;
+inline FR as_f(Reg r) { return _mm256_castsi256_ps(r); }
+inline FR fma(float a, FR b, FR c) { return _mm256_fmadd_ps(_mm256_set1_ps(a), b, c); }
+inline __m256i lane_mask(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline FR load_n(const float* p, int n) { return _mm256_maskload_ps(p, lane_mask(n)); }
+inline Reg load_row_part(const void* p, int bytes) {
+  return _mm256_maskload_epi32(static_cast<const int*>(p), lane_mask(bytes / 4));
+}
+inline void store_n(float* p, FR v, int n) { _mm256_maskstore_ps(p, lane_mask(n), v); }
+inline FR zero_f() { return _mm256_setzero_ps(); }
+inline void store_f(float* p, FR v) { _mm256_storeu_ps(p, v); }
+#define HUGINN_SIMD_PACK 1
 #endif
+
+#ifdef HUGINN_SIMD_PACK
+// The kT rows starting at row g of a B micro-panel (rows past `cols` read as zero). load() also
+// prefetches what comes next, since decode reads every weight from memory once, in rows too
+// short for the hardware prefetcher to ramp up on: when packing (ahead > 0), the same place
+// `ahead` bytes on (the next micro-panel, packed next); when the rows are streamed front to back
+// (ahead = 0, stream_src), the next kT rows, which follow these in memory, as one linear walk
+// paced so that it ends as these rows do.
+struct RowGroup {
+  static constexpr int kLinesPerLoad = kT * static_cast<int>(sizeof(Reg)) / 64;
+  const char* row[kT];
+  const char* next;  // linear mode: the first of the next kT rows
+  int g, n;          // first row (in the micro-panel), valid rows
+  int64_t ahead;     // packing mode: prefetch distance in bytes
+  RowGroup(const void* base, int64_t ld_bytes, int64_t cols, int g0, int64_t ahead_bytes)
+      : g(g0), ahead(ahead_bytes) {
+    n = static_cast<int>(std::clamp<int64_t>(cols - g, 0, kT));
+    for (int i = 0; i < kT; ++i)
+      row[i] = static_cast<const char*>(base) + (g + std::min(i, std::max(n - 1, 0))) * ld_bytes;
+    next = static_cast<const char*>(base) + (g + kT) * ld_bytes;
+  }
+  void load(int64_t off_bytes, Reg r[kT]) const {
+    if (n == kT) {
+      if (ahead == 0) {
+        const char* p = next + off_bytes * kT;
+        for (int i = 0; i < kLinesPerLoad; ++i) __builtin_prefetch(p + 64 * i, 0, 3);
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < kT; ++i) {
+        if (ahead > 0) __builtin_prefetch(row[i] + off_bytes + ahead, 0, 3);
+        r[i] = load_row(row[i] + off_bytes);
+      }
+      return;
+    }
+    for (int i = 0; i < kT; ++i) r[i] = i < n ? load_row(row[i] + off_bytes) : zero_reg();
+  }
+  // The same with only `bytes` of each row (a multiple of 4) read, the rest zero.
+  void load_part(int64_t off_bytes, int bytes, Reg r[kT]) const {
+    for (int i = 0; i < kT; ++i) r[i] = i < n ? load_row_part(row[i] + off_bytes, bytes) : zero_reg();
+  }
+};
+
+// stream_src's RowGroups prefetch the next rows linearly (RowGroup, ahead = 0).
+constexpr int64_t kStreamAhead = 0;
+
+// ---- weight-row sources: each transposes one chunk of a RowGroup's rows in registers and hands
+// the result to emit(j, w) for j = 0, 1, ... in k order, w = values k + j of the kT rows as F32 ----
+
+struct SrcF32 {
+  static constexpr int kSteps = kT;  // k values per chunk
+  const float* w;
+  int64_t ld;
+  RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
+    return RowGroup(w, ld * 4, cols, g, ahead_rows > 0 ? ahead_rows * ld * 4 : kStreamAhead);
+  }
+  template <class Emit>
+  void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
+    Reg r[kT];
+    rg.load(k * 4, r);
+    transpose(r);
+#pragma GCC unroll 16  // r[] must stay in registers
+    for (int j = 0; j < kT; ++j) emit(j, as_f(r[j]));
+  }
+  float at(int64_t n, int64_t k) const { return w[n * ld + k]; }
+};
+
+struct SrcBf16 {
+  static constexpr int kSteps = 2 * kT;  // a 32-bit element is a pair (k, k + 1)
+  const uint16_t* w;
+  int64_t ld;
+  RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
+    return RowGroup(w, ld * 2, cols, g, ahead_rows > 0 ? ahead_rows * ld * 2 : kStreamAhead);
+  }
+  template <class Emit>
+  void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
+    Reg r[kT];
+    rg.load(k * 2, r);
+    transpose(r);  // r[j]: the pair (k + 2j, k + 2j + 1) of every row
+#pragma GCC unroll 16
+    for (int j = 0; j < kT; ++j) {
+      emit(2 * j, as_f(bf16_even(r[j])));
+      emit(2 * j + 1, as_f(bf16_odd(r[j])));
+    }
+  }
+  float at(int64_t n, int64_t k) const { return bf16_to_f32(w[n * ld + k]); }
+};
+
+struct SrcQ8 {
+  static constexpr int kSteps = 4 * kT;  // a 32-bit element is four values
+  static_assert(kSteps % kQ8Block == 0, "a chunk covers whole scale groups");
+  static constexpr int kGroups = kSteps / kQ8Block;
+  const int8_t* q;     // row n0's values
+  const uint16_t* s;   // row n0's scales
+  int64_t K, k0;       // row length; the k block's start (a multiple of 32)
+  RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
+    return RowGroup(q + k0, K, cols, g, ahead_rows > 0 ? ahead_rows * K : kStreamAhead);
+  }
+  template <class Emit>
+  void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
+    chunk_part(rg, k, kSteps, emit);
+  }
+  // The first `kn` values (a multiple of 32: Q8 rows end on a scale group, not always on a chunk).
+  template <class Emit>
+  void chunk_part(const RowGroup& rg, int64_t k, int kn, const Emit& emit) const {
+    alignas(64) float sc[kGroups][kT];
+    const int64_t nb = K / kQ8Block, b0 = (k0 + k) / kQ8Block;
+    for (int b = 0; b < kGroups; ++b) {
+      alignas(32) uint16_t h[kT] = {};
+      if (b * kQ8Block < kn)
+        for (int i = 0; i < rg.n; ++i) h[i] = s[(rg.g + i) * nb + b0 + b];
+      widen_f16(h, sc[b]);
+    }
+    Reg r[kT];
+    if (kn == kSteps) {
+      rg.load(k, r);
+    } else {
+      rg.load_part(k, kn, r);
+    }
+    transpose(r);  // r[j]: values k + 4j .. k + 4j + 3 of every row, one per byte
+#pragma GCC unroll 16
+    for (int j = 0; j < kT; ++j) {
+      if (4 * j >= kn) break;
+      const float* scj = sc[4 * j / kQ8Block];
+      emit(4 * j, as_f(q8_byte<0>(r[j], scj)));
+      emit(4 * j + 1, as_f(q8_byte<1>(r[j], scj)));
+      emit(4 * j + 2, as_f(q8_byte<2>(r[j], scj)));
+      emit(4 * j + 3, as_f(q8_byte<3>(r[j], scj)));
+    }
+  }
+  float at(int64_t n, int64_t k) const { return q8_value(q, s, K, n, k0 + k); }
+};
+
+// B micro-panel [k][NR] from a source: whole chunks in registers, the k tail element by element.
+// Whole scale groups of a Q8 row that end it short of a full chunk go through chunk_part.
+template <class Src>
+constexpr int64_t part_steps(int64_t left) {
+  if constexpr (std::is_same_v<Src, SrcQ8>) return left / kQ8Block * kQ8Block;
+  return 0;
+}
+
+template <class Src>
+void pack_b_src(const Src& src, int64_t cols, int64_t kc, int NR, float* dst) {
+  int64_t kfull = kc / Src::kSteps * Src::kSteps;
+  const int64_t kpart = part_steps<Src>(kc - kfull);
+  for (int g = 0; g < NR; g += kT) {
+    const RowGroup rg = src.rows(cols, g, NR);
+    auto store = [&](int64_t k) { return [&, k](int j, FR w) { store_f(dst + (k + j) * NR + g, w); }; };
+    for (int64_t k = 0; k < kfull; k += Src::kSteps) src.chunk(rg, k, store(k));
+    if constexpr (std::is_same_v<Src, SrcQ8>)
+      if (kpart > 0) src.chunk_part(rg, kfull, static_cast<int>(kpart), store(kfull));
+  }
+  kfull += kpart;
+  pack_b_ref([&](int64_t n, int64_t k) { return src.at(n, k); }, cols, kfull, kc, NR, dst);
+}
+
+// C[M][cols of the micro-panel] (= or +=) a[kc][M] · B, B's chunks used as they come out of the
+// transpose: per kT-column group, M accumulators, one FMA chain per output in k order (the chain
+// of micro_tile on the packed panel, so the bits are the same).
+template <int M, class Src>
+void stream_src(const Src& src, int64_t cols, int64_t kc, int NR, const float* a, float* c,
+                int64_t ldc, bool load_c) {
+  const int64_t kfull = kc / Src::kSteps * Src::kSteps;
+  const int64_t kpart = part_steps<Src>(kc - kfull);
+  for (int g = 0; g < NR && g < cols; g += kT) {
+    const RowGroup rg = src.rows(cols, g, 0);
+    FR acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = load_c ? load_n(c + m * ldc + g, rg.n) : zero_f();
+    auto fmas = [&](int64_t k) {
+      return [&, k](int j, FR w) {
+        const float* ak = a + (k + j) * M;
+        for (int m = 0; m < M; ++m) acc[m] = fma(ak[m], w, acc[m]);
+      };
+    };
+    for (int64_t k = 0; k < kfull; k += Src::kSteps) src.chunk(rg, k, fmas(k));
+    if constexpr (std::is_same_v<Src, SrcQ8>)
+      if (kpart > 0) src.chunk_part(rg, kfull, static_cast<int>(kpart), fmas(kfull));
+    for (int64_t k = kfull + kpart; k < kc; ++k) {
+      alignas(64) float wk[kT] = {};
+      for (int i = 0; i < rg.n; ++i) wk[i] = src.at(g + i, k);
+      const FR w = load_n(wk, kT);
+      for (int m = 0; m < M; ++m) acc[m] = fma(a[k * M + m], w, acc[m]);
+    }
+    for (int m = 0; m < M; ++m) store_n(c + m * ldc + g, acc[m], rg.n);
+  }
+}
+#endif  // HUGINN_SIMD_PACK
 
 }  // namespace
 
-void pack_transposed_u32(const void* src, int64_t ld_bytes, int64_t cols, int64_t kvalid,
-                         int64_t kc, int NW, uint32_t* dst) {
-  const char* s = static_cast<const char*>(src);
-  auto at = [&](int64_t n, int64_t k) {
-    uint32_t v;
-    std::memcpy(&v, s + n * ld_bytes + k * 4, 4);  // rows need not be 4-byte aligned
-    return v;
-  };
-  int64_t n0 = 0;
-#ifdef HUGINN_HAVE_AVX512
-  const int64_t kfull = kvalid / 16 * 16;
-  for (; n0 + 16 <= cols; n0 += 16) {
-    for (int64_t k0 = 0; k0 < kfull; k0 += 16) {
-      __m512i r[16];
-      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(s + (n0 + i) * ld_bytes + k0 * 4);
-      transpose16(r);
-      for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + (k0 + j) * NW + n0, r[j]);
-    }
-    for (int64_t k = kfull; k < kc; ++k)
-      for (int64_t n = n0; n < n0 + 16; ++n) dst[k * NW + n] = k < kvalid ? at(n, k) : 0u;
+void pack_a_rows(const float* src, int64_t ld, int rows, int64_t kc, float* dst) {
+  int64_t k = 0;
+#ifdef HUGINN_SIMD_PACK
+  const RowGroup rg(src, ld * 4, rows, 0, 0);
+  for (; k + kT <= kc; k += kT) {
+    Reg r[kT];
+    rg.load(k * 4, r);
+    transpose(r);
+    for (int j = 0; j < kT; ++j) store_rows(dst + (k + j) * rows, r[j], rows);
   }
 #endif
+  pack_a_ref(src, ld, rows, k, kc, dst);
+}
+
+// The copying packers: a few dozen bytes per k, so in registers rather than through memcpy calls.
+void pack_a_cols(const float* src, int64_t ld, int rows, int64_t kc, float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
-    uint32_t* d = dst + k * NW;
-    for (int64_t n = n0; n < NW; ++n) d[n] = n < cols && k < kvalid ? at(n, k) : 0u;
+#ifdef HUGINN_SIMD_PACK
+    for (int i = 0; i < rows; i += kT) {
+      const int n = std::min(kT, rows - i);
+      store_n(dst + k * rows + i, load_n(src + k * ld + i, n), n);
+    }
+#else
+    for (int i = 0; i < rows; ++i) dst[k * rows + i] = src[k * ld + i];
+#endif
   }
 }
 
-void pack_rows_u32(const void* src, int64_t ld_bytes, int64_t rows, int64_t kc, int MR,
-                   uint32_t* dst) {
-  const char* s = static_cast<const char*>(src);
-  int64_t k0 = 0;
-#ifdef HUGINN_HAVE_AVX512
-  if (MR <= 16) {
-    const __mmask16 keep = static_cast<__mmask16>((1u << MR) - 1);
-    for (; k0 + 16 <= kc; k0 += 16) {
-      __m512i r[16];
-      for (int i = 0; i < 16; ++i)
-        r[i] = i < rows ? _mm512_loadu_si512(s + i * ld_bytes + k0 * 4) : _mm512_setzero_si512();
-      transpose16(r);
-      for (int j = 0; j < 16; ++j) _mm512_mask_storeu_epi32(dst + (k0 + j) * MR, keep, r[j]);
-    }
-  }
-#endif
-  for (int64_t i = 0; i < MR; ++i) {
-    const char* row = s + std::min<int64_t>(i, rows - 1) * ld_bytes;
-    for (int64_t k = k0; k < kc; ++k) {
-      uint32_t v = 0;
-      if (i < rows) std::memcpy(&v, row + k * 4, 4);
-      dst[k * MR + i] = v;
-    }
-  }
-}
-
-void pack_transposed_bf16(const uint16_t* src, int64_t ld, int64_t cols, int64_t kc, int NW,
-                          float* dst) {
-  auto widen = [](uint16_t h) {
-    const uint32_t u = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  };
-  int64_t n0 = 0;
-#ifdef HUGINN_HAVE_AVX512
-  const int64_t kfull = kc / 16 * 16;
-  for (; n0 + 16 <= cols; n0 += 16) {
-    for (int64_t k0 = 0; k0 < kfull; k0 += 16) {
-      __m512i r[16];
-      for (int i = 0; i < 16; ++i) {
-        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + (n0 + i) * ld + k0));
-        r[i] = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
-      }
-      transpose16(r);
-      for (int j = 0; j < 16; ++j)
-        _mm512_storeu_si512(dst + (k0 + j) * NW + n0, r[j]);
-    }
-    for (int64_t k = kfull; k < kc; ++k)
-      for (int64_t n = n0; n < n0 + 16; ++n) dst[k * NW + n] = widen(src[n * ld + k]);
-  }
-#endif
+void pack_b_cols_f32(const float* b, int64_t ld, int64_t cols, int64_t kc, int NR, float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
-    float* d = dst + k * NW;
-    for (int64_t n = n0; n < NW; ++n) d[n] = n < cols ? widen(src[n * ld + k]) : 0.0f;
+    float* d = dst + k * NR;
+#ifdef HUGINN_SIMD_PACK
+    for (int g = 0; g < NR; g += kT) {
+      const int n = static_cast<int>(std::clamp<int64_t>(cols - g, 0, kT));
+      store_f(d + g, n > 0 ? load_n(b + k * ld + g, n) : zero_f());
+    }
+#else
+    for (int64_t n = 0; n < NR; ++n) d[n] = n < cols ? b[k * ld + n] : 0.0f;
+#endif
   }
 }
 
-}  // namespace huginn::cpu
+#ifdef HUGINN_SIMD_PACK
+void pack_b_rows_f32(const float* w, int64_t ld, int64_t cols, int64_t kc, int NR, float* dst) {
+  pack_b_src(SrcF32{w, ld}, cols, kc, NR, dst);
+}
+void pack_b_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, int NR,
+                      float* dst) {
+  pack_b_src(SrcBf16{w, ld}, cols, kc, NR, dst);
+}
+void pack_b_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, float* dst) {
+  pack_b_src(SrcQ8{q, s, K, k0}, cols, kc, NR, dst);
+}
+
+namespace {
+template <class Src, int... I>
+void stream_dispatch(const Src& src, int64_t cols, int64_t kc, int NR, const float* a, int M,
+                     float* c, int64_t ldc, bool load_c, std::integer_sequence<int, I...>) {
+  using Fn = void (*)(const Src&, int64_t, int64_t, int, const float*, float*, int64_t, bool);
+  static constexpr Fn table[] = {&stream_src<I + 1, Src>...};
+  table[M - 1](src, cols, kc, NR, a, c, ldc, load_c);
+}
+constexpr auto kStreamRows = std::make_integer_sequence<int, kStreamMaxRows>{};
+}  // namespace
+
+void stream_rows_f32(const float* w, int64_t ld, int64_t cols, int64_t kc, int NR, const float* a,
+                     int M, float* c, int64_t ldc, bool load_c) {
+  stream_dispatch(SrcF32{w, ld}, cols, kc, NR, a, M, c, ldc, load_c, kStreamRows);
+}
+void stream_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, int NR,
+                      const float* a, int M, float* c, int64_t ldc, bool load_c) {
+  stream_dispatch(SrcBf16{w, ld}, cols, kc, NR, a, M, c, ldc, load_c, kStreamRows);
+}
+void stream_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, const float* a, int M, float* c, int64_t ldc,
+                    bool load_c) {
+  stream_dispatch(SrcQ8{q, s, K, k0}, cols, kc, NR, a, M, c, ldc, load_c, kStreamRows);
+}
+#else
+// The generic object: element by element (the readable form of what the SIMD ones compute).
+void pack_b_rows_f32(const float* w, int64_t ld, int64_t cols, int64_t kc, int NR, float* dst) {
+  pack_b_ref([&](int64_t n, int64_t k) { return w[n * ld + k]; }, cols, 0, kc, NR, dst);
+}
+void pack_b_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, int NR,
+                      float* dst) {
+  pack_b_ref([&](int64_t n, int64_t k) { return bf16_to_f32(w[n * ld + k]); }, cols, 0, kc, NR,
+             dst);
+}
+void pack_b_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, float* dst) {
+  pack_b_ref([&](int64_t n, int64_t k) { return q8_value(q, s, K, n, k0 + k); }, cols, 0, kc, NR,
+             dst);
+}
+#endif
+
+}  // namespace huginn::cpu::HUGINN_ISA_NS
+HUGINN_KERNELS_END

@@ -1,98 +1,95 @@
-// The blocked GEMM both packed GEMMs (fp32 in gemm.cc, bf16 in gemm_bf16.cc) run on:
-//   C[M, N] (= or +=) A[M, K] · B[K, N]
-// with both operands copied into cache-sized panels first (the GotoBLAS/BLIS scheme):
-//   per thread, for its own range of N panels:  for each NC block of columns, for each KC block
-//   of k:  pack B (KC x NC, L2)  then for each MC block of rows:  pack A (MC x KC, L2),  then a
-//   register tile of MR rows x NR columns for every (panel, tile): MR broadcasts of A against
-//   NR/W vectors of B per k, C tile loaded/stored once per KC block.
-// Packing costs (M + N)·K copies against 2·M·N·K flops, and makes every inner loop read two
-// contiguous streams (no L1 set aliasing at power-of-two K, no strided weight rows).
-// Work is split over N panels only, and each C element is one accumulation chain over k in
-// order, so results do not depend on the thread count.
-// Shapes here are in packed units: for bf16 one packed k is a pair of k values.
+// The blocked GEMM every matmul of the fast CPU backend runs on (F32, BF16 and Q8 weights, and
+// the backward's transposed operands):
+//   C[M, N] (= or +=) A[M, K] · B[K, N]       M rows of x, K inner, N outputs
+// with both operands copied into panels first (the GotoBLAS/BLIS scheme): A panels [k][mr] of
+// up to MR rows, B micro-panels [k][NR] (NR = NV vectors), and a register tile of mr x NR that
+// runs over one of each: per k, mr broadcasts of A against NV vectors of B.
+//
+// Row-exact by construction: every C element is one FMA chain over k = 0..K-1 in order, from +0
+// (or from C when accumulating); between k blocks the running sum is stored in C as an F32 and
+// loaded again, which changes nothing. The tile height mr, the blocking and the thread split
+// only decide which chains run side by side, never the order inside one, so a row's bits do not
+// depend on how many rows came with it (1 or 1000), on this machine's cache sizes or on the
+// thread count. That is what lets a batch of decode rows share one pass over the weights.
+//
+// Two loop orders, both over the calling thread's own range of B micro-panels (threads split
+// N only):
+// - stream (M <= MR: decode): for each micro-panel, its weight rows read front to back over the
+//   whole of K, transposed in registers and multiplied straight into the tile (the generic
+//   object packs k blocks and runs the tile instead). A is packed once, whole.
+// - blocked (larger M): for each nc block, k block: [pack the B block when M needs several mc
+//   blocks], for each mc block: pack A (L2), for each micro-panel [packed just in time when one
+//   mc block holds all of M] (L1), for each A panel: the tile.
+// Blocking (kc, mc, nc) comes from the cache sizes found at run time (cpu_info.h).
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
-#include <cstring>
-
-#include "kernels/cpu/kernels.h"
 #include "kernels/cpu/simd.h"
 
 namespace huginn::cpu {
 
-// A per-calling-thread, 64-byte-aligned buffer of at least `bytes` for the packed panels (slot 0:
-// B, slot 1: A), reused across calls; separate from the scratch() slots other kernels use.
-void* gemm_buffer(int slot, size_t bytes);
-
-// Blocking of one packed GEMM; P is the packed element (float, or uint32_t = a bf16 pair).
-struct GemmBlocking {
-  int64_t kc, mc, nc;
-};
-
-// The fp32 register tile per instruction set (MR rows of A x NV vectors of B) and the blocking:
-// a B micro-panel (kc x NR) stays in L1, an A block (mc x kc) and a B block (kc x nc) in L2.
+// The register tile of this instruction set: MR rows of A x NV vectors of B.
 template <class V>
 struct GemmTile {
-  static constexpr int MR = V::kGemmRows, NV = V::kGemmVecs;
+  static constexpr int MR = V::kGemmRows, NV = V::kGemmVecs, NR = NV * V::W;
 };
-// Measured at 1 thread (bench-m shapes): 12x2 and 6x4 tiles, kc 128..384, mc 96..192, nc
-// 1024..2048 all within the machine's noise (~10%) of each other.
-inline constexpr GemmBlocking kGemmBlocking{256, 192, 1024};
 
-// pack_a(m0, rows, k0, kc, P* dst): dst[k][MR] for k < kc, rows >= `rows` zero.
-// pack_b(n0, cols, k0, kc, P* dst): dst[k][NR] for k < kc, columns >= `cols` zero.
-// micro(a, b, kc, c, ldc, mr, nr, load_c): C tile (mr x nr at c) (= or +=) a·b.
-template <int MR, int NR, class P, class PackA, class PackB, class Micro>
-void packed_gemm(const Ctx& c, const GemmBlocking& bl, int64_t M, int64_t N, int64_t K,
-                 const PackA& pack_a, const PackB& pack_b, const Micro& micro, float* C,
-                 int64_t ldc, bool accumulate) {
-  const int64_t panels = (N + NR - 1) / NR;
-  const int64_t kc_max = std::min(bl.kc, K);
-  const int64_t mc_max = std::min((M + MR - 1) / MR * MR, bl.mc / MR * MR);
-  const int64_t nc_max = std::min(panels * NR, std::max<int64_t>(NR, bl.nc / NR * NR));
-  // Unit of work: one panel of NR columns over all M and K.
-  c.for_range(panels, 2 * M * K * NR, [&](int64_t p0, int64_t p1) {
-    P* bbuf = static_cast<P*>(gemm_buffer(0, kc_max * nc_max * sizeof(P)));
-    P* abuf = static_cast<P*>(gemm_buffer(1, kc_max * mc_max * sizeof(P)));
-    const int64_t n_end = std::min(N, p1 * NR);
-    for (int64_t jc = p0 * NR; jc < n_end; jc += nc_max) {
-      const int64_t nc = std::min(nc_max, n_end - jc);
-      for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
-        const int64_t kc = std::min(kc_max, K - k0);
-        const bool load_c = accumulate || k0 > 0;
-        for (int64_t j = 0; j < nc; j += NR)
-          pack_b(jc + j, std::min<int64_t>(NR, nc - j), k0, kc, bbuf + j * kc);
-        for (int64_t ic = 0; ic < M; ic += mc_max) {
-          const int64_t mc = std::min(mc_max, M - ic);
-          for (int64_t i = 0; i < mc; i += MR)
-            pack_a(ic + i, std::min<int64_t>(MR, mc - i), k0, kc, abuf + i * kc);
-          for (int64_t j = 0; j < nc; j += NR) {
-            const int nr = static_cast<int>(std::min<int64_t>(NR, nc - j));
-            for (int64_t i = 0; i < mc; i += MR) {
-              const int mr = static_cast<int>(std::min<int64_t>(MR, mc - i));
-              micro(abuf + i * kc, bbuf + j * kc, kc, C + (ic + i) * ldc + jc + j, ldc, mr, nr,
-                    load_c);
-            }
-          }
-        }
-      }
-    }
-  });
+// This instruction set's blocking on this machine (or the test override), kc a multiple of 64.
+template <class V>
+GemmBlocking gemm_blocking_now() {
+  static const GemmBlocking computed =
+      gemm_blocking_from_env(gemm_blocking(cpu_caches(), GemmTile<V>::MR, GemmTile<V>::NR));
+  GemmBlocking b;
+  return gemm_blocking_override(&b) ? b : computed;
 }
 
-// The fp32 register tile: C[mr x nr] (= or +=) a[kc][MR] · b[kc][NR], NR = NV vectors.
+namespace HUGINN_ISA_NS {
+
+// Packers (gemm_pack.cc). A panels are [k][rows] (compact: `rows` <= 16 floats per k); B
+// micro-panels are [k][NR] with the columns from `cols` on zero. Sources may be unaligned.
+// A(i, k) = src[i * ld + k] (rows of x).
+void pack_a_rows(const float* src, int64_t ld, int rows, int64_t kc, float* dst);
+// A(i, k) = src[i + k * ld] (a transposed operand, read along its columns).
+void pack_a_cols(const float* src, int64_t ld, int rows, int64_t kc, float* dst);
+// B(k, n) = w[n * ld + k]: F32 / BF16 weight rows, transposed (BF16 widened exactly).
+void pack_b_rows_f32(const float* w, int64_t ld, int64_t cols, int64_t kc, int NR, float* dst);
+void pack_b_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, int NR,
+                      float* dst);
+// Q8 weight rows n0.. (values q + n * K, F16 scales s + n * (K / 32)), k0 a multiple of 32:
+// B(k, n) = q[n][k0 + k] · scale[n][(k0 + k) / 32], exact in F32.
+void pack_b_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, float* dst);
+// B(k, n) = b[k * ld + n] (rows of B along N), copied.
+void pack_b_cols_f32(const float* b, int64_t ld, int64_t cols, int64_t kc, int NR, float* dst);
+
+#if HUGINN_KERNEL_ISA != HUGINN_ISA_GENERIC
+// Decode (M <= kStreamMaxRows): one micro-panel's k block of weight rows (as the pack_b_rows_*
+// above take them) transposed in registers and multiplied straight into C[M][cols] (= or += when
+// load_c), with A packed as [kc][M]: the FMA chains of pack_b_rows_* + micro_tile, without the
+// round trip of the panel through memory.
+inline constexpr int kStreamMaxRows = GemmTile<HUGINN_VEC>::MR;
+void stream_rows_f32(const float* w, int64_t ld, int64_t cols, int64_t kc, int NR, const float* a,
+                     int M, float* c, int64_t ldc, bool load_c);
+void stream_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, int NR,
+                      const float* a, int M, float* c, int64_t ldc, bool load_c);
+void stream_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, const float* a, int M, float* c, int64_t ldc, bool load_c);
+#endif
+
+}  // namespace HUGINN_ISA_NS
+
+// The register tile: C[MR x nr] (= or +=) a[kc][MR] · b[kc][NR], NR = NV vectors.
 template <class V, int MR, int NV>
-void micro_f32(const float* a, const float* b, int64_t kc, float* c, int64_t ldc, int mr, int nr,
-               bool load_c) {
+void micro_tile(const float* a, const float* b, int64_t kc, float* c, int64_t ldc, int nr,
+                bool load_c) {
   using R = typename V::R;
   constexpr int W = V::W, NR = NV * W;
   R acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NV; ++j) {
       const int n = std::clamp(nr - j * W, 0, W);
-      acc[i][j] = load_c && i < mr && n > 0 ? ld<V>(c + i * ldc + j * W, n) : V::zero();
+      acc[i][j] = load_c && n > 0 ? ld<V>(c + i * ldc + j * W, n) : V::zero();
     }
+#pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     R bv[NV];
     for (int j = 0; j < NV; ++j) bv[j] = V::load(b + k * NR + j * W);
@@ -101,27 +98,102 @@ void micro_f32(const float* a, const float* b, int64_t kc, float* c, int64_t ldc
       for (int j = 0; j < NV; ++j) acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
     }
   }
-  for (int i = 0; i < mr; ++i)
+  for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NV; ++j) {
       const int n = std::clamp(nr - j * W, 0, W);
       if (n > 0) st<V>(c + i * ldc + j * W, acc[i][j], n);
     }
 }
 
-// dst[k][NW] = element k of row n of src (32-bit elements: fp32 values or bf16 pairs; rows
-// ld_bytes apart, any alignment) for n < cols and k < kvalid; zero elsewhere up to kc x NW.
-// 16x16 blocks go through registers on AVX-512.
-void pack_transposed_u32(const void* src, int64_t ld_bytes, int64_t cols, int64_t kvalid,
-                         int64_t kc, int NW, uint32_t* dst);
+using MicroFn = void (*)(const float*, const float*, int64_t, float*, int64_t, int, bool);
 
-// dst[k][MR] = element k of row i of src for i < rows, k < kc (zero for rows >= `rows`), rows
-// ld_bytes apart: an A panel from a row-major operand. In registers on AVX-512 when MR <= 16.
-void pack_rows_u32(const void* src, int64_t ld_bytes, int64_t rows, int64_t kc, int MR,
-                   uint32_t* dst);
+// micro_tile for every panel height 1..MR (index = rows), so that a short panel (the last rows
+// of M, or decode's one row) costs its own rows only.
+template <class V, int NV, int... I>
+constexpr std::array<MicroFn, sizeof...(I) + 1> micro_table(std::integer_sequence<int, I...>) {
+  return {nullptr, &micro_tile<V, I + 1, NV>...};
+}
+template <class V>
+inline constexpr auto kMicro = micro_table<V, GemmTile<V>::NV>(
+    std::make_integer_sequence<int, GemmTile<V>::MR>{});
 
-// dst[k][NW] = float(src[n][k]) for bf16 rows (ld elements apart), n < cols, k < kc; columns
-// >= cols zero. Widening is exact (bf16 is the top half of an fp32).
-void pack_transposed_bf16(const uint16_t* src, int64_t ld, int64_t cols, int64_t kc, int NW,
-                          float* dst);
+// pack_a(m0, rows, k0, kc, dst): A rows m0.. (rows <= MR), k0..k0+kc, as [k][rows].
+// pack_b(n0, cols, k0, kc, dst): B columns n0.. (cols <= NR), as [k][NR].
+// stream_b(n0, cols, k0, kc, a, rows, c, load_c): C[rows][n0..n0+cols) (= or +=) a[kc][rows] ·
+// B, the fused decode kernel, or nullptr (then decode packs B and runs the tile).
+template <class V, class PackA, class PackB, class StreamB = std::nullptr_t>
+void packed_gemm(const Ctx& c, int64_t M, int64_t N, int64_t K, const PackA& pack_a,
+                 const PackB& pack_b, float* C, int64_t ldc, bool accumulate,
+                 const StreamB& stream_b = nullptr) {
+  constexpr int MR = GemmTile<V>::MR, NR = GemmTile<V>::NR;
+  const GemmBlocking bl = gemm_blocking_now<V>();
+  const int64_t panels = (N + NR - 1) / NR;
+  // A panel of `rows` rows starting at packed offset `off` (compact panels of MR rows).
+  auto run_panel = [&](const float* a, int rows, const float* b, int64_t kc, int64_t m, int64_t n,
+                       int nr, bool load_c) {
+    kMicro<V>[rows](a, b, kc, C + m * ldc + n, ldc, nr, load_c);
+  };
+  if (M <= MR) {  // stream: one A panel, each weight micro-panel in turn
+    c.for_range(panels, 2 * M * K * NR, [&](int64_t p0, int64_t p1) {
+      const int rows = static_cast<int>(M);
+      float* abuf = static_cast<float*>(gemm_buffer(1, K * rows * sizeof(float)));
+      for (int64_t k0 = 0; k0 < K; k0 += bl.kc)
+        pack_a(0, rows, k0, std::min(bl.kc, K - k0), abuf + k0 * rows);
+      if constexpr (!std::is_same_v<StreamB, std::nullptr_t>) {
+        // Fused: the whole of K at once, so each weight row is read front to back.
+        for (int64_t p = p0; p < p1; ++p)
+          stream_b(p * NR, static_cast<int>(std::min<int64_t>(NR, N - p * NR)), 0, K, abuf, rows,
+                   C + p * NR, accumulate);
+      } else {
+        float* bbuf = static_cast<float*>(gemm_buffer(0, bl.kc * NR * sizeof(float)));
+        for (int64_t p = p0; p < p1; ++p) {
+          const int nr = static_cast<int>(std::min<int64_t>(NR, N - p * NR));
+          for (int64_t k0 = 0; k0 < K; k0 += bl.kc) {
+            const int64_t kc = std::min(bl.kc, K - k0);
+            pack_b(p * NR, nr, k0, kc, bbuf);
+            run_panel(abuf + k0 * rows, rows, bbuf, kc, 0, p * NR, nr, accumulate || k0 > 0);
+          }
+        }
+      }
+    });
+    return;
+  }
+  const int64_t mc_max = std::min((M + MR - 1) / MR * MR, std::max<int64_t>(MR, bl.mc / MR * MR));
+  const bool fused = mc_max >= M;  // one mc block: pack each B micro-panel just before its use
+  c.for_range(panels, 2 * M * K * NR, [&](int64_t p0, int64_t p1) {
+    const int64_t nc_max = fused ? (p1 - p0) * NR : std::max<int64_t>(NR, bl.nc / NR * NR);
+    const int64_t kc_max = std::min(bl.kc, K);
+    float* bbuf = static_cast<float*>(
+        gemm_buffer(0, kc_max * (fused ? NR : std::min(nc_max, (p1 - p0) * NR)) * sizeof(float)));
+    float* abuf = static_cast<float*>(gemm_buffer(1, kc_max * mc_max * sizeof(float)));
+    const int64_t n_end = std::min(N, p1 * NR);
+    for (int64_t jc = p0 * NR; jc < n_end; jc += nc_max) {
+      const int64_t nc = std::min(nc_max, n_end - jc);
+      for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+        const int64_t kc = std::min(kc_max, K - k0);
+        const bool load_c = accumulate || k0 > 0;
+        if (!fused)
+          for (int64_t j = 0; j < nc; j += NR)
+            pack_b(jc + j, static_cast<int>(std::min<int64_t>(NR, nc - j)), k0, kc, bbuf + j * kc);
+        for (int64_t ic = 0; ic < M; ic += mc_max) {
+          const int64_t mc = std::min(mc_max, M - ic);
+          for (int64_t i = 0; i < mc; i += MR)
+            pack_a(ic + i, static_cast<int>(std::min<int64_t>(MR, mc - i)), k0, kc, abuf + i * kc);
+          for (int64_t j = 0; j < nc; j += NR) {
+            const int nr = static_cast<int>(std::min<int64_t>(NR, nc - j));
+            const float* b = bbuf + j * kc;
+            if (fused) {
+              pack_b(jc + j, nr, k0, kc, bbuf);
+              b = bbuf;
+            }
+            for (int64_t i = 0; i < mc; i += MR)
+              run_panel(abuf + i * kc, static_cast<int>(std::min<int64_t>(MR, mc - i)), b, kc,
+                        ic + i, jc + j, nr, load_c);
+          }
+        }
+      }
+    }
+  });
+}
 
 }  // namespace huginn::cpu

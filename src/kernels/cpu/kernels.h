@@ -1,16 +1,26 @@
-// The fast CPU kernels, each a template over a vector type from simd.h (explicitly instantiated
-// for every type compiled in). cpu_backend.cc picks one instantiation per instruction set.
+// The fast CPU kernels, each a template over a vector type from simd.h, explicitly instantiated
+// in the object of that type's instruction set (simd.h says how one binary holds all of them).
+// cpu_backend.cc picks one instantiation per instruction set at run time.
 // Shape legend as in huginn/backend.h: T tokens, S keys, E n_embd, H heads, D head_dim,
 // I intermediate, V vocabulary, M/K/N matmul rows/inner/outputs.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <limits>
 #include <span>
 
 #include "huginn/tensor.h"
 #include "huginn/thread_pool.h"
+#include "kernels/cpu/cpu_info.h"
 
 namespace huginn::cpu {
+
+// The vector types of simd.h. Kernels are instantiated for VecGeneric always, and for VecAvx2 /
+// VecAvx512 where the build has those objects (HUGINN_HAVE_AVX2 / HUGINN_HAVE_AVX512: x86-64).
+struct VecGeneric;
+struct VecAvx2;
+struct VecAvx512;
 
 // What every kernel needs to split its work: the pool, and the least work (in flops or
 // elements) worth handing to a thread — below it an op runs on the calling thread alone.
@@ -30,11 +40,22 @@ struct Ctx {
   }
 };
 
+// y[M, N] = x[M, K] · w[N, K]ᵀ with F32 weights; x, y, w may be row-strided views.
+// Row-exact: every output is one FMA chain over k = 0..K-1 in order starting from +0
+// (acc = fma(x[m][k], w[n][k], acc)), whatever M, the register tile, the cache blocking or the
+// thread split. So row m of a call on M rows has exactly the bits of a call on row m alone (a
+// batch never changes an answer), and results depend neither on the thread count nor on the
+// machine's cache sizes; only the instruction set's FMA vs the generic std::fma could differ,
+// and both round once.
 template <class V>
 void matmul(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y);
+// How many rows one matmul call takes and stays row-exact (the contract above): any. What the CPU
+// backend answers when a caller (batched decode) asks how many rows it may group.
+inline constexpr int64_t kMatmulExactRows = std::numeric_limits<int64_t>::max();
 // y[M, N] (= or +=, `accumulate`) A[M, K] · B[K, N], fp32, for operands given by strides in
 // elements: A(i, k) = a[i * ai + k * ak], B(k, n) = b[k * bk + n * bn], where one stride of each
-// operand is 1 (either layout, so transposed operands need no copy); y rows ldy apart.
+// operand is 1 (either layout, so transposed operands need no copy); y rows ldy apart. The same
+// FMA chain per output as matmul (continuing from y's value when accumulating).
 template <class V>
 void gemm_f32(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
               int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
@@ -44,20 +65,34 @@ using GemmF32Fn = void (*)(const Ctx&, const float*, int64_t, int64_t, const flo
 // The gemm_f32 of the same instruction set as the given matmul<V> (for the backward ops, which
 // receive the forward's matmul).
 GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&));
-
-// y[M, N] = x[M, K] · w[N, K]ᵀ with w in bf16 (a Linear weight as stored, HF [out, in]) and
-// fp32 accumulation; x, y fp32. Rows are ld* elements apart (views of wider buffers are fine).
-// x is used as it is (not rounded to bf16): for M > 4 the result is bit-identical to matmul<V>(x,
-// w widened to fp32), one fp32 FMA chain over k in order per output.
-// Weight panels are widened while packed, on the fly (no cache, no allocation once warm).
-// Results do not depend on the thread count. Meant for M >~ 8 (prefill); matvec-sized M is
-// better served by a weight-streaming kernel. Why not vdpbf16ps: see gemm_bf16.cc.
-// For the weight-format owner: dispatch from cpu_backend.cc's matmul, e.g.
-//   gemm_bf16<V>(ctx, x.row(0), x.stride(0), w.data<uint16_t>(), w.stride(0), y.row(0),
-//                y.stride(0), M, N, K);
+// Calls taken by one instruction set's GEMM entry points (matmul, matmul_lowp, gemm_f32) in this
+// process. Results cannot show which set an op ran on (every set computes the same FMA chains,
+// bit for bit), so tests read these to prove that a forced set reaches every GEMM
+// (cpu_gemm_calls in cpu_backend.h). One relaxed add per call, not per tile.
 template <class V>
-void gemm_bf16(const Ctx& c, const float* x, int64_t ldx, const uint16_t* w, int64_t ldw, float* y,
-               int64_t ldy, int64_t M, int64_t N, int64_t K);
+inline std::atomic<uint64_t> gemm_calls{0};
+
+// y[M, N] = x[M, K] · w[N, K]ᵀ with BF16 or Q8 weights (a Linear weight as stored, HF [out, in];
+// Q8 layout in huginn/tensor.h), x and y F32 row-strided. The weights are widened (BF16: exact)
+// or dequantized (Q8: value · F16 scale, exact in F32) while they are packed, and the F32 chain
+// of matmul runs on them with x as it is: the result is bit-identical to matmul<V> on
+// convert_weight(w, F32), for every M (row-exact as matmul). Why not vdpbf16ps: gemm.cc.
+template <class V>
+void matmul_lowp(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y);
+
+// What the GEMM of one instruction set runs with on this machine: the register tile (MR rows of
+// x by NR weight rows) and the cache blocking derived from cpu_caches() (cpu_info.h).
+struct GemmInfo {
+  int mr, nr;
+  GemmBlocking blocking;
+};
+template <class V>
+GemmInfo gemm_info();
+
+// A per-calling-thread, 64-byte-aligned buffer of at least `bytes` for the packed GEMM panels
+// (slot 0: B, slot 1: A), reused across calls; separate from the scratch() slots.
+void* gemm_buffer(int slot, size_t bytes);
+
 template <class V>
 void attention(const Ctx& c, const Tensor& q, const Tensor& k, const Tensor& v, int n_heads,
                Tensor& out);

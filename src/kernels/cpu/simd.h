@@ -1,24 +1,86 @@
 // SIMD vector types, one per instruction set. W = float lanes per register. Every fast kernel
 // is a template over one of these, so the generic C++ fallback (always compiled), AVX2+FMA and
 // AVX-512 share one source; cpu_backend.cc is the one place that picks among them.
+//
+// How one binary runs on any x86-64 (src/CMakeLists.txt, HUGINN_ISA_KERNEL_SOURCES): every kernel
+// source that includes this header is compiled once per instruction set, into its own object,
+// with HUGINN_KERNEL_ISA = HUGINN_ISA_GENERIC, HUGINN_ISA_AVX2 or HUGINN_ISA_AVX512. This header
+// then defines only that set's vector type (HUGINN_VEC), and switches the compiler to that
+// instruction set for the rest of the file (#pragma GCC target / clang attribute, closed by
+// HUGINN_KERNELS_END at the end of the file) — after the standard and generic project headers
+// are in, so their inline functions stay compiled for baseline x86-64 in every object and the
+// linker may keep any copy of them. Everything defined after this point has a name that carries
+// the instruction set (a template over HUGINN_VEC, the namespace HUGINN_ISA_NS, or internal
+// linkage); tests/core/isa_objects_test checks that, and that nothing else in an AVX object uses
+// AVX instructions. The whole build may still be compiled with -march=native (HUGINN_NATIVE).
+//
+// Include this header after every standard header a kernel source needs.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <utility>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#define HUGINN_HAVE_AVX2 1
+#include "kernels/cpu/kernels.h"
+
+#define HUGINN_ISA_GENERIC 0
+#define HUGINN_ISA_AVX2 1
+#define HUGINN_ISA_AVX512 2
+#ifndef HUGINN_KERNEL_ISA
+#error "simd.h is for the per-instruction-set kernel sources (HUGINN_ISA_KERNEL_SOURCES)"
+#endif
+
+#if HUGINN_KERNEL_ISA != HUGINN_ISA_GENERIC
+// Without -march, GCC notes that functions returning __m256 / __m512 have another ABI than in an
+// AVX build. Those are the inline helpers here, called only from code of the same object and
+// instruction set; what the objects export takes and returns pointers and scalars.
+#pragma GCC diagnostic ignored "-Wpsabi"
 // GCC 12 flags its own _mm512_undefined_ps() idiom inside the intrinsics as uninitialized.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #endif
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-#define HUGINN_HAVE_AVX512 1
+
+// From here on: this object's instruction set.
+#if HUGINN_KERNEL_ISA == HUGINN_ISA_AVX2
+#define HUGINN_ISA_NS isa_avx2
+#define HUGINN_VEC ::huginn::cpu::VecAvx2
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), apply_to = function)
+#define HUGINN_KERNELS_END _Pragma("clang attribute pop")
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
+#define HUGINN_KERNELS_END _Pragma("GCC pop_options")
+#endif
+#elif HUGINN_KERNEL_ISA == HUGINN_ISA_AVX512
+#define HUGINN_ISA_NS isa_avx512
+#define HUGINN_VEC ::huginn::cpu::VecAvx512
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), apply_to = function)
+#define HUGINN_KERNELS_END _Pragma("clang attribute pop")
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx512cd,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
+#define HUGINN_KERNELS_END _Pragma("GCC pop_options")
+#endif
+#else
+#define HUGINN_ISA_NS isa_generic
+#define HUGINN_VEC ::huginn::cpu::VecGeneric
+#define HUGINN_KERNELS_END
 #endif
 
 namespace huginn::cpu {
 
+#if HUGINN_KERNEL_ISA == HUGINN_ISA_GENERIC
 // Plain C++: arrays of 8 floats. Slow but portable; also the readable spec of each primitive.
 struct VecGeneric {
   static constexpr int W = 8;
@@ -82,6 +144,7 @@ struct VecGeneric {
     return r;
   }
 };
+#endif
 
 // Cephes-style expf on any vector type (max error ~2 ulp). Inputs are clamped to the range where
 // the result is a normal float or +inf, so exp(-1000) is ~1e-38 rather than 0 (harmless where it
@@ -104,7 +167,7 @@ inline typename V::R exp_poly(typename V::R x, I to_pow2) {
   return V::mul(y, to_pow2(fx));
 }
 
-#ifdef HUGINN_HAVE_AVX2
+#if HUGINN_KERNEL_ISA == HUGINN_ISA_AVX2
 struct VecAvx2 {
   static constexpr int W = 8;
   static constexpr const char* kName = "avx2";
@@ -152,7 +215,7 @@ struct VecAvx2 {
 };
 #endif
 
-#ifdef HUGINN_HAVE_AVX512
+#if HUGINN_KERNEL_ISA == HUGINN_ISA_AVX512
 struct VecAvx512 {
   static constexpr int W = 16;
   static constexpr const char* kName = "avx512";
@@ -196,20 +259,9 @@ struct VecAvx512 {
 };
 #endif
 
-// Expands X(VecType) once for every vector type compiled into this build.
-#define HUGINN_FOR_EACH_VEC_GENERIC(X) X(::huginn::cpu::VecGeneric)
-#ifdef HUGINN_HAVE_AVX2
-#define HUGINN_FOR_EACH_VEC_AVX2(X) X(::huginn::cpu::VecAvx2)
-#else
-#define HUGINN_FOR_EACH_VEC_AVX2(X)
-#endif
-#ifdef HUGINN_HAVE_AVX512
-#define HUGINN_FOR_EACH_VEC_AVX512(X) X(::huginn::cpu::VecAvx512)
-#else
-#define HUGINN_FOR_EACH_VEC_AVX512(X)
-#endif
-#define HUGINN_FOR_EACH_VEC(X) \
-  HUGINN_FOR_EACH_VEC_GENERIC(X) HUGINN_FOR_EACH_VEC_AVX2(X) HUGINN_FOR_EACH_VEC_AVX512(X)
+// Expands X(VecType) for the vector type of this object (the explicit instantiations of every
+// kernel source end with it).
+#define HUGINN_FOR_EACH_VEC(X) X(HUGINN_VEC)
 
 // Full vectors then a masked tail: f(i, n) for i = 0, W, 2W, ... with n = min(W, len - i).
 template <class V, class F>
