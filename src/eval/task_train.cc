@@ -37,18 +37,13 @@ std::string fmt_time(double s) {
   return buf;
 }
 
-struct Encoded {
-  std::vector<int32_t> ids;  // prompt + answer + "\n"
-  size_t prompt_len = 0;
-};
-
-Encoded encode_example(const TextCodec& codec, const TaskExample& ex) {
-  Encoded e;
-  e.ids = codec.encode(ex.prompt, "task prompt");
-  e.prompt_len = e.ids.size();
-  const auto a = codec.encode(ex.answer + "\n", "task answer");
-  e.ids.insert(e.ids.end(), a.begin(), a.end());
-  return e;
+// The levels of step s under a curriculum of `steps` steps: the top level grows linearly from
+// the task's lowest to its highest over those steps (all levels afterwards).
+TaskSpec curriculum_spec(TaskSpec spec, int64_t steps, int64_t s) {
+  if (steps <= 0 || s >= steps) return spec;
+  const int span = spec.max_level - spec.min_level;
+  spec.max_level = spec.min_level + static_cast<int>((span + 1) * s / steps);
+  return spec;
 }
 
 }  // namespace
@@ -60,7 +55,7 @@ static double teacher_forced_accuracy(Runner& runner, Backend& be, const TextCod
   int correct = 0;
   std::vector<float> logits;
   for (const auto& ex : exs) {
-    const Encoded e = encode_example(codec, ex);
+    const TaskTokens e = task_tokens(codec, ex, false);
     std::span<const int32_t> in(e.ids.data(), e.ids.size() - 1);
     ForwardOutput out = runner.forward(in, steps, InitState{});
     logits.resize(static_cast<size_t>(out.logits.numel()));
@@ -91,7 +86,7 @@ TaskTrainResult train_task(const TaskTrainOptions& o) {
   {  // the longest example must fit the RoPE table
     TaskSpec longest = spec;
     longest.min_level = spec.max_level;
-    const Encoded e = encode_example(codec, make_task_example(longest, Split::kTrain, o.seed, 0));
+    const TaskTokens e = task_tokens(codec, make_task_example(longest, Split::kTrain, o.seed, 0), false);
     if (static_cast<int64_t>(e.ids.size()) > cfg.block_size)
       throw Error(o.model_config + ": block_size " + std::to_string(cfg.block_size) +
                   " is shorter than an example of " + spec.to_string() + " (" +
@@ -138,16 +133,16 @@ TaskTrainResult train_task(const TaskTrainOptions& o) {
     const float scale = 1.0f / static_cast<float>(o.batch);
     for (int b = 0; b < o.batch; ++b) {
       const uint64_t index = static_cast<uint64_t>(s) * o.batch + b;
-      const Encoded e = encode_example(codec, make_task_example(spec, Split::kTrain, o.seed, index));
+      const TaskExample ex = make_task_example(curriculum_spec(spec, o.curriculum, s), Split::kTrain,
+                                               o.seed, index);
+      const TaskTokens e = task_tokens(codec, ex, o.supervise_steps);
       const size_t T = e.ids.size() - 1;
-      std::vector<int32_t> labels(T, -100);
-      for (size_t t = e.prompt_len - 1; t < T; ++t) labels[t] = e.ids[t + 1];
       LossOptions lo;
       lo.n_no_grad = n;
       lo.n_with_grad = k;
       lo.init.scale = o.init_scale;
       lo.init.seed = mix(o.seed, index);
-      loss += bw.loss_and_grad(std::span<const int32_t>(e.ids.data(), T), labels, lo, grads, scale) *
+      loss += bw.loss_and_grad(std::span<const int32_t>(e.ids.data(), T), e.labels, lo, grads, scale) *
               static_cast<double>(scale);
     }
     const double gnorm = clip_grad_norm(adam.params(), o.grad_clip);
