@@ -5,6 +5,7 @@ JOBS ?= 2
 BUILD_TYPE ?= Release
 CMAKE_FLAGS ?=
 QUICK ?= 0
+FULL ?= 0
 
 # Sanitizer builds (scripts/san-test.sh): their own build folders, RelWithDebInfo (-O2 -g1: line
 # tables for the reports) with NDEBUG dropped so that HUGINN_DASSERT is checked, no benchmark
@@ -70,8 +71,10 @@ test-bench:
 	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -L bench --timeout 900
 
-demo: build
-	@QUICK=$(QUICK) bash scripts/demo.sh $(BUILD)
+# The demo needs only the CLI, so a fresh clone builds that alone before it (not the tests).
+demo: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target huginn
+	@QUICK=$(QUICK) FULL=$(FULL) bash scripts/demo.sh $(BUILD)
 
 bench: build
 	@$(BUILD)/bench_forward

@@ -7,6 +7,11 @@
 # refactoring kept every number: exits non-zero and names the first output that differs.
 #
 #   scripts/compare-builds.sh OLD_HUGINN NEW_HUGINN [WORK_DIR]
+#
+# OLD_TRAIN_FLAGS / NEW_TRAIN_FLAGS: extra flags for each side's training runs, e.g.
+# NEW_TRAIN_FLAGS=--sequential to compare a batched-training build's per-sequence path with a
+# build from before batched training (a batch sums its gradients in another order, so the
+# default paths agree only to float tolerance).
 set -euo pipefail
 OLD=$1 NEW=$2
 WORK=${3:-$(mktemp -d /tmp/huginn-compare.XXXXXX)}
@@ -19,7 +24,7 @@ mkdir -p "$WORK/old" "$WORK/new"
 run() {  # run NAME CMD... (with $H standing for the binary, $O for the output folder)
   local name=$1; shift
   for side in old new; do
-    local H=$OLD; [[ $side == new ]] && H=$NEW
+    local H=$OLD TF=${OLD_TRAIN_FLAGS:-}; [[ $side == new ]] && H=$NEW TF=${NEW_TRAIN_FLAGS:-}
     local O="$WORK/$side"
     eval "$*" > "$O/$name.out" 2> "$O/$name.err" || { echo "FAIL $name ($side): $(tail -3 "$O/$name.err")"; exit 1; }
   done
@@ -57,10 +62,10 @@ for m in tiny-a tiny-b; do
   run gen-$m-sample '$H generate --model $GOLD/$m --ids $IDS --exit latent-diff --max-steps 20 --temperature 0.8 --top-k 40 --seed 9 --max-new 12 --json $T'
   run grad-$m '$H grad --model $GOLD/$m --ids $IDS --labels 141,59,26,53,58,97,93,23,84,62,64,33,-100 --steps-no-grad 3 --steps-with-grad 2 --out $O/grad-'$m'.safetensors $T'
 done
-run task-train '$H task train --model-config $SH/task-config.json --task add:digits=2 --out $O/task --steps 40 --batch 8 --lr 3e-3 --warmup 4 --eval-every 20 --eval-examples 16 --seed 1 --threads 2 --quiet'
+run task-train '$H task train --model-config $SH/task-config.json --task add:digits=2 --out $O/task --steps 40 --batch 8 --lr 3e-3 --warmup 4 --eval-every 20 --eval-examples 16 --seed 1 --threads 2 --quiet $TF'
 run task-eval '$H eval --model $O/task --task add:digits=2 --steps 1,4 --exit kl:1e-2 --exit-max-steps 8 --limit 20 --show 0 --out $O/task-eval --threads 1 --quiet'
-run shard-train '$H train --model-config $SH/config.json --data $SH/data --out $O/run --steps 12 --stop-at 6 --batch 3 --grad-accum 2 --seq-len 32 --lr 3e-3 --save-every 3 --threads 2 --quiet'
-run shard-resume '$H train --model-config $SH/config.json --data $SH/data --out $O/run --steps 12 --batch 3 --grad-accum 2 --seq-len 32 --lr 3e-3 --save-every 3 --threads 2 --quiet --resume'
+run shard-train '$H train --model-config $SH/config.json --data $SH/data --out $O/run --steps 12 --stop-at 6 --batch 3 --grad-accum 2 --seq-len 32 --lr 3e-3 --save-every 3 --threads 2 --quiet $TF'
+run shard-resume '$H train --model-config $SH/config.json --data $SH/data --out $O/run --steps 12 --batch 3 --grad-accum 2 --seq-len 32 --lr 3e-3 --save-every 3 --threads 2 --quiet --resume $TF'
 
 fail=0
 compare() {

@@ -30,6 +30,10 @@ class Tokenizer;
 // choice), scored by the summed log-likelihood of each choice after the context.
 struct TaskExample {
   std::string prompt, answer, regex;
+  // Stepwise built-in tasks (affine, swap): as long as `prompt`; a non-zero byte at i is the
+  // intermediate answer (the running value) after reading prompt[i]. Never part of the input: the
+  // task trainer can use it as extra labels (--supervise-steps). Empty for other tasks.
+  std::string step_labels;
   std::string context;
   std::vector<std::string> choices;
   int gold = -1;
@@ -50,10 +54,17 @@ Split parse_split(const std::string& s);  // "train" | "test"
 //           mod 10. One sequential step per operation (they do not commute).
 //   mul     "347*8=" -> "2776" (a `digits`-digit number times a digit 2-9).
 //   sum     "3+5+8+1=" -> "7" (the last digit of a sum of `terms` digits).
+//   swap    "c:ab,cd,bc=" -> "d": a ball under one of five cups a-e, then `ops` swaps of two
+//           cups; where is the ball? One sequential step per swap (NC1-complete, like S5's
+//           word problem).
+//           step_labels: the ball's cup under every marker (':', ',', '=').
+//   affine  "7*3+5*9=" -> "4": like ops, but every operation (+1..+9, *3, *7, *9 mod 10) is a
+//           bijection, so the answer depends on all of them. step_labels: the running value
+//           under every operand digit.
 // Train and test draw from the same generator; an example belongs to the test split iff a hash
 // of its prompt is 0 mod 8, so the splits are disjoint for every seed. Answers end at "\n".
 struct TaskSpec {
-  std::string name;  // chain | parity | add | ops | mul | sum
+  std::string name;  // chain | parity | add | ops | mul | sum | swap | affine
   int min_level = 0, max_level = 0;
   std::string to_string() const;  // "chain:hops=4-8"
   static TaskSpec parse(const std::string& text);
@@ -93,6 +104,16 @@ class TextCodec {
   int64_t vocab_ = 0;
 };
 
+// One training sequence: ids = the prompt's tokens, then the answer's and "\n"'s; labels[t] (one
+// per input position, t < ids.size() - 1) is the token expected after ids[0..t], or -100 (not
+// trained): the answer's tokens and the "\n" always, and with `steps` the intermediate answers
+// of step_labels at their prompt positions (needs a byte codec: prompt byte i is token i).
+struct TaskTokens {
+  std::vector<int32_t> ids, labels;
+  size_t prompt_len = 0;
+};
+TaskTokens task_tokens(const TextCodec& codec, const TaskExample& ex, bool steps);
+
 // ---- eval runner -------------------------------------------------------------------------------------
 
 struct EvalSetting {
@@ -126,6 +147,8 @@ struct EvalRow {
   int64_t n = 0, correct = 0;
   double accuracy = 0, ci_low = 0, ci_high = 1;
   double mean_steps = 0;  // recurrences per generated token (mc: per scored token)
+  double mean_first_steps = 0;  // recurrences of the first generated token (the prompt's call)
+  double mean_cache_bytes = 0;  // KV cache allocated per example at the end of generation
   int64_t tokens = 0;
   double seconds = 0, tok_s = 0;
 };
@@ -166,6 +189,12 @@ void write_eval_outputs(const EvalReport& report, const std::string& out_dir, bo
 struct TaskTrainOptions : TrainOptions {
   std::string task = "chain:hops=4-8";
   int eval_examples = 64;  // held-out examples of each check (teacher-forced, r = 1 and r = mean)
+  // Also label the prompt positions that carry an intermediate answer (TaskExample::step_labels;
+  // affine, swap): dense supervision of the running value, which stays out of the input.
+  bool supervise_steps = false;
+  // > 0: a curriculum over this many steps, the top level rising linearly from the task's lowest
+  // to its highest (levels drawn uniformly up to it); all levels afterwards.
+  int64_t curriculum = 0;
   TaskTrainOptions() {
     steps = 1000;
     batch = 16;

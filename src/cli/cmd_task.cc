@@ -22,7 +22,7 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
 
   auto g = std::make_shared<GenArgs>();
   CLI::App* gen = task->add_subcommand("generate", "Write examples of a built-in task (JSONL or text)");
-  gen->add_option("task", g->task, "chain[:hops=N|LO-HI] | parity[:bits=N] | add|mul[:digits=N] | ops[:ops=N] | sum[:terms=N]")->required();
+  gen->add_option("task", g->task, "chain[:hops=N|LO-HI] | parity[:bits=N] | add|mul[:digits=N] | ops|swap|affine[:ops=N] | sum[:terms=N]")->required();
   gen->add_option("--split", g->split, "train | test (disjoint)")->check(CLI::IsMember({"train", "test"}));
   gen->add_option("--n", g->n, "number of examples")->check(CLI::PositiveNumber);
   gen->add_option("--seed", g->seed, "seed (the same seed gives the same examples)");
@@ -64,6 +64,13 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
   tr->add_option("--backprop-depth", o->backprop_depth, "mean backprop depth (default: config)")
       ->check(CLI::NonNegativeNumber);
   tr->add_option("--init-scale", o->init_scale, "initial state scale during training (0: zeros)")
+      ->check(CLI::NonNegativeNumber);
+  tr->add_flag("--supervise-steps", o->supervise_steps,
+              "also train on the running value under every operation of a stepwise task "
+              "(affine, swap); the prompt stays as it is");
+  tr->add_option("--curriculum", o->curriculum,
+                 "steps over which the task's top level rises from its lowest to its highest "
+                 "(0: all levels from the start)")
       ->check(CLI::NonNegativeNumber);
   tr->add_option("--eval-every", o->eval_every, "held-out accuracy check every N steps (0: at the end)")
       ->check(CLI::NonNegativeNumber);

@@ -14,6 +14,7 @@
 #include "huginn/plot.h"
 #include "huginn/thread_pool.h"
 #include "huginn/trajectory.h"
+#include "util/json.h"
 #ifdef HUGINN_HAVE_TOKENIZER
 #include "huginn/tokenizer.h"
 #endif
@@ -76,6 +77,15 @@ struct Tokens {
   std::vector<std::string> text;  // a label per token when a tokenizer is known
 };
 
+// A model trained by `huginn task train` reads bytes (its task.json says "vocabulary": "bytes"):
+// token i is byte i, so a prompt needs no tokenizer.
+bool byte_vocabulary(const std::string& model_dir) {
+  const std::string path = model_dir + "/task.json";
+  if (!std::filesystem::exists(path)) return false;
+  const nlohmann::json j = read_json_file(path);
+  return j.is_object() && j.value("vocabulary", nlohmann::json()) == "bytes";
+}
+
 Tokens read_tokens(const TraceArgs& a) {
   Tokens t;
   std::string tok_path = a.tokenizer;
@@ -83,6 +93,11 @@ Tokens read_tokens(const TraceArgs& a) {
     tok_path = a.model + "/tokenizer.json";
   if (!a.ids.empty()) {
     for (int v : parse_int_list(a.ids, "--ids")) t.ids.push_back(v);
+  }
+  if (tok_path.empty() && byte_vocabulary(a.model)) {
+    for (unsigned char ch : a.prompt) t.ids.push_back(ch);
+    for (int32_t id : t.ids) t.text.push_back(std::string(1, static_cast<char>(id & 0xff)));
+    return t;
   }
 #ifdef HUGINN_HAVE_TOKENIZER
   std::shared_ptr<const Tokenizer> tok;
@@ -198,7 +213,9 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
   sub->add_option("--model", a->model, "model directory (config.json + safetensors)")->required();
   sub->add_option("--tokenizer", a->tokenizer,
                   "tokenizer.json (default: the model directory's, when present)");
-  auto* prompt = sub->add_option("--prompt", a->prompt, "text to trace (needs a tokenizer)");
+  auto* prompt = sub->add_option("--prompt", a->prompt,
+                                 "text to trace (needs a tokenizer, or a byte-vocabulary model "
+                                 "from huginn task train)");
   sub->add_option("--ids", a->ids, "token ids, comma-separated (e.g. 1,2,3)")->excludes(prompt);
   sub->add_option("--steps", a->steps, "recurrences R to record (default: mean_recurrence)");
   sub->add_option("--init-scale", a->init_scale,

@@ -127,7 +127,8 @@ EvalReport run_eval(const EvalOptions& o) {
     EvalRow row;
     row.setting = st;
     const auto t0 = Clock::now();
-    int64_t step_sum = 0;
+    int64_t step_sum = 0, first_sum = 0;
+    double cache_sum = 0;
     if (mc) {
       Runner runner(*model, *be);
       std::vector<float> logits;
@@ -181,6 +182,8 @@ EvalReport run_eval(const EvalOptions& o) {
         ++row.n;
         row.tokens += static_cast<int64_t>(r.tokens.size());
         for (int s : r.steps) step_sum += s;
+        if (!r.steps.empty()) first_sum += r.steps.front();
+        cache_sum += static_cast<double>(r.cache_bytes);
         if (show && static_cast<int>(i) < o.show_examples) {
           EvalExample e;
           e.setting = st.label();
@@ -210,6 +213,10 @@ EvalReport run_eval(const EvalOptions& o) {
     std::tie(row.ci_low, row.ci_high) = wilson_interval(row.correct, row.n);
     row.mean_steps = row.tokens ? static_cast<double>(step_sum) / row.tokens : 0.0;
     row.tok_s = row.seconds > 0 ? row.tokens / row.seconds : 0.0;
+    if (!mc && row.n) {
+      row.mean_first_steps = static_cast<double>(first_sum) / row.n;
+      row.mean_cache_bytes = cache_sum / row.n;
+    }
     rep.rows.push_back(row);
   }
   if (!o.quiet) std::fprintf(stderr, "\r%100s\r", "");
@@ -243,7 +250,9 @@ std::string EvalReport::to_json() const {
                                       : json(r.setting.exit.to_string())},
                          {"n", r.n}, {"correct", r.correct}, {"accuracy", r.accuracy},
                          {"ci_low", r.ci_low}, {"ci_high", r.ci_high},
-                         {"mean_steps_per_token", r.mean_steps}, {"tokens", r.tokens},
+                         {"mean_steps_per_token", r.mean_steps},
+                         {"mean_first_token_steps", r.mean_first_steps},
+                         {"mean_cache_bytes", r.mean_cache_bytes}, {"tokens", r.tokens},
                          {"seconds", r.seconds}, {"tokens_per_second", r.tok_s}});
   j["examples"] = json::array();
   for (const auto& e : examples)
@@ -256,13 +265,14 @@ std::string EvalReport::to_json() const {
 std::string EvalReport::to_csv() const {
   std::ostringstream s;
   s << "setting,steps,exit,n,correct,accuracy,ci_low,ci_high,mean_steps_per_token,tokens,seconds,"
-       "tokens_per_second\n";
+       "tokens_per_second,mean_first_token_steps,mean_cache_bytes\n";
   for (const auto& r : rows) {
     const bool fixed = r.setting.exit.criterion == ExitCriterion::kNone;
     s << '"' << r.setting.label() << "\"," << r.setting.steps << ','
       << (fixed ? "" : r.setting.exit.to_string()) << ',' << r.n << ',' << r.correct << ','
       << r.accuracy << ',' << r.ci_low << ',' << r.ci_high << ',' << r.mean_steps << ','
-      << r.tokens << ',' << r.seconds << ',' << r.tok_s << '\n';
+      << r.tokens << ',' << r.seconds << ',' << r.tok_s << ',' << r.mean_first_steps << ','
+      << r.mean_cache_bytes << '\n';
   }
   return s.str();
 }

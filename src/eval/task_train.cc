@@ -32,18 +32,13 @@ uint64_t mix(uint64_t a, uint64_t b) {
   return x ^ (x >> 31);
 }
 
-struct Encoded {
-  std::vector<int32_t> ids;  // prompt + answer + "\n"
-  size_t prompt_len = 0;
-};
-
-Encoded encode_example(const TextCodec& codec, const TaskExample& ex) {
-  Encoded e;
-  e.ids = codec.encode(ex.prompt, "task prompt");
-  e.prompt_len = e.ids.size();
-  const auto a = codec.encode(ex.answer + "\n", "task answer");
-  e.ids.insert(e.ids.end(), a.begin(), a.end());
-  return e;
+// The levels of step s under a curriculum of `steps` steps: the top level grows linearly from
+// the task's lowest to its highest over those steps (all levels afterwards).
+TaskSpec curriculum_spec(TaskSpec spec, int64_t steps, int64_t s) {
+  if (steps <= 0 || s >= steps) return spec;
+  const int span = spec.max_level - spec.min_level;
+  spec.max_level = spec.min_level + static_cast<int>((span + 1) * s / steps);
+  return spec;
 }
 
 }  // namespace
@@ -55,7 +50,7 @@ static double teacher_forced_accuracy(Runner& runner, Backend& be, const TextCod
   int correct = 0;
   std::vector<float> logits;
   for (const auto& ex : exs) {
-    const Encoded e = encode_example(codec, ex);
+    const TaskTokens e = task_tokens(codec, ex, false);
     std::span<const int32_t> in(e.ids.data(), e.ids.size() - 1);
     ForwardOutput out = runner.forward(in, steps, InitState{});
     logits.resize(static_cast<size_t>(out.logits.numel()));
@@ -87,7 +82,7 @@ class TaskSource : public TrainSource {
                   " is too small for the byte vocabulary of the built-in tasks (need >= 128)");
     TaskSpec longest = spec_;  // the longest example must fit the RoPE table
     longest.min_level = spec_.max_level;
-    const Encoded e = encode_example(codec_, make_task_example(longest, Split::kTrain, o_.seed, 0));
+    const TaskTokens e = task_tokens(codec_, make_task_example(longest, Split::kTrain, o_.seed, 0), false);
     if (static_cast<int64_t>(e.ids.size()) > c.block_size)
       throw Error(src + ": block_size " + std::to_string(c.block_size) +
                   " is shorter than an example of " + spec_.to_string() + " (" +
@@ -98,11 +93,11 @@ class TaskSource : public TrainSource {
   void sequence(int64_t step, int, int b, std::vector<int32_t>& ids, std::vector<int32_t>& labels,
                 uint64_t* init_seed) override {
     const uint64_t index = static_cast<uint64_t>(step) * o_.batch + b;
-    const Encoded e = encode_example(codec_, make_task_example(spec_, Split::kTrain, o_.seed, index));
-    const size_t T = e.ids.size() - 1;
+    const TaskExample ex =
+        make_task_example(curriculum_spec(spec_, o_.curriculum, step), Split::kTrain, o_.seed, index);
+    TaskTokens e = task_tokens(codec_, ex, o_.supervise_steps);
     ids.assign(e.ids.begin(), e.ids.end() - 1);
-    labels.assign(T, -100);
-    for (size_t t = e.prompt_len - 1; t < T; ++t) labels[t] = e.ids[t + 1];
+    labels = std::move(e.labels);
     *init_seed = mix(o_.seed, index);
   }
   uint64_t iteration_seed(int64_t step, int) const override { return mix(o_.seed, 1000003 + step); }
@@ -122,6 +117,8 @@ class TaskSource : public TrainSource {
 
   std::map<std::string, std::string> state(int64_t step) const override {
     return {{"task", spec_.to_string()},
+            {"supervise_steps", o_.supervise_steps ? "1" : "0"},
+            {"curriculum", std::to_string(o_.curriculum)},
             {"next_example_index", std::to_string(static_cast<uint64_t>(step) * o_.batch)}};
   }
   void check_state(const std::map<std::string, std::string>& meta, const std::string& path,
@@ -134,6 +131,12 @@ class TaskSource : public TrainSource {
     if (field("task") != spec_.to_string())
       throw Error("cannot resume: " + path + " was trained on task '" + field("task").substr(0, 80) +
                   "', this run is on '" + spec_.to_string() + "'");
+    // The recipe's data flags change what every later step sees: resuming must keep them.
+    const std::map<std::string, std::string> now = state(step);
+    for (const char* key : {"supervise_steps", "curriculum"})
+      if (field(key) != now.at(key))
+        throw Error("cannot resume: " + path + " was trained with " + key + " = " +
+                    field(key).substr(0, 40) + ", this run has " + now.at(key));
     const std::string want = std::to_string(static_cast<uint64_t>(step) * o_.batch);
     if (field("next_example_index") != want)
       throw Error(path + ": metadata 'next_example_index' is '" +
@@ -191,6 +194,7 @@ TaskTrainResult train_task(const TaskTrainOptions& o) {
   nlohmann::json meta = {{"task", spec.to_string()}, {"vocabulary", "bytes"},
                          {"mean_recurrence", mean_rec}, {"backprop_depth", depth},
                          {"steps", o.steps}, {"batch", o.batch}, {"lr", o.lr},
+                         {"supervise_steps", o.supervise_steps}, {"curriculum", o.curriculum},
                          {"seed", o.seed}, {"final_loss", res.last_loss},
                          {"heldout_acc_r1", res.acc_r1}, {"heldout_acc_mean", res.acc_mean},
                          {"seconds", res.seconds}};

@@ -46,6 +46,8 @@ constexpr Knob kKnobs[] = {
     {"ops", "ops", 1, 24, 4, 8},
     {"mul", "digits", 1, 9, 2, 3},
     {"sum", "terms", 1, 24, 2, 8},
+    {"affine", "ops", 1, 40, 1, 8},
+    {"swap", "ops", 1, 40, 1, 8},
 };
 
 const Knob& knob_for(const std::string& name) {
@@ -152,6 +154,59 @@ TaskExample make_ops(int ops, std::mt19937_64& rng) {
   return ex;
 }
 
+// affine: a digit, then `ops` operations +d (d 1-9) or *d (d 3, 7 or 9) applied left to right,
+// mod 10: "7*3+5*9=" -> ((7*3+5)*9) mod 10 = "4". Unlike `ops`, every operation is a bijection of
+// the ten digits that changes every value (no *0 or *5 that forgets the past, no identity), so
+// the answer depends on every operation and no suffix of the prompt decides it. step_labels
+// holds the running value under each operand digit.
+TaskExample make_affine(int ops, std::mt19937_64& rng) {
+  static constexpr int kUnits[] = {3, 7, 9};
+  int v = static_cast<int>(rng() % 10);
+  TaskExample ex;
+  auto put = [&ex](char prompt, char label) {
+    ex.prompt += prompt;
+    ex.step_labels += label;
+  };
+  put(static_cast<char>('0' + v), static_cast<char>('0' + v));
+  for (int i = 0; i < ops; ++i) {
+    const bool mul = rng() % 3 == 0;
+    const int d = mul ? kUnits[rng() % 3] : 1 + static_cast<int>(rng() % 9);
+    v = mul ? v * d % 10 : (v + d) % 10;
+    put(mul ? '*' : '+', 0);
+    put(static_cast<char>('0' + d), static_cast<char>('0' + v));
+  }
+  put('=', 0);
+  ex.answer = std::to_string(v);
+  return ex;
+}
+
+// swap: a ball under one of five cups a-e, then `ops` swaps of two cups: "c:ab,cd,bc=" -> "d".
+// Every swap is a transposition of S5; tracking a point under a sequence of them is NC1-complete
+// like the word problem of S5 (Barrington), so no constant-depth shortcut is known. The marker
+// after each swap (',' and, after the last, '='; ':' before the first) is where step_labels holds
+// the ball's cup so far: every marker is the same token, so finding the previous marker's value
+// is the same lookup everywhere.
+TaskExample make_swap(int ops, std::mt19937_64& rng) {
+  int v = static_cast<int>(rng() % 5);
+  TaskExample ex;
+  auto put = [&ex](char prompt, char label) {
+    ex.prompt += prompt;
+    ex.step_labels += label;
+  };
+  put(static_cast<char>('a' + v), 0);
+  put(':', static_cast<char>('a' + v));
+  for (int i = 0; i < ops; ++i) {
+    const int a = static_cast<int>(rng() % 5);
+    const int b = (a + 1 + static_cast<int>(rng() % 4)) % 5;
+    v = v == a ? b : v == b ? a : v;
+    put(static_cast<char>('a' + a), 0);
+    put(static_cast<char>('a' + b), 0);
+    put(i + 1 < ops ? ',' : '=', static_cast<char>('a' + v));
+  }
+  ex.answer = std::string(1, static_cast<char>('a' + v));
+  return ex;
+}
+
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
@@ -223,6 +278,8 @@ TaskExample make_task_example(const TaskSpec& spec, Split split, uint64_t seed, 
                      : spec.name == "ops"    ? make_ops(level, rng)
                      : spec.name == "mul"    ? make_mul(level, rng)
                      : spec.name == "sum"    ? make_sum(level, rng)
+                     : spec.name == "affine" ? make_affine(level, rng)
+                     : spec.name == "swap"   ? make_swap(level, rng)
                                              : make_add(level, rng);
     const bool is_test = hash_text(ex.prompt) % 8 == 0;
     if (is_test == (split == Split::kTest)) return ex;
@@ -327,6 +384,23 @@ std::pair<double, double> wilson_interval(int64_t k, int64_t n, double z) {
   const double center = (p + z2 / (2 * nn)) / denom;
   const double half = z * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn)) / denom;
   return {std::max(0.0, center - half), std::min(1.0, center + half)};
+}
+
+TaskTokens task_tokens(const TextCodec& codec, const TaskExample& ex, bool steps) {
+  TaskTokens t;
+  t.ids = codec.encode(ex.prompt, "task prompt");
+  t.prompt_len = t.ids.size();
+  const auto a = codec.encode(ex.answer + "\n", "task answer");
+  t.ids.insert(t.ids.end(), a.begin(), a.end());
+  t.labels.assign(t.ids.size() - 1, -100);
+  for (size_t i = t.prompt_len - 1; i < t.labels.size(); ++i) t.labels[i] = t.ids[i + 1];
+  if (steps && !ex.step_labels.empty()) {
+    if (ex.step_labels.size() != ex.prompt.size() || t.prompt_len != ex.prompt.size())
+      throw Error("task example '" + ex.prompt + "': step labels need one byte per prompt token");
+    for (size_t i = 0; i + 1 < t.prompt_len; ++i)
+      if (ex.step_labels[i] != 0) t.labels[i] = static_cast<unsigned char>(ex.step_labels[i]);
+  }
+  return t;
 }
 
 // ---- TextCodec --------------------------------------------------------------------------------------

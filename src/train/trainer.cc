@@ -622,7 +622,9 @@ TrainResult Trainer::run() {
         json v = json::object();
         for (auto& [name, value] : ev.values) v[name] = value;
         log.write({{"step", s + 1}, {ev.key, v}});
-        if (!o_.quiet) HUGINN_LOG_INFO("%s at step %lld:%s", ev.key.c_str(), (long long)(s + 1), ev.line.c_str());
+        if (!o_.quiet)
+          HUGINN_LOG_INFO("%s at step %lld/%lld:%s  (ETA %s)", ev.key.c_str(), (long long)(s + 1),
+                          (long long)o_.steps, ev.line.c_str(), fmt_eta(eta).c_str());
         res.evaluation = std::move(ev);
       }
     }

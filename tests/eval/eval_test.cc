@@ -102,6 +102,74 @@ TEST(Tasks, OpsMulAndSumAnswers) {
   }
 }
 
+// swap, followed by hand: the cup under each marker (':' before the first swap, ',' after each
+// but the last, '=' after it) is the ball's cup so far; no other prompt byte carries a label.
+TEST(Tasks, SwapAnswersAndStepLabelsFollowTheBall) {
+  std::set<size_t> lengths;
+  for (const auto& ex : make_task(TaskSpec::parse("swap:ops=1-8"), Split::kTrain, 400, 3)) {
+    const std::string& p = ex.prompt;
+    ASSERT_EQ(ex.step_labels.size(), p.size()) << p;
+    ASSERT_TRUE(p.size() >= 5 && (p.size() - 2) % 3 == 0) << p;
+    EXPECT_EQ(p[1], ':');
+    char ball = p[0];
+    EXPECT_EQ(ex.step_labels[0], 0) << p;
+    EXPECT_EQ(ex.step_labels[1], ball) << p;
+    for (size_t i = 2; i < p.size(); i += 3) {
+      const char a = p[i], b = p[i + 1];
+      EXPECT_TRUE(a >= 'a' && a <= 'e' && b >= 'a' && b <= 'e' && a != b) << p;
+      ball = ball == a ? b : ball == b ? a : ball;
+      EXPECT_EQ(p[i + 2], i + 3 == p.size() ? '=' : ',') << p;
+      EXPECT_EQ(ex.step_labels[i], 0) << p;
+      EXPECT_EQ(ex.step_labels[i + 1], 0) << p;
+      EXPECT_EQ(ex.step_labels[i + 2], ball) << p;
+    }
+    EXPECT_EQ(ex.answer, std::string(1, ball)) << p;
+    lengths.insert(p.size());
+  }
+  EXPECT_EQ(lengths.size(), 8u);  // 1..8 swaps
+}
+
+// affine: +d (d 1-9) and *d (d 3, 7, 9) mod 10; the running value under every operand digit.
+TEST(Tasks, AffineAnswersAndStepLabels) {
+  for (const auto& ex : make_task(TaskSpec::parse("affine:ops=1-6"), Split::kTest, 300, 7)) {
+    const std::string& p = ex.prompt;
+    EXPECT_EQ(ex.answer, std::to_string(eval_left_to_right(p, 10))) << p;
+    ASSERT_EQ(ex.step_labels.size(), p.size()) << p;
+    for (size_t i = 0; i + 1 < p.size(); ++i) {
+      const bool operand = i % 2 == 0;
+      if (operand && i > 0) {
+        EXPECT_TRUE(p[i - 1] == '+' ? p[i] != '0' : std::string("379").find(p[i]) != std::string::npos) << p;
+      }
+      const std::string prefix = p.substr(0, i + 1) + "=";
+      EXPECT_EQ(ex.step_labels[i], operand ? '0' + eval_left_to_right(prefix, 10) : 0) << p << " at " << i;
+    }
+    EXPECT_EQ(ex.step_labels.back(), 0) << p;
+  }
+}
+
+// Training targets: the answer and "\n" always; the marker cups only with `steps`.
+TEST(Tasks, TaskTokensLabelTheAnswerAndOptionallyTheSteps) {
+  TaskExample ex;
+  ex.prompt = "c:ab,cd,bc=";
+  ex.step_labels = std::string("\0c\0\0c\0\0d\0\0d", 11);
+  ex.answer = "d";
+  const TextCodec codec = TextCodec::bytes(128);
+  const TaskTokens plain = task_tokens(codec, ex, false), dense = task_tokens(codec, ex, true);
+  const std::string all = ex.prompt + "d\n";
+  EXPECT_EQ(plain.ids, std::vector<int32_t>(all.begin(), all.end()));
+  EXPECT_EQ(plain.prompt_len, 11u);
+  std::vector<int32_t> want(12, -100);
+  want[10] = 'd';
+  want[11] = '\n';
+  EXPECT_EQ(plain.labels, want);
+  want[1] = 'c';
+  want[4] = 'c';
+  want[7] = 'd';
+  EXPECT_EQ(dense.labels, want);
+  ex.step_labels.pop_back();
+  EXPECT_THROW(task_tokens(codec, ex, true), Error);
+}
+
 TEST(Tasks, DeterministicAndSplitsDisjoint) {
   const TaskSpec spec = TaskSpec::parse("chain:hops=1");
   const auto a = make_task(spec, Split::kTest, 50, 11), b = make_task(spec, Split::kTest, 50, 11);
@@ -125,7 +193,8 @@ TEST(Tasks, DeterministicAndSplitsDisjoint) {
 TEST(Tasks, BadSpecsAreErrorsNamingTheKnob) {
   for (const char* bad : {"chains", "chain:hops=13", "chain:depth=3",
                           "chain:hops=5-2", "chain:hops=x", "parity:bits=2-", "add:digits=10",
-                          "ops:ops=0", "sum:terms=25", "mul:digits=0"}) {
+                          "ops:ops=0", "sum:terms=25", "mul:digits=0", "swap:ops=0",
+                          "swap:ops=41", "affine:ops=2-1"}) {
     try {
       TaskSpec::parse(bad);
       ADD_FAILURE() << bad << " was accepted";
@@ -289,6 +358,12 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
   }
   EXPECT_DOUBLE_EQ(rep.rows[0].mean_steps, 1.0);
   EXPECT_DOUBLE_EQ(rep.rows[1].mean_steps, 3.0);
+  EXPECT_DOUBLE_EQ(rep.rows[1].mean_first_steps, 3.0);
+  EXPECT_GE(rep.rows[2].mean_first_steps, 1.0);
+  EXPECT_LE(rep.rows[2].mean_first_steps, 3.0);
+  // Full cache: prelude + r core + coda layers' entries per token, so r = 3 holds more than r = 1.
+  EXPECT_GT(rep.rows[0].mean_cache_bytes, 0.0);
+  EXPECT_GT(rep.rows[1].mean_cache_bytes, rep.rows[0].mean_cache_bytes);
   EXPECT_GE(rep.rows[2].mean_steps, 1.0);
   EXPECT_LE(rep.rows[2].mean_steps, 3.0);
   ASSERT_FALSE(rep.examples.empty());
@@ -343,6 +418,17 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
   EXPECT_EQ(std::count(gen.begin(), gen.end(), '\n'), 3) << gen;
   EXPECT_EQ(gen.substr(0, gen.find('\n') + 1),
             task_to_jsonl(make_task(TaskSpec::parse("chain:hops=2"), Split::kTest, 1, 1234)));
+  // trace --prompt on the byte-vocabulary model: one row per byte, labelled with it.
+  std::string trace_out;
+  ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " trace --model " + dir +
+                                  "/model --prompt 'c:ab=' --steps 3 --no-plots --out " + dir +
+                                  "/trace 2>&1",
+                              &trace_out),
+            0)
+      << trace_out;
+  std::ifstream sf(dir + "/trace/summary.json");
+  EXPECT_EQ(nlohmann::json::parse(sf)["tokens"].get<int>(), 5);
+  EXPECT_NE(trace_out.find("    1      58 :"), std::string::npos) << trace_out;  // token 1 is ':' (id 58)
   fs::remove_all(dir);
 }
 

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <cpuid.h>
+
 #include "huginn/thread_pool.h"
 #include "kernels/cpu/backward_kernels.h"
 #include "kernels/cpu/kernels.h"
@@ -109,10 +111,17 @@ Kernels kernels_for(CpuIsa isa) {
 
 // Every feature the objects of an instruction set were compiled for (simd.h's target strings;
 // __builtin_cpu_supports also checks that the OS saves the vector registers).
+// F16C comes from CPUID leaf 1 (ECX bit 29): clang 14 (Debian 12's, which builds the fuzzers)
+// does not know "f16c" as a __builtin_cpu_supports feature.
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 bool cpu_runs(CpuIsa isa) {
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi") &&
+                    cpu_has_f16c() && __builtin_cpu_supports("bmi") &&
                     __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
   switch (isa) {
     case CpuIsa::kAvx512:
