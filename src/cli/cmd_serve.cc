@@ -101,6 +101,7 @@ void run(const Args& a, const Common& common) {
   server.run([&](int port) {
     std::printf("huginn serve: listening on http://%s:%d\n", o.host.c_str(), port);
     std::fflush(stdout);
+    log(LogLevel::kInfo, "serve: the chat page is at http://%s:%d/", o.host.c_str(), port);
   });
 }
 

@@ -366,6 +366,22 @@ TEST_F(ServeTest, ChatPageShadesEachTokenByTheRecurrencesTheApiReports) {
     EXPECT_TRUE(expected) << "console " << m["type"] << " in phase " << phase << ": " << text;
   }
   EXPECT_TRUE(s.alive());
+
+  // An error event inside a stream (HTTP 200: --timeout passes while generating 60 tokens of
+  // 256 recurrences, about 3 s unloaded, 0.3 s allowed) is shown too, and the page is ready again.
+  ServerProcess slow(model_, "--parallel 1 --timeout 0.3");
+  ASSERT_GT(slow.port(), 0) << slow.log();
+  const json t = run_js("chat_page.mjs", slow.url() + " " + kKey + " " + chromium + " timeout");
+  ASSERT_TRUE(t.is_object()) << slow.log();
+  ASSERT_TRUE(t["stream_error"].is_string()) << t;
+  std::fprintf(stderr, "chat page, stream error shown: %s\n", t["stream_error"].dump().c_str());
+  EXPECT_NE(t["stream_error"].get<std::string>().find("timed out"), std::string::npos) << t;
+  EXPECT_EQ(t["stream_error_done"], "error");
+  EXPECT_EQ(t["send_enabled_after"], true);
+  EXPECT_EQ(t["page_errors"], json::array()) << t;
+  EXPECT_EQ(t["failed_requests"], json::array()) << t;
+  for (const json& m : t["console"])
+    EXPECT_EQ(m["phase"], "load-without-key") << m;  // only the 401 before the key
 }
 
 TEST_F(ServeTest, HostileCorpusGetsOpenAIErrorsAndServerStaysHealthy) {

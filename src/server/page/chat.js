@@ -190,7 +190,10 @@ function addToken(div, text, steps, exitValue, criterion, max) {
   span.dataset.exit = exitValue === null || exitValue === undefined ? '' : String(exitValue);
   span.style.background = shade(steps, max);
   let tip = `${steps} recurrence${steps === 1 ? '' : 's'}`;
-  if (criterion && span.dataset.exit !== '') tip += `; ${criterion} = ${Number(exitValue).toPrecision(4)}`;
+  if (criterion && span.dataset.exit !== '') {  // argmax-stability counts steps: an integer
+    const v = Number(exitValue);
+    tip += `; ${criterion} = ${Number.isInteger(v) ? v : v.toPrecision(4)}`;
+  }
   else if (criterion) tip += `; ${criterion}: no check ran`;
   if (text === '') tip += ' (no text of its own)';
   span.title = tip;

@@ -1,13 +1,15 @@
 // The chat page (GET /) in a real headless browser: Debian's chromium driven by puppeteer-core.
-// Usage: node chat_page.mjs BASE_URL API_KEY CHROMIUM
+// Usage: node chat_page.mjs BASE_URL API_KEY CHROMIUM [timeout]
 // Loads the page without the key (its 401 must be shown), enters the key, sends messages with
 // different controls, and prints one JSON object: per answer the request the page sent, what
 // its DOM shows (each token's text, data-steps, data-exit, shading, title; the plot's bars) and
 // the API's non-streamed answer to the same request; then the page's handling of a 400, and
 // every console message, page error and failed request (the C++ test asserts on all of it).
+// With `timeout` (a server started with a short --timeout): one long answer, which the server
+// ends with an error event inside the stream; what the page shows of it.
 import puppeteer from 'puppeteer-core';
 
-const [base, key, chromium] = process.argv.slice(2);
+const [base, key, chromium, mode] = process.argv.slice(2);
 const out = { console: [], page_errors: [], failed_requests: [], answers: [] };
 let phase = 'load-without-key';
 
@@ -51,6 +53,15 @@ try {
     }, String(value));
   };
 
+  if (mode === 'timeout') await streamError(page, set);
+  else await conversation(page, set, sent);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
+
+// Answers with different controls, each against the API's own; a 400; the chat going on.
+async function conversation(page, set, sent) {
   // One answer with the given controls: the request the page sent, its DOM, the API's answer.
   const answer = async (message, controls) => {
     for (const [id, v] of Object.entries(controls)) await set(id, v);
@@ -109,7 +120,17 @@ try {
   // The conversation goes on after the error, without the failed turn.
   phase = 'after-error';
   await answer('hello', { num_steps: 4, exit_criterion: 'none', temperature: 0, max_tokens: 6 });
-} finally {
-  await browser.close();
 }
-console.log(JSON.stringify(out));
+
+// An answer the server ends with an error event inside its stream (HTTP 200): shown.
+async function streamError(page, set) {
+  phase = 'stream-error';
+  for (const [id, v] of Object.entries({ num_steps: 256, temperature: 0, max_tokens: 60 }))
+    await set(id, v);
+  await page.type('#prompt', 'hello');
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelector('.msg.assistant')?.dataset.done);
+  out.stream_error = await page.$eval('#error', (e) => (e.hidden ? null : e.textContent));
+  out.stream_error_done = await page.$eval('.msg.assistant', (e) => e.dataset.done);
+  out.send_enabled_after = await page.$eval('#send', (e) => !e.disabled);
+}
