@@ -173,7 +173,7 @@ fi
   echo "Training: \`$(recipe train)\`"
   echo
   echo '```text'
-  grep -E "^training|held-out" "$OUT/train.log" | sed 's/  n+k [0-9+]*//'
+  grep -E "^training|heldout_acc" "$OUT/train.log" | sed 's/  n+k [0-9+]*//'
   echo '```'
   echo
   echo "## 1. Harder problems use more depth, and depth extrapolates"

@@ -40,7 +40,14 @@ std::vector<NamedParam> named_params(const Model& model, Grads& grads);
 struct LossOptions {
   int n_no_grad = 0;    // recurrences run without tracking (their state is a constant)
   int n_with_grad = 1;  // recurrences tracked; e is not detached
-  InitState init;       // zeros by default
+  InitState init;       // zeros by default (a batch: each sequence's seed is its own)
+};
+
+// One sequence of a training batch.
+struct TrainSequence {
+  std::span<const int32_t> ids, labels;  // labels already shifted; -100 = no loss there
+  uint64_t init_seed = 0;                // its initial state's seed (scale: LossOptions::init)
+  float grad_scale = 1.0f;               // its loss's weight in the gradient
 };
 
 // Keeps activation buffers between calls; memory holds only the k tracked iterations (plus
@@ -53,6 +60,12 @@ class BackwardRunner {
   // grad_scale · dLoss/dθ into `grads`. Throws huginn::Error on bad ids/labels.
   float loss_and_grad(std::span<const int32_t> ids, std::span<const int32_t> labels,
                       const LossOptions& opt, Grads& grads, float grad_scale = 1.0f);
+  // A batch as one pass: the sequences' tokens are the rows of [ΣT, E] GEMMs, attention and the
+  // loss run per sequence, and all share one (n, k), as the reference trains. losses[b]
+  // receives sequence b's mean loss; grads accumulate Σ_b grad_scale_b · dLoss_b/dθ (equal to
+  // the per-sequence calls up to float summation order).
+  void loss_and_grad(std::span<const TrainSequence> batch, const LossOptions& opt, Grads& grads,
+                     std::span<float> losses);
   // The same loss without gradients, at num_steps recurrences (validation).
   float loss(std::span<const int32_t> ids, std::span<const int32_t> labels, int num_steps,
              const InitState& init = {});

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "huginn/exit.h"
+#include "huginn/train.h"
 
 namespace huginn {
 
@@ -177,31 +178,32 @@ EvalReport run_eval(const EvalOptions& options);
 void write_eval_outputs(const EvalReport& report, const std::string& out_dir, bool plots);
 
 // ---- task trainer ------------------------------------------------------------------------------------
+// A built-in task as a source for the one training loop (huginn/train.h): checkpoints in
+// OUT/step-NNNNNNNN, --resume, --max-bad-steps as `huginn train`; the final model is written to
+// OUT itself (config.json, model.safetensors, task.json).
 
-struct TaskTrainOptions {
-  std::string model_config;   // config.json (vocab_size >= 128 for the byte vocabulary)
+// The training loop's options (huginn/train.h: out is the model directory, steps, batch =
+// examples per step, lr, warmup, adam, grad_clip, mean_recurrence, init_scale, eval_every = the
+// held-out check's period, save_every, stop_at, max_bad_steps, resume, seed, threads, ...) with
+// the task trainer's defaults, plus the task.
+struct TaskTrainOptions : TrainOptions {
   std::string task = "chain:hops=4-8";
-  std::string out;            // the model directory written at the end (config + weights + task.json)
-  int64_t steps = 1000;
-  int batch = 16;             // examples per step (each its own sequence)
-  double lr = 3e-3, min_lr_ratio = 0.1;
-  int64_t warmup = 50;
-  double weight_decay = 0.1, grad_clip = 1.0;
-  int mean_recurrence = 0, backprop_depth = 0;  // 0 = the config's
-  double init_scale = 0.0;    // initial state during training (generation uses zeros)
+  int eval_examples = 64;  // held-out examples of each check (teacher-forced, r = 1 and r = mean)
   // Also label the prompt positions that carry an intermediate answer (TaskExample::step_labels;
   // affine, swap): dense supervision of the running value, which stays out of the input.
   bool supervise_steps = false;
   // > 0: a curriculum over this many steps, the top level rising linearly from the task's lowest
   // to its highest (levels drawn uniformly up to it); all levels afterwards.
   int64_t curriculum = 0;
-  int64_t eval_every = 100;   // held-out teacher-forced accuracy at r = 1 and r = mean
-  int eval_examples = 64;
-  uint64_t seed = 0;
-  int threads = 0;
-  std::string backend = "cpu";
-  bool quiet = false;
-  std::function<void(int64_t step, double loss)> on_step;  // optional
+  TaskTrainOptions() {
+    steps = 1000;
+    batch = 16;
+    lr = 3e-3;
+    warmup = 50;
+    init_scale = 0.0;  // initial state during training (generation uses zeros)
+    eval_every = 100;
+    log_every = 10;
+  }
 };
 
 struct TaskTrainResult {

@@ -8,14 +8,14 @@
 //
 // Exactness: every row comes out with the bits a one-row Runner call gives it. Row-wise ops
 // (rmsnorm, add, rope, swiglu, ...) are row-independent by construction; matmul is made so by
-// linear(): it hands the backend at most kExactRows rows per call, the largest M for which the
-// backend's matmul computes each row exactly as an M = 1 call does (the CPU GEMM switches to a
-// differently-ordered packed kernel above 4 rows; forward_batch_test checks the property).
+// the pass's row-exact mode: it hands the backend at most Backend::matmul_exact_rows() rows per
+// call (decode_batch_test checks the property). The block and the stages are ModelPass's
+// (huginn/forward.h), the same code as the single-sequence pass.
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <span>
+#include <vector>
 
 #include "huginn/forward.h"
 
@@ -23,16 +23,11 @@ namespace huginn {
 
 class BatchRunner {
  public:
-  // Largest row count per matmul call whose rows are bit-identical to one-row calls.
-  static constexpr int64_t kExactRows = 4;
-
   BatchRunner(const Model& model, Backend& backend);
-  ~BatchRunner();
-  BatchRunner(const BatchRunner&) = delete;
-  BatchRunner& operator=(const BatchRunner&) = delete;
 
-  const Model& model() const { return model_; }
-  Backend& backend() { return be_; }
+  const Model& model() const { return pass_.model(); }
+  Backend& backend() { return pass_.backend(); }
+  ModelPass& pass() { return pass_; }
 
   // e [B, E] = prelude(embed(ids) · sqrt(E)): token ids[b] at positions[b] in caches[b].
   // Throws huginn::Error for ids outside the vocabulary or positions past the RoPE table.
@@ -44,21 +39,13 @@ class BatchRunner {
   // logits [B, V] = lm_head(ln_f(coda(ln_f(s)))); writes the coda entries of each cache.
   void coda(const Tensor& s, std::span<const int32_t> positions, std::span<KVCache* const> caches,
             Tensor& logits);
-
-  // y = x · wᵀ over B rows, each row bit-identical to a one-row backend matmul. Rows go to the
-  // backend in groups of kExactRows; for F32 weights the output columns are tiled so that a
-  // block of weight rows stays in cache while every group of rows passes over it.
-  void linear(const Tensor& x, const Tensor& w, Tensor& y);
+  // y = x · wᵀ over B rows, each row bit-identical to a one-row backend matmul.
+  void linear(const Tensor& x, const Tensor& w, Tensor& y) { pass_.linear(x, w, y); }
 
  private:
-  struct Scratch;
-  Scratch& scratch(int64_t B);
-  void block(const BlockWeights& w, Tensor& x, std::span<const int32_t> positions,
-             std::span<KVCache* const> caches, int step_index);
-
-  const Model& model_;
-  Backend& be_;
-  std::unique_ptr<Scratch> scratch_;
+  Rows rows(std::span<const int32_t> positions, std::span<KVCache* const> caches);
+  ModelPass pass_;
+  std::vector<int64_t> starts_;  // 0, 1, ..., B: one row per sequence
 };
 
 }  // namespace huginn

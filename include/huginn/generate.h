@@ -156,11 +156,11 @@ class GenerationContext {
   std::unique_ptr<KVCache> cache_;
   std::unique_ptr<SamplerChain> sampler_;
   std::unique_ptr<ExitPolicy> policy_;
-  std::vector<int32_t> history_, positions_;
+  std::vector<int32_t> history_;
   std::vector<float> warm_;           // [E], the warm-start state (empty: none)
   std::vector<float> logits_, host_state_;
   std::vector<double> exit_values_;
-  Tensor logits_dev_, norm_dev_;      // [1, V], [1, E]
+  Tensor norm_dev_;                   // [1, E]
   int32_t n_past_ = 0;
   uint64_t calls_ = 0;
 };
@@ -194,7 +194,7 @@ class Generator {
                           const TokenCallback& on_token = {}, TextStream* text = nullptr,
                           const DecodeFn& decode_fn = {}) const;
 
-  // One decode call for each of several sequences, batched (src/generate/decode_batch.cc): the
+  // One decode call for each of several sequences, batched (src/generate/calls.cc): the
   // B new tokens go through the model together (huginn/forward_batch.h), each sequence with its
   // own generator's options, cache, position, recurrence count and exit rule; a sequence
   // leaves the batch when it exits or reaches its step count, so the batch shrinks within the
@@ -214,7 +214,10 @@ class Generator {
   Tensor initial_state(const GenerationContext& ctx, int64_t T) const;
   // After a call whose final state is s [T, E]: warm state, history, position, call count.
   void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
-  void decode_logits(GenerationContext& ctx, Tensor& s) const;
+  // The one loop of model calls (src/generate/calls.cc): prelude, recurrences with each call's
+  // exit checks, coda, for one call on a context's own pass or many on a batched pass.
+  struct Call;
+  static void run_calls(std::span<Call> calls, ModelPass& pass);
 
   const Model& model_;
   Backend& be_;
@@ -245,6 +248,19 @@ class StopStringMatcher {
 
 // Throws huginn::Error naming `what` and the byte offset when `text` is not valid UTF-8.
 void validate_utf8(std::string_view text, const std::string& what);
+
+class Tokenizer;
+// Generated ids as text through the tokenizer's incremental decoder (huginn::StreamDecoder), for
+// generate()'s TextStream; the CLI's and the server's. Throws huginn::Error in a build without the
+// tokenizer layer.
+std::unique_ptr<TextStream> tokenizer_text_stream(std::shared_ptr<const Tokenizer> tokenizer);
+
+// The stop rule of the CLI and the server, in one place: the eos ids of read_eos_ids(model_dir),
+// then, with a tokenizer, its eos and the ids of the markers the released generators stop on
+// (<|begin_text|>, <|end_text|>, <|end_turn|>: 65504/65505/65508 in Huginn's vocabulary, elsewhere
+// in a smaller one) and ChatML's <|im_end|>. GenerateOptions::stop_ids takes them; its
+// default_stop_ids adds 65504/65505/65508 when they are inside the vocabulary.
+std::vector<int32_t> model_stop_ids(const std::string& model_dir, const Tokenizer* tokenizer);
 
 // eos ids named by DIR/generation_config.json or DIR/config.json ("eos_token_id": int or list);
 // empty when neither names one. Malformed files throw huginn::Error naming the file: not a JSON

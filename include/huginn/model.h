@@ -44,7 +44,8 @@ inline constexpr const char* kQ8Format = "q8_0";  // int8, one F16 scale per 32 
 struct BlockWeights {
   Tensor norm_1, norm_2, norm_3, norm_4;  // [E]
   Tensor wqkv;                            // [3E, E]: rows [q | k | v], heads contiguous
-  Tensor q_bias, k_bias;                  // [E] each (qk_bias[0], qk_bias[1]); undefined if none
+  Tensor qk_bias;                         // [2, E] as the checkpoint's [2, 1, H, D]; undefined if none
+  Tensor q_bias, k_bias;                  // [E] each: the rows of qk_bias
   Tensor attn_proj;                       // [E, E]
   Tensor mlp_fc;                          // [2I, E]: rows [gate | up]
   Tensor mlp_proj;                        // [E, I]
@@ -98,7 +99,8 @@ class Model {
     return load(dir, backend, LoadOptions{});
   }
   // A copy whose big matrices (names::is_matrix; a tied lm_head gets its own copy) are in `dt`
-  // (F32, BF16 or Q8); every other tensor is shared. For random-weight benchmarks and studies.
+  // (F32, BF16 or Q8), converted by the backend (Backend::convert_weight); every other tensor is
+  // shared. For random-weight benchmarks and studies.
   std::shared_ptr<const Model> with_weight_dtype(DType dt, Backend& backend) const;
   // A model from a config and its weights (for tests and training from scratch).
   Model(ModelConfig config, Weights weights, std::shared_ptr<void> keepalive = {});

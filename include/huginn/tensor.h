@@ -2,6 +2,13 @@
 // Shapes are row-major; strides are in elements. Kernels take 2-D views [rows, cols] whose
 // columns are contiguous (stride(1) == 1) and whose rows may be strided, so a slice of a wider
 // buffer (the q part of a fused qkv output, a cache slot) is passed without a copy.
+//
+// Memory space: a tensor is either host memory (what Tensor::empty / wrap give, files, and the
+// CPU backends' tensors, which live in host memory) or backend memory (a device, or the strict
+// test backend's arena) that only the owning backend's own calls may touch. Every host accessor
+// (raw, data, f32, row, q8_*, clone, copy_from) refuses backend memory with a huginn::Error that
+// names the tensor's shape and space, in every build type. Views (rows, cols, reshape) keep the
+// space. Backends reach their own memory through DeviceAccess (src/kernels/device_access.h).
 #pragma once
 
 #include <cstddef>
@@ -51,6 +58,8 @@ Tensor convert_weight(const Tensor& w, DType to);
 
 constexpr int kMaxDims = 5;
 
+struct DeviceAccess;
+
 class Tensor {
  public:
   Tensor() = default;
@@ -80,32 +89,39 @@ class Tensor {
   bool is_contiguous() const;
   std::string shape_str() const;  // "[7, 64]"
 
-  void* raw() { return data_; }
-  const void* raw() const { return data_; }
+  // Host memory, or the name of the backend whose memory this is ("strict", ...).
+  bool on_host() const { return space_ == nullptr; }
+  const char* space_name() const { return space_ ? space_ : "host"; }
+  // Whether two tensors view the same first element (an identity test: reads no memory).
+  bool same_data(const Tensor& o) const { return data_ == o.data_; }
+
+  // Host accessors: each throws huginn::Error for backend memory (see the file comment).
+  void* raw() { return host_ptr(); }
+  const void* raw() const { return host_ptr(); }
   template <class T>
   T* data() {
-    return static_cast<T*>(data_);
+    return static_cast<T*>(host_ptr());
   }
   template <class T>
   const T* data() const {
-    return static_cast<const T*>(data_);
+    return static_cast<const T*>(host_ptr());
   }
   // Q8 tensors: the values [N, K] and the F16 scales [N, K/32] that follow them.
   const int8_t* q8_values() const {
     HUGINN_DASSERT(dtype_ == DType::kQ8, "tensor is not Q8");
-    return static_cast<const int8_t*>(data_);
+    return static_cast<const int8_t*>(host_ptr());
   }
   const uint16_t* q8_scales() const {
     HUGINN_DASSERT(dtype_ == DType::kQ8, "tensor is not Q8");
-    return reinterpret_cast<const uint16_t*>(static_cast<const int8_t*>(data_) + numel());
+    return reinterpret_cast<const uint16_t*>(static_cast<const int8_t*>(host_ptr()) + numel());
   }
   float* f32() {
     HUGINN_DASSERT(dtype_ == DType::kF32, "tensor is not F32");
-    return static_cast<float*>(data_);
+    return static_cast<float*>(host_ptr());
   }
   const float* f32() const {
     HUGINN_DASSERT(dtype_ == DType::kF32, "tensor is not F32");
-    return static_cast<const float*>(data_);
+    return static_cast<const float*>(host_ptr());
   }
   // Row r of a 2-D (or flattened-leading) view.
   float* row(int64_t r) { return f32() + r * strides_[0]; }
@@ -118,13 +134,23 @@ class Tensor {
   Tensor rows(int64_t begin, int64_t end) const;
   // Columns [begin, end) of a 2-D view; keeps the row stride.
   Tensor cols(int64_t begin, int64_t end) const;
-  // A contiguous owning copy (converting nothing).
+  // A contiguous owning host copy (converting nothing). Host tensors only.
   Tensor clone() const;
-  // Copies the elements of `src` (same shape and dtype, any strides) into this tensor.
+  // Copies the elements of `src` (same shape and dtype, any strides) into this tensor. Host
+  // tensors only.
   void copy_from(const Tensor& src);
 
  private:
+  friend struct DeviceAccess;
+  void* host_ptr() const {
+    if (space_ != nullptr) [[unlikely]]
+      host_access_refused();
+    return data_;
+  }
+  [[noreturn]] void host_access_refused() const;
+
   void* data_ = nullptr;
+  const char* space_ = nullptr;  // nullptr: host; else the owning backend's space name
   DType dtype_ = DType::kF32;
   int ndim_ = 0;
   int64_t shape_[kMaxDims] = {};

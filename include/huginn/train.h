@@ -24,30 +24,41 @@ class ThreadPool;
 
 // ---- trainable weights ------------------------------------------------------------------------
 
-// A model whose weights are owned host F32 tensors that training updates in place. The Model
-// it exposes views the same memory.
+// A model whose F32 weights are owned by a backend (uploaded once) and updated in place by
+// training (Backend::adamw_step). The Model it exposes views the same backend tensors.
 class TrainableModel {
  public:
   // The reference initialisation (golden README, "The two models"; the released code's "takase"
   // strategy): every matrix and the embedding a truncated normal (±3 std) with
   // std = sqrt(2/(5E)); attn.proj, mlp.proj and the second (up) half of mlp.fc rows use
   // std / sqrt(2·(P + Q + C·mean_recurrence)); norms 1; qk_bias 0. An untied lm_head uses std.
+  // Drawn on the host, then uploaded to `backend` (which must outlive the model).
+  static std::unique_ptr<TrainableModel> init(const ModelConfig& config, uint64_t seed,
+                                              Backend& backend);
+  // A checkpoint directory's weights (config.json + safetensors) as F32 on `backend`.
+  static std::unique_ptr<TrainableModel> load(const std::string& dir, Backend& backend);
+  // The same in host memory (on a reference backend of its own), for tools and benchmarks
+  // that hand the weights to a CPU backend.
   static std::unique_ptr<TrainableModel> init(const ModelConfig& config, uint64_t seed);
-  // A host F32 copy of a checkpoint directory's weights (config.json + safetensors).
   static std::unique_ptr<TrainableModel> load(const std::string& dir);
 
   const Model& model() const { return *model_; }
   const ModelConfig& config() const { return model_->config(); }
+  Backend& backend() const { return *be_; }
   // Every stored tensor under its HF checkpoint name (qk_bias as [2, 1, H, D], freqs_cis
-  // [1, block_size, 1, D/2, 2]); lm_head only when untied. Views of the live weights.
+  // [1, block_size, 1, D/2, 2]); lm_head only when untied. live_tensors: the backend's tensors
+  // training updates; hf_tensors: host copies of them (downloaded).
+  std::vector<std::pair<std::string, Tensor>> live_tensors() const;
   std::vector<std::pair<std::string, Tensor>> hf_tensors() const;
   // Writes DIR/config.json and DIR/model.safetensors (each atomically); DIR must exist.
   void save_hf(const std::string& dir) const;
 
  private:
   TrainableModel() = default;
-  void build(ModelConfig config, std::map<std::string, Tensor> owned);
-  std::map<std::string, Tensor> owned_;  // HF name -> owned tensor
+  void build(ModelConfig config, std::map<std::string, Tensor> host);
+  std::unique_ptr<Backend> own_be_;  // the host variants' reference backend
+  Backend* be_ = nullptr;
+  std::map<std::string, Tensor> owned_;  // HF name -> backend tensor
   std::unique_ptr<Model> model_;
 };
 
@@ -61,16 +72,18 @@ struct AdamWOptions {
 
 // AdamW as torch.optim.AdamW: decoupled decay p ← p·(1 − lr·wd), then with bias corrections
 // bc1 = 1 − β1^t, bc2 = 1 − β2^t:  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
-// p ← p − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps). Elementwise, so thread-count independent.
+// p ← p − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps). The moments live on the backend of the
+// parameters and each update is one Backend::adamw_step per parameter (elementwise, so results
+// do not depend on the thread count).
 class AdamW {
  public:
-  AdamW(std::vector<NamedParam> params, AdamWOptions options);
-  // Uses each param's current grad; elementwise, spread over `pool` when given (results do not
-  // depend on the thread count).
-  void step(double lr, ThreadPool* pool = nullptr);
+  AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& backend);
+  // Uses each param's current grad.
+  void step(double lr);
   int64_t steps_taken() const { return t_; }
   const std::vector<NamedParam>& params() const { return params_; }
-  // Moments keyed "adam.m.<name>" / "adam.v.<name>"; set_state validates names and shapes.
+  // Host copies of the moments keyed "adam.m.<name>" / "adam.v.<name>"; set_state validates
+  // names and shapes, then uploads them.
   std::vector<std::pair<std::string, Tensor>> state() const;
   void set_state(const std::map<std::string, Tensor>& state, int64_t t, const std::string& source);
 
@@ -78,13 +91,15 @@ class AdamW {
   std::vector<NamedParam> params_;
   std::vector<Tensor> m_, v_;
   AdamWOptions opt_;
+  Backend& be_;
   int64_t t_ = 0;
 };
 
-// Global L2 norm of all gradients (accumulated in double in a fixed order); when max_norm > 0
-// and the norm exceeds it, scales every gradient by max_norm / (norm + 1e-6). Returns the norm
-// before clipping (NaN/inf when a gradient is not finite; nothing is scaled then).
-double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm);
+// Global L2 norm of all gradients (accumulated in double in a fixed order: one running sum of
+// Backend::sum_squares over the params in order); when max_norm > 0 and the norm exceeds it,
+// scales every gradient by max_norm / (norm + 1e-6). Returns the norm before clipping (NaN/inf
+// when a gradient is not finite; nothing is scaled then).
+double clip_grad_norm(Backend& backend, const std::vector<NamedParam>& params, double max_norm);
 
 // ---- schedules ------------------------------------------------------------------------------------
 
@@ -104,6 +119,45 @@ struct Schedule {
 
 // ---- the training loop ------------------------------------------------------------------------------
 
+// Where a run's sequences come from, and how it is evaluated: token windows of data shards
+// (huginn train, ShardSource in trainer.cc) or a built-in task's examples with the loss on the
+// answers only (huginn task train, src/eval/task_train.cc). The training loop (train()) is the
+// same for both: checkpoints, exact resume, the bad-step policy, schedules, clipping, AdamW.
+// Every method is a pure function of the run's seed and its arguments, so that a resumed run
+// draws what a straight one draws.
+class TrainSource {
+ public:
+  virtual ~TrainSource() = default;
+  // Called once the model config is known (before anything is trained): checks that the data
+  // fits the model (vocabulary, lengths), throwing huginn::Error naming what does not.
+  virtual void open(const ModelConfig& config, const std::string& config_source) = 0;
+  // Tokens per sequence when fixed (0 when each sequence has its own length); part of the run's
+  // fingerprint.
+  virtual int seq_len() const = 0;
+  // Sequence b of micro-batch `micro` of optimizer step `step`: ids and shifted labels (-100: no
+  // loss there), and the seed of its initial state.
+  virtual void sequence(int64_t step, int micro, int b, std::vector<int32_t>& ids,
+                        std::vector<int32_t>& labels, uint64_t* init_seed) = 0;
+  // The seed of micro-batch `micro`'s (n, k) draw (IterationSampler).
+  virtual uint64_t iteration_seed(int64_t step, int micro) const = 0;
+
+  // The run's evaluation at eval_every and at the end: `key` names the metrics record's field
+  // ("val_loss", "heldout_acc"), `values` its entries, `line` what the progress log says.
+  struct Evaluation {
+    std::string key;
+    std::map<std::string, double> values;
+    std::string line;
+  };
+  // Empty key: nothing to evaluate (e.g. no validation shards).
+  virtual Evaluation evaluate(const Model& model, Backend& backend) = 0;
+
+  // What a checkpoint records of the data (train_state metadata) after `step` steps, and the
+  // check of those records on resume (throws huginn::Error naming `path` and the field).
+  virtual std::map<std::string, std::string> state(int64_t step) const = 0;
+  virtual void check_state(const std::map<std::string, std::string>& meta, const std::string& path,
+                           int64_t step) const = 0;
+};
+
 struct TrainOptions {
   std::string model_config;  // config.json of the model to train (from scratch or resumed)
   std::string data;          // data directory of train-*.bin (and val-*.bin) shards
@@ -114,6 +168,10 @@ struct TrainOptions {
   int batch = 8;             // sequences per micro-batch
   int grad_accum = 1;        // micro-batches per optimizer step
   int seq_len = 0;           // 0 = the config's block_size
+  // Run a micro-batch's sequences one after another instead of as one [B·T, E] pass: the same
+  // gradient up to float summation order, bit for bit what builds before batched training
+  // trained (for reproducing their runs), and slower.
+  bool sequential = false;
   double lr = 3e-4, min_lr_ratio = 0.1;
   int64_t warmup = 0, cooldown = -1;  // cooldown -1 = 20% of steps (constant schedule)
   std::string schedule = "cosine";
@@ -132,20 +190,28 @@ struct TrainOptions {
   int threads = 0;
   std::string backend = "cpu";
   bool quiet = false;
-  // Test hook: called after the gradients of a step are complete, before the finiteness check.
-  std::function<void(int64_t step, std::vector<NamedParam>& params)> after_backward;
+  int log_every = 1;             // a progress line every N steps (and at the first, last, skipped)
+  // Called after each step with its loss (optional).
+  std::function<void(int64_t step, double loss)> on_step;
+  // Test hook: called after the gradients of a step are complete, before the finiteness check
+  // (the tensors are the backend's: change them with backend ops).
+  std::function<void(int64_t step, std::vector<NamedParam>& params, Backend& backend)>
+      after_backward;
 };
 
 struct TrainResult {
   int64_t final_step = 0;
   double last_loss = 0;
-  std::map<int, double> val_loss;  // depth -> loss of the last validation
-  std::string last_checkpoint;     // directory
+  std::map<int, double> val_loss;   // shards: depth -> loss of the last validation
+  TrainSource::Evaluation evaluation;  // the source's last evaluation
+  std::string last_checkpoint;      // directory
 };
 
-// Runs training. Throws huginn::Error on bad input (data, configs, flags, an out dir that cannot
-// be written or already holds a different run) and when max_bad_steps non-finite steps occur in a
-// row; what was saved before stays intact.
+// Runs training on `source` (options.data is not read). Throws huginn::Error on bad input (data,
+// configs, flags, an out dir that cannot be written or already holds a different run) and when
+// max_bad_steps non-finite steps occur in a row; what was saved before stays intact.
+TrainResult train(const TrainOptions& options, TrainSource& source);
+// The same on the data shards of options.data (token windows of seq_len + 1).
 TrainResult train(const TrainOptions& options);
 
 // Checkpoint helpers: `out/step-NNNNNNNN` names, newest complete checkpoint (empty when none).

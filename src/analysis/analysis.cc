@@ -61,17 +61,13 @@ double kl_from_logits(std::span<const float> p_logits, std::span<const float> q_
   std::vector<double> lp, lq;
   log_softmax_f64(p_logits, lp);
   log_softmax_f64(q_logits, lq);
-  double kl = 0.0;
-  for (size_t v = 0; v < lp.size(); ++v) kl += std::exp(lp[v]) * (lp[v] - lq[v]);
-  return kl;
+  return kl_divergence(lp, lq);
 }
 
 double entropy_from_logits(std::span<const float> logits) {
   std::vector<double> l;
   log_softmax_f64(logits, l);
-  double h = 0.0;
-  for (double x : l) h -= std::exp(x) * x;
-  return h;
+  return entropy(l);
 }
 
 // ---------------------------------------------------------------------------------------------

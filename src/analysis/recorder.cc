@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "huginn/host_math.h"
 #include "huginn/trajectory.h"
 
 #ifdef HUGINN_ANALYSIS_EXIT_POLICIES
@@ -38,16 +39,6 @@ std::vector<int> kept_iterations(int R, int every) {
 
 int64_t kept_token_count(int64_t T, const TraceOptions& o) {
   return o.record_tokens.empty() ? T : static_cast<int64_t>(o.record_tokens.size());
-}
-
-// log_softmax of one row in double.
-void log_softmax(std::span<const float> x, double* out) {
-  double mx = -std::numeric_limits<double>::infinity();
-  for (float v : x) mx = std::max(mx, double(v));
-  double sum = 0.0;
-  for (float v : x) sum += std::exp(double(v) - mx);
-  const double lse = mx + std::log(sum);
-  for (size_t i = 0; i < x.size(); ++i) out[i] = double(x[i]) - lse;
 }
 
 double norm_diff(const float* a, const float* b, int64_t n) {
@@ -362,18 +353,11 @@ Trajectory record_trajectory(Runner& runner, std::span<const int32_t> ids,
       be.download(logits_dev, logits_host.f32());
       for (int64_t i = 0; i < T; ++i) {
         std::span<const float> row(logits_host.row(i), size_t(V));
-        log_softmax(row, cur_lp.data());
+        log_softmax_f64(row, cur_lp);
         double* pl = prev_lp.data() + i * V;
-        double kl = 0.0, h = 0.0;
-        int32_t best = 0;
-        for (int64_t v = 0; v < V; ++v) {
-          kl += std::exp(pl[v]) * (pl[v] - cur_lp[v]);
-          h -= std::exp(cur_lp[v]) * cur_lp[v];
-          if (row[v] > row[best]) best = static_cast<int32_t>(v);
-        }
-        tr.kl.at(i, t) = kl;
-        tr.entropy.at(i, t) = h;
-        tr.top1[i][t] = best;
+        tr.kl.at(i, t) = kl_divergence(std::span<const double>(pl, size_t(V)), cur_lp);
+        tr.entropy.at(i, t) = entropy(cur_lp);
+        tr.top1[i][t] = static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
         std::copy(cur_lp.begin(), cur_lp.end(), pl);
       }
     }

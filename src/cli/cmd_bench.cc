@@ -245,13 +245,17 @@ Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const Benc
                 std::to_string(m.max_positions()) + " positions");
   BackwardRunner runner(m, be);
   Grads grads = Grads::zeros_like(m, be);
-  AdamW adam(named_params(m, grads), AdamWOptions{});
+  AdamW adam(named_params(m, grads), AdamWOptions{}, be);
   const auto seq = prompt_ids(a.train_len + 1, c.vocab_size);
   std::span<const int32_t> ids(seq.data(), a.train_len), labels(seq.data() + 1, a.train_len);
   LossOptions lo;
   lo.n_no_grad = a.train_n;
   lo.n_with_grad = a.train_k;
   const float scale = 1.0f / static_cast<float>(a.train_batch);
+  // The batch as one pass ([batch·len, E] GEMMs), as huginn train runs it.
+  const std::vector<TrainSequence> batch(static_cast<size_t>(a.train_batch),
+                                         TrainSequence{ids, labels, 0, scale});
+  std::vector<float> losses(batch.size());
   Result res;
   res.test = "train";
   res.name = "train" + std::to_string(a.train_batch) + "x" + std::to_string(a.train_len) + "(" +
@@ -262,9 +266,9 @@ Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const Benc
     pr.say("train step %s", i < 0 ? "warm-up" : (std::to_string(i + 1) + "/" + std::to_string(a.reps)).c_str());
     const auto t0 = Clock::now();
     grads.zero(be);
-    for (int bi = 0; bi < a.train_batch; ++bi) runner.loss_and_grad(ids, labels, lo, grads, scale);
-    clip_grad_norm(adam.params(), 1.0);
-    adam.step(1e-5, &pool);
+    runner.loss_and_grad(batch, lo, grads, losses);
+    clip_grad_norm(be, adam.params(), 1.0);
+    adam.step(1e-5);
     const double s = since(t0);
     if (i >= 0) res.seconds.push_back(s);
   }

@@ -25,8 +25,7 @@ void run(const Args& a, const Common& common) {
   auto tok = Tokenizer::load(path);
   if (tok->chat_format() == ChatFormat::kNone)
     throw Error(path + ": the vocabulary has no chat markers (Huginn or ChatML); use generate");
-  const std::vector<int32_t> extra = tokenizer_stop_ids(*tok);
-  GenerateOptions opt = make_gen_options(a.g, a.g.model, extra);
+  GenerateOptions opt = make_gen_options(a.g, a.g.model, tok.get());
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
   auto model = Model::load(a.g.model, *backend, load_options(common));
@@ -59,7 +58,7 @@ void run(const Args& a, const Common& common) {
     if (!prefix) ctx->reset();
     std::span<const int32_t> fresh(ids.data() + (prefix ? hist.size() : 0),
                                    ids.size() - (prefix ? hist.size() : 0));
-    TokenizerTextStream stream(tok);
+    std::unique_ptr<TextStream> stream = tokenizer_text_stream(tok);
     GenerateResult r;
     try {
       r = gen.generate(*ctx, fresh,
@@ -68,7 +67,7 @@ void run(const Args& a, const Common& common) {
                          std::fflush(stdout);
                          return true;
                        },
-                       &stream);
+                       stream.get());
     } catch (const Error& e) {  // e.g. the context is full: say so, keep the REPL alive
       std::fprintf(stderr, "\nerror: %s (use /reset)\n", e.what());
       msgs.pop_back();

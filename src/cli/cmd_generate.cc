@@ -85,11 +85,11 @@ void run(const Args& a, const Common& common) {
   Text text = load_text(a);
   if (!a.g.stop_strings.empty() && !text.available())
     throw Error("--stop needs a tokenizer to see text (use --stop-id with --ids)");
-  std::vector<int32_t> extra_stops;
+  const Tokenizer* tok = nullptr;
 #ifdef HUGINN_HAVE_TOKENIZER
-  if (text.tok) extra_stops = tokenizer_stop_ids(*text.tok);
+  tok = text.tok.get();
 #endif
-  GenerateOptions opt = make_gen_options(a.g, a.g.model, extra_stops);
+  GenerateOptions opt = make_gen_options(a.g, a.g.model, tok);
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
   auto model = Model::load(a.g.model, *backend, load_options(common));
@@ -99,7 +99,7 @@ void run(const Args& a, const Common& common) {
 
   std::unique_ptr<TextStream> stream;
 #ifdef HUGINN_HAVE_TOKENIZER
-  if (text.tok) stream = std::make_unique<TokenizerTextStream>(text.tok);
+  if (text.tok) stream = tokenizer_text_stream(text.tok);
 #endif
   TokenCallback on_token;
   bool first = true;

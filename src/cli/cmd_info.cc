@@ -61,7 +61,7 @@ Registrar reg(10, [](CLI::App& app, Common& common) {
   sub->add_option("--model", *dir, "model directory (config.json + safetensors)")->required();
   sub->add_option("--steps", *r, "r for the materialized count (default: mean_recurrence)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--backend", common.backend, "compute backend")->check(CLI::IsMember({"cpu", "ref"}));
+  sub->add_option("--backend", common.backend, "compute backend")->check(CLI::IsMember({"cpu", "ref", "strict"}));
   add_dtype_option(sub, common);
   sub->callback([dir, r, &common] { run(*dir, *r, common); });
 });

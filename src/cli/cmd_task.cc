@@ -49,13 +49,15 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
       ->required()
       ->check(CLI::ExistingFile);
   tr->add_option("--task", o->task, "built-in task spec, e.g. chain:hops=4-8");
-  tr->add_option("--out", o->out, "model directory to write (config.json, model.safetensors, task.json)")->required();
+  tr->add_option("--out", o->out, "model directory to write (config.json, model.safetensors, task.json; checkpoints in step-NNNNNNNN/)")->required();
   tr->add_option("--steps", o->steps, "optimizer steps")->check(CLI::PositiveNumber);
   tr->add_option("--batch", o->batch, "examples per step")->check(CLI::PositiveNumber);
+  tr->add_flag("--sequential", o->sequential,
+               "run each batch's sequences one after another: slower, bit-identical to runs of builds before batched training");
   tr->add_option("--lr", o->lr, "peak learning rate (warmup then cosine)")->check(CLI::PositiveNumber);
   tr->add_option("--min-lr-ratio", o->min_lr_ratio, "final learning rate / peak")->check(CLI::Range(0.0, 1.0));
   tr->add_option("--warmup", o->warmup, "warmup steps")->check(CLI::NonNegativeNumber);
-  tr->add_option("--weight-decay", o->weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber);
+  tr->add_option("--weight-decay", o->adam.weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber);
   tr->add_option("--grad-clip", o->grad_clip, "global gradient-norm limit (0: off)")->check(CLI::NonNegativeNumber);
   tr->add_option("--mean-recurrence", o->mean_recurrence, "mean sampled recurrence (default: config)")
       ->check(CLI::NonNegativeNumber);
@@ -74,6 +76,16 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
       ->check(CLI::NonNegativeNumber);
   tr->add_option("--eval-examples", o->eval_examples, "held-out examples per check")->check(CLI::PositiveNumber);
   tr->add_option("--seed", o->seed, "seed of initialisation, examples and recurrence draws");
+  tr->add_option("--save-every", o->save_every,
+                 "checkpoint (OUT/step-NNNNNNNN: weights, optimizer state) every N steps (0: at the end)")
+      ->check(CLI::NonNegativeNumber);
+  tr->add_option("--max-bad-steps", o->max_bad_steps,
+                 "stop after this many steps in a row with a non-finite loss or gradient (they are skipped)")
+      ->check(CLI::PositiveNumber);
+  tr->add_option("--stop-at", o->stop_at, "stop (with a checkpoint) after this step; the schedule still spans --steps")
+      ->check(CLI::NonNegativeNumber);
+  tr->add_flag("--resume", o->resume,
+               "continue from the newest checkpoint in OUT (verified first), bit-identically");
   add_common_options(tr, common);
   tr->callback([o, &common] {
     o->threads = common.threads;

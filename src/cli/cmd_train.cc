@@ -64,6 +64,8 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
   sub->add_option("--steps", o->steps, "optimizer steps (the schedule's length)")->check(CLI::PositiveNumber);
   sub->add_option("--stop-at", o->stop_at, "stop after this step (saving), keeping the schedule of --steps");
   sub->add_option("--batch", o->batch, "sequences per micro-batch")->check(CLI::PositiveNumber);
+  sub->add_flag("--sequential", o->sequential,
+                "run each batch's sequences one after another: slower, bit-identical to runs of builds before batched training");
   sub->add_option("--grad-accum", o->grad_accum, "micro-batches per step")->check(CLI::PositiveNumber);
   sub->add_option("--seq-len", o->seq_len, "tokens per sequence (default: block_size)")->check(CLI::NonNegativeNumber);
   sub->add_option("--lr", o->lr, "peak learning rate")->check(CLI::NonNegativeNumber);

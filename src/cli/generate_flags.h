@@ -78,8 +78,9 @@ inline void add_gen_flags(CLI::App* sub, GenFlags& f) {
   sub->add_option("--context", f.context, "context length in tokens (default: the model's)");
 }
 
+// `tok` (may be null): the tokenizer whose stop markers count (huginn::model_stop_ids).
 inline GenerateOptions make_gen_options(const GenFlags& f, const std::string& model_dir,
-                                        const std::vector<int32_t>& extra_stops) {
+                                        const Tokenizer* tok) {
   GenerateOptions o;
   o.exit = ExitSpec::parse(f.exit);
   const bool adaptive = o.exit.criterion != ExitCriterion::kNone;
@@ -118,8 +119,7 @@ inline GenerateOptions make_gen_options(const GenFlags& f, const std::string& mo
   o.sampling.seed = f.seed;
   o.stop_strings = f.stop_strings;
   o.stop_ids.assign(f.stop_ids.begin(), f.stop_ids.end());
-  for (int32_t id : read_eos_ids(model_dir)) o.stop_ids.push_back(id);
-  for (int32_t id : extra_stops) o.stop_ids.push_back(id);
+  for (int32_t id : model_stop_ids(model_dir, tok)) o.stop_ids.push_back(id);
   o.truncate_left = f.truncate == "left";
   o.context_length = f.context;
   return o;
@@ -132,28 +132,5 @@ inline std::string tokenizer_path(const GenFlags& f) {
   return std::filesystem::exists(p) ? p : std::string();
 }
 
-#ifdef HUGINN_HAVE_TOKENIZER
-// Stop ids a tokenizer names: its eos, and the ids of the markers the released generators stop
-// on (65504/65505/65508 are <|begin_text|>, <|end_text|>, <|end_turn|> in Huginn's vocabulary;
-// a smaller vocabulary puts them elsewhere), plus ChatML's <|im_end|>.
-inline std::vector<int32_t> tokenizer_stop_ids(const Tokenizer& tok) {
-  std::vector<int32_t> ids;
-  if (tok.eos_id() >= 0) ids.push_back(tok.eos_id());
-  for (const char* name : {"<|begin_text|>", "<|end_text|>", "<|end_turn|>", "<|im_end|>"})
-    if (tok.token_to_id(name) >= 0) ids.push_back(tok.token_to_id(name));
-  return ids;
-}
-
-// Streams text through the tokenizer's incremental decoder.
-class TokenizerTextStream : public TextStream {
- public:
-  explicit TokenizerTextStream(std::shared_ptr<const Tokenizer> tok) : dec_(std::move(tok)) {}
-  std::string push(int32_t id) override { return dec_.push(id); }
-  std::string finish() override { return dec_.finish(); }
-
- private:
-  StreamDecoder dec_;
-};
-#endif
 
 }  // namespace huginn::cli

@@ -22,8 +22,10 @@ void setup_all(CLI::App& app, Common& common) {
 void add_common_options(CLI::App* sub, Common& common) {
   sub->add_option("--threads", common.threads, "worker threads (default: one per core)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--backend", common.backend, "compute backend: cpu (fast) or ref (scalar)")
-      ->check(CLI::IsMember({"cpu", "ref"}));
+  sub->add_option("--backend", common.backend,
+                  "compute backend: cpu (fast), ref (scalar) or strict (the CPU kernels on memory "
+                  "host code cannot touch: a check of the backend contract, for tests)")
+      ->check(CLI::IsMember({"cpu", "ref", "strict"}));
   sub->add_flag("-q,--quiet", common.quiet, "print results only, no progress or summaries");
 }
 

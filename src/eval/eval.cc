@@ -14,6 +14,7 @@
 #include "huginn/eval.h"
 #include "huginn/forward.h"
 #include "huginn/generate.h"
+#include "huginn/host_math.h"
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 
@@ -32,14 +33,6 @@ std::string fmt_time(double s) {
 
 bool is_file_task(const std::string& task) {
   return task.size() > 6 && task.substr(task.size() - 6) == ".jsonl";
-}
-
-// log-softmax of row at id.
-double log_prob(const float* row, int64_t V, int32_t id) {
-  float mx = *std::max_element(row, row + V);
-  double sum = 0;
-  for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
-  return static_cast<double>(row[id]) - mx - std::log(sum);
 }
 
 }  // namespace
@@ -154,7 +147,7 @@ EvalReport run_eval(const EvalOptions& o) {
           be->download(out.logits, logits.data());
           double lp = 0;
           for (size_t t = prompts[i].size(); t < ids.size(); ++t)
-            lp += log_prob(logits.data() + (t - 1) * V, V, ids[t]);
+            lp += log_prob(std::span<const float>(logits.data() + (t - 1) * V, V), ids[t]);
           if (lp > best_lp) best_lp = lp, best = static_cast<int>(c);
           row.tokens += static_cast<int64_t>(choice_ids[i][c].size());
           step_sum += static_cast<int64_t>(choice_ids[i][c].size()) * st.steps;

@@ -1,7 +1,9 @@
-// The task trainer: a built-in task's train split, one sequence per example, cross-entropy on the
-// answer tokens only (labels -100 elsewhere), truncated backprop through a recurrence drawn per
-// step from the log-normal Poisson (IterationSampler), AdamW with a warmup + cosine schedule.
-// Everything is a pure function of the seed, so a run is reproducible for a thread count.
+// The task trainer: a built-in task's train split as a source for the one training loop
+// (huginn/train.h, train()): one sequence per example, cross-entropy on the answer tokens only
+// (labels -100 elsewhere), truncated backprop through a recurrence drawn per step from the
+// log-normal Poisson (IterationSampler), AdamW with a warmup + cosine schedule, checkpoints,
+// exact resume and the bad-step policy. Everything is a pure function of the seed, so a run is
+// reproducible for a thread count.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,13 +30,6 @@ uint64_t mix(uint64_t a, uint64_t b) {
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
-}
-
-std::string fmt_time(double s) {
-  char buf[32];
-  const int t = static_cast<int>(std::lround(std::max(s, 0.0)));
-  std::snprintf(buf, sizeof buf, "%d:%02d", t / 60, t % 60);
-  return buf;
 }
 
 // The levels of step s under a curriculum of `steps` steps: the top level grows linearly from
@@ -71,118 +66,135 @@ static double teacher_forced_accuracy(Runner& runner, Backend& be, const TextCod
   return exs.empty() ? 0.0 : static_cast<double>(correct) / exs.size();
 }
 
+namespace {
+
+// A built-in task's train split as a TrainSource: one example per sequence (example
+// step·batch + b), the loss on the answer tokens only, one (n, k) draw per step; the evaluation
+// is the held-out teacher-forced accuracy at r = 1 and at the mean recurrence.
+class TaskSource : public TrainSource {
+ public:
+  TaskSource(const TaskTrainOptions& o, const TaskSpec& spec, const TextCodec& codec, int mean_rec)
+      : o_(o), spec_(spec), codec_(codec), mean_rec_(mean_rec),
+        held_(make_task(spec, Split::kTest, o.eval_examples, o.seed + 1)) {}
+  void open(const ModelConfig& c, const std::string& src) override {
+    if (c.vocab_size < 128)
+      throw Error(src + ": vocab_size " + std::to_string(c.vocab_size) +
+                  " is too small for the byte vocabulary of the built-in tasks (need >= 128)");
+    TaskSpec longest = spec_;  // the longest example must fit the RoPE table
+    longest.min_level = spec_.max_level;
+    const TaskTokens e = task_tokens(codec_, make_task_example(longest, Split::kTrain, o_.seed, 0), false);
+    if (static_cast<int64_t>(e.ids.size()) > c.block_size)
+      throw Error(src + ": block_size " + std::to_string(c.block_size) +
+                  " is shorter than an example of " + spec_.to_string() + " (" +
+                  std::to_string(e.ids.size()) + " tokens)");
+    vocab_ = c.vocab_size;
+  }
+  int seq_len() const override { return 0; }
+  void sequence(int64_t step, int, int b, std::vector<int32_t>& ids, std::vector<int32_t>& labels,
+                uint64_t* init_seed) override {
+    const uint64_t index = static_cast<uint64_t>(step) * o_.batch + b;
+    const TaskExample ex =
+        make_task_example(curriculum_spec(spec_, o_.curriculum, step), Split::kTrain, o_.seed, index);
+    TaskTokens e = task_tokens(codec_, ex, o_.supervise_steps);
+    ids.assign(e.ids.begin(), e.ids.end() - 1);
+    labels = std::move(e.labels);
+    *init_seed = mix(o_.seed, index);
+  }
+  uint64_t iteration_seed(int64_t step, int) const override { return mix(o_.seed, 1000003 + step); }
+
+  Evaluation evaluate(const Model& model, Backend& be) override {
+    if (!runner_ || &runner_->model() != &model) runner_ = std::make_unique<Runner>(model, be);
+    Evaluation ev;
+    ev.key = "heldout_acc";
+    acc_r1 = teacher_forced_accuracy(*runner_, be, codec_, held_, 1, vocab_);
+    acc_mean = teacher_forced_accuracy(*runner_, be, codec_, held_, mean_rec_, vocab_);
+    ev.values = {{"1", acc_r1}, {std::to_string(mean_rec_), acc_mean}};
+    char line[96];
+    std::snprintf(line, sizeof line, "  r=1 %.0f%%  r=%d %.0f%%", 100 * acc_r1, mean_rec_, 100 * acc_mean);
+    ev.line = line;
+    return ev;
+  }
+
+  std::map<std::string, std::string> state(int64_t step) const override {
+    return {{"task", spec_.to_string()},
+            {"supervise_steps", o_.supervise_steps ? "1" : "0"},
+            {"curriculum", std::to_string(o_.curriculum)},
+            {"next_example_index", std::to_string(static_cast<uint64_t>(step) * o_.batch)}};
+  }
+  void check_state(const std::map<std::string, std::string>& meta, const std::string& path,
+                   int64_t step) const override {
+    auto field = [&](const char* key) -> const std::string& {
+      auto it = meta.find(key);
+      if (it == meta.end()) throw Error(path + ": metadata has no '" + key + "'");
+      return it->second;
+    };
+    if (field("task") != spec_.to_string())
+      throw Error("cannot resume: " + path + " was trained on task '" + field("task").substr(0, 80) +
+                  "', this run is on '" + spec_.to_string() + "'");
+    // The recipe's data flags change what every later step sees: resuming must keep them.
+    const std::map<std::string, std::string> now = state(step);
+    for (const char* key : {"supervise_steps", "curriculum"})
+      if (field(key) != now.at(key))
+        throw Error("cannot resume: " + path + " was trained with " + key + " = " +
+                    field(key).substr(0, 40) + ", this run has " + now.at(key));
+    const std::string want = std::to_string(static_cast<uint64_t>(step) * o_.batch);
+    if (field("next_example_index") != want)
+      throw Error(path + ": metadata 'next_example_index' is '" +
+                  field("next_example_index").substr(0, 40) + "', expected " + want +
+                  " (step x batch)");
+  }
+
+  double acc_r1 = 0, acc_mean = 0;
+
+ private:
+  const TaskTrainOptions& o_;
+  const TaskSpec spec_;
+  const TextCodec& codec_;
+  const int mean_rec_;
+  const std::vector<TaskExample> held_;
+  int64_t vocab_ = 0;
+  std::unique_ptr<Runner> runner_;
+};
+
+}  // namespace
+
 TaskTrainResult train_task(const TaskTrainOptions& o) {
   if (o.out.empty()) throw Error("--out: required (the model directory to write)");
   if (o.steps < 1) throw Error("--steps: must be at least 1");
   if (o.batch < 1) throw Error("--batch: must be at least 1");
   const ModelConfig cfg = ModelConfig::from_file(o.model_config);
-  if (cfg.vocab_size < 128)
-    throw Error(o.model_config + ": vocab_size " + std::to_string(cfg.vocab_size) +
-                " is too small for the byte vocabulary of the built-in tasks (need >= 128)");
   const TaskSpec spec = TaskSpec::parse(o.task);
   const TextCodec codec = TextCodec::bytes(cfg.vocab_size);
   const int mean_rec = o.mean_recurrence > 0 ? o.mean_recurrence : cfg.mean_recurrence;
   const int depth = o.backprop_depth > 0 ? o.backprop_depth : cfg.mean_backprop_depth;
-  {  // the longest example must fit the RoPE table
-    TaskSpec longest = spec;
-    longest.min_level = spec.max_level;
-    const TaskTokens e = task_tokens(codec, make_task_example(longest, Split::kTrain, o.seed, 0), false);
-    if (static_cast<int64_t>(e.ids.size()) > cfg.block_size)
-      throw Error(o.model_config + ": block_size " + std::to_string(cfg.block_size) +
-                  " is shorter than an example of " + spec.to_string() + " (" +
-                  std::to_string(e.ids.size()) + " tokens)");
-  }
-  std::error_code ec;
-  fs::create_directories(o.out, ec);
-  if (ec || !fs::is_directory(o.out)) throw Error(o.out + ": cannot create the output directory");
+  TaskSource source(o, spec, codec, mean_rec);
 
-  ThreadPool pool(o.threads);
-  auto be = make_backend(o.backend, pool);
-  auto tm = TrainableModel::init(cfg, o.seed);
-  const Model& model = tm->model();
-  BackwardRunner bw(model, *be);
-  Runner fw(model, *be);
-  Grads grads = Grads::zeros_like(model, *be);
-  AdamWOptions ao;
-  ao.weight_decay = o.weight_decay;
-  AdamW adam(named_params(model, grads), ao);
-  Schedule sched;
-  sched.kind = ScheduleKind::kCosine;
-  sched.lr = o.lr;
-  sched.min_lr = o.lr * o.min_lr_ratio;
-  sched.warmup = o.warmup;
-  sched.total = o.steps;
-  const std::vector<TaskExample> held = make_task(spec, Split::kTest, o.eval_examples, o.seed + 1);
-
-  if (!o.quiet)
-    std::fprintf(stderr,
-                 "training %s on %s: %lld params, %lld steps x %d examples, mean recurrence %d, "
-                 "backprop depth %d, %d threads\n",
-                 cfg.name.c_str(), spec.to_string().c_str(),
-                 (long long)model.param_counts().total(), (long long)o.steps, o.batch, mean_rec,
-                 depth, pool.size());
-  TaskTrainResult res;
+  // The one training loop (huginn/train.h): checkpoints in OUT/step-NNNNNNNN, resume, bad steps.
+  TrainOptions t = o;
+  t.schedule = "cosine";
+  t.mean_recurrence = mean_rec;
+  t.backprop_depth = depth;
   const auto t0 = std::chrono::steady_clock::now();
-  double loss_avg = 0;
-  int bad = 0;
-  for (int64_t s = 0; s < o.steps; ++s) {
-    grads.zero(*be);
-    IterationSampler sampler(mean_rec, depth, mix(o.seed, 1000003 + s));
-    const auto [n, k] = sampler.next();
-    double loss = 0;
-    const float scale = 1.0f / static_cast<float>(o.batch);
-    for (int b = 0; b < o.batch; ++b) {
-      const uint64_t index = static_cast<uint64_t>(s) * o.batch + b;
-      const TaskExample ex = make_task_example(curriculum_spec(spec, o.curriculum, s), Split::kTrain,
-                                               o.seed, index);
-      const TaskTokens e = task_tokens(codec, ex, o.supervise_steps);
-      const size_t T = e.ids.size() - 1;
-      LossOptions lo;
-      lo.n_no_grad = n;
-      lo.n_with_grad = k;
-      lo.init.scale = o.init_scale;
-      lo.init.seed = mix(o.seed, index);
-      loss += bw.loss_and_grad(std::span<const int32_t>(e.ids.data(), T), e.labels, lo, grads, scale) *
-              static_cast<double>(scale);
-    }
-    const double gnorm = clip_grad_norm(adam.params(), o.grad_clip);
-    if (std::isfinite(loss) && std::isfinite(gnorm)) {
-      adam.step(sched.at(s), &pool);
-      bad = 0;
-      loss_avg = s == 0 ? loss : 0.95 * loss_avg + 0.05 * loss;
-    } else if (++bad >= 5) {
-      throw Error("step " + std::to_string(s + 1) + ": 5 steps in a row with a non-finite loss or "
-                  "gradient; stopping (lower --lr)");
-    }
-    res.last_loss = loss;
-    res.steps = s + 1;
-    if (o.on_step) o.on_step(s + 1, loss);
-    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const bool check = o.eval_every > 0 && ((s + 1) % o.eval_every == 0 || s + 1 == o.steps);
-    if (check) {
-      res.acc_r1 = teacher_forced_accuracy(fw, *be, codec, held, 1, cfg.vocab_size);
-      res.acc_mean = teacher_forced_accuracy(fw, *be, codec, held, mean_rec, cfg.vocab_size);
-    }
-    if (!o.quiet && (check || (s + 1) % 10 == 0 || s == 0)) {
-      const double eta = el / (s + 1) * (o.steps - s - 1);
-      std::fprintf(stderr, "step %5lld/%lld  loss %.4f (avg %.4f)  n+k %d+%d  lr %.2e  %s elapsed, ETA %s",
-                   (long long)(s + 1), (long long)o.steps, loss, loss_avg, n, k, sched.at(s),
-                   fmt_time(el).c_str(), fmt_time(eta).c_str());
-      if (check)
-        std::fprintf(stderr, "  | held-out acc r=1 %.0f%%  r=%d %.0f%%", 100 * res.acc_r1, mean_rec,
-                     100 * res.acc_mean);
-      std::fprintf(stderr, "\n");
-    }
-  }
+  const TrainResult tr = train(t, source);
+
+  TaskTrainResult res;
+  res.steps = tr.final_step;
+  res.last_loss = tr.last_loss;
+  res.acc_r1 = source.acc_r1;
+  res.acc_mean = source.acc_mean;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (o.eval_every <= 0) {
-    res.acc_r1 = teacher_forced_accuracy(fw, *be, codec, held, 1, cfg.vocab_size);
-    res.acc_mean = teacher_forced_accuracy(fw, *be, codec, held, mean_rec, cfg.vocab_size);
+  // The final model at OUT itself (what eval and the demo load), beside the checkpoints.
+  for (const char* f : {"config.json", "model.safetensors"}) {
+    std::error_code ec;
+    fs::copy_file(tr.last_checkpoint + "/" + f, o.out + "/" + f + ".tmp",
+                  fs::copy_options::overwrite_existing, ec);
+    if (!ec) fs::rename(o.out + "/" + f + ".tmp", o.out + "/" + f, ec);
+    if (ec) throw Error(o.out + "/" + f + ": cannot write the final model: " + ec.message());
   }
-  tm->save_hf(o.out);
   nlohmann::json meta = {{"task", spec.to_string()}, {"vocabulary", "bytes"},
                          {"mean_recurrence", mean_rec}, {"backprop_depth", depth},
                          {"steps", o.steps}, {"batch", o.batch}, {"lr", o.lr},
+                         {"supervise_steps", o.supervise_steps}, {"curriculum", o.curriculum},
                          {"seed", o.seed}, {"final_loss", res.last_loss},
                          {"heldout_acc_r1", res.acc_r1}, {"heldout_acc_mean", res.acc_mean},
                          {"seconds", res.seconds}};

@@ -4,6 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "huginn/generate.h"
+#ifdef HUGINN_HAVE_TOKENIZER
+#include "huginn/tokenizer.h"
+#endif
 #include "util/json.h"
 
 namespace huginn {
@@ -45,6 +48,40 @@ std::vector<int32_t> ids_of(const nlohmann::json& j, const std::string& source) 
 
 std::vector<int32_t> eos_ids_from_json(std::string_view text, const std::string& source) {
   return ids_of(parse_json(text, source), source);
+}
+
+#ifdef HUGINN_HAVE_TOKENIZER
+namespace {
+class DecoderStream : public TextStream {
+ public:
+  explicit DecoderStream(std::shared_ptr<const Tokenizer> tok) : dec_(std::move(tok)) {}
+  std::string push(int32_t id) override { return dec_.push(id); }
+  std::string finish() override { return dec_.finish(); }
+
+ private:
+  StreamDecoder dec_;
+};
+}  // namespace
+#endif
+
+std::unique_ptr<TextStream> tokenizer_text_stream(std::shared_ptr<const Tokenizer> tok) {
+#ifdef HUGINN_HAVE_TOKENIZER
+  return std::make_unique<DecoderStream>(std::move(tok));
+#else
+  throw Error("text streaming needs the tokenizer layer, which this build does not have");
+#endif
+}
+
+std::vector<int32_t> model_stop_ids(const std::string& model_dir, const Tokenizer* tok) {
+  std::vector<int32_t> ids = read_eos_ids(model_dir);
+#ifdef HUGINN_HAVE_TOKENIZER
+  if (tok) {
+    if (tok->eos_id() >= 0) ids.push_back(tok->eos_id());
+    for (const char* name : {"<|begin_text|>", "<|end_text|>", "<|end_turn|>", "<|im_end|>"})
+      if (tok->token_to_id(name) >= 0) ids.push_back(tok->token_to_id(name));
+  }
+#endif
+  return ids;
 }
 
 std::vector<int32_t> read_eos_ids(const std::string& dir) {

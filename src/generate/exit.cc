@@ -37,13 +37,6 @@ std::string known_names() {
   return s;
 }
 
-// F.kl_div(cur, prev, log_target=True).sum() = Σ exp(prev)(prev − cur).
-double kl(const std::vector<double>& prev, const std::vector<double>& cur) {
-  double s = 0.0;
-  for (size_t i = 0; i < prev.size(); ++i) s += std::exp(prev[i]) * (prev[i] - cur[i]);
-  return s;
-}
-
 class KLPolicy : public ExitPolicy {
  public:
   KLPolicy(double thr, bool minp) : ExitPolicy(thr), minp_(minp) {}
@@ -57,7 +50,7 @@ class KLPolicy : public ExitPolicy {
   double measure(const ExitObservation& o) override {
     log_softmax_f64(o.logits, cur_);
     if (minp_) smooth(cur_);
-    const double v = kl(prev_, cur_);
+    const double v = kl_divergence(prev_, cur_);  // F.kl_div(cur, prev, log_target=True).sum()
     prev_.swap(cur_);
     return v;
   }

@@ -99,7 +99,6 @@ std::unique_ptr<GenerationContext> Generator::new_context() const {
   ctx->cache_ = std::make_unique<KVCache>(c, be_, options_.cache_strategy, options_.cache_slots);
   ctx->sampler_.reset(static_cast<SamplerChain*>(sampler_proto_->clone().release()));
   if (policy_proto_) ctx->policy_ = policy_proto_->clone();
-  ctx->logits_dev_ = be_.alloc({1, c.vocab_size});
   ctx->norm_dev_ = be_.alloc({1, c.n_embd});
   ctx->logits_.assign(static_cast<size_t>(c.vocab_size), 0.0f);
   return ctx;
@@ -123,12 +122,6 @@ std::vector<int32_t> Generator::prepare_prompt(std::span<const int32_t> prompt) 
                 "--truncate left)");
   const int64_t keep = std::max<int64_t>(1, std::min(L, want));
   return {prompt.end() - keep, prompt.end()};
-}
-
-void Generator::decode_logits(GenerationContext& ctx, Tensor& s) const {
-  ctx.runner_->coda(s, ctx.positions_, ctx.cache_.get(), ctx.logits_dev_, nullptr,
-                    /*last_only=*/true);
-  be_.download(ctx.logits_dev_, ctx.logits_.data());
 }
 
 void Generator::check_call(const GenerationContext& ctx, std::span<const int32_t> ids) const {
@@ -176,62 +169,6 @@ void Generator::end_call(GenerationContext& ctx, const Tensor& s,
   ctx.history_.insert(ctx.history_.end(), ids.begin(), ids.end());
   ctx.n_past_ += static_cast<int32_t>(T);
   ++ctx.calls_;
-}
-
-CallResult Generator::run_call(GenerationContext& ctx, std::span<const int32_t> ids) const {
-  const ModelConfig& c = model_.config();
-  const int64_t T = static_cast<int64_t>(ids.size()), E = c.n_embd;
-  check_call(ctx, ids);
-  ctx.positions_.resize(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) ctx.positions_[t] = ctx.n_past_ + static_cast<int32_t>(t);
-  Runner& runner = *ctx.runner_;
-  Tensor e = runner.prelude(ids, ctx.positions_, ctx.cache_.get());
-  Tensor init = initial_state(ctx, T);
-  ExitPolicy* policy = ctx.policy_.get();
-  if (policy)
-    policy->begin(std::span<const float>(init.f32(), static_cast<size_t>(T * E)), T, E,
-                  c.vocab_size);
-  Tensor s = be_.upload(init);
-
-  ctx.exit_values_.clear();
-  bool have_logits = false, exited = false;
-  int steps = 0;
-  for (int t = 0; t < steps_; ++t) {
-    runner.core_step(s, e, t, ctx.positions_, ctx.cache_.get());
-    steps = t + 1;
-    if (!policy || steps < std::max(options_.min_steps, 1) || steps % options_.check_every != 0)
-      continue;
-    ExitObservation obs;
-    obs.step = steps;
-    obs.rows = T;
-    obs.width = E;
-    if (policy->uses_logits()) {
-      decode_logits(ctx, s);
-      have_logits = true;
-      obs.logits = ctx.logits_;
-    }
-    if (policy->uses_state()) {
-      ctx.host_state_.resize(static_cast<size_t>(T * E));
-      be_.download(s, ctx.host_state_.data());
-      obs.state = ctx.host_state_;
-    }
-    const double v = policy->measure(obs);
-    ctx.exit_values_.push_back(v);
-    if (policy->should_exit(v)) {
-      exited = true;
-      break;
-    }
-  }
-  if (!have_logits) decode_logits(ctx, s);
-
-  end_call(ctx, s, ids);
-
-  CallResult r;
-  r.steps = steps;
-  r.logits = ctx.logits_;
-  r.exit_values = ctx.exit_values_;
-  r.exited = exited;
-  return r;
 }
 
 CallResult Generator::prefill(GenerationContext& ctx, std::span<const int32_t> ids) const {

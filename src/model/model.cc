@@ -241,9 +241,9 @@ BlockWeights load_block(Loader& ld, const ModelConfig& c, const std::string& pre
   w.norm_4 = ld.get(prefix + ".norm_4.weight", {E});
   w.wqkv = ld.matrix(prefix + ".attn.Wqkv.weight", 3 * E, E);
   if (c.qk_bias) {
-    Tensor b = ld.get(prefix + ".attn.qk_bias", {2, 1, c.n_heads, c.head_dim}).reshape({2, E});
-    w.q_bias = b.rows(0, 1).reshape({E});
-    w.k_bias = b.rows(1, 2).reshape({E});
+    w.qk_bias = ld.get(prefix + ".attn.qk_bias", {2, 1, c.n_heads, c.head_dim}).reshape({2, E});
+    w.q_bias = w.qk_bias.rows(0, 1).reshape({E});
+    w.k_bias = w.qk_bias.rows(1, 2).reshape({E});
   }
   w.attn_proj = ld.matrix(prefix + ".attn.proj.weight", E, E);
   w.mlp_fc = ld.matrix(prefix + ".mlp.fc.weight", 2 * I, E);
@@ -297,7 +297,7 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, Backend& be,
   } else if (c.tie_embeddings) {
     // Tied: the unscaled embedding is the output head (its own copy in a non-F32 weight dtype,
     // since the embedding gather reads F32 rows).
-    w.lm_head = ld.target() == DType::kF32 ? w.wte : be.upload(convert_weight(w.wte, ld.target()));
+    w.lm_head = be.convert_weight(w.wte, ld.target());
     w.head_tied = true;
   } else {
     throw Error(dir + ": missing tensor 'lm_head.weight' (config has tie_embeddings: false)");
@@ -329,12 +329,12 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, Backend& be,
 
 std::shared_ptr<const Model> Model::with_weight_dtype(DType dt, Backend& be) const {
   Weights w = weights_;
-  auto conv = [&](Tensor& t) { t = be.upload(convert_weight(t, dt)); };
+  auto conv = [&](Tensor& t) { t = be.convert_weight(t, dt); };
   for (auto* blocks : {&w.prelude, &w.core, &w.coda})
     for (BlockWeights& b : *blocks)
       for (Tensor* t : {&b.wqkv, &b.attn_proj, &b.mlp_fc, &b.mlp_proj}) conv(*t);
   conv(w.adapter);
-  if (weights_.head_tied || weights_.lm_head.raw() == weights_.wte.raw()) w.head_tied = true;
+  if (weights_.head_tied || weights_.lm_head.same_data(weights_.wte)) w.head_tied = true;
   conv(w.lm_head);
   return std::make_shared<const Model>(config_, std::move(w), keepalive_);
 }
@@ -348,7 +348,7 @@ ParamCounts Model::param_counts() const {
   p.adapter = 2 * E * E;
   p.core = c.n_core * bp;
   p.coda = c.n_coda * bp + E;  // + ln_f
-  p.head = weights_.head_tied || weights_.lm_head.raw() == weights_.wte.raw() ? 0 : V * E;
+  p.head = weights_.head_tied || weights_.lm_head.same_data(weights_.wte) ? 0 : V * E;
   return p;
 }
 

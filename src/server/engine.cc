@@ -9,40 +9,17 @@
 #include "huginn/backend.h"
 #include "huginn/error.h"
 #include "huginn/forward.h"
+#include "huginn/host_math.h"
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 
 namespace huginn::server {
-namespace {
-
-class DecoderStream : public TextStream {
- public:
-  explicit DecoderStream(std::shared_ptr<const Tokenizer> tok) : dec_(std::move(tok)) {}
-  std::string push(int32_t id) override { return dec_.push(id); }
-  std::string finish() override { return dec_.finish(); }
-
- private:
-  StreamDecoder dec_;
-};
-
-std::vector<int32_t> tokenizer_stops(const Tokenizer& tok) {
-  std::vector<int32_t> ids;
-  if (tok.eos_id() >= 0) ids.push_back(tok.eos_id());
-  for (const char* name : {"<|begin_text|>", "<|end_text|>", "<|end_turn|>", "<|im_end|>"})
-    if (tok.token_to_id(name) >= 0) ids.push_back(tok.token_to_id(name));
-  return ids;
-}
-
-}  // namespace
 
 TokenLogprob token_logprob(std::span<const float> logits, int32_t id, int k) {
   TokenLogprob lp;
   lp.id = id;
   if (logits.empty()) return lp;
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  double sum = 0.0;
-  for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
-  const double lse = mx + std::log(sum);
+  const double lse = log_sum_exp(logits);
   if (id >= 0 && static_cast<size_t>(id) < logits.size()) lp.logprob = logits[id] - lse;
   k = std::min<int>(k, static_cast<int>(logits.size()));
   if (k > 0) {
@@ -72,8 +49,7 @@ Engine::Engine(const ServerOptions& o) {
   if (tok_->id_limit() > model_->config().vocab_size)
     throw Error(tok_path + ": the tokenizer has ids up to " + std::to_string(tok_->id_limit() - 1) +
                 " but the model's vocabulary has " + std::to_string(model_->config().vocab_size));
-  stop_ids_ = read_eos_ids(o.model_dir);
-  for (int32_t id : tokenizer_stops(*tok_)) stop_ids_.push_back(id);
+  stop_ids_ = model_stop_ids(o.model_dir, tok_.get());
   // 0 = automatic: batch only where streaming the weights once per batch pays. Measured on an
   // idle 2-core machine (scripts/bench-server-batch.sh): a 14 M-parameter model went from 6.4
   // to 11.2 req/s batched at 4 clients with --threads 2, while tiny-b (0.3 M) fell from 121 to
@@ -108,7 +84,7 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     }
   }
   auto ctx = gen.new_context();
-  DecoderStream stream(tok_);
+  std::unique_ptr<TextStream> stream = tokenizer_text_stream(tok_);
   TokenCallback cb = [&](const TokenEvent& ev) {
     if (rq.cancel && rq.cancel->load()) {
       res.cancelled = true;
@@ -129,11 +105,11 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
   if (batcher_) {
     // Prefill on this slot's thread; every later token's decode call joins the batch.
     DecodeBatcher::Member member(*batcher_);
-    res.gen = gen.generate(*ctx, rq.prompt, cb, &stream, [&](GenerationContext& c, int32_t id) {
+    res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get(), [&](GenerationContext& c, int32_t id) {
       return member.decode(gen, c, id);
     });
   } else {
-    res.gen = gen.generate(*ctx, rq.prompt, cb, &stream);
+    res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get());
   }
   return res;
 }

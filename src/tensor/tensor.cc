@@ -112,8 +112,15 @@ Tensor Tensor::reshape(std::initializer_list<int64_t> shape) const {
 Tensor Tensor::reshape(std::span<const int64_t> shape) const {
   HUGINN_ASSERT(is_contiguous(), "reshape of a non-contiguous tensor");
   Tensor t = wrap(data_, shape, dtype_, owner_);
+  t.space_ = space_;
   HUGINN_ASSERT(t.numel() == numel(), "reshape changes the element count");
   return t;
+}
+
+void Tensor::host_access_refused() const {
+  throw Error(std::string("host access to a ") + dtype_name(dtype_) + " tensor " + shape_str() +
+              " in " + space_ + " backend memory: only that backend's own calls may touch it " +
+              "(download it, or compute with a backend op)");
 }
 
 Tensor Tensor::rows(int64_t begin, int64_t end) const {
@@ -135,6 +142,7 @@ Tensor Tensor::cols(int64_t begin, int64_t end) const {
 }
 
 Tensor Tensor::clone() const {
+  host_ptr();  // refuses backend memory
   Tensor t = empty(shape(), dtype_);
   t.copy_from(*this);
   return t;
@@ -143,6 +151,8 @@ Tensor Tensor::clone() const {
 void Tensor::copy_from(const Tensor& src) {
   HUGINN_ASSERT(src.ndim_ == ndim_ && src.dtype_ == dtype_, "copy_from: shape or dtype mismatch");
   for (int i = 0; i < ndim_; ++i) HUGINN_ASSERT(src.shape_[i] == shape_[i], "copy_from: shape");
+  host_ptr();
+  src.host_ptr();
   if (is_contiguous() && src.is_contiguous()) {
     std::memcpy(data_, src.data_, nbytes());
     return;

@@ -1,7 +1,5 @@
 // Parameter gradients (Grads) and the named parameter list the optimizer and `huginn grad` walk.
 // Names are the HF checkpoint's (huginn/model.h names::), in checkpoint order.
-#include <cstring>
-
 #include "huginn/backward.h"
 
 namespace huginn {
@@ -17,12 +15,12 @@ BlockWeights block_zeros(const BlockWeights& w, Backend& be) {
   g.norm_3 = like(w.norm_3);
   g.norm_4 = like(w.norm_4);
   g.wqkv = like(w.wqkv);
-  if (w.q_bias.defined()) {
+  if (w.qk_bias.defined()) {
     // One [2, E] buffer, as the checkpoint's qk_bias [2, 1, H, D]; q and k are its two rows.
-    const int64_t E = w.q_bias.dim(0);
-    Tensor b = be.alloc({2, E});
-    g.q_bias = b.rows(0, 1).reshape({E});
-    g.k_bias = b.rows(1, 2).reshape({E});
+    const int64_t E = w.qk_bias.dim(1);
+    g.qk_bias = be.alloc({2, E});
+    g.q_bias = g.qk_bias.rows(0, 1).reshape({E});
+    g.k_bias = g.qk_bias.rows(1, 2).reshape({E});
   }
   g.attn_proj = like(w.attn_proj);
   g.mlp_fc = like(w.mlp_fc);
@@ -30,15 +28,11 @@ BlockWeights block_zeros(const BlockWeights& w, Backend& be) {
   return g;
 }
 
-bool tied(const Weights& w) { return w.lm_head.raw() == w.wte.raw(); }
+bool tied(const Weights& w) { return w.lm_head.same_data(w.wte); }
 
-// qk_bias as one [2, 1, H, D] tensor over the q and k halves (adjacent in memory).
-Tensor qk_bias_view(const BlockWeights& b, const ModelConfig& c, const std::string& name) {
-  const int64_t E = c.n_embd;
-  if (b.k_bias.raw() != static_cast<const float*>(b.q_bias.raw()) + E)
-    throw Error("parameter '" + name + "': q and k bias are not one contiguous [2, E] tensor");
-  return Tensor::wrap(const_cast<void*>(b.q_bias.raw()), {2, 1, c.n_heads, c.head_dim},
-                      DType::kF32);
+// qk_bias as the checkpoint's [2, 1, H, D].
+Tensor qk_bias_view(const BlockWeights& b, const ModelConfig& c) {
+  return b.qk_bias.reshape({2, 1, c.n_heads, c.head_dim});
 }
 
 void add_block(std::vector<NamedParam>& out, const std::string& p, const BlockWeights& w,
@@ -47,10 +41,7 @@ void add_block(std::vector<NamedParam>& out, const std::string& p, const BlockWe
     out.push_back({name, v, gr, decay});
   };
   add(p + ".norm_1.weight", w.norm_1, g.norm_1, false);
-  if (w.q_bias.defined()) {
-    const std::string n = p + ".attn.qk_bias";
-    add(n, qk_bias_view(w, c, n), qk_bias_view(g, c, "grad." + n), false);
-  }
+  if (w.qk_bias.defined()) add(p + ".attn.qk_bias", qk_bias_view(w, c), qk_bias_view(g, c), false);
   add(p + ".attn.Wqkv.weight", w.wqkv, g.wqkv, true);
   add(p + ".attn.proj.weight", w.attn_proj, g.attn_proj, true);
   add(p + ".norm_2.weight", w.norm_2, g.norm_2, false);
@@ -76,12 +67,11 @@ Grads Grads::zeros_like(const Model& model, Backend& be) {
 }
 
 void Grads::zero(Backend& be) {
-  // Host-memory backends: every gradient is an owning contiguous buffer (qk_bias: one [2, E]).
-  auto clear = [](Tensor& t) {
-    if (t.defined()) std::memset(t.raw(), 0, t.nbytes());
+  auto clear = [&](Tensor& t) {
+    if (t.defined()) be.fill(t, 0.0f);
   };
   auto clear_block = [&](BlockWeights& b) {
-    for (Tensor* t : {&b.norm_1, &b.norm_2, &b.norm_3, &b.norm_4, &b.wqkv, &b.q_bias, &b.k_bias,
+    for (Tensor* t : {&b.norm_1, &b.norm_2, &b.norm_3, &b.norm_4, &b.wqkv, &b.qk_bias,
                       &b.attn_proj, &b.mlp_fc, &b.mlp_proj})
       clear(*t);
   };

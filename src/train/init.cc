@@ -84,8 +84,8 @@ void fill_init(const ModelConfig& c, const std::string& name, Tensor& t, uint64_
 
 }  // namespace
 
-void TrainableModel::build(ModelConfig c, std::map<std::string, Tensor> owned) {
-  owned_ = std::move(owned);
+void TrainableModel::build(ModelConfig c, std::map<std::string, Tensor> host) {
+  for (auto& [name, t] : host) owned_.emplace(name, be_->upload(t));
   const int64_t E = c.n_embd;
   auto get = [&](const std::string& n) { return owned_.at(n); };
   auto block = [&](const char* part, int i) {
@@ -97,9 +97,9 @@ void TrainableModel::build(ModelConfig c, std::map<std::string, Tensor> owned) {
     b.norm_4 = get(p + ".norm_4.weight");
     b.wqkv = get(p + ".attn.Wqkv.weight");
     if (c.qk_bias) {
-      Tensor qk = get(p + ".attn.qk_bias").reshape({2, E});
-      b.q_bias = qk.rows(0, 1).reshape({E});
-      b.k_bias = qk.rows(1, 2).reshape({E});
+      b.qk_bias = get(p + ".attn.qk_bias").reshape({2, E});
+      b.q_bias = b.qk_bias.rows(0, 1).reshape({E});
+      b.k_bias = b.qk_bias.rows(1, 2).reshape({E});
     }
     b.attn_proj = get(p + ".attn.proj.weight");
     b.mlp_fc = get(p + ".mlp.fc.weight");
@@ -114,23 +114,39 @@ void TrainableModel::build(ModelConfig c, std::map<std::string, Tensor> owned) {
   for (int i = 0; i < c.n_coda; ++i) w.coda.push_back(block("coda", i));
   w.ln_f = get(names::kLnF);
   w.lm_head = c.tie_embeddings ? w.wte : get(names::kLmHead);
-  w.rope = rope_table(std::max<int64_t>(c.block_size, 4096), c.head_dim, c.rope_base);
+  w.rope = be_->upload(rope_table(std::max<int64_t>(c.block_size, 4096), c.head_dim, c.rope_base));
   model_ = std::make_unique<Model>(std::move(c), std::move(w));
 }
 
-std::unique_ptr<TrainableModel> TrainableModel::init(const ModelConfig& config, uint64_t seed) {
-  std::map<std::string, Tensor> owned;
+std::unique_ptr<TrainableModel> TrainableModel::init(const ModelConfig& config, uint64_t seed,
+                                                     Backend& be) {
+  std::map<std::string, Tensor> host;
   for (const Spec& s : specs(config)) {
     Tensor t = Tensor::empty(std::span<const int64_t>(s.shape));
     fill_init(config, s.name, t, seed);
-    owned.emplace(s.name, t);
+    host.emplace(s.name, t);
   }
   std::unique_ptr<TrainableModel> m(new TrainableModel);
-  m->build(config, std::move(owned));
+  m->be_ = &be;
+  m->build(config, std::move(host));
+  return m;
+}
+
+std::unique_ptr<TrainableModel> TrainableModel::init(const ModelConfig& config, uint64_t seed) {
+  auto be = make_ref_backend();
+  auto m = init(config, seed, *be);
+  m->own_be_ = std::move(be);
   return m;
 }
 
 std::unique_ptr<TrainableModel> TrainableModel::load(const std::string& dir) {
+  auto be = make_ref_backend();
+  auto m = load(dir, *be);
+  m->own_be_ = std::move(be);
+  return m;
+}
+
+std::unique_ptr<TrainableModel> TrainableModel::load(const std::string& dir, Backend& be) {
   ModelConfig c = ModelConfig::from_file(dir + "/config.json");
   TensorStore store = TensorStore::open(dir);
   std::map<std::string, Tensor> owned;
@@ -146,17 +162,28 @@ std::unique_ptr<TrainableModel> TrainableModel::load(const std::string& dir) {
     owned.emplace(s.name, store.as_f32(s.name).clone());
   }
   std::unique_ptr<TrainableModel> m(new TrainableModel);
+  m->be_ = &be;
   m->build(std::move(c), std::move(owned));
   return m;
 }
 
-std::vector<std::pair<std::string, Tensor>> TrainableModel::hf_tensors() const {
+std::vector<std::pair<std::string, Tensor>> TrainableModel::live_tensors() const {
   const ModelConfig& c = config();
   std::vector<std::pair<std::string, Tensor>> out;
   for (const Spec& s : specs(c)) out.emplace_back(s.name, owned_.at(s.name));
   const int64_t half = c.head_dim / 2;
   Tensor freqs = model_->weights().rope.rows(0, c.block_size).reshape({1, c.block_size, 1, half, 2});
   out.emplace_back(names::kFreqs, freqs);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> TrainableModel::hf_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto& [name, t] : live_tensors()) {
+    Tensor h = Tensor::empty(t.shape());
+    be_->download(t, h.f32());
+    out.emplace_back(name, h);
+  }
   return out;
 }
 

@@ -4,59 +4,52 @@
 #include <numbers>
 
 #include "huginn/error.h"
-#include "huginn/thread_pool.h"
 #include "huginn/train.h"
 
 namespace huginn {
 
-AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions options)
-    : params_(std::move(params)), opt_(options) {
+AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& backend)
+    : params_(std::move(params)), opt_(options), be_(backend) {
   for (const auto& p : params_) {
     HUGINN_ASSERT(p.value.is_contiguous() && p.grad.is_contiguous() &&
                       p.value.numel() == p.grad.numel(),
                   "AdamW needs contiguous parameters and matching gradients");
-    m_.push_back(Tensor::empty(p.value.shape()));
-    v_.push_back(Tensor::empty(p.value.shape()));
+    m_.push_back(be_.alloc({p.value.numel()}).reshape(p.value.shape()));
+    v_.push_back(be_.alloc({p.value.numel()}).reshape(p.value.shape()));
   }
 }
 
-void AdamW::step(double lr, ThreadPool* pool) {
+void AdamW::step(double lr) {
   ++t_;
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(t_));
-  const float b1 = static_cast<float>(opt_.beta1), b2 = static_cast<float>(opt_.beta2);
-  const float step_size = static_cast<float>(lr / bc1);
-  const float sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
-  const float eps = static_cast<float>(opt_.eps);
+  AdamWStep s;
+  s.beta1 = static_cast<float>(opt_.beta1);
+  s.beta2 = static_cast<float>(opt_.beta2);
+  s.step_size = static_cast<float>(lr / bc1);
+  s.sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
+  s.eps = static_cast<float>(opt_.eps);
+  s.keep = static_cast<float>(1.0 - lr * opt_.weight_decay);
   for (size_t i = 0; i < params_.size(); ++i) {
     NamedParam& p = params_[i];
-    const bool decay = opt_.weight_decay != 0.0 && (p.decay || opt_.decay_all);
-    const float keep = static_cast<float>(1.0 - lr * opt_.weight_decay);
-    float* w = p.value.f32();
-    const float* g = p.grad.f32();
-    float* m = m_[i].f32();
-    float* v = v_[i].f32();
-    auto update = [&](int64_t begin, int64_t end) {
-      for (int64_t j = begin; j < end; ++j) {
-        if (decay) w[j] *= keep;
-        m[j] = b1 * m[j] + (1.0f - b1) * g[j];
-        v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
-        w[j] -= step_size * m[j] / (std::sqrt(v[j]) / sqrt_bc2 + eps);
-      }
-    };
-    const int64_t n = p.value.numel();
-    if (pool && n >= (1 << 16))
-      pool->parallel_for(n, 1 << 14, update);
-    else
-      update(0, n);
+    s.decay = opt_.weight_decay != 0.0 && (p.decay || opt_.decay_all);
+    be_.adamw_step(p.value, p.grad, m_[i], v_[i], s);
   }
 }
+
+namespace {
+Tensor host_copy(Backend& be, const Tensor& t) {
+  Tensor h = Tensor::empty(t.shape());
+  be.download(t, h.f32());
+  return h;
+}
+}  // namespace
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
   std::vector<std::pair<std::string, Tensor>> out;
   for (size_t i = 0; i < params_.size(); ++i) {
-    out.emplace_back("adam.m." + params_[i].name, m_[i]);
-    out.emplace_back("adam.v." + params_[i].name, v_[i]);
+    out.emplace_back("adam.m." + params_[i].name, host_copy(be_, m_[i]));
+    out.emplace_back("adam.v." + params_[i].name, host_copy(be_, v_[i]));
   }
   return out;
 }
@@ -72,7 +65,8 @@ void AdamW::set_state(const std::map<std::string, Tensor>& state, int64_t t,
       if (!std::ranges::equal(it->second.shape(), dst.shape()))
         throw Error(source + ": optimizer tensor '" + key + "' has shape " +
                     it->second.shape_str() + ", expected " + dst.shape_str());
-      dst.copy_from(it->second);
+      Tensor flat = dst.reshape({1, dst.numel()});  // one row: a single copy
+      be_.copy(be_.upload(it->second.reshape({1, dst.numel()})), flat);
     }
   }
   if (state.size() != 2 * params_.size())
@@ -81,19 +75,15 @@ void AdamW::set_state(const std::map<std::string, Tensor>& state, int64_t t,
   t_ = t;
 }
 
-double clip_grad_norm(const std::vector<NamedParam>& params, double max_norm) {
+double clip_grad_norm(Backend& be, const std::vector<NamedParam>& params, double max_norm) {
   double sq = 0.0;
-  for (const auto& p : params) {
-    const float* g = p.grad.f32();
-    for (int64_t j = 0, n = p.grad.numel(); j < n; ++j) sq += static_cast<double>(g[j]) * g[j];
-  }
+  for (const auto& p : params) sq = be.sum_squares(p.grad, sq);
   const double norm = std::sqrt(sq);
   if (!std::isfinite(norm) || max_norm <= 0.0 || norm <= max_norm) return norm;
   const float scale = static_cast<float>(max_norm / (norm + 1e-6));
   for (const auto& p : params) {
     Tensor g = p.grad;
-    float* d = g.f32();
-    for (int64_t j = 0, n = g.numel(); j < n; ++j) d[j] *= scale;
+    be.scale(g, scale);
   }
   return norm;
 }

@@ -1,5 +1,7 @@
-// The training loop: windows -> truncated-backprop gradients -> clip -> AdamW, with validation at
-// fixed depths, a JSONL metrics log and atomic, never-overwritten checkpoints.
+// The one training loop: sequences from a TrainSource -> truncated-backprop gradients -> clip ->
+// AdamW, with the source's evaluation, a JSONL metrics log and atomic, never-overwritten
+// checkpoints. `huginn train` runs it on data shards (ShardSource below, validation at fixed
+// depths); `huginn task train` on a built-in task (src/eval/task_train.cc).
 //
 // A run directory holds step-NNNNNNNN/ checkpoints (config.json + model.safetensors, loadable by
 // Model::load and `huginn forward`, plus train_state.safetensors: AdamW moments and, as metadata,
@@ -42,8 +44,9 @@ constexpr const char* kStateFormat = "huginn-train-state-2";
 constexpr const char* kStateFormatV1 = "huginn-train-state-1";
 
 // What must match between a checkpoint and a resumed run for the trajectory to continue.
+// "sequential" is recorded only when set, so that checkpoints written before it existed resume.
 json run_fingerprint(const TrainOptions& o, int seq_len, int mean_rec, int depth) {
-  return json{{"steps", o.steps},       {"batch", o.batch},
+  json run = json{{"steps", o.steps},       {"batch", o.batch},
               {"grad_accum", o.grad_accum}, {"seq_len", seq_len},
               {"lr", o.lr},             {"min_lr_ratio", o.min_lr_ratio},
               {"warmup", o.warmup},     {"cooldown", o.cooldown},
@@ -53,6 +56,8 @@ json run_fingerprint(const TrainOptions& o, int seq_len, int mean_rec, int depth
               {"grad_clip", o.grad_clip}, {"mean_recurrence", mean_rec},
               {"backprop_depth", depth}, {"init_scale", o.init_scale},
               {"seed", o.seed}};
+  if (o.sequential) run["sequential"] = true;
+  return run;
 }
 
 // The first key whose value differs between two config.json texts, as a readable phrase.
@@ -163,10 +168,101 @@ class MetricsLog {
   FILE* f_ = nullptr;
 };
 
+// Token windows of data shards: sequence b of micro-batch a of step s is window
+// (s·A + a)·B + b of the train split; validation is the mean loss of fixed windows of the val
+// split at each depth of val_depths.
+class ShardSource : public TrainSource {
+ public:
+  explicit ShardSource(const TrainOptions& o) : o_(o) {
+    if (o_.data.empty()) throw Error("--data is required");
+  }
+  void open(const ModelConfig& config, const std::string& src) override {
+    seq_len_ = o_.seq_len > 0 ? o_.seq_len : static_cast<int>(config.block_size);
+    if (seq_len_ <= 0) throw Error("--seq-len is required (the model config has no block_size)");
+    if (seq_len_ > std::max<int64_t>(config.block_size, 4096))
+      throw Error("--seq-len " + std::to_string(seq_len_) + " exceeds the model's RoPE table (" +
+                  std::to_string(std::max<int64_t>(config.block_size, 4096)) + " positions)");
+    train_set_ = ShardSet::open(o_.data, "train");
+    val_set_ = ShardSet::open(o_.data, "val", /*required=*/false);
+    train_set_.check_vocab(config.vocab_size, src);
+    val_set_.check_vocab(config.vocab_size, src);
+    if (!val_set_.empty() && val_set_.tokenizer_hash() != train_set_.tokenizer_hash())
+      throw Error(o_.data + ": val shards were made by a different tokenizer than the train shards");
+    train_ = std::make_unique<WindowSampler>(train_set_, seq_len_ + 1, mix_seed(o_.seed, 1));
+    if (!val_set_.empty())
+      val_ = std::make_unique<WindowSampler>(val_set_, seq_len_ + 1, mix_seed(o_.seed, 2));
+  }
+  int seq_len() const override { return seq_len_; }
+  void sequence(int64_t step, int a, int b, std::vector<int32_t>& ids,
+                std::vector<int32_t>& labels, uint64_t* init_seed) override {
+    const uint64_t index = (static_cast<uint64_t>(step) * o_.grad_accum + a) * o_.batch + b;
+    win_.resize(static_cast<size_t>(seq_len_) + 1);
+    train_->sample(index, win_);
+    ids.assign(win_.begin(), win_.end() - 1);
+    labels.assign(win_.begin() + 1, win_.end());
+    *init_seed = mix_seed(o_.seed, 4, index);
+  }
+  uint64_t iteration_seed(int64_t step, int a) const override { return mix_seed(o_.seed, 3, step, a); }
+
+  Evaluation evaluate(const Model& model, Backend& be) override {
+    Evaluation ev;
+    if (!val_) return ev;
+    ev.key = "val_loss";
+    if (!runner_ || &runner_->model() != &model) runner_ = std::make_unique<Runner>(model, be);
+    const uint64_t P = val_->positions();
+    const int K = static_cast<int>(std::min<uint64_t>(std::max(o_.val_windows, 1), P));
+    win_.resize(static_cast<size_t>(seq_len_) + 1);
+    std::span<const int32_t> ids(win_.data(), seq_len_), labels(win_.data() + 1, seq_len_);
+    for (int r : o_.val_depths) {
+      double sum = 0.0;
+      for (int j = 0; j < K; ++j) {
+        val_->at(static_cast<uint64_t>(j) * P / K, win_);
+        InitState init;
+        init.scale = o_.init_scale;
+        init.seed = mix_seed(o_.seed, 5, j);  // the same states at every validation
+        ForwardOutput out = runner_->forward(ids, r, init);
+        sum += be.cross_entropy(out.logits, labels, 1.0f, nullptr);
+      }
+      ev.values[std::to_string(r)] = sum / K;
+      ev.line += "  r=" + std::to_string(r) + " " + std::to_string(sum / K).substr(0, 6);
+    }
+    return ev;
+  }
+
+  std::map<std::string, std::string> state(int64_t step) const override {
+    return {{"next_window_index",
+             std::to_string(static_cast<uint64_t>(step) * o_.grad_accum * o_.batch)},
+            {"tokenizer_hash", std::to_string(train_set_.tokenizer_hash())},
+            {"vocab_size", std::to_string(train_set_.vocab_size())},
+            {"data", o_.data}};
+  }
+  void check_state(const std::map<std::string, std::string>& meta, const std::string& path,
+                   int64_t step) const override {
+    const ckpt::Fields f(path, meta);
+    const uint64_t windows = static_cast<uint64_t>(step) * o_.grad_accum * o_.batch;
+    if (f.u64("next_window_index") != windows)
+      throw Error(path + ": metadata 'next_window_index' is " + f.str("next_window_index") +
+                  ", expected " + std::to_string(windows) + " (step x grad_accum x batch)");
+    const uint64_t tok_hash = f.u64("tokenizer_hash");
+    const int64_t vocab = f.integer("vocab_size", 1, UINT32_MAX);
+    if (tok_hash != train_set_.tokenizer_hash() || vocab != train_set_.vocab_size())
+      throw Error("cannot resume: " + fs::path(path).parent_path().string() +
+                  " was trained on shards of a different tokenizer than " + o_.data);
+  }
+
+ private:
+  const TrainOptions& o_;
+  ShardSet train_set_, val_set_;
+  std::unique_ptr<WindowSampler> train_, val_;
+  std::unique_ptr<Runner> runner_;
+  std::vector<int32_t> win_;
+  int seq_len_ = 0;
+};
+
 // Everything one run needs, set up once.
 class Trainer {
  public:
-  explicit Trainer(const TrainOptions& o);
+  Trainer(const TrainOptions& o, TrainSource& source);
   TrainResult run();
 
  private:
@@ -174,11 +270,12 @@ class Trainer {
   void take_run_dir();
   void resume_from(const std::string& ckpt);
   void load_moments(const SafetensorsFile& state, int64_t adam_t);
-  double train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out, bool* finite_out);
-  std::map<int, double> validate();
+  double train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out, bool* finite_out,
+                    int64_t* tokens_out);
   std::string save(int64_t step);
 
   TrainOptions o_;
+  TrainSource& src_;
   ModelConfig config_;
   ThreadPool pool_;
   std::unique_ptr<Backend> be_;
@@ -186,8 +283,6 @@ class Trainer {
   std::unique_ptr<BackwardRunner> runner_;
   std::unique_ptr<Grads> grads_;
   std::unique_ptr<AdamW> adam_;
-  ShardSet train_set_, val_set_;
-  std::unique_ptr<WindowSampler> train_windows_, val_windows_;
   Schedule sched_;
   int seq_len_ = 0, mean_rec_ = 0, depth_ = 0;
   int64_t start_step_ = 0;
@@ -198,7 +293,8 @@ class Trainer {
   std::string last_ckpt_;
 };
 
-Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
+Trainer::Trainer(const TrainOptions& o, TrainSource& source)
+    : o_(o), src_(source), pool_(o.threads) {
   if (o_.steps <= 0) throw Error("--steps must be positive, got " + std::to_string(o_.steps));
   if (o_.batch <= 0 || o_.grad_accum <= 0)
     throw Error("--batch and --grad-accum must be positive");
@@ -206,7 +302,6 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
     throw Error("--stop-at " + std::to_string(o_.stop_at) + " is outside 0.." +
                 std::to_string(o_.steps));
   if (o_.out.empty()) throw Error("--out is required");
-  if (o_.data.empty()) throw Error("--data is required");
   if (o_.max_bad_steps <= 0) throw Error("--max-bad-steps must be positive");
   check_options(o_);
   sched_.kind = Schedule::parse(o_.schedule);
@@ -224,24 +319,10 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
 
   if (o_.model_config.empty() && !o_.resume) throw Error("--model-config is required");
   config_ = ModelConfig::from_file(o_.model_config.empty() ? newest + "/config.json" : o_.model_config);
-  seq_len_ = o_.seq_len > 0 ? o_.seq_len : static_cast<int>(config_.block_size);
-  if (seq_len_ <= 0) throw Error("--seq-len is required (the model config has no block_size)");
-  if (seq_len_ > std::max<int64_t>(config_.block_size, 4096))
-    throw Error("--seq-len " + std::to_string(seq_len_) + " exceeds the model's RoPE table (" +
-                std::to_string(std::max<int64_t>(config_.block_size, 4096)) + " positions)");
   mean_rec_ = o_.mean_recurrence > 0 ? o_.mean_recurrence : config_.mean_recurrence;
   depth_ = o_.backprop_depth > 0 ? o_.backprop_depth : config_.mean_backprop_depth;
-
-  train_set_ = ShardSet::open(o_.data, "train");
-  val_set_ = ShardSet::open(o_.data, "val", /*required=*/false);
-  const std::string src = o_.model_config.empty() ? newest + "/config.json" : o_.model_config;
-  train_set_.check_vocab(config_.vocab_size, src);
-  val_set_.check_vocab(config_.vocab_size, src);
-  if (!val_set_.empty() && val_set_.tokenizer_hash() != train_set_.tokenizer_hash())
-    throw Error(o_.data + ": val shards were made by a different tokenizer than the train shards");
-  train_windows_ = std::make_unique<WindowSampler>(train_set_, seq_len_ + 1, mix_seed(o_.seed, 1));
-  if (!val_set_.empty())
-    val_windows_ = std::make_unique<WindowSampler>(val_set_, seq_len_ + 1, mix_seed(o_.seed, 2));
+  src_.open(config_, o_.model_config.empty() ? newest + "/config.json" : o_.model_config);
+  seq_len_ = src_.seq_len();
 
   sched_.lr = o_.lr;
   sched_.min_lr = o_.lr * o_.min_lr_ratio;
@@ -255,13 +336,13 @@ Trainer::Trainer(const TrainOptions& o) : o_(o), pool_(o.threads) {
   } else if (!o_.init_from.empty()) {
     take_run_dir();
     verify_checkpoint_checksums(o_.init_from);  // when it is one of our checkpoints
-    tm_ = TrainableModel::load(o_.init_from);
+    tm_ = TrainableModel::load(o_.init_from, *be_);
     if (std::string d = config_difference(tm_->config().to_json(), config_.to_json()); !d.empty())
       throw Error(o_.init_from + "/config.json differs from " + o_.model_config + ": " + d);
     setup_model();
   } else {
     take_run_dir();
-    tm_ = TrainableModel::init(config_, o_.seed);
+    tm_ = TrainableModel::init(config_, o_.seed, *be_);
     setup_model();
   }
 }
@@ -279,14 +360,14 @@ void Trainer::setup_model() {
   grads_ = std::make_unique<Grads>(Grads::zeros_like(m, *be_));
   std::vector<NamedParam> params = named_params(m, *grads_);
   // The optimizer must update the very tensors a checkpoint saves.
-  std::map<std::string, const void*> stored;
-  for (const auto& [name, t] : tm_->hf_tensors()) stored[name] = t.raw();
+  std::map<std::string, Tensor> stored;
+  for (const auto& [name, t] : tm_->live_tensors()) stored[name] = t;
   for (const auto& p : params) {
     auto it = stored.find(p.name);
-    HUGINN_ASSERT(it != stored.end() && it->second == p.value.raw(),
+    HUGINN_ASSERT(it != stored.end() && it->second.same_data(p.value),
                   "named_params does not view the trainable model's tensors");
   }
-  adam_ = std::make_unique<AdamW>(std::move(params), o_.adam);
+  adam_ = std::make_unique<AdamW>(std::move(params), o_.adam, *be_);
 }
 
 void Trainer::resume_from(const std::string& ckpt) {
@@ -315,6 +396,11 @@ void Trainer::resume_from(const std::string& ckpt) {
     throw Error(path + ": metadata 'run' is " + brief(saved_run) +
                 ", expected a JSON object (the options of the run)");
   const json now = run_fingerprint(o_, seq_len_, mean_rec_, depth_);
+  if (saved_run.contains("sequential") != now.contains("sequential"))
+    throw Error("cannot resume: " + ckpt + " was trained with its sequences " +
+                (o_.sequential ? "batched" : "one after another (--sequential)") + ", this run " +
+                (o_.sequential ? "runs them one after another" : "batches them") +
+                " (resuming must continue the same run)");
   for (auto& [k, v] : now.items()) {
     if (!saved_run.contains(k))
       throw Error(path + ": metadata 'run' has no '" + k + "' (expected " + kind_of(v) + ")");
@@ -352,22 +438,18 @@ void Trainer::resume_from(const std::string& ckpt) {
   if (const uint64_t seed = f.u64("seed"); seed != o_.seed)
     throw Error(path + ": metadata 'seed' is " + std::to_string(seed) + ", expected " +
                 std::to_string(o_.seed) + " (the seed in 'run' and of this run)");
-  const uint64_t windows = static_cast<uint64_t>(step) * o_.grad_accum * o_.batch;
-  if (f.u64("next_window_index") != windows)
-    throw Error(path + ": metadata 'next_window_index' is " + f.str("next_window_index") +
-                ", expected " + std::to_string(windows) + " (step x grad_accum x batch)");
-  const uint64_t tok_hash = f.u64("tokenizer_hash");
-  const int64_t vocab = f.integer("vocab_size", 1, UINT32_MAX);
-  if (tok_hash != train_set_.tokenizer_hash() || vocab != train_set_.vocab_size())
-    throw Error("cannot resume: " + ckpt + " was trained on shards of a different tokenizer than " +
-                o_.data);
+  src_.check_state(state->metadata(), path, step);
 
-  tm_ = TrainableModel::load(ckpt);
-  for (const auto& [name, t] : tm_->hf_tensors())
-    if (int64_t i = first_bad(t, [](float x) { return std::isfinite(x); }); i >= 0)
-      throw Error(ckpt + "/model.safetensors: tensor '" + name + "' holds " +
-                  std::to_string(t.f32()[i]) + " at element " + std::to_string(i) +
-                  ", expected finite weights (training skips non-finite steps)");
+  tm_ = TrainableModel::load(ckpt, *be_);
+  for (const auto& [name, t] : tm_->live_tensors()) {
+    int64_t i = -1;
+    if (be_->count_non_finite(t, &i) == 0) continue;
+    Tensor host = Tensor::empty(t.shape());  // only to name the value
+    be_->download(t, host.f32());
+    throw Error(ckpt + "/model.safetensors: tensor '" + name + "' holds " +
+                std::to_string(host.f32()[i]) + " at element " + std::to_string(i) +
+                ", expected finite weights (training skips non-finite steps)");
+  }
   setup_model();
   load_moments(*state, adam_t);
   start_step_ = step;
@@ -401,57 +483,50 @@ void Trainer::load_moments(const SafetensorsFile& state, int64_t adam_t) {
 }
 
 double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out,
-                           bool* finite_out) {
+                           bool* finite_out, int64_t* tokens_out) {
   grads_->zero(*be_);
   const int B = o_.batch, A = o_.grad_accum;
   const float scale = 1.0f / static_cast<float>(A * B);
-  std::vector<int32_t> win(seq_len_ + 1);
-  std::span<const int32_t> ids(win.data(), seq_len_), labels(win.data() + 1, seq_len_);
+  std::vector<std::vector<int32_t>> ids(static_cast<size_t>(B)), labels(static_cast<size_t>(B));
+  std::vector<TrainSequence> batch(static_cast<size_t>(B));
+  std::vector<float> losses(static_cast<size_t>(B));
   double loss = 0.0;
+  *tokens_out = 0;
   for (int a = 0; a < A; ++a) {
-    // One iteration count per micro-batch, drawn from a stream keyed by (seed, step, micro).
-    IterationSampler sampler(mean_rec_, depth_, mix_seed(o_.seed, 3, step, a));
+    // One iteration count per micro-batch, drawn from a stream keyed by (seed, step, micro),
+    // shared by its B sequences, which run as one pass (as the reference trains).
+    IterationSampler sampler(mean_rec_, depth_, src_.iteration_seed(step, a));
     auto [n, k] = sampler.next();
     *n_out = n;
     *k_out = k;
     for (int b = 0; b < B; ++b) {
-      const uint64_t index = (static_cast<uint64_t>(step) * A + a) * B + b;
-      train_windows_->sample(index, win);
-      LossOptions lo;
-      lo.n_no_grad = n;
-      lo.n_with_grad = k;
-      lo.init.scale = o_.init_scale;
-      lo.init.seed = mix_seed(o_.seed, 4, index);
-      loss += runner_->loss_and_grad(ids, labels, lo, *grads_, scale) * static_cast<double>(scale);
+      src_.sequence(step, a, b, ids[b], labels[b], &batch[b].init_seed);
+      batch[b].ids = ids[b];
+      batch[b].labels = labels[b];
+      batch[b].grad_scale = scale;
+      *tokens_out += static_cast<int64_t>(ids[b].size());
     }
+    LossOptions lo;
+    lo.n_no_grad = n;
+    lo.n_with_grad = k;
+    lo.init.scale = o_.init_scale;
+    if (o_.sequential) {
+      // One sequence per pass, in order: each weight gradient sums sequence by sequence, as the
+      // trainer did before batched training, so those runs are reproduced bit for bit.
+      for (size_t b = 0; b < batch.size(); ++b)
+        runner_->loss_and_grad(std::span<const TrainSequence>(batch).subspan(b, 1), lo, *grads_,
+                               std::span<float>(losses).subspan(b, 1));
+    } else {
+      runner_->loss_and_grad(batch, lo, *grads_, losses);
+    }
+    for (float l : losses) loss += l * static_cast<double>(scale);
   }
   std::vector<NamedParam> params = adam_->params();
-  if (o_.after_backward) o_.after_backward(step, params);
-  const double gnorm = clip_grad_norm(adam_->params(), o_.grad_clip);
+  if (o_.after_backward) o_.after_backward(step, params, *be_);
+  const double gnorm = clip_grad_norm(*be_, adam_->params(), o_.grad_clip);
   *gnorm_out = gnorm;
   *finite_out = std::isfinite(loss) && std::isfinite(gnorm);
   return loss;
-}
-
-std::map<int, double> Trainer::validate() {
-  std::map<int, double> out;
-  if (!val_windows_) return out;
-  const uint64_t P = val_windows_->positions();
-  const int K = static_cast<int>(std::min<uint64_t>(std::max(o_.val_windows, 1), P));
-  std::vector<int32_t> win(seq_len_ + 1);
-  std::span<const int32_t> ids(win.data(), seq_len_), labels(win.data() + 1, seq_len_);
-  for (int r : o_.val_depths) {
-    double sum = 0.0;
-    for (int j = 0; j < K; ++j) {
-      val_windows_->at(static_cast<uint64_t>(j) * P / K, win);
-      InitState init;
-      init.scale = o_.init_scale;
-      init.seed = mix_seed(o_.seed, 5, j);  // the same states at every validation
-      sum += runner_->loss(ids, labels, r, init);
-    }
-    out[r] = sum / K;
-  }
-  return out;
 }
 
 std::string Trainer::save(int64_t step) {
@@ -475,12 +550,8 @@ std::string Trainer::save(int64_t step) {
   // The random streams (windows, iteration counts, initial states) are functions of
   // (seed, step), so the step is the whole RNG and data-position state.
   w.add_metadata("seed", std::to_string(o_.seed));
-  w.add_metadata("next_window_index",
-                 std::to_string(static_cast<uint64_t>(step) * o_.grad_accum * o_.batch));
   w.add_metadata("run", run_fingerprint(o_, seq_len_, mean_rec_, depth_).dump());
-  w.add_metadata("tokenizer_hash", std::to_string(train_set_.tokenizer_hash()));
-  w.add_metadata("vocab_size", std::to_string(train_set_.vocab_size()));
-  w.add_metadata("data", o_.data);
+  for (const auto& [key, value] : src_.state(step)) w.add_metadata(key, value);
   w.write(tmp + "/" + kStateFile);
   write_checkpoint_checksums(tmp);  // last: it covers the files above
   fs::rename(tmp, final_dir, ec);
@@ -499,24 +570,27 @@ TrainResult Trainer::run() {
   ckpt::truncate_metrics(o_.out + "/metrics.jsonl", start_step_);
   MetricsLog log(o_.out + "/metrics.jsonl");
   const int64_t end = o_.stop_at > 0 ? o_.stop_at : o_.steps;
-  const int64_t tokens_per_step = static_cast<int64_t>(o_.batch) * o_.grad_accum * seq_len_;
   TrainResult res;
   const auto t_start = std::chrono::steady_clock::now();
   if (!o_.quiet)
-    HUGINN_LOG_INFO("training %s from step %lld to %lld: %lld params, %d×%d×%d tokens/step, "
-                    "mean recurrence %d, backprop depth %d",
+    HUGINN_LOG_INFO("training %s from step %lld to %lld: %lld params, %d×%d sequences of %s "
+                    "tokens/step, mean recurrence %d, backprop depth %d, %d threads",
                     config_.name.c_str(), (long long)start_step_, (long long)end,
                     (long long)tm_->model().param_counts().total(), o_.grad_accum, o_.batch,
-                    seq_len_, mean_rec_, depth_);
+                    seq_len_ > 0 ? std::to_string(seq_len_).c_str() : "varying", mean_rec_,
+                    depth_, pool_.size());
+  int64_t tokens = 0;
   for (int64_t s = start_step_; s < end; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
     int n = 0, k = 0;
     double gnorm = 0;
     bool finite = true;
     const double lr = sched_.at(s);
-    const double loss = train_step(s, &n, &k, &gnorm, &finite);
+    int64_t step_tokens = 0;
+    const double loss = train_step(s, &n, &k, &gnorm, &finite, &step_tokens);
+    tokens += step_tokens;
     if (finite) {
-      adam_->step(lr, &pool_);
+      adam_->step(lr);
       bad_in_row_ = 0;
     } else if (++skipped_; ++bad_in_row_ >= o_.max_bad_steps) {
       throw Error("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +
@@ -530,29 +604,31 @@ TrainResult Trainer::run() {
     const double dt = std::chrono::duration<double>(t1 - t0).count();
     const double elapsed = std::chrono::duration<double>(t1 - t_start).count();
     const double eta = elapsed / static_cast<double>(s + 1 - start_step_) * (end - s - 1);
-    const double tok_s = static_cast<double>(tokens_per_step) / std::max(dt, 1e-9);
+    const double tok_s = static_cast<double>(step_tokens) / std::max(dt, 1e-9);
+    // With a fixed length the count is exact for a resumed run too; otherwise it counts this run.
+    const int64_t total = seq_len_ > 0 ? (s + 1) * o_.batch * o_.grad_accum * seq_len_ : tokens;
     log.write({{"step", s + 1}, {"loss", finite ? json(loss) : json(nullptr)}, {"lr", lr},
                {"n", n}, {"k", k}, {"grad_norm", std::isfinite(gnorm) ? json(gnorm) : json(nullptr)},
-               {"tokens", (s + 1) * tokens_per_step}, {"tok_s", tok_s}, {"skipped", !finite}});
-    if (!o_.quiet)
+               {"tokens", total}, {"tok_s", tok_s}, {"skipped", !finite}});
+    res.last_loss = loss;
+    const bool last = s + 1 == end;
+    if (!o_.quiet && (last || (s + 1) % std::max(o_.log_every, 1) == 0 || s == start_step_ || !finite))
       HUGINN_LOG_INFO("step %lld/%lld  loss %.4f  lr %.3e  n+k %d+%d  gnorm %.3f  %.0f tok/s  ETA %s%s",
                       (long long)(s + 1), (long long)o_.steps, loss, lr, n, k, gnorm, tok_s,
                       fmt_eta(eta).c_str(), finite ? "" : "  (skipped: non-finite)");
-    res.last_loss = loss;
-    const bool last = s + 1 == end;
     if (last || (o_.eval_every > 0 && (s + 1) % o_.eval_every == 0)) {
-      res.val_loss = validate();
-      if (!res.val_loss.empty()) {
-        json v;
-        std::string line;
-        for (auto& [r, l] : res.val_loss) {
-          v[std::to_string(r)] = l;
-          line += "  r=" + std::to_string(r) + " " + std::to_string(l).substr(0, 6);
-        }
-        log.write({{"step", s + 1}, {"val_loss", v}});
-        if (!o_.quiet) HUGINN_LOG_INFO("validation at step %lld:%s", (long long)(s + 1), line.c_str());
+      TrainSource::Evaluation ev = src_.evaluate(tm_->model(), *be_);
+      if (!ev.key.empty()) {
+        json v = json::object();
+        for (auto& [name, value] : ev.values) v[name] = value;
+        log.write({{"step", s + 1}, {ev.key, v}});
+        if (!o_.quiet)
+          HUGINN_LOG_INFO("%s at step %lld/%lld:%s  (ETA %s)", ev.key.c_str(), (long long)(s + 1),
+                          (long long)o_.steps, ev.line.c_str(), fmt_eta(eta).c_str());
+        res.evaluation = std::move(ev);
       }
     }
+    if (o_.on_step) o_.on_step(s + 1, loss);
     if (last || (o_.save_every > 0 && (s + 1) % o_.save_every == 0)) {
       const std::string dir = save(s + 1);
       if (!o_.quiet) HUGINN_LOG_INFO("saved %s", dir.c_str());
@@ -589,9 +665,16 @@ std::string latest_checkpoint(const std::string& out_dir) {
   return best;
 }
 
-TrainResult train(const TrainOptions& options) {
-  Trainer t(options);
+TrainResult train(const TrainOptions& options, TrainSource& source) {
+  Trainer t(options, source);
   return t.run();
+}
+
+TrainResult train(const TrainOptions& options) {
+  ShardSource source(options);
+  TrainResult r = train(options, source);
+  for (const auto& [depth, loss] : r.evaluation.values) r.val_loss[std::stoi(depth)] = loss;
+  return r;
 }
 
 }  // namespace huginn

@@ -53,7 +53,7 @@ INSTANTIATE_TEST_SUITE_P(
     All, GoldenDecode,
     ::testing::Combine(::testing::Values("tiny-a", "tiny-b"),
                        ::testing::Values("full", "compress-s2", "compress-s4"),
-                       ::testing::Values("cpu", "ref")),
+                       ::testing::ValuesIn(test::kBackends)),
     [](const auto& info) {
       std::string n = std::get<0>(info.param) + "_" + std::get<1>(info.param) + "_" + std::get<2>(info.param);
       for (char& ch : n) if (ch == '-') ch = '_';

@@ -12,6 +12,8 @@
 //   1/rms, FMA vs two products, a float sum of exp), so 1e-6..2e-6 of the magnitude; log_softmax
 //   adds 1e-5 absolute for the float sum of up to ~1000 terms inside its log.
 // - copy, add, add_bias, concat, embedding do the same single rounding as the reference: exact.
+// - the training-state ops (fill, scale, sum_squares, count_non_finite, adamw_step) run the
+//   reference's element loop (one running double sum for sum_squares): exact.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -206,6 +208,60 @@ std::vector<Case> all_cases() {
                      b.copy(src.t, dst.t);
                      return Result{*dst.buf, {}};
                    }});
+  for (bool strided : {false, true}) {
+    const std::string tag = strided ? " (row view)" : "";
+    const int64_t pad = strided ? 3 : 0, rows = strided ? 7 : 1, cols = strided ? 45 : 1001;
+    cases.push_back({"fill" + tag, 0.0, 0.0, [=](Backend& b) {
+                       std::mt19937 rng(22);
+                       View x = make_view(rows, cols, rng, -1, 1, pad);
+                       b.fill(x.t, 0.25f);
+                       return Result{*x.buf, {}};
+                     }});
+    cases.push_back({"scale" + tag, 0.0, 0.0, [=](Backend& b) {
+                       std::mt19937 rng(23);
+                       View x = make_view(rows, cols, rng, -1, 1, pad);
+                       b.scale(x.t, -0.7f);
+                       return Result{*x.buf, {}};
+                     }});
+    cases.push_back({"sum_squares" + tag, 0.0, 0.0, [=](Backend& b) {
+                       std::mt19937 rng(24);
+                       View x = make_view(rows, cols, rng, -3, 3, pad);
+                       const double s = b.sum_squares(x.t, 0.125);  // continues a running sum
+                       const float hi = static_cast<float>(s);
+                       return Result{{hi, static_cast<float>(s - hi)}, {}};
+                     }});
+    cases.push_back({"count_non_finite" + tag, 0.0, 0.0, [=](Backend& b) {
+                       std::mt19937 rng(25);
+                       View x = make_view(rows, cols, rng, -1, 1, pad);
+                       int64_t first = -2;
+                       const int64_t none = b.count_non_finite(x.t, &first);
+                       const int64_t first_none = first;
+                       x.t.row(rows - 1)[cols - 2] = INFINITY;
+                       x.t.row(rows - 1)[cols - 1] = NAN;
+                       if (strided) x.buf->back() = NAN;  // padding: not counted
+                       const int64_t two = b.count_non_finite(x.t, &first);
+                       return Result{{float(none), float(first_none), float(two), float(first)}, {}};
+                     }});
+  }
+  for (bool decay : {false, true})
+    cases.push_back({std::string("adamw_step") + (decay ? " with decay" : ""), 0.0, 0.0,
+                     [=](Backend& b) {
+                       std::mt19937 rng(26);
+                       const int64_t n = 1001;
+                       View w = make_view(1, n, rng, -1, 1, 0), g = make_view(1, n, rng, -1, 1, 0),
+                            m = make_view(1, n, rng, -0.1f, 0.1f, 0),
+                            v = make_view(1, n, rng, 0, 0.01f, 0);
+                       AdamWStep p;
+                       p.step_size = 1e-3f / 0.19f;
+                       p.sqrt_bc2 = std::sqrt(0.0975f);
+                       p.decay = decay;
+                       p.keep = 0.9999f;
+                       for (int step = 0; step < 3; ++step) b.adamw_step(w.t, g.t, m.t, v.t, p);
+                       Result r{*w.buf, {}};
+                       r.out.insert(r.out.end(), m.buf->begin(), m.buf->end());
+                       r.out.insert(r.out.end(), v.buf->begin(), v.buf->end());
+                       return r;
+                     }});
   cases.push_back({"download", 0.0, 0.0, [](Backend& b) {
                      std::mt19937 rng(21);
                      View src = make_view(6, 29, rng);

@@ -37,6 +37,21 @@ std::vector<int32_t> load_ids(const std::string& path, const std::string& name) 
   return ids;
 }
 
+std::string error_message(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+Tensor to_host(Backend& be, const Tensor& t) {
+  Tensor h = Tensor::empty(t.shape());
+  be.download(t, h.f32());
+  return h;
+}
+
 double rel_err(const Tensor& got, const Tensor& want) {
   if (got.numel() != want.numel()) return INFINITY;
   Tensor g = got.is_contiguous() ? got : got.clone();

@@ -2,13 +2,24 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "huginn/backend.h"
 #include "huginn/tensor.h"
 
 namespace huginn::test {
+
+// The backends every golden test runs on: the scalar reference, the fast CPU backend, and the
+// strict backend (CPU kernels on memory host code cannot touch), which proves that the model,
+// generator and trainer read backend memory only through backend calls.
+inline const std::vector<std::string> kBackends = {"cpu", "ref", "strict"};
+// The message of the huginn::Error fn throws, or "(no error)".
+std::string error_message(const std::function<void()>& fn);
+// A host F32 copy of a backend tensor (Backend::download).
+Tensor to_host(Backend& be, const Tensor& t);
 
 // tests/data/golden/<set>
 std::string golden_dir(const std::string& set);

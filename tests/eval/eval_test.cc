@@ -298,22 +298,27 @@ const char* kTinyConfig = R"({"name": "eval-test", "block_size": 48, "vocab_size
  "n_layers_in_recurrent_block": 1, "n_layers_in_coda": 1, "mean_recurrence": 4,
  "mean_backprop_depth": 2, "tie_embeddings": true})";
 
-// Train a few steps, then evaluate: the report is consistent with itself and its files.
-TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
-  const std::string dir = test::make_temp_dir("eval_runner");
-  {
-    std::ofstream(dir + "/config.json") << kTinyConfig;
-  }
+// A quick task run of the tiny config in `dir` (written there).
+TaskTrainOptions tiny_task_run(const std::string& dir, const std::string& task, int64_t steps,
+                               int batch) {
+  std::ofstream(dir + "/config.json") << kTinyConfig;
   TaskTrainOptions t;
   t.model_config = dir + "/config.json";
-  t.task = "chain:hops=1-2";
+  t.task = task;
   t.out = dir + "/model";
-  t.steps = 4;
-  t.batch = 2;
-  t.eval_every = 0;
+  t.steps = steps;
+  t.batch = batch;
   t.eval_examples = 4;
   t.threads = 1;
   t.quiet = true;
+  return t;
+}
+
+// Train a few steps, then evaluate: the report is consistent with itself and its files.
+TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
+  const std::string dir = test::make_temp_dir("eval_runner");
+  TaskTrainOptions t = tiny_task_run(dir, "chain:hops=1-2", 4, 2);
+  t.eval_every = 0;
   std::vector<double> losses;
   t.on_step = [&](int64_t, double loss) { losses.push_back(loss); };
   const TaskTrainResult tr = train_task(t);
@@ -424,6 +429,45 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
   std::ifstream sf(dir + "/trace/summary.json");
   EXPECT_EQ(nlohmann::json::parse(sf)["tokens"].get<int>(), 5);
   EXPECT_NE(trace_out.find("    1      58 :"), std::string::npos) << trace_out;  // token 1 is ':' (id 58)
+  fs::remove_all(dir);
+}
+
+// The task trainer is the training loop's: it stops and resumes bit-identically, refuses to
+// resume a different task, and skips, then stops on, non-finite steps.
+TEST(TaskTrain, ResumeIsBitIdenticalAndChecked) {
+  const std::string dir = test::make_temp_dir("task_resume");
+  TaskTrainOptions t = tiny_task_run(dir, "add:digits=1", 6, 3);
+  t.out = dir + "/straight";
+  t.eval_every = 3;
+  train_task(t);
+  TaskTrainOptions first = t;
+  first.out = dir + "/split";
+  first.stop_at = 3;
+  EXPECT_EQ(train_task(first).steps, 3);
+  EXPECT_TRUE(fs::exists(dir + "/split/step-00000003/train_state.safetensors"));
+  TaskTrainOptions other = first;
+  other.stop_at = 0;
+  other.resume = true;
+  other.task = "add:digits=2";
+  const std::string e = test::error_message([&] { train_task(other); });
+  EXPECT_NE(e.find("was trained on task 'add:digits=1'"), std::string::npos) << e;
+  TaskTrainOptions second = first;
+  second.stop_at = 0;
+  second.resume = true;
+  EXPECT_EQ(train_task(second).steps, 6);
+  std::ifstream a(dir + "/straight/model.safetensors", std::ios::binary),
+      b(dir + "/split/model.safetensors", std::ios::binary);
+  const std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+  ASSERT_FALSE(sa.empty());
+  EXPECT_TRUE(sa == sb) << "the resumed model differs from the straight run's";
+
+  // A learning rate that makes every step non-finite: skipped, then stopped by --max-bad-steps.
+  TaskTrainOptions bad = t;
+  bad.out = dir + "/bad";
+  bad.lr = 1e30;
+  bad.max_bad_steps = 2;
+  const std::string eb = test::error_message([&] { train_task(bad); });
+  EXPECT_NE(eb.find("2 steps in a row with a non-finite loss or gradient"), std::string::npos) << eb;
   fs::remove_all(dir);
 }
 

@@ -34,39 +34,49 @@ bool same_bits(const float* a, const float* b, int64_t n) {
 
 class BatchLinear : public ::testing::TestWithParam<std::string> {};
 
-// The property linear() relies on (the backend's matmul gives each of up to kExactRows rows
-// the bits of a one-row call), and linear() itself over more rows, with column tiles.
+// The property linear() relies on (the backend's matmul gives each of up to
+// matmul_exact_rows() rows the bits of a one-row call), and linear() itself over more rows,
+// with column tiles.
 TEST_P(BatchLinear, RowsEqualOneRowMatmul) {
   ThreadPool pool(2);
   auto be = make_backend(GetParam(), pool);
   auto model = Model::load(golden_dir("tiny-a"), *be);
   BatchRunner br(*model, *be);
+  const int64_t exact = be->matmul_exact_rows();
+  EXPECT_GE(exact, 1);
   for (auto [N, K] : {std::pair<int64_t, int64_t>{67, 45}, {300, 64}, {700, 1000}}) {
     const Tensor w = be->upload(random_tensor(N, K, 1));
-    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 13, 19}) {
+    for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 13, 19, 64, 97}) {
       const Tensor x = be->upload(random_tensor(M, K, 100 + M));
       Tensor y = be->alloc({M, N});
       br.linear(x, w, y);
+      const Tensor yh = test::to_host(*be, y);
       Tensor direct = be->alloc({M, N});
-      if (M <= BatchRunner::kExactRows) be->matmul(x, w, direct);
+      if (M <= exact) be->matmul(x, w, direct);
+      const Tensor dh = test::to_host(*be, direct);
       for (int64_t m = 0; m < M; ++m) {
         Tensor one = be->alloc({1, N});
         be->matmul(x.rows(m, m + 1), w, one);
-        EXPECT_TRUE(same_bits(y.row(m), one.row(0), N)) << "linear N=" << N << " K=" << K
+        const Tensor oh = test::to_host(*be, one);
+        EXPECT_TRUE(same_bits(yh.row(m), oh.row(0), N)) << "linear N=" << N << " K=" << K
                                                         << " M=" << M << " row " << m;
-        if (M <= BatchRunner::kExactRows)
-          EXPECT_TRUE(same_bits(direct.row(m), one.row(0), N))
+        if (M <= exact)
+          EXPECT_TRUE(same_bits(dh.row(m), oh.row(0), N))
               << "backend matmul M=" << M << " row " << m << " differs from a one-row call";
       }
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, BatchLinear, ::testing::Values("cpu", "ref"));
+INSTANTIATE_TEST_SUITE_P(Backends, BatchLinear, ::testing::ValuesIn(test::kBackends));
+
+// The batched decode tests run on the fast CPU backend and on the strict one.
+class DecodeBatch : public ::testing::TestWithParam<std::string> {};
+class DecodeBatcherTest : public ::testing::TestWithParam<std::string> {};
 
 struct Fixture {
-  explicit Fixture(const std::string& set = "tiny-a")
-      : pool(2), be(make_backend("cpu", pool)), model(Model::load(golden_dir(set), *be)) {}
+  explicit Fixture(const std::string& backend, const std::string& set = "tiny-a")
+      : pool(2), be(make_backend(backend, pool)), model(Model::load(golden_dir(set), *be)) {}
   ThreadPool pool;
   std::unique_ptr<Backend> be;
   std::shared_ptr<const Model> model;
@@ -164,8 +174,8 @@ void expect_same(const Trace& got, const Trace& want, const std::string& what) {
 
 // A hand-driven engine: sequence i starts (prefill) at tick 2i, then every tick the live
 // sequences sample their next token and decode together; each leaves after its max_new_tokens.
-TEST(DecodeBatch, EqualsSoloWithJoinsLeavesAndMixedSettings) {
-  Fixture f;
+TEST_P(DecodeBatch, EqualsSoloWithJoinsLeavesAndMixedSettings) {
+  Fixture f(GetParam());
   const auto opts = mixed_options();
   std::vector<std::unique_ptr<Generator>> gens;
   std::vector<Trace> want;
@@ -219,8 +229,8 @@ TEST(DecodeBatch, EqualsSoloWithJoinsLeavesAndMixedSettings) {
 }
 
 // A call past its context fails alone; its context is untouched and the others proceed.
-TEST(DecodeBatch, CallPastTheContextFailsAlone) {
-  Fixture f;
+TEST_P(DecodeBatch, CallPastTheContextFailsAlone) {
+  Fixture f(GetParam());
   GenerateOptions small;
   small.context_length = 6;
   small.steps = 3;
@@ -258,8 +268,8 @@ TEST(DecodeBatch, CallPastTheContextFailsAlone) {
 
 // Threads generating with generate() meet in a DecodeBatcher: same tokens as alone, and the
 // calls really were batched. Late starters join while others run.
-TEST(DecodeBatcher, ThreadsGetSoloResults) {
-  Fixture f("tiny-b");
+TEST_P(DecodeBatcherTest, ThreadsGetSoloResults) {
+  Fixture f(GetParam(), "tiny-b");
   const auto opts = mixed_options();
   std::vector<std::unique_ptr<Generator>> gens;
   std::vector<Trace> want;
@@ -300,6 +310,9 @@ TEST(DecodeBatcher, ThreadsGetSoloResults) {
   EXPECT_LE(st.max_rows, 4);
   EXPECT_GT(st.rows, st.ticks);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, DecodeBatch, ::testing::Values("cpu", "strict"));
+INSTANTIATE_TEST_SUITE_P(Backends, DecodeBatcherTest, ::testing::Values("cpu", "strict"));
 
 }  // namespace
 }  // namespace huginn

@@ -128,7 +128,7 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values("gen_greedy_full_s8", "gen_greedy_compress-s2_s8",
                                          "gen_greedy_compress-s4_s8", "gen_greedy_continuous_s8",
                                          "gen_klexit_max16", "gen_klexit_continuous_max16"),
-                       ::testing::Values("cpu", "ref")),
+                       ::testing::ValuesIn(test::kBackends)),
     param_name);
 
 // decode_*: teacher-forced through the generator's prefill/decode; each call's last-position

@@ -278,7 +278,7 @@ void train_killed_at(TrainOptions o, int64_t kill_at) {
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    o.after_backward = [kill_at](int64_t step, std::vector<NamedParam>&) {
+    o.after_backward = [kill_at](int64_t step, std::vector<NamedParam>&, Backend&) {
       if (step == kill_at) ::raise(SIGKILL);
     };
     try {

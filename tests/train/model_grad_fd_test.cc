@@ -31,13 +31,11 @@ std::shared_ptr<Model> writable_copy(const Model& m) {
     for (Tensor* t : {&o.norm_1, &o.norm_2, &o.norm_3, &o.norm_4, &o.wqkv, &o.attn_proj,
                       &o.mlp_fc, &o.mlp_proj})
       *t = t->clone();
-    if (b.q_bias.defined()) {
-      const int64_t E = b.q_bias.dim(0);
-      Tensor qk = Tensor::empty({2, E});
-      std::copy(b.q_bias.f32(), b.q_bias.f32() + E, qk.f32());
-      std::copy(b.k_bias.f32(), b.k_bias.f32() + E, qk.f32() + E);
-      o.q_bias = qk.rows(0, 1).reshape({E});
-      o.k_bias = qk.rows(1, 2).reshape({E});
+    if (b.qk_bias.defined()) {
+      const int64_t E = b.qk_bias.dim(1);
+      o.qk_bias = b.qk_bias.clone();
+      o.q_bias = o.qk_bias.rows(0, 1).reshape({E});
+      o.k_bias = o.qk_bias.rows(1, 2).reshape({E});
     }
     return o;
   };
@@ -46,7 +44,7 @@ std::shared_ptr<Model> writable_copy(const Model& m) {
   c.wte = w.wte.clone();
   c.adapter = w.adapter.clone();
   c.ln_f = w.ln_f.clone();
-  c.lm_head = w.lm_head.raw() == w.wte.raw() ? c.wte : w.lm_head.clone();
+  c.lm_head = w.lm_head.same_data(w.wte) ? c.wte : w.lm_head.clone();
   c.rope = w.rope.clone();
   for (const auto& b : w.prelude) c.prelude.push_back(block(b));
   for (const auto& b : w.core) c.core.push_back(block(b));

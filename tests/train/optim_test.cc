@@ -9,6 +9,12 @@
 namespace huginn {
 namespace {
 
+// The optimizer on host memory: the reference backend's tensors are host tensors.
+Backend& host_backend() {
+  static std::unique_ptr<Backend> be = make_ref_backend();
+  return *be;
+}
+
 NamedParam make_param(const std::string& name, std::vector<float> w, bool decay) {
   NamedParam p;
   p.name = name;
@@ -30,7 +36,7 @@ TEST(AdamW, MatchesHandComputedSteps) {
   o.weight_decay = 0.1;
   std::vector<NamedParam> ps{make_param("w", {1.0f, -2.0f, 0.5f}, true),
                              make_param("norm", {1.0f, 1.0f, 1.0f}, false)};
-  AdamW opt(ps, o);
+  AdamW opt(ps, o, host_backend());
   const double lr = 0.01;
   // Step 1, g = (0.5, -1, 2) on both. With bias correction, step 1 moves every element by
   // lr·sign(g) (m̂ = g, v̂ = g²), after decay for the decayed parameter.
@@ -65,7 +71,7 @@ TEST(AdamW, DecayAllAlsoDecaysExcludedParams) {
   o.weight_decay = 0.5;
   o.decay_all = true;
   std::vector<NamedParam> ps{make_param("norm", {2.0f}, false)};
-  AdamW opt(ps, o);
+  AdamW opt(ps, o, host_backend());
   set_grad(ps[0], {0.0f});  // zero gradient: only the decay moves it
   opt.step(0.1);
   EXPECT_NEAR(ps[0].value.f32()[0], 2.0 * (1 - 0.05), 1e-6);
@@ -77,7 +83,7 @@ TEST(AdamW, MinimisesAQuadratic) {
   std::vector<NamedParam> ps{make_param("w", {0, 0, 0, 0}, true)};
   AdamWOptions o;
   o.weight_decay = 0.0;
-  AdamW opt(ps, o);
+  AdamW opt(ps, o, host_backend());
   Schedule s;
   s.lr = 0.5;
   s.min_lr = 1e-4;
@@ -92,7 +98,7 @@ TEST(AdamW, MinimisesAQuadratic) {
 TEST(AdamW, StateRoundTripContinuesIdentically) {
   auto run = [](int split) {
     std::vector<NamedParam> ps{make_param("w", {1.0f, 2.0f}, true)};
-    AdamW a(ps, AdamWOptions{});
+    AdamW a(ps, AdamWOptions{}, host_backend());
     for (int s = 0; s < split; ++s) {
       set_grad(ps[0], {std::sin(s * 1.0f), std::cos(s * 1.0f)});
       a.step(0.01);
@@ -100,7 +106,7 @@ TEST(AdamW, StateRoundTripContinuesIdentically) {
     std::map<std::string, Tensor> st;
     for (auto& [k, t] : a.state()) st.emplace(k, t.clone());
     std::vector<NamedParam> qs{make_param("w", {ps[0].value.f32()[0], ps[0].value.f32()[1]}, true)};
-    AdamW b(qs, AdamWOptions{});
+    AdamW b(qs, AdamWOptions{}, host_backend());
     b.set_state(st, a.steps_taken(), "test");
     for (int s = split; s < 10; ++s) {
       set_grad(qs[0], {std::sin(s * 1.0f), std::cos(s * 1.0f)});
@@ -115,7 +121,7 @@ TEST(AdamW, StateRoundTripContinuesIdentically) {
 
 TEST(AdamW, SetStateRejectsMissingOrMisshapenMoments) {
   std::vector<NamedParam> ps{make_param("w", {1.0f, 2.0f}, true)};
-  AdamW a(ps, AdamWOptions{});
+  AdamW a(ps, AdamWOptions{}, host_backend());
   std::map<std::string, Tensor> st{{"adam.m.w", Tensor::empty({2})}};
   EXPECT_THROW(a.set_state(st, 1, "s"), Error);
   st["adam.v.w"] = Tensor::empty({3});
@@ -131,9 +137,9 @@ TEST(ClipGradNorm, ScalesOnlyAboveTheLimit) {
   std::vector<NamedParam> ps{make_param("a", {0, 0}, true), make_param("b", {0}, true)};
   set_grad(ps[0], {3.0f, 0.0f});
   set_grad(ps[1], {4.0f});
-  EXPECT_NEAR(clip_grad_norm(ps, 10.0), 5.0, 1e-12);
+  EXPECT_NEAR(clip_grad_norm(host_backend(), ps, 10.0), 5.0, 1e-12);
   EXPECT_EQ(ps[0].grad.f32()[0], 3.0f);  // untouched below the limit
-  EXPECT_NEAR(clip_grad_norm(ps, 1.0), 5.0, 1e-12);
+  EXPECT_NEAR(clip_grad_norm(host_backend(), ps, 1.0), 5.0, 1e-12);
   const double a = ps[0].grad.f32()[0], b = ps[1].grad.f32()[0];
   EXPECT_NEAR(std::sqrt(a * a + b * b), 1.0, 1e-5);
   EXPECT_NEAR(a / b, 0.75, 1e-6);  // direction kept
@@ -142,10 +148,10 @@ TEST(ClipGradNorm, ScalesOnlyAboveTheLimit) {
 TEST(ClipGradNorm, NonFiniteIsReportedAndNotScaled) {
   std::vector<NamedParam> ps{make_param("a", {0, 0}, true)};
   set_grad(ps[0], {NAN, 1.0f});
-  EXPECT_FALSE(std::isfinite(clip_grad_norm(ps, 1.0)));
+  EXPECT_FALSE(std::isfinite(clip_grad_norm(host_backend(), ps, 1.0)));
   EXPECT_EQ(ps[0].grad.f32()[1], 1.0f);
   set_grad(ps[0], {INFINITY, 1.0f});
-  EXPECT_FALSE(std::isfinite(clip_grad_norm(ps, 1.0)));
+  EXPECT_FALSE(std::isfinite(clip_grad_norm(host_backend(), ps, 1.0)));
 }
 
 TEST(Schedule, WarmupThenCosine) {
@@ -196,21 +202,26 @@ TEST(Schedule, ConstantWithCooldown) {
 }  // namespace huginn
 
 #include "huginn/thread_pool.h"
+#include "kernels/cpu/cpu_backend.h"
 
 namespace huginn {
 namespace {
 
 TEST(AdamW, ThreadedStepEqualsSerialStep) {
-  const int n = 200003;  // odd, above the threading threshold
+  const int n = 200003;  // odd: uneven thread chunks
   std::vector<float> w(n);
   for (int i = 0; i < n; ++i) w[i] = std::sin(0.37f * i);
   std::vector<NamedParam> a{make_param("w", w, true)}, b{make_param("w", w, true)};
-  AdamW oa(a, AdamWOptions{}), ob(b, AdamWOptions{});
-  ThreadPool pool(3);
+  ThreadPool one(1), three(3);
+  CpuOptions co;
+  co.isa = best_cpu_isa();
+  co.min_work_per_thread = 1;  // every step really split
+  auto b1 = make_cpu_backend(one, co), b3 = make_cpu_backend(three, co);
+  AdamW oa(a, AdamWOptions{}, *b1), ob(b, AdamWOptions{}, *b3);
   for (int s = 0; s < 3; ++s) {
     for (int i = 0; i < n; ++i) a[0].grad.f32()[i] = b[0].grad.f32()[i] = std::cos(0.11f * i + s);
     oa.step(0.01);
-    ob.step(0.01, &pool);
+    ob.step(0.01);
   }
   EXPECT_EQ(std::memcmp(a[0].value.raw(), b[0].value.raw(), a[0].value.nbytes()), 0);
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <span>
 
+#include "huginn/backend.h"
 #include "kernels/cpu/kernels.h"
 
 namespace huginn::cpu {
@@ -32,5 +33,13 @@ void embedding_backward(const Ctx& c, const Tensor& dout, std::span<const int32_
                         float scale, Tensor& dtable);
 float cross_entropy(const Ctx& c, const Tensor& logits, std::span<const int32_t> labels,
                     float dscale, Tensor* dlogits);
+
+// Training-state ops (train_ops.cc), as Backend declares them.
+void fill(const Ctx& c, Tensor& x, float value);
+void scale(const Ctx& c, Tensor& x, float s);
+double sum_squares(const Tensor& x, double acc);
+int64_t count_non_finite(const Tensor& x, int64_t* first);
+void adamw_step(const Ctx& c, Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
+                const AdamWStep& p);
 
 }  // namespace huginn::cpu

@@ -3,6 +3,7 @@
 // build holds are linked in (simd.h), and the best one this CPU runs is picked at run time.
 #include "kernels/cpu/cpu_backend.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -152,6 +153,14 @@ class CpuBackend : public Backend {
     k_.copy(ctx_, t, dst);
   }
   void copy(const Tensor& src, Tensor& dst) override { k_.copy(ctx_, src, dst); }
+  Tensor convert_weight(const Tensor& w, DType to) override { return huginn::convert_weight(w, to); }
+
+  // Every M runs the one GEMM chain (gemm.cc: each output is the FMA chain over k in order,
+  // for F32, BF16 and Q8 weights), so any number of rows has the bits of one-row calls
+  // (gemm_test and decode_batch_test check it).
+  int64_t matmul_exact_rows() const override { return INT64_MAX; }
+  // The GEMM blocks itself from the caches found at run time (cpu_info.cc): callers need not tile.
+  int64_t preferred_tile_bytes() const override { return 0; }
 
   void embedding(const Tensor& table, std::span<const int32_t> ids, float scale,
                  Tensor& out) override {
@@ -183,6 +192,16 @@ class CpuBackend : public Backend {
     k_.concat_cols(ctx_, a, b, out);
   }
   void log_softmax(const Tensor& x, Tensor& y) override { k_.log_softmax(ctx_, x, y); }
+
+  void fill(Tensor& x, float value) override { cpu::fill(ctx_, x, value); }
+  void scale(Tensor& x, float s) override { cpu::scale(ctx_, x, s); }
+  double sum_squares(const Tensor& x, double acc) override { return cpu::sum_squares(x, acc); }
+  int64_t count_non_finite(const Tensor& x, int64_t* first) override {
+    return cpu::count_non_finite(x, first);
+  }
+  void adamw_step(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& p) override {
+    cpu::adamw_step(ctx_, w, g, m, v, p);
+  }
 
   // Backward ops (backward_*.cc); matmul_backward runs on this instruction set's GEMM.
   void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,

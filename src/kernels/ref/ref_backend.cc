@@ -1,9 +1,12 @@
 // Scalar reference ops. T = tokens, S = keys, E = n_embd, H*D = heads x head_dim, V = vocab.
 #include "kernels/ref/ref_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
+
+#include "kernels/ref/ref_train.h"
 
 namespace huginn {
 
@@ -155,6 +158,29 @@ void RefBackend::log_softmax(const Tensor& x, Tensor& y) {
     float* yr = y.row(t);
     for (int64_t i = 0; i < V; ++i) yr[i] = static_cast<float>(xr[i] - lse);
   }
+}
+
+void RefBackend::fill(Tensor& x, float value) {
+  ref::for_each_run(x, [&](float* p, int64_t n, int64_t) { std::fill(p, p + n, value); });
+}
+
+void RefBackend::scale(Tensor& x, float s) {
+  ref::for_each_run(x, [&](float* p, int64_t n, int64_t) {
+    for (int64_t i = 0; i < n; ++i) p[i] *= s;
+  });
+}
+
+double RefBackend::sum_squares(const Tensor& x, double acc) { return ref::sum_squares(x, acc); }
+
+int64_t RefBackend::count_non_finite(const Tensor& x, int64_t* first) {
+  return ref::count_non_finite(x, first);
+}
+
+void RefBackend::adamw_step(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& p) {
+  HUGINN_ASSERT(w.is_contiguous() && g.is_contiguous() && m.is_contiguous() && v.is_contiguous() &&
+                    g.numel() == w.numel() && m.numel() == w.numel() && v.numel() == w.numel(),
+                "adamw_step: four contiguous tensors of one size expected");
+  ref::adamw(w.f32(), g.f32(), m.f32(), v.f32(), 0, w.numel(), p);
 }
 
 std::unique_ptr<Backend> make_ref_backend() { return std::make_unique<RefBackend>(); }

@@ -2,6 +2,8 @@
 // accumulators where a sum is long), single-threaded. It is the oracle for every faster backend.
 #pragma once
 
+#include <cstdint>
+
 #include "huginn/backend.h"
 
 namespace huginn {
@@ -13,6 +15,10 @@ class RefBackend : public Backend {
   Tensor upload(const Tensor& host) override { return host; }
   void download(const Tensor& t, float* host) override;
   void copy(const Tensor& src, Tensor& dst) override;
+  Tensor convert_weight(const Tensor& w, DType to) override { return huginn::convert_weight(w, to); }
+  // Each row's dot products run alone, in double: rows never depend on M.
+  int64_t matmul_exact_rows() const override { return INT64_MAX; }
+  int64_t preferred_tile_bytes() const override { return 0; }
 
   void embedding(const Tensor& table, std::span<const int32_t> ids, float scale,
                  Tensor& out) override;
@@ -28,8 +34,14 @@ class RefBackend : public Backend {
   void concat_cols(const Tensor& a, const Tensor& b, Tensor& out) override;
   void log_softmax(const Tensor& x, Tensor& y) override;
 
+  void fill(Tensor& x, float value) override;
+  void scale(Tensor& x, float s) override;
+  double sum_squares(const Tensor& x, double acc) override;
+  int64_t count_non_finite(const Tensor& x, int64_t* first) override;
+  void adamw_step(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWStep& p) override;
+
   // Backward ops: the templated scalar kernels of ref_grad.h instantiated for float
-  // (ref_backward.cc). Backend's defaults forward to these.
+  // (ref_backward.cc).
   void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
                        Tensor* dw) override;
   void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,

@@ -65,48 +65,4 @@ float RefBackend::cross_entropy(const Tensor& logits, std::span<const int32_t> l
   return static_cast<float>(ref::cross_entropy(v2(logits), labels, dscale, v2(dlogits)));
 }
 
-// Backend's defaults: the scalar reference (host memory), so a backend that has not yet
-// implemented an op still trains correctly.
-namespace {
-RefBackend& reference() {
-  static RefBackend r;
-  return r;
-}
-}  // namespace
-
-void Backend::matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
-                              Tensor* dw) {
-  reference().matmul_backward(x, w, dy, dx, dw);
-}
-void Backend::rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
-                               Tensor& dx, Tensor& dw) {
-  reference().rmsnorm_backward(x, w, eps, dy, dx, dw);
-}
-void Backend::add_bias_backward(const Tensor& dy, Tensor& dbias) {
-  reference().add_bias_backward(dy, dbias);
-}
-void Backend::rope_backward(Tensor& dx, const Tensor& cos_sin, std::span<const int32_t> positions,
-                            int head_dim) {
-  reference().rope_backward(dx, cos_sin, positions, head_dim);
-}
-void Backend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v,
-                                 const Tensor& out, const Tensor& dout, int n_heads, Tensor& dq,
-                                 Tensor& dk, Tensor& dv) {
-  reference().attention_backward(q, k, v, out, dout, n_heads, dq, dk, dv);
-}
-void Backend::swiglu_backward(const Tensor& fc, const Tensor& dout, Tensor& dfc) {
-  reference().swiglu_backward(fc, dout, dfc);
-}
-void Backend::concat_cols_backward(const Tensor& dout, Tensor& da, Tensor& db) {
-  reference().concat_cols_backward(dout, da, db);
-}
-void Backend::embedding_backward(const Tensor& dout, std::span<const int32_t> ids, float scale,
-                                 Tensor& dtable) {
-  reference().embedding_backward(dout, ids, scale, dtable);
-}
-float Backend::cross_entropy(const Tensor& logits, std::span<const int32_t> labels, float dscale,
-                             Tensor* dlogits) {
-  return reference().cross_entropy(logits, labels, dscale, dlogits);
-}
-
 }  // namespace huginn
