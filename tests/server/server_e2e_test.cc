@@ -350,7 +350,10 @@ TEST_F(ServeTest, ChatPageShadesEachTokenByTheRecurrencesTheApiReports) {
   EXPECT_EQ(q2["num_steps"], 8);
   EXPECT_EQ(q2["exit_criterion"], "kl");
   EXPECT_FALSE(q2.contains("exit_threshold")) << q2;
-  // A refused request is shown, and the next one goes on without the failed turn.
+  // A refused request is shown, and the next one goes on without the failed turn (nor the
+  // message that a blank num_steps kept from being sent).
+  EXPECT_NE(r["error_blank_steps"].get<std::string>().find("num_steps"), std::string::npos) << r;
+  EXPECT_EQ(r["sent_with_blank_steps"], 0);
   EXPECT_NE(r["error_400"].get<std::string>().find("num_steps"), std::string::npos) << r["error_400"];
   EXPECT_EQ(r["after_400_done"], "error");
   EXPECT_EQ(answers[3]["request"]["messages"].size(), 7u) << answers[3]["request"];

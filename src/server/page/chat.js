@@ -99,6 +99,8 @@ function buildRequest() {
   }
   const warm = $('warm_start').value;
   if (warm !== 'off') body.warm_start = warm;
+  // The shading's scale: the server's default depth is not known here.
+  if (body.num_steps === undefined) throw new Error('num_steps: give the recurrences per token');
   for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
   return body;
 }
@@ -249,7 +251,7 @@ async function send() {
   $('prompt').value = '';
   addMessage('user', text);
   const div = addMessage('assistant', '');
-  const max = body.num_steps || 1;
+  const max = body.num_steps;
   const criterion = body.exit_criterion || null;
   plot.steps = [];
   plot.max = max;
@@ -296,6 +298,7 @@ async function send() {
   } finally {
     setRunning(null);
   }
+  if (!div.isConnected) return;  // "New chat" during the answer: it belongs to no conversation
   // A failed answer leaves the conversation as it was; a stopped one keeps what came.
   if (failed && failed !== 'stopped') conversation.pop();
   else conversation.push({ role: 'assistant', content: answer });

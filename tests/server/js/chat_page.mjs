@@ -109,6 +109,16 @@ async function conversation(page, set, sent) {
   await answer('hello there', { num_steps: 8, exit_criterion: 'kl', exit_threshold: '',
                                 cache_slots: 4, warm_start: 'auto', temperature: 0, max_tokens: 10 });
 
+  // A control the page cannot send (num_steps blank: the shading's scale): shown, nothing sent.
+  const nSent = sent.length;
+  await set('num_steps', '');
+  await page.type('#prompt', 'hello');
+  await page.click('#send');
+  await page.waitForSelector('#error:not([hidden])');
+  out.error_blank_steps = await page.$eval('#error', (e) => e.textContent);
+  out.sent_with_blank_steps = sent.length - nSent;
+  await set('prompt', '');
+
   // A request the server refuses (num_steps over its --max-steps-limit): the page shows it.
   phase = 'expect-400';
   await set('num_steps', 100000);
