@@ -49,6 +49,16 @@ bool is_page_file(const std::string& path) {
   return false;
 }
 
+// httplib's routes are regular expressions: "/chat.js" as written would also match "/chatXjs".
+std::string regex_literal(std::string_view path) {
+  std::string out;
+  for (char c : path) {
+    if (c != '\0' && std::strchr(".^$|()[]{}*+?\\", c)) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
 // Bounded label set for /metrics, whatever paths clients try.
 std::string endpoint_label(const std::string& path) {
   for (const char* p : {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health",
@@ -549,7 +559,7 @@ void Server::Impl::setup() {
                   "text/plain; version=0.0.4");
   });
   for (const server::PageFile& f : server::page_files())
-    http.Get(std::string(f.path), [&f](const httplib::Request&, httplib::Response& r) {
+    http.Get(regex_literal(f.path), [&f](const httplib::Request&, httplib::Response& r) {
       r.set_header("Content-Security-Policy", std::string(server::page_csp()));
       r.set_header("X-Content-Type-Options", "nosniff");
       r.set_header("Cache-Control", "no-cache");

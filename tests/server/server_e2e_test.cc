@@ -265,6 +265,18 @@ TEST_F(ServeTest, ChatPageShadesEachTokenByTheRecurrencesTheApiReports) {
   chromium.erase(chromium.find_last_not_of(" \n") + 1);
   ServerProcess s(model_, "--parallel 2");
   ASSERT_GT(s.port(), 0) << s.log();
+  // The page's files need no key, and only their exact paths are theirs.
+  const auto get = [&](const std::string& path, bool with_key) {
+    const std::string auth = with_key ? std::string("Authorization: Bearer ") + kKey + "\r\n" : "";
+    return test::http::exchange(
+        s.port(), "GET " + path + " HTTP/1.1\r\nHost: t\r\n" + auth + "Connection: close\r\n\r\n", 10);
+  };
+  const test::http::Reply js = get("/chat.js", false);
+  EXPECT_EQ(js.status, 200) << js.head;
+  EXPECT_NE(js.head.find("text/javascript"), std::string::npos) << js.head;
+  EXPECT_NE(js.body.find("return_iterations"), std::string::npos);
+  EXPECT_EQ(get("/chatXjs", false).status, 401);
+  EXPECT_EQ(get("/chatXjs", true).status, 404);
   const json r = run_js("chat_page.mjs", s.url() + " " + kKey + " " + chromium);
   ASSERT_TRUE(r.is_object()) << s.log();
   EXPECT_EQ(r["status"], 200);
@@ -339,8 +351,12 @@ TEST_F(ServeTest, ChatPageShadesEachTokenByTheRecurrencesTheApiReports) {
     depths.insert(steps);
     ASSERT_NE(t["exit"], "") << t;
     const double v = std::stod(t["exit"].get<std::string>());
-    if (steps < 16) EXPECT_LT(v, 0.01) << t;
-    if (v >= 0.01) EXPECT_EQ(steps, 16) << t;
+    if (steps < 16) {
+      EXPECT_LT(v, 0.01) << t;
+    }
+    if (v >= 0.01) {
+      EXPECT_EQ(steps, 16) << t;
+    }
   }
   EXPECT_GE(depths.size(), 2u) << answers[1]["dom"]["tokens"];
   // Cache slots, warm start and the default threshold reach the request.
