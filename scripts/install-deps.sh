@@ -15,8 +15,12 @@
 #   libzstd-dev                   zstd inputs of huginn data prepare (the usual compression of corpora)
 #   nodejs, npm                   server tests drive huginn serve with the official openai npm client
 #   util-linux (flock)            serialises the npm install between concurrent builds/tests
-# Then the server tests' npm client (tests/server/js, `npm ci` from the committed lock file) when
-# node_modules is missing: the only npm packages, test clients only.
+#   chromium                      the real headless browser the chat page's test (GET / of huginn
+#                                 serve) runs in, driven by puppeteer-core; as root (CI) it runs
+#                                 with --no-sandbox, as chromium refuses its sandbox for root
+# Then the server tests' npm clients (tests/server/js, `npm ci` from the committed lock file) when
+# node_modules lacks one: openai and puppeteer-core (which downloads no browser: it drives the
+# Debian one), the only npm packages, test clients only.
 # With --bench (opt-in; large, so CI and `make test` do not pay for it):
 #   python3-torch, python3-numpy  bench/compare_pytorch.py: the eager PyTorch side of the speed
 #                                 comparison and its golden check (ctest compare_pytorch_golden)
@@ -33,7 +37,8 @@ cd "$(dirname "$0")/.."
 BENCH=0
 [ "${1:-}" = "--bench" ] && BENCH=1
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev libzstd-dev util-linux)
+      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev libzstd-dev util-linux
+      chromium)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 [ $BENCH = 1 ] && PKGS+=(python3-torch python3-numpy libopenblas0-pthread libopenblas-dev)
@@ -51,11 +56,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# The openai npm client of the server end-to-end tests (tests/server/server_e2e_test.cc).
+# The npm clients of the server end-to-end tests (tests/server/server_e2e_test.cc): openai, and
+# puppeteer-core for the chat page's browser test.
 JS=tests/server/js
-if [ ! -f "$JS/node_modules/openai/package.json" ]; then
-  echo "install-deps: npm ci in $JS (the server tests' openai client)"
-  flock /tmp/huginn-server-npm.lock sh -c "cd '$JS' && { [ -f node_modules/openai/package.json ] || npm ci --no-audit --no-fund --silent; }" \
+have_js='[ -f node_modules/openai/package.json ] && [ -f node_modules/puppeteer-core/package.json ]'
+if ! (cd "$JS" && eval "$have_js"); then
+  echo "install-deps: npm ci in $JS (the server tests' openai and puppeteer-core clients)"
+  flock /tmp/huginn-server-npm.lock sh -c "cd '$JS' && { $have_js || npm ci --no-audit --no-fund --silent; }" \
     || { echo "install-deps: npm ci failed in $JS; the server tests cannot run without it" >&2; exit 1; }
 fi
 

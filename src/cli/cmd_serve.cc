@@ -29,8 +29,11 @@ constexpr const char* kExtensions =
     "  init_scale S           initial state scale (default 1; 0 = zeros); seed N\n"
     "  top_k, min_p, repetition_penalty    extra samplers\n"
     "  ignore_eos B           generate max_tokens tokens, ignoring stop ids\n"
-    "  return_iterations B    usage.iterations_per_token (and per-chunk 'iterations' when\n"
-    "                         streaming); usage.mean_iterations_per_token is always there\n";
+    "  return_iterations B    usage.iterations_per_token and usage.exit_value_per_token (the\n"
+    "                         exit criterion's value at each token's last check, null if none);\n"
+    "                         streamed: one chunk per token with 'iterations' and 'exit_value'.\n"
+    "                         usage.mean_iterations_per_token is always there\n"
+    "The chat page (GET /) shades each token by its recurrences over these fields.\n";
 
 struct Args {
   ServerOptions o;
@@ -98,6 +101,7 @@ void run(const Args& a, const Common& common) {
   server.run([&](int port) {
     std::printf("huginn serve: listening on http://%s:%d\n", o.host.c_str(), port);
     std::fflush(stdout);
+    log(LogLevel::kInfo, "serve: the chat page is at http://%s:%d/", o.host.c_str(), port);
   });
 }
 

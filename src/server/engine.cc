@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <numeric>
 
 #include "huginn/backend.h"
@@ -86,6 +87,10 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
   auto ctx = gen.new_context();
   std::unique_ptr<TextStream> stream = tokenizer_text_stream(tok_);
   TokenCallback cb = [&](const TokenEvent& ev) {
+    // One per token in res.gen.tokens, stopped ones included.
+    const double exit_value = ev.exit_values.empty() ? std::numeric_limits<double>::quiet_NaN()
+                                                     : ev.exit_values.back();
+    if (ev.id >= 0) res.exit_values.push_back(exit_value);
     if (rq.cancel && rq.cancel->load()) {
       res.cancelled = true;
       return false;
@@ -94,7 +99,7 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
       res.timed_out = true;
       return false;
     }
-    EngineEvent e{ev.id, ev.steps, ev.text, nullptr};
+    EngineEvent e{ev.id, ev.steps, exit_value, ev.text, nullptr};
     if (rq.top_logprobs >= 0 && ev.id >= 0) {
       res.logprobs.push_back(token_logprob(ev.logits, ev.id, rq.top_logprobs));
       e.logprob = &res.logprobs.back();

@@ -45,6 +45,9 @@ struct TokenLogprob {
 struct EngineEvent {
   int32_t id = -1;  // -1: trailing text after the last token
   int steps = 0;
+  // The exit criterion's value at the token's last check (the one that decided its depth);
+  // NaN when no check ran (no exit criterion, or min_steps above the depth).
+  double exit_value = 0.0;
   std::string_view text;
   const TokenLogprob* logprob = nullptr;  // when asked for and id >= 0
 };
@@ -54,6 +57,7 @@ struct EngineResult {
   GenerateResult gen;
   std::vector<TokenLogprob> logprobs;         // one per generated token (stop id included)
   std::vector<TokenLogprob> prompt_logprobs;  // one per prompt token; [0] has no logprob
+  std::vector<double> exit_values;            // EngineEvent::exit_value of each generated token
   bool cancelled = false, timed_out = false;
 };
 

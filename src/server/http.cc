@@ -26,6 +26,7 @@
 #include "server/front.h"
 #include "server/metrics.h"
 #include "server/openai.h"
+#include "server/page.h"
 #include "server/scheduler.h"
 
 namespace huginn {
@@ -42,12 +43,29 @@ void reply_error(httplib::Response& res, const ApiError& e) {
   res.set_content(server::error_body(e), kJson);
 }
 
+bool is_page_file(const std::string& path) {
+  for (const server::PageFile& f : server::page_files())
+    if (path == f.path) return true;
+  return false;
+}
+
+// httplib's routes are regular expressions: "/chat.js" as written would also match "/chatXjs".
+std::string regex_literal(std::string_view path) {
+  std::string out;
+  for (char c : path) {
+    if (c != '\0' && std::strchr(".^$|()[]{}*+?\\", c)) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
 // Bounded label set for /metrics, whatever paths clients try.
 std::string endpoint_label(const std::string& path) {
   for (const char* p : {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health",
                         "/metrics", "/tokenize", "/detokenize"})
     if (path == p) return p;
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models";
+  if (is_page_file(path)) return "page";
   return "other";
 }
 
@@ -457,7 +475,9 @@ void Server::Impl::setup() {
   http.set_keep_alive_max_count(fl.max_requests_per_connection);
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    const bool open = req.path == "/health" || req.path == "/metrics";
+    // The chat page's files are open (static, no secret in them); the page sends the key.
+    const bool open = req.path == "/health" || req.path == "/metrics" ||
+                      (req.method == "GET" && is_page_file(req.path));
     if (!open && !authorized(req)) {
       reply_error(res, {401, "Incorrect API key provided: send 'Authorization: Bearer KEY'",
                         "invalid_request_error", "", "invalid_api_key"});
@@ -538,6 +558,13 @@ void Server::Impl::setup() {
                       connection_metrics(),
                   "text/plain; version=0.0.4");
   });
+  for (const server::PageFile& f : server::page_files())
+    http.Get(regex_literal(f.path), [&f](const httplib::Request&, httplib::Response& r) {
+      r.set_header("Content-Security-Policy", std::string(server::page_csp()));
+      r.set_header("X-Content-Type-Options", "nosniff");
+      r.set_header("Cache-Control", "no-cache");
+      r.set_content(f.body.data(), f.body.size(), std::string(f.content_type));
+    });
   http.Post("/tokenize", guarded([this](const httplib::Request& q, httplib::Response& r) {
               r.set_content(server::tokenize_json(q.body, engine.tokenizer()), kJson);
             }));

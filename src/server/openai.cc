@@ -338,6 +338,9 @@ size_t visible_tokens(const EngineResult& r) {
   return n;
 }
 
+// null where no exit check ran (NaN), as JSON has no NaN.
+json exit_value_json(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
+
 json usage_json(const ParsedRequest& p, const EngineResult& r) {
   const size_t n = r.gen.tokens.size();
   double mean = 0.0;
@@ -347,7 +350,12 @@ json usage_json(const ParsedRequest& p, const EngineResult& r) {
             {"completion_tokens", n},
             {"total_tokens", r.gen.prompt_tokens + static_cast<int64_t>(n)},
             {"mean_iterations_per_token", mean}};
-  if (p.return_iterations) u["iterations_per_token"] = r.gen.steps;
+  if (p.return_iterations) {
+    u["iterations_per_token"] = r.gen.steps;
+    json values = json::array();
+    for (double v : r.exit_values) values.push_back(exit_value_json(v));
+    u["exit_value_per_token"] = values;
+  }
   return u;
 }
 
@@ -544,7 +552,10 @@ std::string StreamFormatter::token(const EngineEvent& ev) {
       ev.id >= 0 && std::count(p_.engine.options.stop_ids.begin(),
                                p_.engine.options.stop_ids.end(), ev.id) > 0;
   const bool has_lp = ev.logprob != nullptr && !stop_id;
-  if (ev.text.empty() && !has_lp) return "";
+  // With return_iterations every token gets its chunk (a stop id's, or one whose text is held
+  // back, with empty text), so that the chunks' iterations are usage.iterations_per_token.
+  const bool per_token = p_.return_iterations && ev.id >= 0;
+  if (ev.text.empty() && !has_lp && !per_token) return "";
   json choice = {{"index", 0}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
   json chunk = {{"id", p_.id}, {"created", p_.created}, {"model", p_.model}};
   const std::string text(ev.text);
@@ -561,7 +572,10 @@ std::string StreamFormatter::token(const EngineEvent& ev) {
       choice["logprobs"] = lp.to_json();
     }
   }
-  if (p_.return_iterations && ev.id >= 0) choice["iterations"] = ev.steps;
+  if (per_token) {
+    choice["iterations"] = ev.steps;
+    choice["exit_value"] = exit_value_json(ev.exit_value);
+  }
   chunk["choices"] = json::array({choice});
   if (p_.include_usage) chunk["usage"] = nullptr;
   return sse(chunk);

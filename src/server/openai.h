@@ -5,7 +5,10 @@
 // Extensions (listed by `huginn serve --help`): num_steps, exit_criterion, exit_threshold,
 // max_steps, min_steps, check_every, cache_slots, cache_rule, warm_start, init_scale, top_k,
 // min_p, repetition_penalty, return_iterations, ignore_eos. `usage` always carries
-// mean_iterations_per_token, and iterations_per_token when return_iterations is true.
+// mean_iterations_per_token; with return_iterations also iterations_per_token and
+// exit_value_per_token (the exit criterion's value at each token's last check, null where none
+// ran), and a stream sends one chunk per token whose choice carries `iterations` and
+// `exit_value` (the chat page, server/page/, shades tokens by them).
 #pragma once
 
 #include <cstdint>

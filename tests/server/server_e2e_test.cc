@@ -44,7 +44,8 @@ bool node_ready() {
     const std::string js = HUGINN_SERVER_JS;
     std::string out;
     const int rc = test::run_command("flock /tmp/huginn-server-npm.lock sh -c 'cd " + js +
-                                         " && { [ -d node_modules/openai ] || npm ci --no-audit "
+                                         " && { [ -d node_modules/openai ] && [ -d "
+                                         "node_modules/puppeteer-core ] || npm ci --no-audit "
                                          "--no-fund --silent; }'",
                                      &out);
     if (rc != 0) std::fprintf(stderr, "npm ci failed: %s\n", out.c_str());
@@ -213,6 +214,8 @@ TEST_F(ServeTest, OpenAIClientGreedyEqualsGenerateAndNumStepsChangesOutput) {
   EXPECT_EQ(r["completion_stream"]["text"], comp["text"]);
   EXPECT_EQ(r["completion_stream"]["finish"], r["completion"]["finish"]);
   for (const json& it : r["completion_stream"]["iterations"]) EXPECT_EQ(it, 4);
+  // With return_iterations a stream has one chunk per token (a stop id's too).
+  EXPECT_EQ(r["completion_stream"]["iterations"].size(), r["completion"]["usage"]["completion_tokens"]);
 
   // num_steps: the same output as huginn generate at that depth, and reported per token.
   for (int steps : {1, 8}) {
@@ -247,6 +250,157 @@ TEST_F(ServeTest, OpenAIClientGreedyEqualsGenerateAndNumStepsChangesOutput) {
   EXPECT_EQ(clp[0]["top_logprobs"].size(), 2u);
   EXPECT_EQ(r["bad_model"]["status"], 404);
   EXPECT_TRUE(s.alive());
+}
+
+// The chat page (GET /) in headless chromium (js/chat_page.mjs): it shows the 401 of a missing
+// key, then streams answers whose every token is shaded by the recurrences it took. Each answer's
+// per-token counts and exit values in the DOM (and the plot's bars) are the API's own for the
+// same request sent non-streamed; the controls set the request's fields; a 400 is shown and the
+// chat goes on; no script error, no console error beyond the two refusals the test provokes.
+TEST_F(ServeTest, ChatPageShadesEachTokenByTheRecurrencesTheApiReports) {
+  std::string chromium;
+  // A missing browser fails (never skips): scripts/install-deps.sh installs Debian's chromium.
+  ASSERT_EQ(test::run_command("command -v chromium", &chromium), 0)
+      << "chromium is missing; scripts/install-deps.sh installs it (make test runs it)";
+  chromium.erase(chromium.find_last_not_of(" \n") + 1);
+  ServerProcess s(model_, "--parallel 2");
+  ASSERT_GT(s.port(), 0) << s.log();
+  // The page's files need no key, and only their exact paths are theirs.
+  const auto get = [&](const std::string& path, bool with_key) {
+    const std::string auth = with_key ? std::string("Authorization: Bearer ") + kKey + "\r\n" : "";
+    return test::http::exchange(
+        s.port(), "GET " + path + " HTTP/1.1\r\nHost: t\r\n" + auth + "Connection: close\r\n\r\n", 10);
+  };
+  const test::http::Reply js = get("/chat.js", false);
+  EXPECT_EQ(js.status, 200) << js.head;
+  EXPECT_NE(js.head.find("text/javascript"), std::string::npos) << js.head;
+  EXPECT_NE(js.body.find("return_iterations"), std::string::npos);
+  EXPECT_EQ(get("/chatXjs", false).status, 401);
+  EXPECT_EQ(get("/chatXjs", true).status, 404);
+  const json r = run_js("chat_page.mjs", s.url() + " " + kKey + " " + chromium);
+  ASSERT_TRUE(r.is_object()) << s.log();
+  EXPECT_EQ(r["status"], 200);
+  const std::string csp = r["headers"].value("content-security-policy", "");
+  EXPECT_NE(csp.find("default-src 'none'"), std::string::npos) << csp;
+  EXPECT_NE(csp.find("connect-src 'self'"), std::string::npos) << csp;
+  EXPECT_NE(r["error_without_key"].get<std::string>().find("401"), std::string::npos) << r;
+  EXPECT_EQ(r["model"], "tiny");
+  EXPECT_EQ(r["error_hidden_after_key"], true);
+
+  const json& answers = r["answers"];
+  ASSERT_EQ(answers.size(), 4u) << r;
+  for (size_t a = 0; a < answers.size(); ++a) {
+    const json& ans = answers[a];
+    const json& dom = ans["dom"];
+    ASSERT_EQ(ans["api_status"], 200) << ans;
+    EXPECT_EQ(dom["done"], "ok") << a;
+    EXPECT_EQ(dom["error_hidden"], true) << a;
+    EXPECT_EQ(ans["request"]["stream"], true);
+    EXPECT_EQ(ans["request"]["return_iterations"], true);
+    const json& usage = ans["api"]["usage"];
+    const json& tokens = dom["tokens"];
+    std::fprintf(stderr, "chat page answer %zu: steps %s, exit values %s\n", a,
+                 usage["iterations_per_token"].dump().c_str(),
+                 usage["exit_value_per_token"].dump().c_str());
+    ASSERT_EQ(tokens.size(), usage["iterations_per_token"].size()) << a << ": " << ans;
+    ASSERT_EQ(tokens.size(), usage["exit_value_per_token"].size()) << a;
+    ASSERT_GT(tokens.size(), 0u) << a;
+    EXPECT_EQ(dom["text"], ans["api"]["choices"][0]["message"]["content"]) << a;
+    ASSERT_EQ(dom["bars"].size(), tokens.size()) << a;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const int steps = tokens[i]["steps"].get<int>();
+      EXPECT_EQ(steps, usage["iterations_per_token"][i].get<int>()) << a << ": token " << i;
+      EXPECT_EQ(dom["bars"][i]["steps"], steps) << a << ": bar " << i;
+      EXPECT_NE(tokens[i]["title"].get<std::string>().find(std::to_string(steps) + " recurrence"),
+                std::string::npos) << tokens[i];
+      const json& want = usage["exit_value_per_token"][i];
+      const std::string shown = tokens[i]["exit"];
+      if (want.is_null()) {
+        EXPECT_EQ(shown, "") << a << ": token " << i;
+      } else {  // JavaScript's String(number) round-trips the double exactly
+        EXPECT_EQ(std::stod(shown), want.get<double>()) << a << ": token " << i;
+      }
+      // The shading is a function of the depth, one colour per depth within an answer.
+      for (size_t j = 0; j < i; ++j)
+        EXPECT_EQ(tokens[j]["steps"] == tokens[i]["steps"], tokens[j]["color"] == tokens[i]["color"])
+            << a << ": tokens " << j << " and " << i << ": " << tokens[j] << " " << tokens[i];
+    }
+  }
+  // Fixed depth: every token took num_steps; the controls' values are in the request.
+  const json& q0 = answers[0]["request"];
+  EXPECT_EQ(q0["num_steps"], 6);
+  EXPECT_EQ(q0["seed"], 7);
+  EXPECT_EQ(q0["temperature"], 0);
+  EXPECT_EQ(q0["max_tokens"], 12);
+  EXPECT_FALSE(q0.contains("exit_criterion") || q0.contains("warm_start")) << q0;
+  for (const json& t : answers[0]["dom"]["tokens"]) EXPECT_EQ(t["steps"], 6);
+  EXPECT_NE(r["hover"].get<std::string>().find("token 3: 6 recurrences"), std::string::npos)
+      << r["hover"];
+  EXPECT_EQ(r["hot_bars"], json::array({2}));
+  // KL exit, sampled: depths vary; a token that stopped early was below the threshold at its
+  // last check, and one that was not below it ran all 16 steps.
+  const json& q1 = answers[1]["request"];
+  EXPECT_EQ(q1["exit_criterion"], "kl");
+  EXPECT_EQ(q1["exit_threshold"], 0.01);
+  EXPECT_EQ(q1["num_steps"], 16);
+  EXPECT_EQ(q1["temperature"], 0.8);
+  EXPECT_EQ(q1["messages"].size(), 3u) << "the conversation so far";
+  std::set<int> depths;
+  for (const json& t : answers[1]["dom"]["tokens"]) {
+    const int steps = t["steps"].get<int>();
+    depths.insert(steps);
+    ASSERT_NE(t["exit"], "") << t;
+    const double v = std::stod(t["exit"].get<std::string>());
+    if (steps < 16) {
+      EXPECT_LT(v, 0.01) << t;
+    }
+    if (v >= 0.01) {
+      EXPECT_EQ(steps, 16) << t;
+    }
+  }
+  EXPECT_GE(depths.size(), 2u) << answers[1]["dom"]["tokens"];
+  // Cache slots, warm start and the default threshold reach the request.
+  const json& q2 = answers[2]["request"];
+  EXPECT_EQ(q2["cache_slots"], 4);
+  EXPECT_EQ(q2["warm_start"], "auto");
+  EXPECT_EQ(q2["num_steps"], 8);
+  EXPECT_EQ(q2["exit_criterion"], "kl");
+  EXPECT_FALSE(q2.contains("exit_threshold")) << q2;
+  // A refused request is shown, and the next one goes on without the failed turn (nor the
+  // message that a blank num_steps kept from being sent).
+  EXPECT_NE(r["error_blank_steps"].get<std::string>().find("num_steps"), std::string::npos) << r;
+  EXPECT_EQ(r["sent_with_blank_steps"], 0);
+  EXPECT_NE(r["error_400"].get<std::string>().find("num_steps"), std::string::npos) << r["error_400"];
+  EXPECT_EQ(r["after_400_done"], "error");
+  EXPECT_EQ(answers[3]["request"]["messages"].size(), 7u) << answers[3]["request"];
+  for (const json& t : answers[3]["dom"]["tokens"]) EXPECT_EQ(t["steps"], 4);
+
+  EXPECT_EQ(r["page_errors"], json::array()) << r["page_errors"];
+  EXPECT_EQ(r["failed_requests"], json::array()) << r["failed_requests"];
+  for (const json& m : r["console"]) {
+    const std::string phase = m["phase"], text = m["text"];
+    const bool expected = (phase == "load-without-key" || phase == "expect-400") &&
+                          text.find("Failed to load resource") != std::string::npos &&
+                          text.find(phase == "expect-400" ? "400" : "401") != std::string::npos;
+    EXPECT_TRUE(expected) << "console " << m["type"] << " in phase " << phase << ": " << text;
+  }
+  EXPECT_TRUE(s.alive());
+
+  // An error event inside a stream (HTTP 200: --timeout passes while generating 60 tokens of
+  // 256 recurrences, about 3 s unloaded, 0.3 s allowed) is shown too, and the page is ready again.
+  ServerProcess slow(model_, "--parallel 1 --timeout 0.3");
+  ASSERT_GT(slow.port(), 0) << slow.log();
+  const json t = run_js("chat_page.mjs", slow.url() + " " + kKey + " " + chromium + " timeout");
+  ASSERT_TRUE(t.is_object()) << slow.log();
+  ASSERT_TRUE(t["stream_error"].is_string()) << t;
+  std::fprintf(stderr, "chat page, stream error shown: %s\n", t["stream_error"].dump().c_str());
+  EXPECT_NE(t["stream_error"].get<std::string>().find("timed out"), std::string::npos) << t;
+  EXPECT_EQ(t["stream_error_done"], "error");
+  EXPECT_EQ(t["send_enabled_after"], true);
+  EXPECT_EQ(t["page_errors"], json::array()) << t;
+  EXPECT_EQ(t["failed_requests"], json::array()) << t;
+  for (const json& m : t["console"])
+    EXPECT_EQ(m["phase"], "load-without-key") << m;  // only the 401 before the key
 }
 
 TEST_F(ServeTest, HostileCorpusGetsOpenAIErrorsAndServerStaysHealthy) {
