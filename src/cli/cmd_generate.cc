@@ -1,6 +1,7 @@
 // huginn generate: prompt -> streamed tokens with fixed or adaptive recurrence, then a summary
 // (prefill and decode tok/s, steps per token, KV-cache size); --json prints the result instead.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -74,7 +75,7 @@ void print_summary(const GenerateResult& r, const Generator& gen) {
   const auto [mn, mx] = std::minmax_element(r.steps.begin(), r.steps.end());
   std::fprintf(stderr,
                "\n[%d prompt tokens, %zu generated, finish: %s]\n"
-               "prefill  %.1f tok/s\ndecode   %.1f tok/s\n"
+               "prefill  %.3g tok/s\ndecode   %.3g tok/s\n"
                "steps    mean %.2f, min %d, max %d (limit %d, exit %s)\n"
                "kv cache %.3f MB\n",
                r.prompt_tokens, r.tokens.size(), r.finish_reason.c_str(), r.prefill_tok_s(),
@@ -95,7 +96,9 @@ void run(const Args& a, const Common& common) {
   GenerateOptions opt = make_gen_options(a.g, a.g.model, tok);
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
+  const auto t_load = std::chrono::steady_clock::now();
   auto model = Model::load(a.g.model, *backend, load_options(common));
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   const std::vector<int32_t> ids = prompt_ids(a, text);
   Generator gen(*model, *backend, opt);
   auto ctx = gen.new_context();
@@ -139,6 +142,7 @@ void run(const Args& a, const Common& common) {
   std::printf("\n");
   if (common.quiet) return;
   print_summary(r, gen);
+  std::fprintf(stderr, "load     %.1f s (--dtype %s)\n", load_s, common.dtype.c_str());
   if (wavefront)
     std::fprintf(stderr, "wavefront %lld core passes, %.2f positions per pass, drafts %lld: "
                  "%lld accepted, %lld rejected\n", (long long)wst.core_passes,
