@@ -220,5 +220,27 @@ TEST(WavefrontOptions, BadSettingsNameTheFlag) {
   EXPECT_EQ(error({}, {7, 2}), "(no error)");  // the bounds themselves are fine
 }
 
+// Through the binary: --decode wavefront prints what sequential decoding prints (--json: tokens,
+// steps), with the CLI's default random initial state per call; bad flags are named.
+TEST(WavefrontCli, SameJsonAndFlagErrors) {
+  const std::string base = std::string(HUGINN_CLI) + " generate --model " + golden_dir("tiny-b") +
+                           " --ids 4,8,15,16 --steps 8 --max-new 10 --greedy --json";
+  std::string seq, wf, err;
+  ASSERT_EQ(test::run_command(base, &seq), 0) << seq;
+  ASSERT_EQ(test::run_command(base + " --decode wavefront --draft-depth 2", &wf), 0) << wf;
+  const auto json = [](const std::string& out) {
+    return nlohmann::json::parse(out.substr(out.find('{')));
+  };
+  EXPECT_EQ(json(seq)["tokens"], json(wf)["tokens"]);
+  EXPECT_EQ(json(seq)["steps"], json(wf)["steps"]);
+  EXPECT_GT(json(wf)["wavefront"]["rows_per_core_pass"].get<double>(), 1.0);
+  EXPECT_EQ(test::run_command(base + " --decode wavefront --temperature 0.7", &err), 1);
+  EXPECT_NE(err.find("--temperature"), std::string::npos) << err;
+  EXPECT_EQ(test::run_command(base + " --decode wavefront --draft-depth 9", &err), 1);
+  EXPECT_NE(err.find("--draft-depth"), std::string::npos) << err;
+  EXPECT_NE(test::run_command(base + " --decode diagonal", &err), 0);
+  EXPECT_NE(err.find("--decode"), std::string::npos) << err;
+}
+
 }  // namespace
 }  // namespace huginn
