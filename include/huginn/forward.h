@@ -61,6 +61,9 @@ class KVCache {
   // whole key and value windows [S, E] (S = positions held) through k_out / v_out.
   void update(int step_index, std::span<const int32_t> positions, const Tensor& k,
               const Tensor& v, Tensor* k_out, Tensor* v_out);
+  // Removes the entries of positions >= `position` from the slots of `step_indices` (every
+  // slot when empty): a draft's rows that turned out wrong, or stale ones a pass must not see.
+  void drop_from(int32_t position, std::span<const int> step_indices = {});
   // Positions held by the slot of a step index (empty when the slot is unused).
   std::vector<int32_t> positions(int step_index) const;
   int32_t n_tokens() const { return n_tokens_; }  // grows when step index 0 is written
@@ -91,6 +94,9 @@ struct Rows {
   std::span<const int32_t> positions;  // [R]
   std::span<const int64_t> starts;     // [S + 1]: sequence s is rows starts[s] .. starts[s+1]
   std::span<KVCache* const> caches;    // [S] (entries may be null), or empty: no caches
+  // [S] or empty: core_step's recurrence index for each sequence, in place of its t, so that
+  // rows at different depths share one pass over the core's weights (wavefront decoding).
+  std::span<const int> recurrences = {};
   int64_t count() const { return static_cast<int64_t>(positions.size()); }
   int64_t sequences() const { return static_cast<int64_t>(starts.size()) - 1; }
 };
@@ -160,10 +166,11 @@ class ModelPass {
   struct Scratch;
   Scratch& scratch(int64_t R);
   BlockActs scratch_acts(int64_t R);
-  void block(const BlockWeights& w, Tensor& x, const Rows& rows, int step_index,
+  // step: the attention step index, one for every sequence or one per sequence ([S]).
+  void block(const BlockWeights& w, Tensor& x, const Rows& rows, std::span<const int> step,
              const BlockActs& a, const std::string& trace_prefix);
   void attend(const Tensor& q, const Tensor& k, const Tensor& v, const Rows& rows,
-              int step_index, Tensor& ctx);
+              std::span<const int> step, Tensor& ctx);
   void check(std::span<const int32_t> ids, const Rows& rows) const;
 
   const Model& model_;

@@ -151,6 +151,7 @@ class GenerationContext {
 
  private:
   friend class Generator;
+  friend class WavefrontDecoder;
   GenerationContext() = default;
   std::unique_ptr<Runner> runner_;
   std::unique_ptr<KVCache> cache_;
@@ -210,8 +211,14 @@ class Generator {
   CallResult run_call(GenerationContext& ctx, std::span<const int32_t> ids) const;
   // Checks that the call fits the context; throws huginn::Error otherwise.
   void check_call(const GenerationContext& ctx, std::span<const int32_t> ids) const;
-  // The call's initial state [T, E] on the host: the warm one or a seeded s_0.
+  friend class WavefrontDecoder;  // runs calls ahead, each as run_calls would (wavefront.h)
+  // The call's initial state [T, E] on the host: the warm one or a seeded s_0 (of call index
+  // `call`: ctx's next call by default).
   Tensor initial_state(const GenerationContext& ctx, int64_t T) const;
+  Tensor initial_state(const GenerationContext& ctx, int64_t T, uint64_t call) const;
+  // Whether recurrence `steps` (1-based) is an exit check: >= max(min_steps, 1), a multiple of
+  // check_every.
+  bool checks_at(int steps) const;
   // After a call whose final state is s [T, E]: warm state, history, position, call count.
   void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
   // The one loop of model calls (src/generate/calls.cc): prelude, recurrences with each call's

@@ -68,6 +68,10 @@ struct ParamCounts {
   int64_t materialized(int r) const { return embedding + prelude + r * (adapter + core) + coda + head; }
 };
 
+// The parameter counts of a model with config `c`, from the config alone (`head_tied`: no
+// separate lm_head), as Model::param_counts gives for a loaded one.
+ParamCounts count_params(const ModelConfig& c, bool head_tied);
+
 // The RoPE table as the reference computes it, in float32: inv = 1 / base^(2i/D),
 // theta = float(p) * inv, then (cos, sin). Shape [n_positions, D/2, 2]. Built whole at load, so
 // bounded: 1 to kMaxRopePositions positions (config.json's block_size limit, 256x Huginn-0125's

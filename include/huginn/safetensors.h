@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <span>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -114,5 +116,22 @@ class SafetensorsWriter {
   std::vector<Item> items_;
   std::map<std::string, std::string> metadata_;
 };
+
+// One tensor of a file written in pieces: name, dtype, shape.
+struct SafetensorsSpec {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  int64_t nbytes() const;
+};
+using SafetensorsAppend = std::function<void(const void* bytes, size_t n)>;
+using SafetensorsFill = std::function<void(const SafetensorsSpec&, const SafetensorsAppend&)>;
+// Writes a safetensors file whose tensors are produced one at a time, for checkpoints larger
+// than memory: the header first (the same layout as SafetensorsWriter's), then fill(spec, append)
+// for each tensor in name order, which must append exactly spec.nbytes() bytes. Atomic (temp
+// file + rename); throws huginn::Error naming the file and tensor on a size mismatch or I/O error.
+void write_safetensors_streaming(const std::string& path, std::vector<SafetensorsSpec> specs,
+                                 const std::map<std::string, std::string>& metadata,
+                                 const SafetensorsFill& fill);
 
 }  // namespace huginn

@@ -22,6 +22,16 @@ namespace huginn {
 
 class ThreadPool;
 
+// Writes a freshly initialised checkpoint (TrainableModel::init's values, bit for bit in F32) to
+// DIR/config.json and `shards` safetensors files in the HF layout: model.safetensors when 1, else
+// model-0000i-of-0000n.safetensors split by size in checkpoint order plus
+// model.safetensors.index.json. Every tensor is stored in `dtype` (F32 or BF16). One tensor at a
+// time: peak memory is the largest tensor in F32, whatever the model's size (a
+// Huginn-0125-shaped benchmark model). progress(bytes written, bytes in all) after each tensor.
+void write_init_checkpoint(const ModelConfig& config, uint64_t seed, const std::string& dir,
+                           DType dtype, int shards,
+                           const std::function<void(int64_t, int64_t)>& progress = {});
+
 // ---- trainable weights ------------------------------------------------------------------------
 
 // A model whose F32 weights are owned by a backend (uploaded once) and updated in place by

@@ -1,12 +1,14 @@
 // huginn generate: prompt -> streamed tokens with fixed or adaptive recurrence, then a summary
 // (prefill and decode tok/s, steps per token, KV-cache size); --json prints the result instead.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "cli/generate_flags.h"
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
+#include "huginn/wavefront.h"
 
 namespace huginn::cli {
 namespace {
@@ -15,6 +17,8 @@ struct Args {
   GenFlags g;
   std::string prompt, ids, system;
   bool prompt_given = false, chat = false, json = false;
+  std::string decode = "sequential";
+  WavefrontOptions wf;
 };
 
 struct Text {
@@ -71,7 +75,7 @@ void print_summary(const GenerateResult& r, const Generator& gen) {
   const auto [mn, mx] = std::minmax_element(r.steps.begin(), r.steps.end());
   std::fprintf(stderr,
                "\n[%d prompt tokens, %zu generated, finish: %s]\n"
-               "prefill  %.1f tok/s\ndecode   %.1f tok/s\n"
+               "prefill  %.3g tok/s\ndecode   %.3g tok/s\n"
                "steps    mean %.2f, min %d, max %d (limit %d, exit %s)\n"
                "kv cache %.3f MB\n",
                r.prompt_tokens, r.tokens.size(), r.finish_reason.c_str(), r.prefill_tok_s(),
@@ -92,7 +96,9 @@ void run(const Args& a, const Common& common) {
   GenerateOptions opt = make_gen_options(a.g, a.g.model, tok);
   ThreadPool pool(common.threads);
   auto backend = make_backend(common.backend, pool);
+  const auto t_load = std::chrono::steady_clock::now();
   auto model = Model::load(a.g.model, *backend, load_options(common));
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
   const std::vector<int32_t> ids = prompt_ids(a, text);
   Generator gen(*model, *backend, opt);
   auto ctx = gen.new_context();
@@ -114,7 +120,11 @@ void run(const Args& a, const Common& common) {
       std::fflush(stdout);
       return true;
     };
-  GenerateResult r = gen.generate(*ctx, ids, on_token, stream.get());
+  const bool wavefront = a.decode == "wavefront";
+  if (wavefront) a.wf.validate(opt, gen.steps());  // before the prompt runs
+  WavefrontStats wst;
+  GenerateResult r = wavefront ? generate_wavefront(gen, *ctx, ids, a.wf, on_token, stream.get(), &wst)
+                               : gen.generate(*ctx, ids, on_token, stream.get());
   if (a.json) {
     nlohmann::json j;
     j["tokens"] = r.tokens;
@@ -123,11 +133,21 @@ void run(const Args& a, const Common& common) {
     j["finish_reason"] = r.finish_reason;
     j["prompt_tokens"] = r.prompt_tokens;
     j["kv_cache_bytes"] = r.cache_bytes;
+    if (wavefront)
+      j["wavefront"] = {{"core_passes", wst.core_passes}, {"rows_per_core_pass", wst.rows_per_core_pass()},
+                        {"drafts", wst.drafts}, {"accepted", wst.accepted}, {"rejected", wst.rejected}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return;
   }
   std::printf("\n");
-  if (!common.quiet) print_summary(r, gen);
+  if (common.quiet) return;
+  print_summary(r, gen);
+  std::fprintf(stderr, "load     %.1f s (--dtype %s)\n", load_s, common.dtype.c_str());
+  if (wavefront)
+    std::fprintf(stderr, "wavefront %lld core passes, %.2f positions per pass, drafts %lld: "
+                 "%lld accepted, %lld rejected\n", (long long)wst.core_passes,
+                 wst.rows_per_core_pass(), (long long)wst.drafts, (long long)wst.accepted,
+                 (long long)wst.rejected);
 }
 
 Registrar reg(40, [](CLI::App& app, Common& common) {
@@ -141,6 +161,15 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
   sub->add_option("--system", a->system, "system message with --chat");
   sub->add_flag("--json", a->json,
                 "print {\"tokens\", \"steps\", \"text\", ...} instead of streaming");
+  sub->add_option("--decode", a->decode,
+                  "sequential, or wavefront: lossless depth-parallel greedy decoding (the next "
+                  "token drafted from an intermediate depth runs its first recurrences in the same "
+                  "core passes as this one's last; identical output)")
+      ->check(CLI::IsMember({"sequential", "wavefront"}));
+  sub->add_option("--draft-depth", a->wf.draft_depth,
+                  "with --decode wavefront: recurrences before a token drafts the next (0 = steps/4)");
+  sub->add_option("--lanes", a->wf.max_lanes,
+                  "with --decode wavefront: positions in flight at most (default 8)");
   add_common_options(sub, common);
   add_dtype_option(sub, common);
   sub->callback([a, p, &common] {

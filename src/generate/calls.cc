@@ -118,9 +118,8 @@ void Generator::run_calls(std::span<Call> calls, ModelPass& pass) {
     for (size_t k = 0; k < live.size(); ++k) {
       Call& q = *live[k];
       q.steps = t + 1;
-      const GenerateOptions& o = q.g->options_;
       ExitPolicy* policy = q.ctx->policy_.get();
-      if (!policy || q.steps < std::max(o.min_steps, 1) || q.steps % o.check_every != 0) continue;
+      if (!policy || !q.g->checks_at(q.steps)) continue;
       check.push_back(&q);
       if (policy->uses_logits()) {
         with_logits.push_back(&q);

@@ -137,6 +137,14 @@ void Generator::check_call(const GenerationContext& ctx, std::span<const int32_t
 }
 
 Tensor Generator::initial_state(const GenerationContext& ctx, int64_t T) const {
+  return initial_state(ctx, T, ctx.calls_);
+}
+
+bool Generator::checks_at(int steps) const {
+  return steps >= std::max(options_.min_steps, 1) && steps % options_.check_every == 0;
+}
+
+Tensor Generator::initial_state(const GenerationContext& ctx, int64_t T, uint64_t call) const {
   const int64_t E = model_.config().n_embd;
   // The warm state for a single token after the first call, else s_0.
   if (options_.warm_start != WarmStart::kOff && T == 1 && !ctx.warm_.empty()) {
@@ -146,7 +154,7 @@ Tensor Generator::initial_state(const GenerationContext& ctx, int64_t T) const {
   }
   InitState is;
   is.scale = options_.init_scale;
-  is.seed = splitmix64(options_.init_seed ^ splitmix64(ctx.calls_));
+  is.seed = splitmix64(options_.init_seed ^ splitmix64(call));
   return make_initial_state(model_.config(), T, is);
 }
 

@@ -506,36 +506,34 @@ void SafetensorsWriter::add_metadata(const std::string& key, const std::string& 
   metadata_[key] = value;
 }
 
-void SafetensorsWriter::write(const std::string& path) const {
-  // Packed in name order, as the reference writer does; the header lists them in that order.
-  std::vector<const Item*> order;
-  for (const Item& it : items_) order.push_back(&it);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->name < b->name; });
-  for (size_t i = 1; i < order.size(); ++i)
-    if (order[i]->name == order[i - 1]->name)
-      throw Error(path + ": tensor " + q(order[i]->name) + " added twice");
+namespace {
 
+// The header of a file holding `specs` packed in the given order (the data offsets follow from
+// it), __metadata__ last and only when non-empty, padded with spaces so that the data section is
+// 8-byte aligned; returned with its u64 length in front.
+std::string header_bytes(std::span<const SafetensorsSpec> specs,
+                         const std::map<std::string, std::string>& metadata) {
   std::string h = "{";
   uint64_t off = 0;
-  for (const Item* it : order) {
+  for (const SafetensorsSpec& it : specs) {
     if (h.size() > 1) h += ',';
-    h += json_string(it->name, "tensor name " + q(it->name));
+    h += json_string(it.name, "tensor name " + q(it.name));
     h += ":{\"dtype\":\"";
-    h += dtype_name(it->dtype);
+    h += dtype_name(it.dtype);
     h += "\",\"shape\":[";
-    for (size_t d = 0; d < it->shape.size(); ++d) {
+    for (size_t d = 0; d < it.shape.size(); ++d) {
       if (d) h += ',';
-      h += std::to_string(it->shape[d]);
+      h += std::to_string(it.shape[d]);
     }
     h += "],\"data_offsets\":[" + std::to_string(off) + ",";
-    off += it->bytes.size();
+    off += it.nbytes();
     h += std::to_string(off) + "]}";
   }
-  if (!metadata_.empty()) {
+  if (!metadata.empty()) {
     if (h.size() > 1) h += ',';
     h += std::string("\"") + kMetadataKey + "\":{";
     bool first = true;
-    for (const auto& [k, v] : metadata_) {
+    for (const auto& [k, v] : metadata) {
       if (!first) h += ',';
       first = false;
       h += json_string(k, "metadata key " + q(k)) + ":" + json_string(v, "metadata " + q(k));
@@ -544,17 +542,70 @@ void SafetensorsWriter::write(const std::string& path) const {
   }
   h += '}';
   h.append((8 - h.size() % 8) % 8, ' ');  // keeps the data section 8-byte aligned
+  std::string out(8, '\0');
+  const uint64_t n = h.size();
+  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>(n >> (8 * i));
+  return out + h;
+}
 
-  std::vector<uint8_t> buf(8 + h.size() + off);
-  uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) buf[i] = static_cast<uint8_t>(n >> (8 * i));
-  std::memcpy(buf.data() + 8, h.data(), h.size());
-  uint8_t* d = buf.data() + 8 + h.size();
+// Sorted by name (the reference writer's order); a name twice is an error naming `path`.
+template <class T>
+void sort_by_name(std::vector<T>& v, const std::string& path, auto name_of) {
+  std::sort(v.begin(), v.end(), [&](const T& a, const T& b) { return name_of(a) < name_of(b); });
+  for (size_t i = 1; i < v.size(); ++i)
+    if (name_of(v[i]) == name_of(v[i - 1]))
+      throw Error(path + ": tensor " + q(name_of(v[i])) + " added twice");
+}
+
+}  // namespace
+
+int64_t SafetensorsSpec::nbytes() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n * static_cast<int64_t>(dtype_size(dtype));
+}
+
+void SafetensorsWriter::write(const std::string& path) const {
+  // Packed in name order, as the reference writer does; the header lists them in that order.
+  std::vector<const Item*> order;
+  for (const Item& it : items_) order.push_back(&it);
+  sort_by_name(order, path, [](const Item* it) -> const std::string& { return it->name; });
+  std::vector<SafetensorsSpec> specs;
+  for (const Item* it : order) specs.push_back({it->name, it->dtype, it->shape});
+  const std::string h = header_bytes(specs, metadata_);
+  uint64_t off = 0;
+  for (const Item* it : order) off += it->bytes.size();
+  std::vector<uint8_t> buf(h.size() + off);
+  std::memcpy(buf.data(), h.data(), h.size());
+  uint8_t* d = buf.data() + h.size();
   for (const Item* it : order) {
     if (!it->bytes.empty()) std::memcpy(d, it->bytes.data(), it->bytes.size());
     d += it->bytes.size();
   }
   write_file_atomic(path, buf.data(), buf.size());
+}
+
+void write_safetensors_streaming(const std::string& path, std::vector<SafetensorsSpec> specs,
+                                 const std::map<std::string, std::string>& metadata,
+                                 const SafetensorsFill& fill) {
+  sort_by_name(specs, path, [](const SafetensorsSpec& s) -> const std::string& { return s.name; });
+  AtomicFileWriter out(path);
+  const std::string h = header_bytes(specs, metadata);
+  out.append(h.data(), h.size());
+  for (const SafetensorsSpec& spec : specs) {
+    int64_t written = 0;
+    fill(spec, [&](const void* bytes, size_t n) {
+      written += static_cast<int64_t>(n);
+      if (written > spec.nbytes())
+        throw Error(path + ": tensor " + q(spec.name) + ": more than its " +
+                    std::to_string(spec.nbytes()) + " bytes were written");
+      out.append(bytes, n);
+    });
+    if (written != spec.nbytes())
+      throw Error(path + ": tensor " + q(spec.name) + ": " + std::to_string(written) +
+                  " bytes were written, expected " + std::to_string(spec.nbytes()));
+  }
+  out.commit();
 }
 
 }  // namespace huginn

@@ -93,6 +93,23 @@ void KVCache::update(int step_index, std::span<const int32_t> positions, const T
   *v_out = s.v.rows(0, S);
 }
 
+void KVCache::drop_from(int32_t position, std::span<const int> step_indices) {
+  auto drop = [&](Slot& s) {  // positions are held in order: drop the tail
+    s.pos.erase(std::lower_bound(s.pos.begin(), s.pos.end(), position), s.pos.end());
+  };
+  if (step_indices.empty()) {
+    for (auto& [sid, s] : slots_) drop(s);
+    n_tokens_ = std::min(n_tokens_, position);
+    return;
+  }
+  for (int i : step_indices) {
+    const int id = slot_of(i);
+    for (auto& [sid, s] : slots_)
+      if (sid == id) drop(s);
+    if (i == 0) n_tokens_ = std::min(n_tokens_, position);
+  }
+}
+
 std::vector<int32_t> KVCache::positions(int step_index) const {
   const int id = slot_of(step_index);
   for (const auto& [sid, s] : slots_)

@@ -156,8 +156,10 @@ class Loader {
     Tensor w;
     if (e.dtype == DType::kI8) {
       w = stored_q8(name, N, K);
-    } else if (e.dtype == DType::kBF16 && target_ == DType::kBF16) {
-      w = store_.raw(name).reshape({N, K});  // zero-copy when 2-byte aligned
+    } else if (e.dtype == DType::kBF16) {
+      // The mapped bytes (zero-copy when 2-byte aligned); another target is converted from them
+      // a few rows at a time (convert_weight), never through a whole F32 copy.
+      w = store_.raw(name).reshape({N, K});
       if (reinterpret_cast<uintptr_t>(w.raw()) % 2 != 0) w = w.clone();
     } else {
       w = store_.as_f32(name).reshape({N, K});
@@ -340,7 +342,10 @@ std::shared_ptr<const Model> Model::with_weight_dtype(DType dt, Backend& be) con
 }
 
 ParamCounts Model::param_counts() const {
-  const ModelConfig& c = config_;
+  return count_params(config_, weights_.head_tied || weights_.lm_head.same_data(weights_.wte));
+}
+
+ParamCounts count_params(const ModelConfig& c, bool head_tied) {
   const int64_t E = c.n_embd, V = c.vocab_size, bp = block_params(c);
   ParamCounts p;
   p.embedding = V * E;
@@ -348,7 +353,7 @@ ParamCounts Model::param_counts() const {
   p.adapter = 2 * E * E;
   p.core = c.n_core * bp;
   p.coda = c.n_coda * bp + E;  // + ln_f
-  p.head = weights_.head_tied || weights_.lm_head.same_data(weights_.wte) ? 0 : V * E;
+  p.head = head_tied ? 0 : V * E;
   return p;
 }
 

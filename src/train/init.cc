@@ -2,6 +2,7 @@
 // and writing one back in the HF layout. E = n_embd, I = intermediate, V = vocab, H·D = E.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numbers>
 #include <random>
 
@@ -185,6 +186,76 @@ std::vector<std::pair<std::string, Tensor>> TrainableModel::hf_tensors() const {
     out.emplace_back(name, h);
   }
   return out;
+}
+
+void write_init_checkpoint(const ModelConfig& c, uint64_t seed, const std::string& dir,
+                           DType dtype, int shards,
+                           const std::function<void(int64_t, int64_t)>& progress) {
+  if (dtype != DType::kF32 && dtype != DType::kBF16)
+    throw Error(std::string("checkpoint dtype ") + dtype_name(dtype) + ": expected F32 or BF16");
+  const std::vector<Spec> all = specs(c);
+  if (shards < 1 || shards > static_cast<int>(all.size()))
+    throw Error("shards: " + std::to_string(shards) + ", expected 1 to " +
+                std::to_string(all.size()) + " (the checkpoint's tensor count)");
+  // Contiguous runs of tensors, cut where the running size passes each 1/shards of the total.
+  std::vector<SafetensorsSpec> st;
+  int64_t total = 0;
+  for (const Spec& s : all) {
+    st.push_back({s.name, dtype, s.shape});
+    total += st.back().nbytes();
+  }
+  std::vector<std::vector<SafetensorsSpec>> parts(static_cast<size_t>(shards));
+  int64_t acc = 0;
+  size_t cur = 0;  // moves on by at most one shard per tensor, so none is left empty
+  for (size_t i = 0; i < st.size(); ++i) {
+    const int64_t left = static_cast<int64_t>(st.size() - i);
+    const int64_t want = std::max<int64_t>(std::min<int64_t>(shards - 1, acc * shards / total),
+                                           shards - left);
+    if (static_cast<int64_t>(cur) < want && !parts[cur].empty()) ++cur;
+    parts[cur].push_back(st[i]);
+    acc += st[i].nbytes();
+  }
+  auto file_name = [&](int i) {
+    if (shards == 1) return std::string("model.safetensors");
+    char b[64];
+    std::snprintf(b, sizeof b, "model-%05d-of-%05d.safetensors", i + 1, shards);
+    return std::string(b);
+  };
+  const std::string cfg = c.to_json();
+  write_file_atomic(dir + "/config.json", cfg.data(), cfg.size());
+  int64_t done = 0;
+  std::vector<uint16_t> half;
+  for (int i = 0; i < shards; ++i) {
+    write_safetensors_streaming(
+        dir + "/" + file_name(i), parts[static_cast<size_t>(i)], {{"format", "pt"}},
+        [&](const SafetensorsSpec& spec, const SafetensorsAppend& append) {
+          Tensor t = Tensor::empty(std::span<const int64_t>(spec.shape));
+          fill_init(c, spec.name, t, seed);
+          constexpr int64_t kChunk = int64_t{1} << 20;
+          for (int64_t o = 0; o < t.numel(); o += kChunk) {
+            const int64_t n = std::min(kChunk, t.numel() - o);
+            if (dtype == DType::kF32) {
+              append(t.f32() + o, static_cast<size_t>(n) * 4);
+              continue;
+            }
+            half.resize(static_cast<size_t>(n));
+            convert_from_f32(t.f32() + o, half.data(), DType::kBF16, n);
+            append(half.data(), static_cast<size_t>(n) * 2);
+          }
+          done += spec.nbytes();
+          if (progress) progress(done, total);
+        });
+  }
+  if (shards == 1) return;
+  std::string idx = "{\"metadata\": {\"total_size\": " + std::to_string(total) + "}, \"weight_map\": {";
+  bool first = true;
+  for (int i = 0; i < shards; ++i)
+    for (const SafetensorsSpec& s : parts[static_cast<size_t>(i)]) {
+      idx += std::string(first ? "" : ", ") + "\"" + s.name + "\": \"" + file_name(i) + "\"";
+      first = false;
+    }
+  idx += "}}\n";
+  write_file_atomic(dir + "/model.safetensors.index.json", idx.data(), idx.size());
 }
 
 void TrainableModel::save_hf(const std::string& dir) const {

@@ -40,33 +40,57 @@ MappedFile::~MappedFile() {
   if (data_) munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-void write_file_atomic(const std::string& path, const void* bytes, size_t n) {
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(path + ": cannot write: " + std::strerror(errno));
+AtomicFileWriter::AtomicFileWriter(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(path_ + ": cannot write: " + std::strerror(errno));
+}
+
+AtomicFileWriter::~AtomicFileWriter() { abandon(); }
+
+void AtomicFileWriter::abandon() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+  fd_ = -1;
+}
+
+void AtomicFileWriter::append(const void* bytes, size_t n) {
+  HUGINN_ASSERT(fd_ >= 0, "AtomicFileWriter: append after commit");
   const char* p = static_cast<const char*>(bytes);
-  size_t left = n;
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error(path + ": write failed: " + std::strerror(e));
+      const int e = errno;
+      abandon();
+      throw Error(path_ + ": write failed: " + std::strerror(e));
     }
     p += w;
-    left -= static_cast<size_t>(w);
+    n -= static_cast<size_t>(w);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw Error(path + ": cannot flush: " + std::strerror(errno));
+}
+
+void AtomicFileWriter::commit() {
+  HUGINN_ASSERT(fd_ >= 0, "AtomicFileWriter: committed twice");
+  if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+    const int e = errno;
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    throw Error(path_ + ": cannot flush: " + std::strerror(e));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    throw Error(path + ": cannot rename into place: " + std::strerror(e));
+  fd_ = -1;
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp_.c_str());
+    throw Error(path_ + ": cannot rename into place: " + std::strerror(e));
   }
+}
+
+void write_file_atomic(const std::string& path, const void* bytes, size_t n) {
+  AtomicFileWriter w(path);
+  w.append(bytes, n);
+  w.commit();
 }
 
 }  // namespace huginn

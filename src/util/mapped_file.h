@@ -27,6 +27,24 @@ class MappedFile {
   std::string path_;
 };
 
+// Writes a file in pieces, atomically: a temporary file in the same directory, appended to, then
+// fsync and rename on commit(); destroyed uncommitted, it removes the temporary file. For files
+// too large to hold in memory (a multi-GB checkpoint shard). Throws huginn::Error naming `path`.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  void append(const void* bytes, size_t n);
+  void commit();
+
+ private:
+  void abandon();
+  std::string path_, tmp_;
+  int fd_ = -1;
+};
+
 // Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
 void write_file_atomic(const std::string& path, const void* bytes, size_t n);
 

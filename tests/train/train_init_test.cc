@@ -9,6 +9,7 @@
 
 #include "huginn/data.h"
 #include "huginn/error.h"
+#include "huginn/safetensors.h"
 #include "huginn/train.h"
 #include "test_util.h"
 
@@ -100,6 +101,43 @@ TEST(Init, CliWritesALoadableModelAndNeverOverwrites) {
   EXPECT_EQ(test::run_command(cli + " init --model-config " + cfg + " --out " + dir + "/m --seed 2", &log), 1);
   EXPECT_NE(log.find("already exists"), std::string::npos) << log;
   EXPECT_EQ(fs::last_write_time(dir + "/m/model.safetensors"), before);
+  fs::remove_all(dir);
+}
+
+// The streamed writer behind `huginn init --dtype/--shards` (the Huginn-0125-shaped benchmark
+// model): the same values as TrainableModel::init, split into shards with an index the loader
+// follows; BF16 is the F32 values rounded; bad shard counts are refused.
+TEST(Init, StreamedShardedCheckpoint) {
+  const std::string dir = test::make_temp_dir("init-shards");
+  const std::string cfg = test::golden_dir("tiny-b") + "/config.json";
+  const ModelConfig c = ModelConfig::from_file(cfg);
+  std::string log;
+  ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " init --model-config " + cfg + " --out " +
+                                  dir + "/f32 --seed 4 --shards 3 -q", &log), 0) << log;
+  for (const char* f : {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                        "model-00003-of-00003.safetensors", "model.safetensors.index.json"})
+    EXPECT_TRUE(fs::exists(dir + "/f32/" + f)) << f;
+  EXPECT_FALSE(fs::exists(dir + "/f32/model.safetensors"));
+  auto loaded = TrainableModel::load(dir + "/f32");
+  auto fresh = TrainableModel::init(c, 4);
+  const auto a = loaded->hf_tensors(), b = fresh->hf_tensors();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(std::memcmp(a[i].second.raw(), b[i].second.raw(), a[i].second.nbytes()), 0) << a[i].first;
+
+  write_init_checkpoint(c, 4, dir, DType::kBF16, 1);
+  const TensorStore bf = TensorStore::open(dir);
+  const TensorStore f32 = TensorStore::open(dir + "/f32");
+  for (const std::string& n : f32.names()) {
+    ASSERT_EQ(bf.entry(n).dtype, DType::kBF16) << n;
+    const Tensor want = f32.as_f32(n), got = bf.as_f32(n);
+    for (int64_t i = 0; i < want.numel(); ++i)
+      ASSERT_EQ(got.f32()[i], bf16_to_f32(f32_to_bf16(want.f32()[i]))) << n << "[" << i << "]";
+  }
+  EXPECT_NE(test::error_message([&] { write_init_checkpoint(c, 4, dir, DType::kBF16, 0); }).find("shards"),
+            std::string::npos);
+  EXPECT_NE(test::error_message([&] { write_init_checkpoint(c, 4, dir, DType::kBF16, 1000); }).find("shards"),
+            std::string::npos);
   fs::remove_all(dir);
 }
 
