@@ -15,6 +15,8 @@
 #   libzstd-dev                   zstd inputs of huginn data prepare (the usual compression of corpora)
 #   nodejs, npm                   server tests drive huginn serve with the official openai npm client
 #   util-linux (flock)            serialises the npm install between concurrent builds/tests
+#   libopenmpi-dev, openmpi-bin   data-parallel training across processes and machines (mpirun -np N
+#                                 huginn train; src/dist/comm_mpi.cc), and its tests under mpirun
 # Then the server tests' npm client (tests/server/js, `npm ci` from the committed lock file) when
 # node_modules is missing: the only npm packages, test clients only.
 # With --bench (opt-in; large, so CI and `make test` do not pay for it):
@@ -33,7 +35,8 @@ cd "$(dirname "$0")/.."
 BENCH=0
 [ "${1:-}" = "--bench" ] && BENCH=1
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
-      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev libzstd-dev util-linux)
+      libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev libzstd-dev util-linux
+      libopenmpi-dev openmpi-bin)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 [ $BENCH = 1 ] && PKGS+=(python3-torch python3-numpy libopenblas0-pthread libopenblas-dev)
