@@ -7,9 +7,9 @@
 // between the backend and the host with Backend::download / copy (src/train/grad_sync.cc).
 //
 // Faults: the MPI implementation waits for a collective at most `timeout_s` seconds (its
-// constructor's argument); past that it prints which rank waited, in which collective, and aborts
-// the whole job (MPI_Abort), so that a rank that hangs never leaves the others waiting for ever.
-// A rank that dies is noticed by mpirun, which ends the job and names the rank.
+// maker's argument); past that it prints which rank waited, in which collective, and ends that
+// rank with a non-zero status, which makes mpirun end the job: a rank that hangs never leaves the
+// others waiting for ever. A rank that dies is noticed by mpirun, which ends the job and names it.
 #pragma once
 
 #include <cstddef>

@@ -1,14 +1,17 @@
-// The MPI communicator (huginn/comm.h) over MPI_COMM_WORLD. Each collective is started
-// non-blocking and waited on with a deadline: a rank that hangs (or a job whose ranks disagree on
-// the order of collectives) ends in a message naming this rank and the collective, and
-// MPI_Abort, instead of a silent hang. The wait polls with a growing sleep (up to 1 ms) rather
-// than spinning, so that ranks oversubscribing a machine's cores do not steal each other's time.
+// The MPI communicator (huginn/comm.h) over MPI_COMM_WORLD. The collectives are MPI's blocking
+// ones (OpenMPI's tuned algorithms; its non-blocking ones progress only while polled, which made a
+// bucket's all-reduce several times slower). A watchdog thread bounds each wait: when one
+// collective lasts longer than the timeout (a rank hangs, or the ranks disagree on the order of
+// collectives), it prints which rank waited in which collective and ends this process with a
+// non-zero status, and mpirun then ends every rank, instead of a silent hang. (The watchdog never
+// calls MPI: only the main thread does, MPI_THREAD_FUNNELED.)
 #include <mpi.h>
 
 #include <chrono>
-#include <algorithm>
 #include <climits>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 
 #include "huginn/comm.h"
@@ -31,8 +34,17 @@ class MpiCommunicator : public Communicator {
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    if (timeout_s_ > 0) watchdog_ = std::thread([this] { watchdog(); });
   }
   ~MpiCommunicator() override {
+    if (watchdog_.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        stop_ = true;
+      }
+      cv_.notify_one();
+      watchdog_.join();
+    }
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (owns_init_ && !finalized) MPI_Finalize();
@@ -42,43 +54,35 @@ class MpiCommunicator : public Communicator {
   int size() const override { return size_; }
 
   void all_reduce_sum(std::span<float> data) override {
-    MPI_Request req;
-    MPI_Iallreduce(MPI_IN_PLACE, data.data(), count(data.size()), MPI_FLOAT, MPI_SUM,
-                   MPI_COMM_WORLD, &req);
-    wait(req, "all-reduce", data.size_bytes());
+    Watch w(*this, "all-reduce", data.size_bytes());
+    MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
   }
   void all_reduce_sum(std::span<double> data) override {
-    MPI_Request req;
-    MPI_Iallreduce(MPI_IN_PLACE, data.data(), count(data.size()), MPI_DOUBLE, MPI_SUM,
-                   MPI_COMM_WORLD, &req);
-    wait(req, "all-reduce", data.size_bytes());
+    Watch w(*this, "all-reduce", data.size_bytes());
+    MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   }
   void reduce_scatter_sum(std::span<const float> in, std::span<float> out) override {
     HUGINN_ASSERT(in.size() == out.size() * static_cast<size_t>(size_),
                   "reduce_scatter_sum: in must hold size() blocks of out");
-    MPI_Request req;
-    MPI_Ireduce_scatter_block(in.data(), out.data(), count(out.size()), MPI_FLOAT, MPI_SUM,
-                              MPI_COMM_WORLD, &req);
-    wait(req, "reduce-scatter", in.size_bytes());
+    Watch w(*this, "reduce-scatter", in.size_bytes());
+    MPI_Reduce_scatter_block(in.data(), out.data(), count(out.size()), MPI_FLOAT, MPI_SUM,
+                             MPI_COMM_WORLD);
   }
   void all_gather(std::span<const std::byte> mine, std::span<std::byte> all) override {
     HUGINN_ASSERT(all.size() == mine.size() * static_cast<size_t>(size_),
                   "all_gather: all must hold size() blocks of mine");
-    MPI_Request req;
-    MPI_Iallgather(mine.data(), count(mine.size()), MPI_BYTE, all.data(), count(mine.size()),
-                   MPI_BYTE, MPI_COMM_WORLD, &req);
-    wait(req, "all-gather", mine.size());
+    Watch w(*this, "all-gather", mine.size());
+    MPI_Allgather(mine.data(), count(mine.size()), MPI_BYTE, all.data(), count(mine.size()),
+                  MPI_BYTE, MPI_COMM_WORLD);
   }
   void broadcast(std::span<std::byte> data, int root) override {
     HUGINN_ASSERT(root >= 0 && root < size_, "broadcast: root out of range");
-    MPI_Request req;
-    MPI_Ibcast(data.data(), count(data.size()), MPI_BYTE, root, MPI_COMM_WORLD, &req);
-    wait(req, "broadcast", data.size());
+    Watch w(*this, "broadcast", data.size());
+    MPI_Bcast(data.data(), count(data.size()), MPI_BYTE, root, MPI_COMM_WORLD);
   }
   void barrier() override {
-    MPI_Request req;
-    MPI_Ibarrier(MPI_COMM_WORLD, &req);
-    wait(req, "barrier", 0);
+    Watch w(*this, "barrier", 0);
+    MPI_Barrier(MPI_COMM_WORLD);
   }
   [[noreturn]] void abort(int code) override {
     std::fflush(stdout);
@@ -93,32 +97,55 @@ class MpiCommunicator : public Communicator {
     return static_cast<int>(n);
   }
 
-  // Polls `req` until it completes or the deadline passes (then aborts the job, saying so).
-  void wait(MPI_Request& req, const char* what, size_t bytes) {
-    ++calls_;
-    bytes_ += bytes;
-    const auto t0 = std::chrono::steady_clock::now();
-    auto nap = std::chrono::microseconds(0);
-    for (int done = 0;;) {
-      MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-      if (done) return;
-      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (timeout_s_ > 0 && waited > timeout_s_) {
-        std::fprintf(stderr,
-                     "error: rank %d of %d waited %.0f s for the other ranks in %s number %llu: "
-                     "a rank has died, hangs or runs different collectives; aborting the job\n",
-                     rank_, size_, waited, what, static_cast<unsigned long long>(calls_));
-        abort(3);
+  // One collective under the watchdog's eye, from construction to destruction.
+  struct Watch {
+    Watch(MpiCommunicator& c, const char* what, size_t bytes) : c_(c) {
+      c.bytes_ += bytes;
+      std::lock_guard<std::mutex> lock(c.mu_);
+      c.what_ = what;
+      c.started_ = std::chrono::steady_clock::now();
+      ++c.calls_;
+      c.busy_ = true;
+      c.cv_.notify_one();
+    }
+    ~Watch() {
+      std::lock_guard<std::mutex> lock(c_.mu_);
+      c_.busy_ = false;
+    }
+    MpiCommunicator& c_;
+  };
+
+  void watchdog() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      if (!busy_) {
+        cv_.wait(lock);
+        continue;
       }
-      if (nap.count() > 0) std::this_thread::sleep_for(nap);
-      nap = std::min(std::chrono::microseconds(1000), nap + std::chrono::microseconds(20));
+      const uint64_t call = calls_;
+      const auto deadline = started_ + std::chrono::duration<double>(timeout_s_);
+      cv_.wait_until(lock, deadline);
+      if (stop_ || !busy_ || calls_ != call || std::chrono::steady_clock::now() < deadline) continue;
+      std::fprintf(stderr,
+                   "error: rank %d of %d waited %.0f s for the other ranks in %s number %llu: a "
+                   "rank has died, hangs or runs different collectives; ending this rank (mpirun "
+                   "then ends the others)\n",
+                   rank_, size_, timeout_s_, what_, static_cast<unsigned long long>(call));
+      std::fflush(stderr);
+      std::_Exit(3);
     }
   }
 
   double timeout_s_;
   int rank_ = 0, size_ = 1;
   bool owns_init_ = false;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const char* what_ = "";
+  std::chrono::steady_clock::time_point started_;
   uint64_t calls_ = 0;
+  bool busy_ = false, stop_ = false;
+  std::thread watchdog_;  // last: started once the members it reads exist
 };
 
 }  // namespace
