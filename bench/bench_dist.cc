@@ -43,7 +43,8 @@ struct Args {
 
 ModelConfig config(const Args& a, int n_core, int mean_rec, int k) {
   std::ostringstream j;
-  j << "{\"n_embd\":" << a.width << ",\"num_attention_heads\":4,\"intermediate_size\":" << 2 * a.width
+  j << "{\"n_embd\":" << a.width
+    << ",\"num_attention_heads\":4,\"intermediate_size\":" << 2 * a.width
     << ",\"vocab_size\":256,\"block_size\":" << a.tokens << ",\"n_layers_in_prelude\":1,"
     << "\"n_layers_in_recurrent_block\":" << n_core << ",\"n_layers_in_coda\":1,"
     << "\"mean_recurrence\":" << mean_rec << ",\"mean_backprop_depth\":" << k
@@ -84,8 +85,10 @@ Row time_step(const Args& a, const ModelConfig& c, int n, int k, Communicator& c
   Row row;
   row.params = tm->model().param_counts().total();
   using clock = std::chrono::steady_clock;
-  auto secs = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
-  std::vector<double> times[3];  // compute, communication, optimizer
+  auto secs = [](clock::time_point t0) {
+    return std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  std::vector<double> times[3];            // compute, communication, optimizer
   for (int it = -1; it < a.iters; ++it) {  // it = -1: warm-up, not counted
     comm.barrier();
     grads.zero(be);
@@ -120,7 +123,8 @@ Row time_step(const Args& a, const ModelConfig& c, int n, int k, Communicator& c
   double c2[1] = {row.compute};
   std::vector<std::byte> all(sizeof(double) * N);
   comm.all_gather(std::as_bytes(std::span<double>(c2, 1)), all);
-  for (int q = 0; q < N; ++q) row.compute = std::max(row.compute, reinterpret_cast<double*>(all.data())[q]);
+  for (int q = 0; q < N; ++q)
+    row.compute = std::max(row.compute, reinterpret_cast<double*>(all.data())[q]);
   return row;
 }
 
@@ -139,19 +143,28 @@ int main(int argc, char** argv) {
     const std::string f = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : "";
     if (f == "--help" || f == "-h") {
-      std::printf("usage: mpirun -np N bench_dist [--threads T] [--width E] [--tokens T] [--batch B] "
-                  "[--k K] [--iters I] [--depths 8,32,64] [--bucket-mb M]\n");
+      std::printf(
+          "usage: mpirun -np N bench_dist [--threads T] [--width E] [--tokens T] [--batch B] "
+          "[--k K] [--iters I] [--depths 8,32,64] [--bucket-mb M]\n");
       return 0;
     }
     ++i;
-    if (f == "--threads") a.threads = std::atoi(v);
-    else if (f == "--width") a.width = std::atoi(v);
-    else if (f == "--tokens") a.tokens = std::atoi(v);
-    else if (f == "--batch") a.batch = std::atoi(v);
-    else if (f == "--k") a.k = std::atoi(v);
-    else if (f == "--iters") a.iters = std::atoi(v);
-    else if (f == "--bucket-mb") a.bucket_mb = std::atof(v);
-    else if (f == "--depths") a.depths = parse_list(v);
+    if (f == "--threads")
+      a.threads = std::atoi(v);
+    else if (f == "--width")
+      a.width = std::atoi(v);
+    else if (f == "--tokens")
+      a.tokens = std::atoi(v);
+    else if (f == "--batch")
+      a.batch = std::atoi(v);
+    else if (f == "--k")
+      a.k = std::atoi(v);
+    else if (f == "--iters")
+      a.iters = std::atoi(v);
+    else if (f == "--bucket-mb")
+      a.bucket_mb = std::atof(v);
+    else if (f == "--depths")
+      a.depths = parse_list(v);
     else {
       std::fprintf(stderr, "bench_dist: unknown flag %s (see --help)\n", f.c_str());
       return 2;
@@ -164,12 +177,13 @@ int main(int argc, char** argv) {
     auto be = make_cpu_backend(pool);
     const bool r0 = comm->rank() == 0;
     if (r0) {
-      std::printf("bench_dist: %d rank(s) (%s), %d thread(s) each, width %d, global batch %d x %d "
-                  "tokens, k %d, buckets of %.0f MiB, %d timed steps\n",
-                  comm->size(), comm->name(), pool.size(), a.width, a.batch, a.tokens, a.k,
-                  a.bucket_mb, a.iters);
-      std::printf("%-10s %4s %9s %6s %11s %9s %9s %9s %7s %10s\n", "model", "r", "params",
-                  "fwd_L", "MB/step", "comp_ms", "comm_ms", "optim_ms", "comm/c", "tok/s");
+      std::printf(
+          "bench_dist: %d rank(s) (%s), %d thread(s) each, width %d, global batch %d x %d "
+          "tokens, k %d, buckets of %.0f MiB, %d timed steps\n",
+          comm->size(), comm->name(), pool.size(), a.width, a.batch, a.tokens, a.k, a.bucket_mb,
+          a.iters);
+      std::printf("%-10s %4s %9s %6s %11s %9s %9s %9s %7s %10s\n", "model", "r", "params", "fwd_L",
+                  "MB/step", "comp_ms", "comm_ms", "optim_ms", "comm/c", "tok/s");
     }
     for (int r : a.depths) {
       const int k = std::min(a.k, r);

@@ -55,11 +55,13 @@ class MpiCommunicator : public Communicator {
 
   void all_reduce_sum(std::span<float> data) override {
     Watch w(*this, "all-reduce", data.size_bytes());
-    MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), MPI_FLOAT, MPI_SUM,
+                  MPI_COMM_WORLD);
   }
   void all_reduce_sum(std::span<double> data) override {
     Watch w(*this, "all-reduce", data.size_bytes());
-    MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, data.data(), count(data.size()), MPI_DOUBLE, MPI_SUM,
+                  MPI_COMM_WORLD);
   }
   void reduce_scatter_sum(std::span<const float> in, std::span<float> out) override {
     HUGINN_ASSERT(in.size() == out.size() * static_cast<size_t>(size_),
@@ -93,7 +95,8 @@ class MpiCommunicator : public Communicator {
 
  private:
   static int count(size_t n) {
-    HUGINN_ASSERT(n <= static_cast<size_t>(INT_MAX), "a collective over more than INT_MAX elements");
+    HUGINN_ASSERT(n <= static_cast<size_t>(INT_MAX),
+                  "a collective over more than INT_MAX elements");
     return static_cast<int>(n);
   }
 
@@ -125,7 +128,8 @@ class MpiCommunicator : public Communicator {
       const uint64_t call = calls_;
       const auto deadline = started_ + std::chrono::duration<double>(timeout_s_);
       cv_.wait_until(lock, deadline);
-      if (stop_ || !busy_ || calls_ != call || std::chrono::steady_clock::now() < deadline) continue;
+      if (stop_ || !busy_ || calls_ != call || std::chrono::steady_clock::now() < deadline)
+        continue;
       std::fprintf(stderr,
                    "error: rank %d of %d waited %.0f s for the other ranks in %s number %llu: a "
                    "rank has died, hangs or runs different collectives; ending this rank (mpirun "
@@ -150,7 +154,9 @@ class MpiCommunicator : public Communicator {
 
 }  // namespace
 
-bool have_mpi() { return true; }
+bool have_mpi() {
+  return true;
+}
 
 std::unique_ptr<Communicator> make_mpi_communicator(double timeout_s) {
   return std::make_unique<MpiCommunicator>(timeout_s);

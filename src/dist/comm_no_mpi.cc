@@ -4,11 +4,14 @@
 
 namespace huginn {
 
-bool have_mpi() { return false; }
+bool have_mpi() {
+  return false;
+}
 
 std::unique_ptr<Communicator> make_mpi_communicator(double) {
-  throw Error("this huginn was built without MPI (HUGINN_MPI=OFF): it cannot run under mpirun; "
-              "install libopenmpi-dev (scripts/install-deps.sh) and rebuild");
+  throw Error(
+      "this huginn was built without MPI (HUGINN_MPI=OFF): it cannot run under mpirun; "
+      "install libopenmpi-dev (scripts/install-deps.sh) and rebuild");
 }
 
 }  // namespace huginn

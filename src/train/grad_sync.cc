@@ -34,8 +34,7 @@ void GradSync::all_reduce(const std::vector<NamedParam>& params) {
 void GradSync::flush() {
   comm_.all_reduce_sum(std::span<float>(bucket_.data(), static_cast<size_t>(fill_)));
   for (Piece& p : pieces_) {
-    const Tensor host =
-        Tensor::wrap(bucket_.data() + p.offset, {1, p.grad.numel()}, DType::kF32);
+    const Tensor host = Tensor::wrap(bucket_.data() + p.offset, {1, p.grad.numel()}, DType::kF32);
     be_.copy(be_.upload(host), p.grad);
   }
   pieces_.clear();

@@ -26,7 +26,7 @@ class GradSync {
 
  private:
   struct Piece {
-    Tensor grad;  // a [1, n] column slice of one parameter's gradient, flattened
+    Tensor grad;     // a [1, n] column slice of one parameter's gradient, flattened
     int64_t offset;  // where it sits in the bucket
   };
   void flush();

@@ -17,8 +17,8 @@ std::string text(const nlohmann::ordered_json& v) {
 
 }  // namespace
 
-std::string json_difference(const nlohmann::ordered_json& ref, const nlohmann::ordered_json& here, int rank,
-                            const std::string& path) {
+std::string json_difference(const nlohmann::ordered_json& ref, const nlohmann::ordered_json& here,
+                            int rank, const std::string& path) {
   const std::string name = path.empty() ? "(the whole record)" : path;
   const std::string there = " on rank " + std::to_string(rank);
   if (ref.is_object() && here.is_object()) {
@@ -29,8 +29,8 @@ std::string json_difference(const nlohmann::ordered_json& ref, const nlohmann::o
     }
     for (auto& [k, v] : here.items())
       if (!ref.contains(k))
-        return "'" + (path.empty() ? k : path + "." + k) + "' is absent on rank 0, " +
-               text(v) + there;
+        return "'" + (path.empty() ? k : path + "." + k) + "' is absent on rank 0, " + text(v) +
+               there;
     return {};
   }
   if (ref == here) return {};
@@ -39,15 +39,17 @@ std::string json_difference(const nlohmann::ordered_json& ref, const nlohmann::o
 
 void check_ranks_agree(Communicator& comm, const nlohmann::ordered_json& mine) {
   if (comm.size() == 1) return;
-  const nlohmann::ordered_json ref = nlohmann::ordered_json::parse(broadcast_string(comm, mine.dump()));
+  const nlohmann::ordered_json ref =
+      nlohmann::ordered_json::parse(broadcast_string(comm, mine.dump()));
   const std::string d = json_difference(ref, mine, comm.rank());
   constexpr size_t kWidth = 480;  // json_preview bounds each value, so a verdict fits
   const std::vector<std::string> verdicts = all_gather_strings(comm, d, kWidth);
   for (int r = 0; r < comm.size(); ++r)
     if (!verdicts[r].empty())
-      throw CollectiveError("rank " + std::to_string(r) + " of " + std::to_string(comm.size()) +
-                  " differs from rank 0: " + verdicts[r] +
-                  " (every rank must run the same command on the same model, data and checkpoint)");
+      throw CollectiveError(
+          "rank " + std::to_string(r) + " of " + std::to_string(comm.size()) +
+          " differs from rank 0: " + verdicts[r] +
+          " (every rank must run the same command on the same model, data and checkpoint)");
 }
 
 }  // namespace huginn

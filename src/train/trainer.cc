@@ -347,7 +347,8 @@ Trainer::Trainer(const TrainOptions& o, TrainSource& source)
   sched_.total = o_.steps;
   sched_.cooldown = o_.cooldown >= 0 ? o_.cooldown : o_.steps / 5;
 
-  if (rank0()) check_writable_dir(o_.out);  // after the inputs are validated: a failed start leaves no folder
+  // After the inputs are validated: a failed start leaves no folder. Rank 0 alone writes there.
+  if (rank0()) check_writable_dir(o_.out);
   if (o_.resume) {
     resume_from(newest);
   } else if (!o_.init_from.empty()) {
@@ -532,7 +533,8 @@ std::string Trainer::data_parallel_state(int64_t step) const {
   const int N = comm_->size();
   json slices = json::array(), next = json::array();
   for (int r = 0; r < N; ++r) {
-    const int64_t b0 = static_cast<int64_t>(o_.batch) * r / N, b1 = static_cast<int64_t>(o_.batch) * (r + 1) / N;
+    const int64_t b0 = static_cast<int64_t>(o_.batch) * r / N;
+    const int64_t b1 = static_cast<int64_t>(o_.batch) * (r + 1) / N;
     slices.push_back({b0, b1});
     next.push_back(static_cast<uint64_t>(step) * o_.grad_accum * o_.batch + b0);
   }
@@ -546,7 +548,8 @@ void Trainer::check_data_parallel_state(const ckpt::Fields& f, int64_t step) con
   const std::string field = f.path() + ": metadata 'data_parallel'";
   const json dp = parse_json(f.str("data_parallel"), field);
   if (!dp.is_object() || !dp.contains("ranks") || !dp["ranks"].is_number_unsigned() ||
-      dp["ranks"].get<uint64_t>() < 1 || dp["ranks"].get<uint64_t>() > static_cast<uint64_t>(o_.batch))
+      dp["ranks"].get<uint64_t>() < 1 ||
+      dp["ranks"].get<uint64_t>() > static_cast<uint64_t>(o_.batch))
     throw Error(field + " is " + brief(dp) + ", expected an object with 'ranks' in 1.." +
                 std::to_string(o_.batch) + " (at most one rank per sequence of the batch)");
   const int R = dp["ranks"].get<int>();
@@ -729,7 +732,8 @@ TrainResult Trainer::run() {
       t_optim_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count();
       bad_in_row_ = 0;
     } else if (++skipped_; ++bad_in_row_ >= o_.max_bad_steps) {
-      throw Error("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +
+      // Every rank sees the same summed loss and norm, so every rank stops here together.
+      throw CollectiveError("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +
                   " steps in a row with a non-finite loss or gradient (loss " +
                   std::to_string(loss) + ", gradient norm " + std::to_string(gnorm) +
                   "); stopping. The last good checkpoint is " +
@@ -746,7 +750,8 @@ TrainResult Trainer::run() {
     // Telemetry: rank 0's split of the step and the bytes it passed to collectives.
     if (log)
       log->write({{"step", s + 1}, {"loss", finite ? json(loss) : json(nullptr)}, {"lr", lr},
-                  {"n", n}, {"k", k}, {"grad_norm", std::isfinite(gnorm) ? json(gnorm) : json(nullptr)},
+                  {"n", n}, {"k", k},
+                  {"grad_norm", std::isfinite(gnorm) ? json(gnorm) : json(nullptr)},
                   {"tokens", total}, {"tok_s", tok_s}, {"skipped", !finite},
                   {"ranks", comm_->size()}, {"comm_bytes", step_bytes},
                   {"time_s", {{"compute", t_compute_}, {"comm", t_comm_}, {"optim", t_optim_}}}});
@@ -761,7 +766,8 @@ TrainResult Trainer::run() {
       HUGINN_LOG_INFO("  %d ranks: compute %.3f s, communication %.3f s (%.2f MB in %lld buckets), "
                       "optimizer %.3f s; communication/compute %.3f",
                       comm_->size(), t_compute_, t_comm_, step_bytes / 1e6,
-                      (long long)sync_->buckets_last(), t_optim_, t_comm_ / std::max(t_compute_, 1e-9));
+                      (long long)sync_->buckets_last(), t_optim_,
+                      t_comm_ / std::max(t_compute_, 1e-9));
     if (last || (o_.eval_every > 0 && (s + 1) % o_.eval_every == 0)) {
       TrainSource::Evaluation ev = src_.evaluate(tm_->model(), *be_);
       if (!ev.key.empty()) {

@@ -22,15 +22,18 @@ void check_all(huginn::Communicator& c) {
   const int r = c.rank(), N = c.size();
   const double rank_sum = N * (N - 1) / 2.0;
   std::vector<float> f(1000);  // values small enough that every sum is exact in float
-  for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<float>(r) + 0.5f * static_cast<float>(i % 64);
+  for (size_t i = 0; i < f.size(); ++i)
+    f[i] = static_cast<float>(r) + 0.5f * static_cast<float>(i % 64);
   c.all_reduce_sum(std::span<float>(f));
   bool ok = true;
-  for (size_t i = 0; i < f.size(); ++i) ok &= f[i] == static_cast<float>(rank_sum + N * 0.5 * (i % 64));
+  for (size_t i = 0; i < f.size(); ++i)
+    ok &= f[i] == static_cast<float>(rank_sum + N * 0.5 * (i % 64));
   expect(ok, "all_reduce_sum(float)", r);
 
   double d[3] = {1.0 * r, 0.25, -2.0 * r};
   c.all_reduce_sum(std::span<double>(d, 3));
-  expect(d[0] == rank_sum && d[1] == 0.25 * N && d[2] == -2.0 * rank_sum, "all_reduce_sum(double)", r);
+  expect(d[0] == rank_sum && d[1] == 0.25 * N && d[2] == -2.0 * rank_sum, "all_reduce_sum(double)",
+         r);
 
   const int m = 5;
   std::vector<float> in(static_cast<size_t>(N) * m), out(m);

@@ -40,7 +40,8 @@ TEST(MpiCommunicator, EveryCollectiveOnThreeRanks) {
 }
 
 TEST(RankCheck, NamesTheFirstDifferingFieldWithItsPath) {
-  const nlohmann::ordered_json ref{{"run", {{"batch", 4}, {"lr", 0.001}}}, {"model", {{"n_embd", 32}}}};
+  const nlohmann::ordered_json ref{{"run", {{"batch", 4}, {"lr", 0.001}}},
+                                   {"model", {{"n_embd", 32}}}};
   EXPECT_EQ(json_difference(ref, ref, 1), "");
   nlohmann::ordered_json other = ref;
   other["run"]["lr"] = 0.002;

@@ -72,7 +72,8 @@ struct DistFixture : Fixture {
     return "--model-config " + (model.empty() ? config : model) + " --data " + data + " --out " +
            dir + "/" + out + " --steps " + std::to_string(steps) + " --lr " + lr +
            " --batch 4 --seq-len 16 --warmup 1 --threads 1 --seed 5"
-           " --val-depths 2 --val-windows 2 --bucket-mb 0.004 " + extra;
+           " --val-depths 2 --val-windows 2 --bucket-mb 0.004 " +
+           extra;
   }
   std::string ckpt(const std::string& out, int step) const {
     return dir + "/" + out + "/" + checkpoint_name(step);
@@ -95,7 +96,8 @@ TEST(DistTrain, TwoRanksMatchOneProcessWithTheWholeBatch) {
   const auto a = step_records(f.dir + "/one"), b = step_records(f.dir + "/two");
   ASSERT_EQ(a.size(), 4u);
   ASSERT_EQ(b.size(), 4u) << "rank 0 alone writes metrics.jsonl, once per step";
-  EXPECT_NEAR(b[0]["loss"].get<double>(), a[0]["loss"].get<double>(), 1e-12 * a[0]["loss"].get<double>());
+  EXPECT_NEAR(b[0]["loss"].get<double>(), a[0]["loss"].get<double>(),
+              1e-12 * a[0]["loss"].get<double>());
   for (size_t s = 0; s < 4; ++s) {
     for (const char* key : {"loss", "grad_norm"})
       EXPECT_NEAR(b[s][key].get<double>(), a[s][key].get<double>(), 1e-5 * a[s][key].get<double>())
@@ -107,10 +109,11 @@ TEST(DistTrain, TwoRanksMatchOneProcessWithTheWholeBatch) {
     // every gradient (34,400 floats) and the step's loss and token count, every step
     EXPECT_EQ(b[s]["comm_bytes"].get<uint64_t>(), 4u * 34400 + 16);
   }
-  const auto [diff, mag] = weight_diff(f.ckpt("one", 4) + "/model.safetensors",
-                                       f.ckpt("two", 4) + "/model.safetensors");
+  const auto [diff, mag] =
+      weight_diff(f.ckpt("one", 4) + "/model.safetensors", f.ckpt("two", 4) + "/model.safetensors");
   std::printf("max |w_1 - w_2| after 4 steps: %.3g (max |w| %.3g)\n", diff, mag);
-  EXPECT_NE(two.out.find("2 ranks: compute"), std::string::npos) << "rank 0's telemetry line\n" << two.out;
+  EXPECT_NE(two.out.find("2 ranks: compute"), std::string::npos) << "rank 0's telemetry line\n"
+                                                                 << two.out;
   EXPECT_FALSE(fs::exists(f.dir + "/two/.lock.1")) << "one run lock, rank 0's";
 }
 
@@ -187,7 +190,8 @@ TEST(DistTrain, AHungRankEndsTheJobAfterTheTimeout) {
   EXPECT_NE(r.rc, 0) << r.out;
   EXPECT_NE(r.rc, 124) << "timed out: the job hung\n" << r.out;
   EXPECT_LT(r.seconds, 60) << r.out;
-  EXPECT_NE(r.out.find("rank 0 of 2 waited 3 s for the other ranks in all-reduce"), std::string::npos)
+  EXPECT_NE(r.out.find("rank 0 of 2 waited 3 s for the other ranks in all-reduce"),
+            std::string::npos)
       << r.out;
 }
 
@@ -206,10 +210,10 @@ TEST(DistTrain, RanksThatDisagreeAreRefusedAtStart) {
              "rank 1 of 2 differs from rank 0: 'model.n_embd' is 32 on rank 0, 16 on rank 1"}}) {
     const std::string out = f.dir + "/mismatch";
     std::string log;
-    const int rc = test::run_command(
-        "timeout 300 " + dist_test::mpirun(1) + HUGINN_CLI " train " + f.flags("mismatch") +
-            " : -np 1 " HUGINN_CLI " train " + c.rank1_flags,
-        &log);
+    const int rc = test::run_command("timeout 300 " + dist_test::mpirun(1) + HUGINN_CLI " train " +
+                                         f.flags("mismatch") + " : -np 1 " HUGINN_CLI " train " +
+                                         c.rank1_flags,
+                                     &log);
     EXPECT_NE(rc, 0) << log;
     EXPECT_NE(rc, 124) << log;
     EXPECT_NE(log.find("error: " + c.want), std::string::npos) << log;

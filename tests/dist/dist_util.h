@@ -10,10 +10,11 @@
 namespace huginn::dist_test {
 
 inline std::string mpirun(int ranks) {
-  return std::string("env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
-                     "OMPI_MCA_btl_vader_single_copy_mechanism=none "
-                     "LSAN_OPTIONS=suppressions=" HUGINN_LSAN_MPI_SUPP ":print_suppressions=0 "
-                     HUGINN_MPIRUN " --oversubscribe --bind-to none -np ") +
+  return std::string(
+             "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+             "OMPI_MCA_btl_vader_single_copy_mechanism=none "
+             "LSAN_OPTIONS=suppressions=" HUGINN_LSAN_MPI_SUPP
+             ":print_suppressions=0 " HUGINN_MPIRUN " --oversubscribe --bind-to none -np ") +
          std::to_string(ranks) + " ";
 }
 
