@@ -15,6 +15,8 @@
 #   libzstd-dev                   zstd inputs of huginn data prepare (the usual compression of corpora)
 #   nodejs, npm                   server tests drive huginn serve with the official openai npm client
 #   util-linux (flock)            serialises the npm install between concurrent builds/tests
+#   libopenmpi-dev, openmpi-bin   data-parallel training across processes and machines (mpirun -np N
+#                                 huginn train; src/dist/comm_mpi.cc), and its tests under mpirun
 #   chromium                      the real headless browser the chat page's test (GET / of huginn
 #                                 serve) runs in, driven by puppeteer-core; as root (CI) it runs
 #                                 with --no-sandbox, as chromium refuses its sandbox for root
@@ -38,7 +40,7 @@ BENCH=0
 [ "${1:-}" = "--bench" ] && BENCH=1
 PKGS=(cmake g++ make pkg-config libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
       libpcre2-dev libutf8proc-dev gnuplot-nox libcpp-httplib-dev zlib1g-dev libzstd-dev util-linux
-      chromium)
+      chromium libopenmpi-dev openmpi-bin)
 # node may come from elsewhere (e.g. NodeSource): only install Debian's when there is none.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 [ $BENCH = 1 ] && PKGS+=(python3-torch python3-numpy libopenblas0-pthread libopenblas-dev)

@@ -20,6 +20,7 @@
 
 namespace huginn {
 
+class Communicator;
 class ThreadPool;
 
 // Writes a freshly initialised checkpoint (TrainableModel::init's values, bit for bit in F32) to
@@ -201,6 +202,16 @@ struct TrainOptions {
   std::string backend = "cpu";
   bool quiet = false;
   int log_every = 1;             // a progress line every N steps (and at the first, last, skipped)
+  // Data-parallel training over the ranks of `comm` (huginn/comm.h; nullptr: one process). Every
+  // rank runs the same options: `batch` is the global batch, and rank r of N runs sequences
+  // [r·B/N, (r+1)·B/N) of each micro-batch (the windows one process would run there: no overlap,
+  // and the data position is still the step, so a checkpoint resumes on any number of ranks).
+  // All ranks draw the same (n, k) per micro-batch (seeded from the step), the gradients are
+  // summed over the ranks in buckets of bucket_mb MiB, and every rank takes the same clipped
+  // AdamW step. Rank 0 alone writes checkpoints, metrics.jsonl and progress lines. At start the
+  // ranks check that they agree on model, data, flags, start step and initial weights.
+  Communicator* comm = nullptr;
+  double bucket_mb = 64;
   // Called after each step with its loss (optional).
   std::function<void(int64_t step, double loss)> on_step;
   // Test hook: called after the gradients of a step are complete, before the finiteness check

@@ -1,11 +1,17 @@
 // huginn train: the training loop (include/huginn/train.h) behind flags, or a JSON file of the
 // same keys (--config; flags given on the command line win).
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cli/command.h"
+#include "huginn/comm.h"
 #include "huginn/log.h"
 #include "huginn/train.h"
 #include "util/json.h"
@@ -47,6 +53,26 @@ void apply_config(CLI::App* sub, const std::string& path) {
       throw Error(path + ": key '" + key + "': " + e.what());
     }
   }
+}
+
+// The fault tests' hook (tests/dist): HUGINN_TEST_FAULT=kill:RANK:STEP makes rank RANK kill
+// itself (SIGKILL) after step STEP, hang:RANK:STEP makes it stop answering (sleep for ever).
+void install_fault_hook(TrainOptions& o, const Communicator& comm) {
+  const char* spec = std::getenv("HUGINN_TEST_FAULT");
+  if (!spec) return;
+  char kind[8] = {};
+  int rank = -1;
+  long long step = -1;
+  if (std::sscanf(spec, "%7[a-z]:%d:%lld", kind, &rank, &step) != 3 ||
+      (std::strcmp(kind, "kill") != 0 && std::strcmp(kind, "hang") != 0))
+    throw Error(std::string("HUGINN_TEST_FAULT is '") + spec + "', expected kill:RANK:STEP or hang:RANK:STEP");
+  if (rank != comm.rank()) return;
+  const bool kill = kind[0] == 'k';
+  o.on_step = [kill, step](int64_t s, double) {
+    if (s != step) return;
+    if (kill) ::raise(SIGKILL);
+    for (;;) ::pause();
+  };
 }
 
 Registrar reg(62, [](CLI::App& app, Common& common) {
@@ -95,13 +121,41 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
   sub->add_option("--max-bad-steps", o->max_bad_steps, "non-finite steps in a row before stopping")
       ->check(CLI::PositiveNumber);
   sub->add_option("--seed", o->seed, "seed of initialisation, data order, recurrence draws");
+  sub->add_option("--bucket-mb", o->bucket_mb,
+                  "data-parallel runs: MiB of gradients summed over the ranks per collective")
+      ->check(CLI::Range(1e-6, 1024.0))
+      ->capture_default_str();
+  auto timeout = std::make_shared<double>(600);
+  sub->add_option("--comm-timeout", *timeout,
+                  "data-parallel runs: seconds a rank waits for the others in one collective "
+                  "before the job is aborted with a message (a rank died or hangs)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   add_common_options(sub, common);
-  sub->callback([o, config, sub, &common] {
+  sub->callback([o, config, sub, timeout, &common] {
     if (!config->empty()) apply_config(sub, *config);
     o->threads = common.threads;
     o->backend = common.backend;
     o->quiet = common.quiet;
-    TrainResult r = train(*o);
+    // Under mpirun / srun: one rank of a data-parallel run (README "Training on several
+    // processes"). A rank-local error ends every rank: the others would wait for it otherwise.
+    std::unique_ptr<Communicator> comm;
+    if (launched_by_mpi()) comm = make_mpi_communicator(*timeout);
+    if (comm && comm->size() > 1) o->comm = comm.get();
+    if (comm) install_fault_hook(*o, *comm);
+    TrainResult r;
+    try {
+      r = train(*o);
+    } catch (const CollectiveError&) {
+      if (!o->comm || comm->rank() == 0) throw;  // rank 0 reports what every rank found
+      comm.reset();                              // the others end as quietly as it does
+      std::exit(1);
+    } catch (const std::exception& e) {
+      if (!o->comm) throw;
+      std::fprintf(stderr, "error: rank %d of %d: %s\n", comm->rank(), comm->size(), e.what());
+      comm->abort(1);
+    }
+    if (comm && comm->rank() != 0) return;
     std::ostringstream val;
     for (auto& [depth, loss] : r.val_loss) val << " r=" << depth << ":" << loss;
     std::printf("step %lld  loss %.4f  val%s  checkpoint %s\n", (long long)r.final_step,

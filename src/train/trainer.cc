@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "huginn/comm.h"
 #include "huginn/data.h"
 #include "huginn/error.h"
 #include "huginn/log.h"
@@ -29,6 +30,8 @@
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
 #include "train/checkpoint.h"
+#include "train/grad_sync.h"
+#include "train/rank_check.h"
 #include "util/json.h"
 #include "util/mapped_file.h"
 
@@ -234,6 +237,7 @@ class ShardSource : public TrainSource {
              std::to_string(static_cast<uint64_t>(step) * o_.grad_accum * o_.batch)},
             {"tokenizer_hash", std::to_string(train_set_.tokenizer_hash())},
             {"vocab_size", std::to_string(train_set_.vocab_size())},
+            {"train_tokens", std::to_string(train_set_.total_tokens())},
             {"data", o_.data}};
   }
   void check_state(const std::map<std::string, std::string>& meta, const std::string& path,
@@ -273,6 +277,11 @@ class Trainer {
   double train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out, bool* finite_out,
                     int64_t* tokens_out);
   std::string save(int64_t step);
+  void setup_ranks();
+  nlohmann::ordered_json rank_fingerprint() const;
+  std::string data_parallel_state(int64_t step) const;
+  void check_data_parallel_state(const ckpt::Fields& f, int64_t step) const;
+  bool rank0() const { return comm_->rank() == 0; }
 
   TrainOptions o_;
   TrainSource& src_;
@@ -291,6 +300,13 @@ class Trainer {
   bool verified_ = false;       // the resumed checkpoint had checksums.json and matched it
   std::unique_ptr<ckpt::RunLock> lock_;
   std::string last_ckpt_;
+  // Data parallelism: this rank runs sequences [b0_, b1_) of each micro-batch.
+  std::unique_ptr<Communicator> own_comm_;  // the single-process one, when options.comm is null
+  Communicator* comm_ = nullptr;
+  int b0_ = 0, b1_ = 0;
+  std::unique_ptr<GradSync> sync_;
+  // This step's seconds in forward/backward, in the exchange, in clipping + AdamW.
+  double t_compute_ = 0, t_comm_ = 0, t_optim_ = 0;
 };
 
 Trainer::Trainer(const TrainOptions& o, TrainSource& source)
@@ -304,6 +320,7 @@ Trainer::Trainer(const TrainOptions& o, TrainSource& source)
   if (o_.out.empty()) throw Error("--out is required");
   if (o_.max_bad_steps <= 0) throw Error("--max-bad-steps must be positive");
   check_options(o_);
+  setup_ranks();
   sched_.kind = Schedule::parse(o_.schedule);
   be_ = make_backend(o_.backend, pool_);
   const std::string newest = latest_checkpoint(o_.out);
@@ -330,7 +347,8 @@ Trainer::Trainer(const TrainOptions& o, TrainSource& source)
   sched_.total = o_.steps;
   sched_.cooldown = o_.cooldown >= 0 ? o_.cooldown : o_.steps / 5;
 
-  check_writable_dir(o_.out);  // after the inputs are validated: a failed start leaves no folder
+  // After the inputs are validated: a failed start leaves no folder. Rank 0 alone writes there.
+  if (rank0()) check_writable_dir(o_.out);
   if (o_.resume) {
     resume_from(newest);
   } else if (!o_.init_from.empty()) {
@@ -345,10 +363,56 @@ Trainer::Trainer(const TrainOptions& o, TrainSource& source)
     tm_ = TrainableModel::init(config_, o_.seed, *be_);
     setup_model();
   }
+  if (comm_->size() > 1) {
+    sync_ = std::make_unique<GradSync>(
+        *comm_, *be_, std::max<int64_t>(1, static_cast<int64_t>(o_.bucket_mb * (1 << 20) / 4)));
+    check_ranks_agree(*comm_, rank_fingerprint());
+  }
+}
+
+// Which sequences of each micro-batch this rank runs; only rank 0 prints progress.
+void Trainer::setup_ranks() {
+  if (!o_.comm) own_comm_ = make_single_communicator();
+  comm_ = o_.comm ? o_.comm : own_comm_.get();
+  const int N = comm_->size(), r = comm_->rank();
+  if (o_.batch < N)
+    throw Error("--batch " + std::to_string(o_.batch) + " is smaller than the " +
+                std::to_string(N) + " ranks: each rank needs at least one sequence of the batch");
+  if (!(o_.bucket_mb > 0) || o_.bucket_mb > 1024)
+    throw Error("--bucket-mb must be in (0, 1024], got " + std::to_string(o_.bucket_mb));
+  b0_ = static_cast<int>(static_cast<int64_t>(o_.batch) * r / N);
+  b1_ = static_cast<int>(static_cast<int64_t>(o_.batch) * (r + 1) / N);
+  if (r != 0) o_.quiet = true;
+}
+
+// What the ranks must agree on: the model, the data, the run's options, where it starts, and the
+// weights it starts from (a hash of their bytes, downloaded once).
+nlohmann::ordered_json Trainer::rank_fingerprint() const {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over every live tensor, in order
+  std::vector<float> host;
+  for (const auto& [name, t] : tm_->live_tensors()) {
+    host.resize(static_cast<size_t>(t.numel()));
+    be_->download(t, host.data());
+    const auto* p = reinterpret_cast<const unsigned char*>(host.data());
+    for (size_t i = 0; i < host.size() * sizeof(float); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  json data = json::object();
+  for (const auto& [k, v] : src_.state(0)) data[k] = v;
+  // In the order a difference is best reported: the model first, the weights (which differ
+  // whenever anything above them does) last.
+  nlohmann::ordered_json fp;
+  fp["model"] = nlohmann::ordered_json::parse(config_.to_json());
+  fp["data"] = data;
+  fp["run"] = run_fingerprint(o_, seq_len_, mean_rec_, depth_);
+  fp["start_step"] = start_step_;
+  fp["backend"] = o_.backend;
+  fp["initial_weights_fnv1a"] = std::to_string(h);
+  return fp;
 }
 
 // Locks the run directory for this run and removes what killed writes left in it.
 void Trainer::take_run_dir() {
+  if (!rank0()) return;  // rank 0 alone writes the run directory
   lock_ = std::make_unique<ckpt::RunLock>(o_.out);
   for (const std::string& name : ckpt::remove_stale_temporaries(o_.out))
     HUGINN_LOG_WARN("%s/%s: removed, a temporary left by a killed write", o_.out.c_str(), name.c_str());
@@ -439,6 +503,7 @@ void Trainer::resume_from(const std::string& ckpt) {
     throw Error(path + ": metadata 'seed' is " + std::to_string(seed) + ", expected " +
                 std::to_string(o_.seed) + " (the seed in 'run' and of this run)");
   src_.check_state(state->metadata(), path, step);
+  check_data_parallel_state(f, step);
 
   tm_ = TrainableModel::load(ckpt, *be_);
   for (const auto& [name, t] : tm_->live_tensors()) {
@@ -459,6 +524,55 @@ void Trainer::resume_from(const std::string& ckpt) {
   if (start_step_ >= (o_.stop_at > 0 ? o_.stop_at : o_.steps))
     throw Error(ckpt + " is at step " + std::to_string(start_step_) +
                 ": nothing left to train (raise --steps or --stop-at)");
+}
+
+// Every rank's data position after `step` steps: the slice [b0, b1) of each micro-batch it ran
+// and the index (s·A + a)·B + b of its next sequence. A function of the step and the rank count,
+// recorded so that a checkpoint says how it was trained and a resume can re-split it.
+std::string Trainer::data_parallel_state(int64_t step) const {
+  const int N = comm_->size();
+  json slices = json::array(), next = json::array();
+  for (int r = 0; r < N; ++r) {
+    const int64_t b0 = static_cast<int64_t>(o_.batch) * r / N;
+    const int64_t b1 = static_cast<int64_t>(o_.batch) * (r + 1) / N;
+    slices.push_back({b0, b1});
+    next.push_back(static_cast<uint64_t>(step) * o_.grad_accum * o_.batch + b0);
+  }
+  return json{{"ranks", N}, {"batch_slices", slices}, {"next_sequence", next}}.dump();
+}
+
+// A checkpoint's data_parallel record (absent before data parallelism: one rank), checked against
+// the step and batch it was saved with; any rank count may resume it (the position is re-split).
+void Trainer::check_data_parallel_state(const ckpt::Fields& f, int64_t step) const {
+  if (!f.has("data_parallel")) return;
+  const std::string field = f.path() + ": metadata 'data_parallel'";
+  const json dp = parse_json(f.str("data_parallel"), field);
+  if (!dp.is_object() || !dp.contains("ranks") || !dp["ranks"].is_number_unsigned() ||
+      dp["ranks"].get<uint64_t>() < 1 ||
+      dp["ranks"].get<uint64_t>() > static_cast<uint64_t>(o_.batch))
+    throw Error(field + " is " + brief(dp) + ", expected an object with 'ranks' in 1.." +
+                std::to_string(o_.batch) + " (at most one rank per sequence of the batch)");
+  const int R = dp["ranks"].get<int>();
+  const int B = o_.batch;
+  for (const char* key : {"batch_slices", "next_sequence"})
+    if (!dp.contains(key) || !dp[key].is_array() || dp[key].size() != static_cast<size_t>(R))
+      throw Error(field + " has 'ranks' " + std::to_string(R) + " but its '" + key + "' is " +
+                  (dp.contains(key) ? brief(dp[key]) : std::string("absent")) + ", expected " +
+                  std::to_string(R) + " entries");
+  for (int r = 0; r < R; ++r) {
+    const int64_t b0 = static_cast<int64_t>(B) * r / R, b1 = static_cast<int64_t>(B) * (r + 1) / R;
+    const uint64_t next = static_cast<uint64_t>(step) * o_.grad_accum * B + b0;
+    if (dp["batch_slices"][r] != json{b0, b1} || dp["next_sequence"][r] != next)
+      throw Error(field + ": rank " + std::to_string(r) + " has slice " +
+                  brief(dp["batch_slices"][r]) + " and next sequence " +
+                  brief(dp["next_sequence"][r]) + ", expected [" + std::to_string(b0) + "," +
+                  std::to_string(b1) + "] and " + std::to_string(next) + " (step " +
+                  std::to_string(step) + ", batch " + std::to_string(B) + ", " +
+                  std::to_string(R) + " ranks)");
+  }
+  if (R != comm_->size() && rank0())
+    HUGINN_LOG_INFO("resuming a %d-rank checkpoint on %d rank(s): its data position (step %lld) is "
+                    "re-split over the ranks", R, comm_->size(), (long long)step);
 }
 
 // AdamW's moments, checked: finite, second moments >= 0, and all zero before the first update.
@@ -484,9 +598,11 @@ void Trainer::load_moments(const SafetensorsFile& state, int64_t adam_t) {
 
 double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out,
                            bool* finite_out, int64_t* tokens_out) {
+  const auto t0 = std::chrono::steady_clock::now();
   grads_->zero(*be_);
-  const int B = o_.batch, A = o_.grad_accum;
-  const float scale = 1.0f / static_cast<float>(A * B);
+  // The scale is the global batch's: the sum over ranks is then the one-process gradient.
+  const int B = b1_ - b0_, A = o_.grad_accum;
+  const float scale = 1.0f / static_cast<float>(A * o_.batch);
   std::vector<std::vector<int32_t>> ids(static_cast<size_t>(B)), labels(static_cast<size_t>(B));
   std::vector<TrainSequence> batch(static_cast<size_t>(B));
   std::vector<float> losses(static_cast<size_t>(B));
@@ -500,7 +616,7 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
     *n_out = n;
     *k_out = k;
     for (int b = 0; b < B; ++b) {
-      src_.sequence(step, a, b, ids[b], labels[b], &batch[b].init_seed);
+      src_.sequence(step, a, b0_ + b, ids[b], labels[b], &batch[b].init_seed);
       batch[b].ids = ids[b];
       batch[b].labels = labels[b];
       batch[b].grad_scale = scale;
@@ -521,9 +637,21 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
     }
     for (float l : losses) loss += l * static_cast<double>(scale);
   }
+  const auto t1 = std::chrono::steady_clock::now();
   std::vector<NamedParam> params = adam_->params();
+  if (sync_) {
+    sync_->all_reduce(params);
+    double sums[2] = {loss, static_cast<double>(*tokens_out)};
+    comm_->all_reduce_sum(std::span<double>(sums, 2));
+    loss = sums[0];
+    *tokens_out = static_cast<int64_t>(sums[1]);
+  }
+  const auto t2 = std::chrono::steady_clock::now();
   if (o_.after_backward) o_.after_backward(step, params, *be_);
   const double gnorm = clip_grad_norm(*be_, adam_->params(), o_.grad_clip);
+  t_compute_ = std::chrono::duration<double>(t1 - t0).count();
+  t_comm_ = std::chrono::duration<double>(t2 - t1).count();
+  t_optim_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
   *gnorm_out = gnorm;
   *finite_out = std::isfinite(loss) && std::isfinite(gnorm);
   return loss;
@@ -552,6 +680,7 @@ std::string Trainer::save(int64_t step) {
   w.add_metadata("seed", std::to_string(o_.seed));
   w.add_metadata("run", run_fingerprint(o_, seq_len_, mean_rec_, depth_).dump());
   for (const auto& [key, value] : src_.state(step)) w.add_metadata(key, value);
+  w.add_metadata("data_parallel", data_parallel_state(step));
   w.write(tmp + "/" + kStateFile);
   write_checkpoint_checksums(tmp);  // last: it covers the files above
   fs::rename(tmp, final_dir, ec);
@@ -567,18 +696,24 @@ std::string Trainer::save(int64_t step) {
 TrainResult Trainer::run() {
   // Records after start_step_ were written by a run killed after its last checkpoint (or, at
   // step 0, before its first): this run writes those steps again.
-  ckpt::truncate_metrics(o_.out + "/metrics.jsonl", start_step_);
-  MetricsLog log(o_.out + "/metrics.jsonl");
+  std::unique_ptr<MetricsLog> log;  // rank 0's
+  if (rank0()) {
+    ckpt::truncate_metrics(o_.out + "/metrics.jsonl", start_step_);
+    log = std::make_unique<MetricsLog>(o_.out + "/metrics.jsonl");
+  }
   const int64_t end = o_.stop_at > 0 ? o_.stop_at : o_.steps;
   TrainResult res;
   const auto t_start = std::chrono::steady_clock::now();
   if (!o_.quiet)
     HUGINN_LOG_INFO("training %s from step %lld to %lld: %lld params, %d×%d sequences of %s "
-                    "tokens/step, mean recurrence %d, backprop depth %d, %d threads",
+                    "tokens/step, mean recurrence %d, backprop depth %d, %d threads%s",
                     config_.name.c_str(), (long long)start_step_, (long long)end,
                     (long long)tm_->model().param_counts().total(), o_.grad_accum, o_.batch,
                     seq_len_ > 0 ? std::to_string(seq_len_).c_str() : "varying", mean_rec_,
-                    depth_, pool_.size());
+                    depth_, pool_.size(),
+                    comm_->size() > 1 ? (" per rank, " + std::to_string(comm_->size()) +
+                                         " ranks (" + comm_->name() + ")").c_str()
+                                      : "");
   int64_t tokens = 0;
   for (int64_t s = start_step_; s < end; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -587,13 +722,18 @@ TrainResult Trainer::run() {
     bool finite = true;
     const double lr = sched_.at(s);
     int64_t step_tokens = 0;
+    const uint64_t bytes0 = comm_->bytes();
     const double loss = train_step(s, &n, &k, &gnorm, &finite, &step_tokens);
+    const uint64_t step_bytes = comm_->bytes() - bytes0;
     tokens += step_tokens;
     if (finite) {
+      const auto ta = std::chrono::steady_clock::now();
       adam_->step(lr);
+      t_optim_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count();
       bad_in_row_ = 0;
     } else if (++skipped_; ++bad_in_row_ >= o_.max_bad_steps) {
-      throw Error("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +
+      // Every rank sees the same summed loss and norm, so every rank stops here together.
+      throw CollectiveError("step " + std::to_string(s + 1) + ": " + std::to_string(bad_in_row_) +
                   " steps in a row with a non-finite loss or gradient (loss " +
                   std::to_string(loss) + ", gradient norm " + std::to_string(gnorm) +
                   "); stopping. The last good checkpoint is " +
@@ -607,21 +747,33 @@ TrainResult Trainer::run() {
     const double tok_s = static_cast<double>(step_tokens) / std::max(dt, 1e-9);
     // With a fixed length the count is exact for a resumed run too; otherwise it counts this run.
     const int64_t total = seq_len_ > 0 ? (s + 1) * o_.batch * o_.grad_accum * seq_len_ : tokens;
-    log.write({{"step", s + 1}, {"loss", finite ? json(loss) : json(nullptr)}, {"lr", lr},
-               {"n", n}, {"k", k}, {"grad_norm", std::isfinite(gnorm) ? json(gnorm) : json(nullptr)},
-               {"tokens", total}, {"tok_s", tok_s}, {"skipped", !finite}});
+    // Telemetry: rank 0's split of the step and the bytes it passed to collectives.
+    if (log)
+      log->write({{"step", s + 1}, {"loss", finite ? json(loss) : json(nullptr)}, {"lr", lr},
+                  {"n", n}, {"k", k},
+                  {"grad_norm", std::isfinite(gnorm) ? json(gnorm) : json(nullptr)},
+                  {"tokens", total}, {"tok_s", tok_s}, {"skipped", !finite},
+                  {"ranks", comm_->size()}, {"comm_bytes", step_bytes},
+                  {"time_s", {{"compute", t_compute_}, {"comm", t_comm_}, {"optim", t_optim_}}}});
     res.last_loss = loss;
     const bool last = s + 1 == end;
     if (!o_.quiet && (last || (s + 1) % std::max(o_.log_every, 1) == 0 || s == start_step_ || !finite))
       HUGINN_LOG_INFO("step %lld/%lld  loss %.4f  lr %.3e  n+k %d+%d  gnorm %.3f  %.0f tok/s  ETA %s%s",
                       (long long)(s + 1), (long long)o_.steps, loss, lr, n, k, gnorm, tok_s,
                       fmt_eta(eta).c_str(), finite ? "" : "  (skipped: non-finite)");
+    if (!o_.quiet && comm_->size() > 1 &&
+        (last || (s + 1) % std::max(o_.log_every, 1) == 0 || s == start_step_))
+      HUGINN_LOG_INFO("  %d ranks: compute %.3f s, communication %.3f s (%.2f MB in %lld buckets), "
+                      "optimizer %.3f s; communication/compute %.3f",
+                      comm_->size(), t_compute_, t_comm_, step_bytes / 1e6,
+                      (long long)sync_->buckets_last(), t_optim_,
+                      t_comm_ / std::max(t_compute_, 1e-9));
     if (last || (o_.eval_every > 0 && (s + 1) % o_.eval_every == 0)) {
       TrainSource::Evaluation ev = src_.evaluate(tm_->model(), *be_);
       if (!ev.key.empty()) {
         json v = json::object();
         for (auto& [name, value] : ev.values) v[name] = value;
-        log.write({{"step", s + 1}, {ev.key, v}});
+        if (log) log->write({{"step", s + 1}, {ev.key, v}});
         if (!o_.quiet)
           HUGINN_LOG_INFO("%s at step %lld/%lld:%s  (ETA %s)", ev.key.c_str(), (long long)(s + 1),
                           (long long)o_.steps, ev.line.c_str(), fmt_eta(eta).c_str());
@@ -630,7 +782,10 @@ TrainResult Trainer::run() {
     }
     if (o_.on_step) o_.on_step(s + 1, loss);
     if (last || (o_.save_every > 0 && (s + 1) % o_.save_every == 0)) {
-      const std::string dir = save(s + 1);
+      // Rank 0 writes; the others wait for it, so that every rank returns a checkpoint that exists.
+      const std::string dir = rank0() ? save(s + 1) : o_.out + "/" + checkpoint_name(s + 1);
+      comm_->barrier();
+      last_ckpt_ = dir;
       if (!o_.quiet) HUGINN_LOG_INFO("saved %s", dir.c_str());
     }
     res.final_step = s + 1;

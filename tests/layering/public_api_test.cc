@@ -6,6 +6,7 @@
 
 #include "huginn/backend.h"
 #include "huginn/backward.h"
+#include "huginn/comm.h"
 #include "huginn/config.h"
 #include "huginn/data.h"
 #include "huginn/decode_batcher.h"
