@@ -105,9 +105,10 @@ struct TokenEvent {
 using TokenCallback = std::function<bool(const TokenEvent&)>;  // false stops generation
 
 class GenerationContext;
-// Runs the decode call for one token (in place of Generator::decode, e.g. by batching it with
-// other sequences' calls); must behave exactly like decode(ctx, id).
-using DecodeFn = std::function<CallResult(GenerationContext&, int32_t)>;
+// Runs one model call of generate() — the prompt, then each token fed back — in place of
+// Generator::prefill / decode (e.g. by batching it with other sequences' calls); must behave
+// exactly like prefill(ctx, ids).
+using CallFn = std::function<CallResult(GenerationContext&, std::span<const int32_t>)>;
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids (a stop id that ended generation included)
@@ -125,13 +126,16 @@ struct GenerateResult {
 class Generator;
 class BatchRunner;
 
-// One single-token decode call of a batch (Generator::decode_batch).
+// One model call of a batch (Generator::decode_batch, DepthBatch): one token fed back, or a
+// prompt (or continuation) of several.
 struct BatchedCall {
   const Generator* generator = nullptr;  // the sequence's own options (depth, exit, warm start)
   GenerationContext* ctx = nullptr;
-  int32_t id = -1;            // the token fed back
-  CallResult result;          // what decode(*ctx, id) returns
+  int32_t id = -1;            // the token fed back (when `ids` is empty)
+  CallResult result;          // what prefill(*ctx, tokens()) returns
   std::exception_ptr error;   // instead of a result: the call could not run (nothing changed)
+  std::span<const int32_t> ids;  // non-empty: the call's tokens, in place of `id`
+  std::span<const int32_t> tokens() const { return ids.empty() ? std::span<const int32_t>(&id, 1) : ids; }
 };
 
 // The per-sequence state. Create with Generator::new_context.
@@ -151,6 +155,7 @@ class GenerationContext {
 
  private:
   friend class Generator;
+  friend class DepthBatch;
   GenerationContext() = default;
   std::unique_ptr<Runner> runner_;
   std::unique_ptr<KVCache> cache_;
@@ -189,10 +194,10 @@ class Generator {
   // Prompt -> up to max_new_tokens tokens, streaming each through `on_token` (may be empty).
   // `text` (optional) decodes the tokens for the result text, the events and stop strings.
   // The context should be fresh (or reset); the prompt is truncated or rejected per options.
-  // `decode_fn` (optional) runs the per-token decode calls in place of decode().
+  // `call_fn` (optional) runs the model calls (prompt, then each token) in place of prefill().
   GenerateResult generate(GenerationContext& ctx, std::span<const int32_t> prompt,
                           const TokenCallback& on_token = {}, TextStream* text = nullptr,
-                          const DecodeFn& decode_fn = {}) const;
+                          const CallFn& call_fn = {}) const;
 
   // One decode call for each of several sequences, batched (src/generate/calls.cc): the
   // B new tokens go through the model together (huginn/forward_batch.h), each sequence with its
@@ -202,6 +207,9 @@ class Generator {
   // run on `runner`'s model and backend. Calls that cannot run (an id outside the vocabulary,
   // past the context) get `error` and leave their context unchanged.
   static void decode_batch(std::span<BatchedCall> calls, BatchRunner& runner);
+  // True when a call of many tokens may share a batched pass with others and still get the
+  // bits of a lone prefill: the backend's matmul is row-exact for any number of rows.
+  static bool batches_prompts(const Backend& backend);
 
   // The prompt as generate() will use it: validated ids, truncated on the left if allowed.
   std::vector<int32_t> prepare_prompt(std::span<const int32_t> prompt) const;
@@ -214,10 +222,8 @@ class Generator {
   Tensor initial_state(const GenerationContext& ctx, int64_t T) const;
   // After a call whose final state is s [T, E]: warm state, history, position, call count.
   void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
-  // The one loop of model calls (src/generate/calls.cc): prelude, recurrences with each call's
-  // exit checks, coda, for one call on a context's own pass or many on a batched pass.
+  friend class DepthBatch;  // the one loop of model calls (src/generate/calls.cc)
   struct Call;
-  static void run_calls(std::span<Call> calls, ModelPass& pass);
 
   const Model& model_;
   Backend& be_;
@@ -227,6 +233,47 @@ class Generator {
   std::vector<int32_t> stop_ids_;
   std::unique_ptr<SamplerChain> sampler_proto_;
   std::unique_ptr<ExitPolicy> policy_proto_;
+};
+
+// Continuous depth batching (src/generate/calls.cc), the one loop behind every model call:
+// calls of one or many sequences scheduled as (sequence, iteration) work items on one pass.
+// admit() runs the prelude of new calls together and sets their initial states; each step() is
+// one pass over the core for every admitted call at whatever depth it has reached, then their
+// exit checks; a call that exits or reaches its step count leaves in that step (its coda runs
+// with the other leavers') and is returned finished while the others go on. So calls join and
+// leave between any two core iterations, and each result is bit-identical to
+// prefill(*call.ctx, call.tokens()) run alone: rows never mix except in matmuls, which the
+// pass keeps row-exact (admit calls of several tokens only where batches_prompts()).
+// R = rows of the admitted calls (their tokens), E = n_embd.
+class DepthBatch {
+ public:
+  explicit DepthBatch(ModelPass& pass);  // a row-exact pass when calls are batched
+  ~DepthBatch();
+  DepthBatch(const DepthBatch&) = delete;
+  DepthBatch& operator=(const DepthBatch&) = delete;
+
+  // Checks each call; one that cannot run (ids outside the vocabulary, past the context) gets
+  // `error`, keeps its context unchanged and is appended to `failed`. The others' prelude runs.
+  // Calls must stay alive, and their contexts untouched, until they are returned finished.
+  void admit(std::span<BatchedCall* const> calls, std::vector<BatchedCall*>& failed);
+  // One core iteration for every admitted call; returns the calls that finished in it.
+  std::vector<BatchedCall*> step();
+  // Every admitted call fails with `error` (a fault of the pass itself) and is returned.
+  std::vector<BatchedCall*> abort(std::exception_ptr error);
+  size_t size() const { return live_.size(); }  // calls admitted and not finished
+  int64_t rows() const { return rows_; }
+
+ private:
+  struct RowSet;
+  using Call = Generator::Call;
+  RowSet row_set(std::span<Call* const> calls, bool own_depth) const;
+  void coda_logits(const Tensor& src, std::span<Call* const> which);
+  void check_exits(const Tensor& s);
+
+  ModelPass& pass_;
+  std::vector<std::unique_ptr<Call>> live_;  // in row order; rows 0 .. rows_-1 of s_ and e_
+  Tensor s_, e_;                             // [capacity, E]: states and prelude outputs
+  int64_t rows_ = 0;
 };
 
 // Matches whole stop strings on text arriving in pieces: push() returns the text that is safe

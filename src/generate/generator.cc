@@ -187,7 +187,7 @@ int32_t Generator::sample(GenerationContext& ctx, std::span<const float> logits)
 
 GenerateResult Generator::generate(GenerationContext& ctx, std::span<const int32_t> prompt_in,
                                    const TokenCallback& on_token, TextStream* text,
-                                   const DecodeFn& decode_fn) const {
+                                   const CallFn& call_fn) const {
   std::vector<int32_t> prompt;
   if (ctx.n_past_ == 0) {
     prompt = prepare_prompt(prompt_in);
@@ -203,7 +203,7 @@ GenerateResult Generator::generate(GenerationContext& ctx, std::span<const int32
   for (int32_t id : prompt) ctx.sampler_->accept(id);
 
   auto t0 = std::chrono::steady_clock::now();
-  CallResult r = prefill(ctx, prompt);
+  CallResult r = call_fn ? call_fn(ctx, prompt) : prefill(ctx, prompt);
   res.prefill_seconds = seconds_since(t0);
 
   StopStringMatcher stops(options_.stop_strings);
@@ -235,7 +235,7 @@ GenerateResult Generator::generate(GenerationContext& ctx, std::span<const int32
       break;
     }
     auto td = std::chrono::steady_clock::now();
-    r = decode_fn ? decode_fn(ctx, tok) : decode(ctx, tok);
+    r = call_fn ? call_fn(ctx, std::span<const int32_t>(&tok, 1)) : decode(ctx, tok);
     res.decode_seconds += seconds_since(td);
     ++res.decode_calls;
   }

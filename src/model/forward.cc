@@ -98,13 +98,17 @@ void ModelPass::linear(const Tensor& x, const Tensor& w, Tensor& y) {
 // cache's whole window after they are written to the slot of `step_index`.
 void ModelPass::attend(const Tensor& q, const Tensor& k, const Tensor& v, const Rows& rows,
                        int step_index, Tensor& ctx) {
-  const int heads = static_cast<int>(model_.config().n_heads);
+  const ModelConfig& c = model_.config();
+  const int heads = static_cast<int>(c.n_heads);
+  // Core step indices move with each sequence's own depth (Rows::iterations).
+  const bool own_depth = !rows.iterations.empty() && step_index >= c.n_prelude;
   for (int64_t s = 0; s < rows.sequences(); ++s) {
     const int64_t r0 = rows.starts[s], r1 = rows.starts[s + 1];
     Tensor qs = q.rows(r0, r1), ks = k.rows(r0, r1), vs = v.rows(r0, r1), cs = ctx.rows(r0, r1);
     Tensor keys = ks, values = vs;
     KVCache* cache = rows.caches.empty() ? nullptr : rows.caches[s];
-    if (cache) cache->update(step_index, rows.positions.subspan(r0, r1 - r0), ks, vs, &keys, &values);
+    const int index = own_depth ? step_index + rows.iterations[s] * c.n_core : step_index;
+    if (cache) cache->update(index, rows.positions.subspan(r0, r1 - r0), ks, vs, &keys, &values);
     be_.attention(qs, keys, values, heads, cs);
   }
 }
@@ -194,6 +198,8 @@ void ModelPass::prelude(std::span<const int32_t> ids, const Rows& rows, Tensor& 
 void ModelPass::core_step(Tensor& s, const Tensor& e, int t, const Rows& rows, StepActs* keep) {
   const ModelConfig& c = model_.config();
   const int64_t R = s.dim(0);
+  HUGINN_ASSERT(rows.iterations.empty() || static_cast<int64_t>(rows.iterations.size()) == rows.sequences(),
+                "ModelPass::core_step: one iteration offset per sequence");
   Tensor cat = keep ? keep->cat : scratch(R).cat.rows(0, R);
   be_.concat_cols(s, e, cat);  // state first, then e
   linear(cat, model_.weights().adapter, s);
@@ -248,7 +254,7 @@ Runner::~Runner() = default;
 Rows Runner::one(std::span<const int32_t> positions, KVCache*& cache) {
   starts_[1] = static_cast<int64_t>(positions.size());
   return Rows{positions, starts_, cache ? std::span<KVCache* const>(&cache, 1)
-                                        : std::span<KVCache* const>()};
+                                        : std::span<KVCache* const>(), {}};
 }
 
 Tensor Runner::prelude(std::span<const int32_t> ids, std::span<const int32_t> positions,

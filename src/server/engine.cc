@@ -103,11 +103,12 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     return true;
   };
   if (batcher_) {
-    // Prefill on this slot's thread; every later token's decode call joins the batch.
+    // The prompt and every token's call join the engine's depth batch.
     DecodeBatcher::Member member(*batcher_);
-    res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get(), [&](GenerationContext& c, int32_t id) {
-      return member.decode(gen, c, id);
-    });
+    res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get(),
+                           [&](GenerationContext& c, std::span<const int32_t> ids) {
+                             return member.call(gen, c, ids);
+                           });
   } else {
     res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get());
   }
