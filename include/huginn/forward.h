@@ -67,6 +67,10 @@ class KVCache {
   size_t bytes() const;                           // allocated key + value bytes
   int n_slots() const;
   void clear();
+  // Becomes a copy of src's entries for positions below n (src: same config and strategy), in
+  // memory of its own (the prefix cache's snapshots, and a request starting from one).
+  void assign_prefix(const KVCache& src, int32_t n);
+  Strategy strategy() const { return strategy_; }
 
  private:
   struct Slot {

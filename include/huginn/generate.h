@@ -116,6 +116,7 @@ struct GenerateResult {
   std::string text;             // decoded text of the generated tokens (stop id/string excluded)
   std::string finish_reason;    // "stop", "stop_string", "length", "callback"
   int32_t prompt_tokens = 0;    // after truncation
+  int32_t cached_tokens = 0;    // prompt tokens whose KV came from a reused prefix
   int decode_calls = 0;         // single-token calls after the prefill
   double prefill_seconds = 0.0, decode_seconds = 0.0;
   size_t cache_bytes = 0;       // KV cache after generation
@@ -167,6 +168,7 @@ class GenerationContext {
   std::vector<double> exit_values_;
   Tensor norm_dev_;                   // [1, E]
   int32_t n_past_ = 0;
+  int32_t reused_ = 0;                // prompt tokens taken from a prefix cache before call 0
   uint64_t calls_ = 0;
 };
 
@@ -213,6 +215,23 @@ class Generator {
 
   // The prompt as generate() will use it: validated ids, truncated on the left if allowed.
   std::vector<int32_t> prepare_prompt(std::span<const int32_t> prompt) const;
+
+  // Prefix reuse (the server's prefix cache). A prompt's KV entries at positions below n depend
+  // only on its first n tokens when its pass has a fixed depth (no exit criterion: with one, the
+  // last token decides every position's depth) and each step index has a slot of its own (a
+  // full cache); then they serve any later prompt with those first tokens under the same key:
+  // the depth and the initial state. "" when these options, or the backend's kernels (a prompt
+  // split in two must keep every row's bits: Backend::matmul_exact_rows, attention_split_rows),
+  // do not allow reuse.
+  std::string prefix_key() const;
+  // How many of a prompt's first `shared` tokens (of `prompt_size`) a reused prefix may cover
+  // and keep every bit: 0, or a split the backend's attention allows.
+  int32_t prefix_split(int32_t shared, int32_t prompt_size) const;
+  // Starts a fresh context from src's entries for the first n tokens of `prompt` (src made by a
+  // generator with the same prefix_key(), holding them; 0 < n < prompt size): generate(ctx,
+  // prompt) then runs only the rest, with the bits of a run over the whole prompt.
+  void reuse_prefix(GenerationContext& ctx, const KVCache& src, std::span<const int32_t> prompt,
+                    int32_t n) const;
 
  private:
   CallResult run_call(GenerationContext& ctx, std::span<const int32_t> ids) const;

@@ -105,6 +105,27 @@ size_t KVCache::bytes() const {
 
 int KVCache::n_slots() const { return static_cast<int>(slots_.size()); }
 
+void KVCache::assign_prefix(const KVCache& src, int32_t n) {
+  HUGINN_ASSERT(&src != this && src.strategy_ == strategy_ && src.k_ == k_ &&
+                    src.config_.n_embd == config_.n_embd,
+                "KVCache::assign_prefix: a cache of another layout");
+  clear();
+  const int64_t E = config_.n_embd;
+  for (const auto& [sid, from] : src.slots_) {
+    // Positions are held in order: those below n are the slot's first rows.
+    const int64_t rows = std::lower_bound(from.pos.begin(), from.pos.end(), n) - from.pos.begin();
+    if (rows == 0) continue;
+    Slot s;
+    reserve_row_pair(be_, s.k, s.v, 0, rows, E);
+    Tensor dk = s.k.rows(0, rows), dv = s.v.rows(0, rows);
+    be_.copy(from.k.rows(0, rows), dk);
+    be_.copy(from.v.rows(0, rows), dv);
+    s.pos.assign(from.pos.begin(), from.pos.begin() + rows);
+    slots_.emplace_back(sid, std::move(s));
+  }
+  n_tokens_ = std::min(src.n_tokens_, n);
+}
+
 void KVCache::clear() {
   slots_.clear();
   n_tokens_ = 0;
