@@ -8,8 +8,7 @@
 # p50/p99 latency, the server's CPU time per generated token (user + system, all threads: the
 # figure that survives a busy machine), the mean batch (calls per pass over the core) and the
 # mean recurrences per token.
-# MODEL: "tiny" (tiny-b, n_embd 96) or "medium" (tiny-b's layout at n_embd 512, intermediate
-# 1536: ~57 MB of f32 weights, freshly initialised with huginn init --seed 1).
+# MODEL: "tiny" or "medium" (scripts/bench-server-model.sh: 0.97 M or 28 M parameters).
 # Usage: scripts/bench-server-batch.sh [BUILD] [MODEL] [TOTAL] [MAX_TOKENS] [NUM_STEPS] [THREADS]
 set -euo pipefail
 BUILD=${1:-build}; SIZE=${2:-medium}; TOTAL=${3:-32}; MAXTOK=${4:-16}; STEPS=${5:-8}; THREADS=${6:-1}
@@ -23,20 +22,7 @@ JS="$ROOT/tests/server/js"
 TMP=$(mktemp -d)
 PID=
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$TMP"' EXIT
-MODEL="$TMP/$SIZE"; mkdir -p "$MODEL"
-GOLD="$ROOT/tests/data/golden/tiny-b"
-if [ "$SIZE" = tiny ]; then
-  cp "$GOLD/config.json" "$GOLD/model.safetensors" "$MODEL/"
-else
-  node -e "const c=require('$GOLD/config.json');c.n_embd=512;c.intermediate_size=1536;c.n_heads=8;
-    c.num_attention_heads=8;c.num_key_value_heads=8;c.block_size=1024;
-    require('fs').writeFileSync('$TMP/config.json',JSON.stringify(c,null,1))"
-  "$BUILD/huginn" init --model-config "$TMP/config.json" --out "$MODEL" --seed 1 --quiet
-fi
-printf 'hello world, hello there. the world says hello back\nhello hello world\n' > "$TMP/corpus.txt"
-"$BUILD/huginn" tokenizer train --input "$TMP/corpus.txt" --vocab-size 280 --quiet \
-  --special '<|begin_text|>' --special '<|end_text|>' --special '<|begin_header|>' \
-  --special '<|end_header|>' --special '<|end_turn|>' --out "$MODEL/tokenizer.json" >/dev/null 2>&1
+MODEL=$("$ROOT/scripts/bench-server-model.sh" "$BUILD" "$SIZE" "$TMP")
 echo "model $SIZE ($("$BUILD/huginn" info --model "$MODEL" 2>/dev/null | awk '/^  total/{print $2, "parameters"}' || echo '?')), $TOTAL requests per run, max_tokens $MAXTOK, steps $STEPS${EXIT:+ (exit $EXIT)}, --threads $THREADS; load: $(uptime | sed 's/.*load/load/')"
 for BATCH in $BATCHES; do
   "$BUILD/huginn" serve --model "$MODEL" --port 0 --parallel "$P" --max-batch $BATCH --max-queue 256 \
