@@ -60,6 +60,10 @@ class Backend {
   // gives that row (INT64_MAX: any M). Batched decode groups rows by it so that a sequence's
   // tokens do not depend on the batch it ran in.
   virtual int64_t matmul_exact_rows() const = 0;
+  // G such that a causal attention call over queries [0, T) split at n — queries [n, T) run as
+  // a call of their own against the same keys — gives every query the bits of the whole call
+  // when n is a multiple of G and T - n >= G; 0: no split keeps the bits. Prefix reuse plans by it.
+  virtual int64_t attention_split_rows() const = 0;
   // Bytes of F32 weight rows worth keeping in cache while groups of rows pass over them (the
   // column tile of row-grouped matmuls); 0: no tiling.
   virtual int64_t preferred_tile_bytes() const = 0;

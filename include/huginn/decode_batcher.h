@@ -1,14 +1,18 @@
-// Continuous batching of decode calls across threads: each sequence generates on its own thread
-// (Generator::generate with a DecodeFn), and its per-token decode calls meet those of the other
-// sequences in one engine thread, which runs them together with Generator::decode_batch. A
-// sequence joins the batch with its first decode call and leaves when its Member is destroyed,
-// so sequences come and go between tokens; inside a token the batch shrinks as sequences exit.
+// Continuous depth batching across threads: each sequence generates on its own thread
+// (Generator::generate with a CallFn), and its model calls — the prompt, then one per token —
+// meet those of the other sequences in one engine thread, which keeps them in one DepthBatch
+// (huginn/generate.h): every pass over the core runs each admitted call at whatever depth it has
+// reached; a call that exits leaves in that pass and its thread gets the result at once, and a
+// waiting call (a new prompt, or another sequence's next token) joins at the next pass. Prelude
+// and coda run for the calls that need them. A sequence becomes a member with its first call
+// and leaves when its Member is destroyed.
 //
-// A tick (one batched decode) starts when every member has its next call waiting, or, after
-// the first call arrived, `gather` or a quarter of the previous tick's time, whichever is longer
-// (a member busy elsewhere, e.g. sampling or a slow callback, holds the others back no longer),
-// and takes at most max_batch calls, oldest first. Results are bit-identical to unbatched decode calls (see decode_batch), so batching
-// changes speed only.
+// Passes run while calls are admitted. After an idle spell, the first pass waits for every
+// member's call or `gather`, whichever comes first (members woken together arrive within
+// milliseconds of each other on a busy machine). At most max_batch calls are admitted at once,
+// oldest first. Prompts join the batch where Generator::batches_prompts(backend); elsewhere
+// they run on their own thread's context, as a lone prefill. Results are bit-identical to
+// unbatched calls, so batching changes speed only.
 #pragma once
 
 #include <chrono>
@@ -17,7 +21,9 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
+#include <vector>
 
 #include "huginn/generate.h"
 
@@ -42,7 +48,11 @@ class DecodeBatcher {
     ~Member();
     Member(const Member&) = delete;
     Member& operator=(const Member&) = delete;
-    CallResult decode(const Generator& gen, GenerationContext& ctx, int32_t id);
+    // One model call: what gen.prefill(ctx, ids) returns.
+    CallResult call(const Generator& gen, GenerationContext& ctx, std::span<const int32_t> ids);
+    CallResult decode(const Generator& gen, GenerationContext& ctx, int32_t id) {
+      return call(gen, ctx, std::span<const int32_t>(&id, 1));
+    }
 
    private:
     DecodeBatcher& b_;
@@ -50,9 +60,10 @@ class DecodeBatcher {
   };
 
   struct Stats {
-    uint64_t ticks = 0;  // batched decode calls run
-    uint64_t rows = 0;   // sequence-tokens decoded (rows / ticks = mean batch size)
-    int max_rows = 0;    // largest batch so far
+    uint64_t ticks = 0;  // passes over the core
+    uint64_t rows = 0;   // calls carried, summed over the passes (rows / ticks = mean batch)
+    int max_rows = 0;    // most calls in one pass so far
+    uint64_t calls = 0;  // calls finished
   };
   Stats stats() const;
   int max_batch() const { return max_batch_; }
@@ -61,7 +72,11 @@ class DecodeBatcher {
   struct Pending;
   void loop();
 
+  void finish(std::vector<BatchedCall*>& done);  // hands results back (mu_ held)
+
   std::unique_ptr<BatchRunner> runner_;
+  std::unique_ptr<DepthBatch> batch_;  // used by the engine thread only
+  const bool batch_prompts_;
   const int max_batch_;
   const std::chrono::microseconds gather_;
   mutable std::mutex mu_;

@@ -70,6 +70,10 @@ class KVCache {
   size_t bytes() const;                           // allocated key + value bytes
   int n_slots() const;
   void clear();
+  // Becomes a copy of src's entries for positions below n (src: same config and strategy), in
+  // memory of its own (the prefix cache's snapshots, and a request starting from one).
+  void assign_prefix(const KVCache& src, int32_t n);
+  Strategy strategy() const { return strategy_; }
 
  private:
   struct Slot {
@@ -85,6 +89,10 @@ class KVCache {
   int32_t n_tokens_ = 0;
 };
 
+// Makes room for `need` rows in a, b [capacity, E] that hold `n` rows, keeping them (the KV
+// cache's keys and values, a batch's states and prelude outputs).
+void reserve_row_pair(Backend& be, Tensor& a, Tensor& b, int64_t n, int64_t need, int64_t E);
+
 // ---- one pass of the model over rows of one or more sequences ------------------------------
 
 // Which sequence each row of a pass belongs to: S sequences, each a run of consecutive rows with
@@ -94,9 +102,9 @@ struct Rows {
   std::span<const int32_t> positions;  // [R]
   std::span<const int64_t> starts;     // [S + 1]: sequence s is rows starts[s] .. starts[s+1]
   std::span<KVCache* const> caches;    // [S] (entries may be null), or empty: no caches
-  // [S] or empty: core_step's recurrence index for each sequence, in place of its t, so that
-  // rows at different depths share one pass over the core's weights (wavefront decoding).
-  std::span<const int> recurrences = {};
+  // [S], or empty (all 0): sequence s runs recurrence t + iterations[s] in core_step(t), so
+  // one core pass can carry sequences at different depths (continuous depth batching).
+  std::span<const int> iterations;
   int64_t count() const { return static_cast<int64_t>(positions.size()); }
   int64_t sequences() const { return static_cast<int64_t>(starts.size()) - 1; }
 };
@@ -144,7 +152,8 @@ class ModelPass {
   // Throws huginn::Error for ids outside the vocabulary or positions past the RoPE table.
   void prelude(std::span<const int32_t> ids, const Rows& rows, Tensor& e,
                std::span<BlockActs> keep = {});
-  // Recurrence t (0-based) on every row: s <- core(adapter([s ; e])), in place.
+  // Recurrence t (0-based; plus rows.iterations[s] for sequence s) on every row:
+  // s <- core(adapter([s ; e])), in place.
   void core_step(Tensor& s, const Tensor& e, int t, const Rows& rows, StepActs* keep = nullptr);
   // logits = lm_head(ln_f(coda(ln_f(s)))); latent (if given) receives ln_f(s). The coda runs on
   // every row (it writes the caches); with last_only the head runs on the last row of each
@@ -166,11 +175,10 @@ class ModelPass {
   struct Scratch;
   Scratch& scratch(int64_t R);
   BlockActs scratch_acts(int64_t R);
-  // step: the attention step index, one for every sequence or one per sequence ([S]).
-  void block(const BlockWeights& w, Tensor& x, const Rows& rows, std::span<const int> step,
+  void block(const BlockWeights& w, Tensor& x, const Rows& rows, int step_index,
              const BlockActs& a, const std::string& trace_prefix);
   void attend(const Tensor& q, const Tensor& k, const Tensor& v, const Rows& rows,
-              std::span<const int> step, Tensor& ctx);
+              int step_index, Tensor& ctx);
   void check(std::span<const int32_t> ids, const Rows& rows) const;
 
   const Model& model_;

@@ -105,9 +105,10 @@ struct TokenEvent {
 using TokenCallback = std::function<bool(const TokenEvent&)>;  // false stops generation
 
 class GenerationContext;
-// Runs the decode call for one token (in place of Generator::decode, e.g. by batching it with
-// other sequences' calls); must behave exactly like decode(ctx, id).
-using DecodeFn = std::function<CallResult(GenerationContext&, int32_t)>;
+// Runs one model call of generate() — the prompt, then each token fed back — in place of
+// Generator::prefill / decode (e.g. by batching it with other sequences' calls); must behave
+// exactly like prefill(ctx, ids).
+using CallFn = std::function<CallResult(GenerationContext&, std::span<const int32_t>)>;
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids (a stop id that ended generation included)
@@ -115,6 +116,7 @@ struct GenerateResult {
   std::string text;             // decoded text of the generated tokens (stop id/string excluded)
   std::string finish_reason;    // "stop", "stop_string", "length", "callback"
   int32_t prompt_tokens = 0;    // after truncation
+  int32_t cached_tokens = 0;    // prompt tokens whose KV came from a reused prefix
   int decode_calls = 0;         // single-token calls after the prefill
   double prefill_seconds = 0.0, decode_seconds = 0.0;
   size_t cache_bytes = 0;       // KV cache after generation
@@ -125,13 +127,16 @@ struct GenerateResult {
 class Generator;
 class BatchRunner;
 
-// One single-token decode call of a batch (Generator::decode_batch).
+// One model call of a batch (Generator::decode_batch, DepthBatch): one token fed back, or a
+// prompt (or continuation) of several.
 struct BatchedCall {
   const Generator* generator = nullptr;  // the sequence's own options (depth, exit, warm start)
   GenerationContext* ctx = nullptr;
-  int32_t id = -1;            // the token fed back
-  CallResult result;          // what decode(*ctx, id) returns
+  int32_t id = -1;            // the token fed back (when `ids` is empty)
+  CallResult result;          // what prefill(*ctx, tokens()) returns
   std::exception_ptr error;   // instead of a result: the call could not run (nothing changed)
+  std::span<const int32_t> ids;  // non-empty: the call's tokens, in place of `id`
+  std::span<const int32_t> tokens() const { return ids.empty() ? std::span<const int32_t>(&id, 1) : ids; }
 };
 
 // The per-sequence state. Create with Generator::new_context.
@@ -152,6 +157,7 @@ class GenerationContext {
  private:
   friend class Generator;
   friend class WavefrontDecoder;
+  friend class DepthBatch;
   GenerationContext() = default;
   std::unique_ptr<Runner> runner_;
   std::unique_ptr<KVCache> cache_;
@@ -163,6 +169,7 @@ class GenerationContext {
   std::vector<double> exit_values_;
   Tensor norm_dev_;                   // [1, E]
   int32_t n_past_ = 0;
+  int32_t reused_ = 0;                // prompt tokens taken from a prefix cache before call 0
   uint64_t calls_ = 0;
 };
 
@@ -190,10 +197,10 @@ class Generator {
   // Prompt -> up to max_new_tokens tokens, streaming each through `on_token` (may be empty).
   // `text` (optional) decodes the tokens for the result text, the events and stop strings.
   // The context should be fresh (or reset); the prompt is truncated or rejected per options.
-  // `decode_fn` (optional) runs the per-token decode calls in place of decode().
+  // `call_fn` (optional) runs the model calls (prompt, then each token) in place of prefill().
   GenerateResult generate(GenerationContext& ctx, std::span<const int32_t> prompt,
                           const TokenCallback& on_token = {}, TextStream* text = nullptr,
-                          const DecodeFn& decode_fn = {}) const;
+                          const CallFn& call_fn = {}) const;
 
   // One decode call for each of several sequences, batched (src/generate/calls.cc): the
   // B new tokens go through the model together (huginn/forward_batch.h), each sequence with its
@@ -203,15 +210,35 @@ class Generator {
   // run on `runner`'s model and backend. Calls that cannot run (an id outside the vocabulary,
   // past the context) get `error` and leave their context unchanged.
   static void decode_batch(std::span<BatchedCall> calls, BatchRunner& runner);
+  // True when a call of many tokens may share a batched pass with others and still get the
+  // bits of a lone prefill: the backend's matmul is row-exact for any number of rows.
+  static bool batches_prompts(const Backend& backend);
 
   // The prompt as generate() will use it: validated ids, truncated on the left if allowed.
   std::vector<int32_t> prepare_prompt(std::span<const int32_t> prompt) const;
+
+  // Prefix reuse (the server's prefix cache). A prompt's KV entries at positions below n depend
+  // only on its first n tokens when its pass has a fixed depth (no exit criterion: with one, the
+  // last token decides every position's depth) and each step index has a slot of its own (a
+  // full cache); then they serve any later prompt with those first tokens under the same key:
+  // the depth and the initial state. "" when these options, or the backend's kernels (a prompt
+  // split in two must keep every row's bits: Backend::matmul_exact_rows, attention_split_rows),
+  // do not allow reuse.
+  std::string prefix_key() const;
+  // How many of a prompt's first `shared` tokens (of `prompt_size`) a reused prefix may cover
+  // and keep every bit: 0, or a split the backend's attention allows.
+  int32_t prefix_split(int32_t shared, int32_t prompt_size) const;
+  // Starts a fresh context from src's entries for the first n tokens of `prompt` (src made by a
+  // generator with the same prefix_key(), holding them; 0 < n < prompt size): generate(ctx,
+  // prompt) then runs only the rest, with the bits of a run over the whole prompt.
+  void reuse_prefix(GenerationContext& ctx, const KVCache& src, std::span<const int32_t> prompt,
+                    int32_t n) const;
 
  private:
   CallResult run_call(GenerationContext& ctx, std::span<const int32_t> ids) const;
   // Checks that the call fits the context; throws huginn::Error otherwise.
   void check_call(const GenerationContext& ctx, std::span<const int32_t> ids) const;
-  friend class WavefrontDecoder;  // runs calls ahead, each as run_calls would (wavefront.h)
+  friend class WavefrontDecoder;  // runs calls ahead, each as DepthBatch would (wavefront.h)
   // The call's initial state [T, E] on the host: the warm one or a seeded s_0 (of call index
   // `call`: ctx's next call by default).
   Tensor initial_state(const GenerationContext& ctx, int64_t T) const;
@@ -221,10 +248,8 @@ class Generator {
   bool checks_at(int steps) const;
   // After a call whose final state is s [T, E]: warm state, history, position, call count.
   void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
-  // The one loop of model calls (src/generate/calls.cc): prelude, recurrences with each call's
-  // exit checks, coda, for one call on a context's own pass or many on a batched pass.
+  friend class DepthBatch;  // the one loop of model calls (src/generate/calls.cc)
   struct Call;
-  static void run_calls(std::span<Call> calls, ModelPass& pass);
 
   const Model& model_;
   Backend& be_;
@@ -234,6 +259,47 @@ class Generator {
   std::vector<int32_t> stop_ids_;
   std::unique_ptr<SamplerChain> sampler_proto_;
   std::unique_ptr<ExitPolicy> policy_proto_;
+};
+
+// Continuous depth batching (src/generate/calls.cc), the one loop behind every model call:
+// calls of one or many sequences scheduled as (sequence, iteration) work items on one pass.
+// admit() runs the prelude of new calls together and sets their initial states; each step() is
+// one pass over the core for every admitted call at whatever depth it has reached, then their
+// exit checks; a call that exits or reaches its step count leaves in that step (its coda runs
+// with the other leavers') and is returned finished while the others go on. So calls join and
+// leave between any two core iterations, and each result is bit-identical to
+// prefill(*call.ctx, call.tokens()) run alone: rows never mix except in matmuls, which the
+// pass keeps row-exact (admit calls of several tokens only where batches_prompts()).
+// R = rows of the admitted calls (their tokens), E = n_embd.
+class DepthBatch {
+ public:
+  explicit DepthBatch(ModelPass& pass);  // a row-exact pass when calls are batched
+  ~DepthBatch();
+  DepthBatch(const DepthBatch&) = delete;
+  DepthBatch& operator=(const DepthBatch&) = delete;
+
+  // Checks each call; one that cannot run (ids outside the vocabulary, past the context) gets
+  // `error`, keeps its context unchanged and is appended to `failed`. The others' prelude runs.
+  // Calls must stay alive, and their contexts untouched, until they are returned finished.
+  void admit(std::span<BatchedCall* const> calls, std::vector<BatchedCall*>& failed);
+  // One core iteration for every admitted call; returns the calls that finished in it.
+  std::vector<BatchedCall*> step();
+  // Every admitted call fails with `error` (a fault of the pass itself) and is returned.
+  std::vector<BatchedCall*> abort(std::exception_ptr error);
+  size_t size() const { return live_.size(); }  // calls admitted and not finished
+  int64_t rows() const { return rows_; }
+
+ private:
+  struct RowSet;
+  using Call = Generator::Call;
+  RowSet row_set(std::span<Call* const> calls, bool own_depth) const;
+  void coda_logits(const Tensor& src, std::span<Call* const> which);
+  void check_exits(const Tensor& s);
+
+  ModelPass& pass_;
+  std::vector<std::unique_ptr<Call>> live_;  // in row order; rows 0 .. rows_-1 of s_ and e_
+  Tensor s_, e_;                             // [capacity, E]: states and prelude outputs
+  int64_t rows_ = 0;
 };
 
 // Matches whole stop strings on text arriving in pieces: push() returns the text that is safe

@@ -26,6 +26,10 @@ struct ServerOptions {
   // per request; huginn/decode_batcher.h). 0 = automatic (--parallel for models of >= 4 M
   // parameters, where it pays; off below); 1 = off (each slot decodes alone).
   int max_batch = 0;
+  // Prefix cache: KV entries of earlier prompts reused by prompts that begin with the same
+  // tokens (fixed-depth prompt passes with a full cache: Generator::prefix_key), at most this
+  // many MiB, least recently used dropped first; 0 = off.
+  int prefix_cache_mb = 512;
   int max_queue = 64;           // requests waiting for a slot; more are answered 503
   std::string api_key;          // non-empty: every /v1 request needs "Authorization: Bearer KEY"
   double timeout_s = 600.0;     // per request, queue wait included; 0 = none

@@ -122,6 +122,10 @@ Registrar reg(90, [](CLI::App& app, Common& common) {
                   "batch the decode steps of up to N concurrent requests into one pass "
                   "(0 = automatic: --parallel for models of 4 M parameters or more, where it pays, "
                   "else off; 1 = off; outputs are identical either way)");
+  sub->add_option("--prefix-cache-mb", a->o.prefix_cache_mb,
+                  "keep the KV entries of earlier prompts, up to N MiB (least recently used go "
+                  "first), for later prompts that begin with the same tokens at a fixed depth "
+                  "(usage.prompt_tokens_details.cached_tokens; answers are identical; 0 = off)");
   sub->add_option("--max-queue", a->o.max_queue,
                   "requests waiting for a slot; beyond it the server answers 503 + Retry-After "
                   "(0 = none wait: a request is taken only when a slot is free)");

@@ -1,13 +1,16 @@
-// The one loop behind every model call of the generator: Generator::prefill / decode (one call
-// of T tokens on the context's own pass) and Generator::decode_batch (one token for each of B
-// sequences on a row-exact batched pass). A call runs the prelude, then core recurrences until
-// its own exit policy fires or its step count is reached, then the coda; every per-sequence
-// decision (initial or warm state, which recurrences are checked, the logits of the last check
-// or of a final decode, the warm state kept for the next call) is made here once, for one
-// sequence or many. Sequences leave the batch as they finish; the rest move up.
-// B = calls, R = rows of all calls (the tokens), n = rows still iterating, E = n_embd,
+// The one loop behind every model call of the generator, continuous depth batching
+// (huginn/generate.h, DepthBatch): Generator::prefill / decode run one call on the context's own
+// pass, Generator::decode_batch several on a row-exact batched pass, and the server's
+// DecodeBatcher keeps one DepthBatch running as calls come and go. A call runs the prelude,
+// then core recurrences until its own exit policy fires or its step count is reached, then the
+// coda; every per-sequence decision (initial or warm state, which recurrences are checked, the
+// logits of the last check or of a final decode, the warm state kept for the next call) is made
+// here once, for one sequence or many. Each core pass carries every admitted call at its own
+// depth (Rows::iterations); calls leave as they finish and the rest move up.
+// R = rows of the admitted calls (their tokens), n = rows of a subset, E = n_embd,
 // V = vocabulary.
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 #include "huginn/forward_batch.h"
@@ -15,214 +18,233 @@
 
 namespace huginn {
 
-// One sequence's call inside run_calls.
+// One sequence's call inside a DepthBatch.
 struct Generator::Call {
   const Generator* g = nullptr;
   GenerationContext* ctx = nullptr;
+  BatchedCall* owner = nullptr;
   std::span<const int32_t> ids;
-  CallResult* result = nullptr;
-  int64_t row = 0;  // first row in the pass (and in `fin`)
-  int steps = 0;
+  int64_t row = 0;  // first row in the batch's state (moves up as calls before it leave)
+  int steps = 0;    // recurrences done
   bool have_logits = false, exited = false;
   int64_t size() const { return static_cast<int64_t>(ids.size()); }
 };
 
-namespace {
-
-// The Rows of the calls `pick` when their rows lie one after another from row 0 (row_of[i]
-// receives each call's first row).
-struct RowSet {
+// The Rows of some calls whose rows are laid one after another from row 0.
+struct DepthBatch::RowSet {
   std::vector<int32_t> positions;
   std::vector<int64_t> starts{0};
   std::vector<KVCache*> caches;
-  Rows rows() const { return Rows{positions, starts, caches}; }
+  std::vector<int> iterations;
+  Rows rows() const { return Rows{positions, starts, caches, iterations}; }
 };
 
-}  // namespace
+DepthBatch::DepthBatch(ModelPass& pass) : pass_(pass) {}
+DepthBatch::~DepthBatch() = default;
 
-void Generator::run_calls(std::span<Call> calls, ModelPass& pass) {
-  Backend& be = pass.backend();
-  const ModelConfig& c = pass.model().config();
-  const int64_t E = c.n_embd, V = c.vocab_size, B = static_cast<int64_t>(calls.size());
+bool Generator::batches_prompts(const Backend& backend) {
+  return backend.matmul_exact_rows() == std::numeric_limits<int64_t>::max();
+}
 
-  // All rows: each call's tokens at its context's next positions, its initial state.
-  RowSet all;
+DepthBatch::RowSet DepthBatch::row_set(std::span<Call* const> calls, bool own_depth) const {
+  RowSet set;
+  for (const Call* q : calls) {
+    for (int64_t t = 0; t < q->size(); ++t)
+      set.positions.push_back(q->ctx->n_past_ + static_cast<int32_t>(t));
+    set.starts.push_back(set.starts.back() + q->size());
+    set.caches.push_back(q->ctx->cache_.get());
+    if (own_depth) set.iterations.push_back(q->steps);
+  }
+  return set;
+}
+
+void DepthBatch::admit(std::span<BatchedCall* const> calls, std::vector<BatchedCall*>& failed) {
+  const ModelConfig& c = pass_.model().config();
+  Backend& be = pass_.backend();
+  const int64_t E = c.n_embd, V = c.vocab_size;
+  std::vector<Call*> added;
   std::vector<int32_t> ids;
-  for (Call& q : calls) {
-    q.row = static_cast<int64_t>(ids.size());
-    ids.insert(ids.end(), q.ids.begin(), q.ids.end());
-    for (int64_t t = 0; t < q.size(); ++t) all.positions.push_back(q.ctx->n_past_ + static_cast<int32_t>(t));
-    all.starts.push_back(static_cast<int64_t>(ids.size()));
-    all.caches.push_back(q.ctx->cache_.get());
+  for (BatchedCall* bc : calls) {
+    bc->result = CallResult{};
+    bc->error = nullptr;
+    HUGINN_ASSERT(&bc->generator->model_ == &pass_.model() && &bc->generator->be_ == &be,
+                  "DepthBatch: a generator on another model or backend");
+    try {  // calls that cannot run get their error and stay out
+      bc->generator->check_call(*bc->ctx, bc->tokens());
+    } catch (...) {
+      bc->error = std::current_exception();
+      failed.push_back(bc);
+      continue;
+    }
+    auto q = std::make_unique<Call>();
+    q->g = bc->generator;
+    q->ctx = bc->ctx;
+    q->owner = bc;
+    q->ids = bc->tokens();
+    q->row = rows_ + static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), q->ids.begin(), q->ids.end());
+    added.push_back(q.get());
+    live_.push_back(std::move(q));
   }
+  if (added.empty()) return;
+  // The prelude of the new rows alone; its output joins the batch's e after the live rows.
   const int64_t R = static_cast<int64_t>(ids.size());
-  Tensor e = pass.scratch_e(R);
-  pass.prelude(ids, all.rows(), e);
+  reserve_row_pair(be, s_, e_, rows_, rows_ + R, E);
+  const RowSet set = row_set(added, false);
+  Tensor e = pass_.scratch_e(R);
+  pass_.prelude(ids, set.rows(), e);
+  Tensor ed = e_.rows(rows_, rows_ + R);
+  be.copy(e, ed);
   Tensor init = Tensor::empty({R, E});
-  for (Call& q : calls) {
-    Tensor mine = q.g->initial_state(*q.ctx, q.size());
-    init.rows(q.row, q.row + q.size()).copy_from(mine);
-    ExitPolicy* policy = q.ctx->policy_.get();
-    if (policy)
-      policy->begin(std::span<const float>(mine.f32(), static_cast<size_t>(q.size() * E)), q.size(), E, V);
-    q.ctx->exit_values_.clear();
+  for (Call* q : added) {
+    Tensor mine = q->g->initial_state(*q->ctx, q->size());
+    init.rows(q->row - rows_, q->row - rows_ + q->size()).copy_from(mine);
+    if (ExitPolicy* policy = q->ctx->policy_.get())
+      policy->begin(std::span<const float>(mine.f32(), static_cast<size_t>(q->size() * E)), q->size(), E, V);
+    q->ctx->exit_values_.clear();
   }
-  Tensor s = be.upload(init);
-  Tensor fin = pass.buffer(0, R, E);  // each call's state when it left, at its own rows
+  Tensor sd = s_.rows(rows_, rows_ + R);
+  be.copy(be.upload(init), sd);
+  rows_ += R;
+}
 
-  // Logits of calls `which` from their rows in `src` (first rows `from`): one coda over them,
-  // the head on each call's last row.
-  auto decode = [&](const Tensor& src, std::span<const int64_t> from, std::span<Call* const> which) {
-    RowSet set;
-    for (Call* q : which) {
-      for (int64_t t = 0; t < q->size(); ++t) set.positions.push_back(q->ctx->n_past_ + static_cast<int32_t>(t));
-      set.starts.push_back(set.starts.back() + q->size());
-      set.caches.push_back(q->ctx->cache_.get());
-    }
-    const int64_t n = set.starts.back(), m = static_cast<int64_t>(which.size());
-    Tensor rows = src.rows(0, n);
-    if (!(from.size() == 1 && from[0] == 0)) {  // gather when not already the leading rows
-      rows = pass.buffer(1, n, E);
-      for (int64_t i = 0; i < m; ++i) {
-        Tensor dst = rows.rows(set.starts[i], set.starts[i + 1]);
-        be.copy(src.rows(from[i], from[i] + which[i]->size()), dst);
-      }
-    }
-    Tensor logits = pass.buffer(2, m, V);
-    pass.coda(rows, set.rows(), logits, nullptr, /*last_only=*/true);
+// Logits of the calls `which` from their rows of `src` (at each call's `row`): one coda over
+// them, the head on each call's last row.
+void DepthBatch::coda_logits(const Tensor& src, std::span<Call* const> which) {
+  Backend& be = pass_.backend();
+  const int64_t E = pass_.model().config().n_embd, V = pass_.model().config().vocab_size;
+  const RowSet set = row_set(which, false);
+  const int64_t n = set.starts.back(), m = static_cast<int64_t>(which.size());
+  bool leading = true;  // already the leading rows of src, in order
+  for (int64_t i = 0; i < m; ++i) leading = leading && which[i]->row == set.starts[i];
+  Tensor rows = src.rows(0, n);
+  if (!leading) {
+    rows = pass_.buffer(1, n, E);
     for (int64_t i = 0; i < m; ++i) {
-      be.download(logits.rows(i, i + 1), which[i]->ctx->logits_.data());
-      which[i]->have_logits = true;
+      Tensor dst = rows.rows(set.starts[i], set.starts[i + 1]);
+      be.copy(src.rows(which[i]->row, which[i]->row + which[i]->size()), dst);
     }
-  };
-
-  // live[k]: the k-th iterating call; its rows start at live_row[k] (compacted as calls leave).
-  std::vector<Call*> live;
-  for (Call& q : calls) live.push_back(&q);
-  std::vector<int64_t> live_row(B);
-  for (int64_t b = 0; b < B; ++b) live_row[b] = calls[b].row;
-  for (int t = 0; !live.empty(); ++t) {
-    RowSet set;
-    for (Call* q : live) {
-      for (int64_t i = 0; i < q->size(); ++i) set.positions.push_back(q->ctx->n_past_ + static_cast<int32_t>(i));
-      set.starts.push_back(set.starts.back() + q->size());
-      set.caches.push_back(q->ctx->cache_.get());
-    }
-    const int64_t n = set.starts.back();
-    Tensor sn = s.rows(0, n), en = e.rows(0, n);
-    pass.core_step(sn, en, t, set.rows());
-
-    // Exit checks: the calls that need logits decode together.
-    std::vector<Call*> check, with_logits;
-    std::vector<int64_t> logit_rows;
-    for (size_t k = 0; k < live.size(); ++k) {
-      Call& q = *live[k];
-      q.steps = t + 1;
-      ExitPolicy* policy = q.ctx->policy_.get();
-      if (!policy || !q.g->checks_at(q.steps)) continue;
-      check.push_back(&q);
-      if (policy->uses_logits()) {
-        with_logits.push_back(&q);
-        logit_rows.push_back(set.starts[k]);
-      }
-    }
-    if (!with_logits.empty()) {
-      if (with_logits.size() == live.size()) logit_rows.assign(1, 0);  // all of sn, in order
-      decode(sn, logit_rows, with_logits);
-    }
-    for (Call* q : check) {
-      GenerationContext& ctx = *q->ctx;
-      ExitPolicy& policy = *ctx.policy_;
-      ExitObservation obs;
-      obs.step = q->steps;
-      obs.rows = q->size();
-      obs.width = E;
-      if (policy.uses_logits()) obs.logits = ctx.logits_;
-      if (policy.uses_state()) {
-        const int64_t k = std::find(live.begin(), live.end(), q) - live.begin();
-        ctx.host_state_.resize(static_cast<size_t>(q->size() * E));
-        be.download(sn.rows(set.starts[k], set.starts[k] + q->size()), ctx.host_state_.data());
-        obs.state = ctx.host_state_;
-      }
-      const double v = policy.measure(obs);
-      ctx.exit_values_.push_back(v);
-      if (policy.should_exit(v)) q->exited = true;
-    }
-
-    // Calls that exited or reached their step count leave; the rest move up.
-    size_t kept = 0;
-    int64_t at = 0;
-    for (size_t k = 0; k < live.size(); ++k) {
-      Call* q = live[k];
-      const int64_t r0 = set.starts[k], T = q->size();
-      if (q->exited || q->steps >= q->g->steps_) {
-        Tensor f = fin.rows(q->row, q->row + T);
-        be.copy(sn.rows(r0, r0 + T), f);
-        continue;
-      }
-      if (at != r0) {
-        Tensor sd = s.rows(at, at + T), ed = e.rows(at, at + T);
-        be.copy(s.rows(r0, r0 + T), sd);
-        be.copy(e.rows(r0, r0 + T), ed);
-      }
-      live[kept++] = q;
-      at += T;
-    }
-    live.resize(kept);
   }
-
-  // Logits from a final decode for the calls without a check's logits.
-  std::vector<Call*> need;
-  std::vector<int64_t> from;
-  for (Call& q : calls)
-    if (!q.have_logits) {
-      need.push_back(&q);
-      from.push_back(q.row);
-    }
-  if (!need.empty()) decode(fin, need.size() == calls.size() ? std::vector<int64_t>{0} : from, need);
-
-  for (Call& q : calls) {
-    q.g->end_call(*q.ctx, fin.rows(q.row, q.row + q.size()), q.ids);
-    CallResult& r = *q.result;
-    r.steps = q.steps;
-    r.logits = q.ctx->logits_;
-    r.exit_values = q.ctx->exit_values_;
-    r.exited = q.exited;
+  Tensor logits = pass_.buffer(2, m, V);
+  pass_.coda(rows, set.rows(), logits, nullptr, /*last_only=*/true);
+  for (int64_t i = 0; i < m; ++i) {
+    be.download(logits.rows(i, i + 1), which[i]->ctx->logits_.data());
+    which[i]->have_logits = true;
   }
+}
+
+// The exit checks due after the recurrence just run: the calls that need logits decode together.
+void DepthBatch::check_exits(const Tensor& s) {
+  Backend& be = pass_.backend();
+  const int64_t E = pass_.model().config().n_embd;
+  std::vector<Call*> check, with_logits;
+  for (const auto& qp : live_) {
+    Call& q = *qp;
+    ExitPolicy* policy = q.ctx->policy_.get();
+    if (!policy || !q.g->checks_at(q.steps)) continue;
+    check.push_back(&q);
+    if (policy->uses_logits()) with_logits.push_back(&q);
+  }
+  if (!with_logits.empty()) coda_logits(s, with_logits);
+  for (Call* q : check) {
+    GenerationContext& ctx = *q->ctx;
+    ExitPolicy& policy = *ctx.policy_;
+    ExitObservation obs;
+    obs.step = q->steps;
+    obs.rows = q->size();
+    obs.width = E;
+    if (policy.uses_logits()) obs.logits = ctx.logits_;
+    if (policy.uses_state()) {
+      ctx.host_state_.resize(static_cast<size_t>(q->size() * E));
+      be.download(s.rows(q->row, q->row + q->size()), ctx.host_state_.data());
+      obs.state = ctx.host_state_;
+    }
+    const double v = policy.measure(obs);
+    ctx.exit_values_.push_back(v);
+    if (policy.should_exit(v)) q->exited = true;
+  }
+}
+
+std::vector<BatchedCall*> DepthBatch::step() {
+  std::vector<BatchedCall*> finished;
+  if (live_.empty()) return finished;
+  Backend& be = pass_.backend();
+  std::vector<Call*> all;
+  for (auto& q : live_) all.push_back(q.get());
+  const RowSet set = row_set(all, true);
+  Tensor s = s_.rows(0, rows_), e = e_.rows(0, rows_);
+  pass_.core_step(s, e, 0, set.rows());
+  for (Call* q : all) ++q->steps;
+  check_exits(s);
+
+  // Calls that exited or reached their step count leave: logits from a final decode for those
+  // without a check's, the warm state, the result.
+  std::vector<Call*> leave, need;
+  for (Call* q : all)
+    if (q->exited || q->steps >= q->g->steps_) {
+      leave.push_back(q);
+      if (!q->have_logits) need.push_back(q);
+    }
+  if (leave.empty()) return finished;
+  if (!need.empty()) coda_logits(s, need);
+  for (Call* q : leave) {
+    q->g->end_call(*q->ctx, s.rows(q->row, q->row + q->size()), q->ids);
+    CallResult& r = q->owner->result;
+    r.steps = q->steps;
+    r.logits = q->ctx->logits_;
+    r.exit_values = q->ctx->exit_values_;
+    r.exited = q->exited;
+    finished.push_back(q->owner);
+  }
+  // The rest move up.
+  size_t kept = 0;
+  int64_t at = 0;
+  for (size_t k = 0; k < live_.size(); ++k) {
+    Call* q = live_[k].get();
+    const int64_t T = q->size();
+    if (q->exited || q->steps >= q->g->steps_) continue;
+    if (at != q->row) {
+      Tensor sd = s_.rows(at, at + T), ed = e_.rows(at, at + T);
+      be.copy(s_.rows(q->row, q->row + T), sd);
+      be.copy(e_.rows(q->row, q->row + T), ed);
+      q->row = at;
+    }
+    live_[kept++] = std::move(live_[k]);
+    at += T;
+  }
+  live_.resize(kept);
+  rows_ = at;
+  return finished;
+}
+
+std::vector<BatchedCall*> DepthBatch::abort(std::exception_ptr error) {
+  std::vector<BatchedCall*> failed;
+  for (auto& q : live_) {
+    q->owner->error = error;
+    failed.push_back(q->owner);
+  }
+  live_.clear();
+  rows_ = 0;
+  return failed;
 }
 
 CallResult Generator::run_call(GenerationContext& ctx, std::span<const int32_t> ids) const {
-  check_call(ctx, ids);
-  CallResult r;
-  Call call;
-  call.g = this;
-  call.ctx = &ctx;
-  call.ids = ids;
-  call.result = &r;
-  run_calls(std::span<Call>(&call, 1), ctx.runner_->pass());
-  return r;
+  BatchedCall call{this, &ctx, -1, {}, nullptr, ids};
+  BatchedCall* one = &call;
+  std::vector<BatchedCall*> failed;
+  DepthBatch batch(ctx.runner_->pass());
+  batch.admit(std::span<BatchedCall* const>(&one, 1), failed);
+  if (call.error) std::rethrow_exception(call.error);
+  while (batch.size() > 0) batch.step();
+  return call.result;
 }
 
-void Generator::decode_batch(std::span<BatchedCall> batch, BatchRunner& br) {
-  std::vector<Call> calls;
-  for (BatchedCall& bc : batch) {
-    bc.result = CallResult{};
-    bc.error = nullptr;
-    HUGINN_ASSERT(&bc.generator->model_ == &br.model() && &bc.generator->be_ == &br.backend(),
-                  "decode_batch: a generator on another model or backend");
-    try {  // calls that cannot run get their error and stay out
-      bc.generator->check_call(*bc.ctx, std::span<const int32_t>(&bc.id, 1));
-      Call q;
-      q.g = bc.generator;
-      q.ctx = bc.ctx;
-      q.ids = std::span<const int32_t>(&bc.id, 1);
-      q.result = &bc.result;
-      calls.push_back(q);
-    } catch (...) {
-      bc.error = std::current_exception();
-    }
-  }
-  if (!calls.empty()) run_calls(calls, br.pass());
+void Generator::decode_batch(std::span<BatchedCall> calls, BatchRunner& br) {
+  std::vector<BatchedCall*> all, failed;
+  for (BatchedCall& bc : calls) all.push_back(&bc);
+  DepthBatch batch(br.pass());
+  batch.admit(all, failed);
+  while (batch.size() > 0) batch.step();
 }
 
 }  // namespace huginn

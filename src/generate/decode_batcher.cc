@@ -1,5 +1,5 @@
-// DecodeBatcher: the engine thread that gathers decode calls from generating threads and runs
-// them as one Generator::decode_batch.
+// DecodeBatcher: the engine thread that keeps the generating threads' model calls in one
+// DepthBatch, a pass over the core at a time (continuous depth batching).
 #include "huginn/decode_batcher.h"
 
 #include <algorithm>
@@ -10,14 +10,16 @@
 
 namespace huginn {
 
-struct DecodeBatcher::Pending {
-  BatchedCall call;
+// A waiting call; the engine hands it around as the BatchedCall it is.
+struct DecodeBatcher::Pending : BatchedCall {
   bool done = false;
 };
 
 DecodeBatcher::DecodeBatcher(const Model& model, Backend& backend, int max_batch,
                              std::chrono::microseconds gather)
     : runner_(std::make_unique<BatchRunner>(model, backend)),
+      batch_(std::make_unique<DepthBatch>(runner_->pass())),
+      batch_prompts_(Generator::batches_prompts(backend)),
       max_batch_(std::max(1, max_batch)),
       gather_(gather) {
   thread_ = std::thread([this] { loop(); });
@@ -43,15 +45,18 @@ DecodeBatcher::Member::~Member() {
     std::lock_guard<std::mutex> lock(b_.mu_);
     --b_.members_;
   }
-  b_.arrived_.notify_all();  // the tick may have been waiting for this sequence
+  b_.arrived_.notify_all();  // the first pass may have been waiting for this sequence
 }
 
-CallResult DecodeBatcher::Member::decode(const Generator& gen, GenerationContext& ctx,
-                                         int32_t id) {
+CallResult DecodeBatcher::Member::call(const Generator& gen, GenerationContext& ctx,
+                                       std::span<const int32_t> ids) {
+  // A prompt in a pass whose matmuls are row-exact only for a few rows would not get a lone
+  // prefill's bits: it runs here, on the context's own pass.
+  if (ids.size() > 1 && !b_.batch_prompts_) return gen.prefill(ctx, ids);
   Pending p;
-  p.call.generator = &gen;
-  p.call.ctx = &ctx;
-  p.call.id = id;
+  p.generator = &gen;
+  p.ctx = &ctx;
+  p.ids = ids;
   {
     std::unique_lock<std::mutex> lock(b_.mu_);
     if (b_.stop_) throw Error("the decode batcher has stopped");
@@ -61,53 +66,55 @@ CallResult DecodeBatcher::Member::decode(const Generator& gen, GenerationContext
     b_.arrived_.notify_all();
     b_.finished_.wait(lock, [&] { return p.done; });
   }
-  if (p.call.error) std::rethrow_exception(p.call.error);
-  return p.call.result;
+  if (p.error) std::rethrow_exception(p.error);
+  return p.result;
+}
+
+void DecodeBatcher::finish(std::vector<BatchedCall*>& done) {
+  for (BatchedCall* c : done) static_cast<Pending*>(c)->done = true;
+  stats_.calls += done.size();
+  if (!done.empty()) finished_.notify_all();
 }
 
 void DecodeBatcher::loop() {
   std::unique_lock<std::mutex> lock(mu_);
-  std::chrono::steady_clock::duration last_tick{0};
   for (;;) {
-    arrived_.wait(lock, [&] { return stop_ || !pending_.empty(); });
-    if (pending_.empty()) return;  // stopping, nothing left to run
-    // Wait for the other members' next calls: at most `gather`, or a quarter of the last
-    // tick when that is longer (waking a dozen threads on a busy machine takes milliseconds;
-    // a wait short against the tick costs little and lets the batch fill).
-    const auto wait = std::max<std::chrono::steady_clock::duration>(gather_, last_tick / 4);
-    const auto until = std::chrono::steady_clock::now() + wait;
-    arrived_.wait_until(lock, until, [&] {
-      const size_t want = static_cast<size_t>(std::min(members_, max_batch_));
-      return stop_ || pending_.size() >= want;
-    });
-    const size_t n = std::min(pending_.size(), static_cast<size_t>(max_batch_));
-    std::vector<Pending*> tick(pending_.begin(), pending_.begin() + static_cast<long>(n));
+    if (batch_->size() == 0) {
+      arrived_.wait(lock, [&] { return stop_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // stopping, nothing left to run
+      // After an idle spell, let the members' calls arrive together (at most `gather`).
+      arrived_.wait_until(lock, std::chrono::steady_clock::now() + gather_, [&] {
+        return stop_ || pending_.size() >= static_cast<size_t>(std::min(members_, max_batch_));
+      });
+    }
+    // Waiting calls take the places of those that left.
+    const size_t room = static_cast<size_t>(max_batch_) - std::min<size_t>(batch_->size(), max_batch_);
+    const size_t n = std::min(pending_.size(), room);
+    std::vector<BatchedCall*> join;
+    for (size_t i = 0; i < n; ++i) join.push_back(pending_[i]);
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(n));
     lock.unlock();
 
-    const auto tick_start = std::chrono::steady_clock::now();
-    std::vector<BatchedCall> calls;
-    calls.reserve(n);
-    for (Pending* p : tick) calls.push_back(p->call);
+    std::vector<BatchedCall*> done;
+    size_t carried = 0;
     try {
-      Generator::decode_batch(calls, *runner_);
+      if (!join.empty()) batch_->admit(join, done);  // calls that cannot run come back failed
+      carried = batch_->size();
+      std::vector<BatchedCall*> left = batch_->step();
+      done.insert(done.end(), left.begin(), left.end());
     } catch (...) {
-      // Not a per-call error (those are in `calls`): every call of the tick fails with it.
-      for (BatchedCall& c : calls) c.error = std::current_exception();
+      // Not a per-call error: every call in the batch fails with it.
+      std::vector<BatchedCall*> failed = batch_->abort(std::current_exception());
+      done.insert(done.end(), failed.begin(), failed.end());
     }
 
-    last_tick = std::min<std::chrono::steady_clock::duration>(
-        std::chrono::steady_clock::now() - tick_start, std::chrono::milliseconds(200));
     lock.lock();
-    for (size_t i = 0; i < n; ++i) {
-      tick[i]->call.result = calls[i].result;
-      tick[i]->call.error = calls[i].error;
-      tick[i]->done = true;
+    if (carried > 0) {
+      ++stats_.ticks;
+      stats_.rows += carried;
+      stats_.max_rows = std::max(stats_.max_rows, static_cast<int>(carried));
     }
-    ++stats_.ticks;
-    stats_.rows += n;
-    stats_.max_rows = std::max(stats_.max_rows, static_cast<int>(n));
-    finished_.notify_all();
+    finish(done);
   }
 }
 

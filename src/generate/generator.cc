@@ -67,6 +67,7 @@ void GenerationContext::reset() {
   warm_.clear();
   exit_values_.clear();
   n_past_ = 0;
+  reused_ = 0;
   calls_ = 0;
 }
 
@@ -155,7 +156,45 @@ Tensor Generator::initial_state(const GenerationContext& ctx, int64_t T, uint64_
   InitState is;
   is.scale = options_.init_scale;
   is.seed = splitmix64(options_.init_seed ^ splitmix64(call));
-  return make_initial_state(model_.config(), T, is);
+  // After a reused prefix, call 0's rows are the rest of the draw for the whole prompt (row p
+  // of a draw depends only on the rows before it).
+  const int64_t skip = call == 0 ? ctx.reused_ : 0;
+  if (skip == 0 || is.scale == 0.0) return make_initial_state(model_.config(), T, is);
+  return make_initial_state(model_.config(), skip + T, is).rows(skip, skip + T).clone();
+}
+
+std::string Generator::prefix_key() const {
+  if (options_.exit.criterion != ExitCriterion::kNone ||
+      options_.cache_strategy != KVCache::Strategy::kFull || !batches_prompts(be_) ||
+      be_.attention_split_rows() <= 0)
+    return {};
+  std::string key = "steps " + std::to_string(steps_);
+  if (options_.init_scale != 0.0) {
+    char b[64];
+    std::snprintf(b, sizeof b, " init %.17g seed %llu", options_.init_scale,
+                  static_cast<unsigned long long>(options_.init_seed));
+    key += b;
+  }
+  return key;
+}
+
+int32_t Generator::prefix_split(int32_t shared, int32_t prompt_size) const {
+  if (prefix_key().empty()) return 0;
+  const int64_t g = be_.attention_split_rows();
+  int64_t n = std::min<int64_t>(shared, prompt_size - g);
+  n -= n % g;
+  return n >= g ? static_cast<int32_t>(n) : 0;
+}
+
+void Generator::reuse_prefix(GenerationContext& ctx, const KVCache& src,
+                             std::span<const int32_t> prompt, int32_t n) const {
+  HUGINN_ASSERT(ctx.calls_ == 0 && ctx.n_past_ == 0 && n > 0 &&
+                    n < static_cast<int32_t>(prompt.size()) && !prefix_key().empty(),
+                "reuse_prefix: a fresh context, a proper prefix, options that allow reuse");
+  ctx.cache_->assign_prefix(src, n);
+  ctx.history_.assign(prompt.begin(), prompt.begin() + n);
+  ctx.n_past_ = n;
+  ctx.reused_ = n;
 }
 
 void Generator::end_call(GenerationContext& ctx, const Tensor& s,
@@ -195,10 +234,14 @@ int32_t Generator::sample(GenerationContext& ctx, std::span<const float> logits)
 
 GenerateResult Generator::generate(GenerationContext& ctx, std::span<const int32_t> prompt_in,
                                    const TokenCallback& on_token, TextStream* text,
-                                   const DecodeFn& decode_fn) const {
+                                   const CallFn& call_fn) const {
   std::vector<int32_t> prompt;
-  if (ctx.n_past_ == 0) {
+  if (ctx.calls_ == 0) {
     prompt = prepare_prompt(prompt_in);
+    // A reused prefix serves only the prompt it was taken for.
+    const auto n = static_cast<size_t>(ctx.reused_);
+    if (n > 0 && (n >= prompt.size() || !std::equal(prompt.begin(), prompt.begin() + n, ctx.history_.begin())))
+      ctx.reset();
   } else {  // a continuation (e.g. the next chat turn): no truncation possible
     prompt.assign(prompt_in.begin(), prompt_in.end());
     if (static_cast<int64_t>(prompt.size()) + ctx.n_past_ > context_)
@@ -208,10 +251,12 @@ GenerateResult Generator::generate(GenerationContext& ctx, std::span<const int32
   }
   GenerateResult res;
   res.prompt_tokens = static_cast<int32_t>(prompt.size());
+  res.cached_tokens = ctx.calls_ == 0 ? ctx.reused_ : 0;
   for (int32_t id : prompt) ctx.sampler_->accept(id);
 
   auto t0 = std::chrono::steady_clock::now();
-  CallResult r = prefill(ctx, prompt);
+  const std::span<const int32_t> run = std::span<const int32_t>(prompt).subspan(static_cast<size_t>(res.cached_tokens));
+  CallResult r = call_fn ? call_fn(ctx, run) : prefill(ctx, run);
   res.prefill_seconds = seconds_since(t0);
 
   StopStringMatcher stops(options_.stop_strings);
@@ -243,7 +288,7 @@ GenerateResult Generator::generate(GenerationContext& ctx, std::span<const int32
       break;
     }
     auto td = std::chrono::steady_clock::now();
-    r = decode_fn ? decode_fn(ctx, tok) : decode(ctx, tok);
+    r = call_fn ? call_fn(ctx, std::span<const int32_t>(&tok, 1)) : decode(ctx, tok);
     res.decode_seconds += seconds_since(td);
     ++res.decode_calls;
   }

@@ -332,8 +332,16 @@ GenerateResult generate_wavefront(const Generator& g, GenerationContext& ctx,
   WavefrontDecoder dec(g, o);
   GenerateResult r;
   try {
+    bool prompt_done = false;  // generate()'s first call is the prompt, the rest one token each
     r = g.generate(ctx, prompt, on_token, text,
-                   [&](GenerationContext& c, int32_t id) { return dec.decode(c, id); });
+                   [&](GenerationContext& c, std::span<const int32_t> ids) {
+                     if (!prompt_done) {
+                       prompt_done = true;
+                       return g.prefill(c, ids);
+                     }
+                     HUGINN_ASSERT(ids.size() == 1, "generate_wavefront: one token per decode call");
+                     return dec.decode(c, ids[0]);
+                   });
   } catch (...) {
     dec.finish(ctx);
     throw;

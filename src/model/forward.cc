@@ -97,15 +97,18 @@ void ModelPass::linear(const Tensor& x, const Tensor& w, Tensor& y) {
 // Causal attention of each sequence's rows against its own keys: the rows just computed, or its
 // cache's whole window after they are written to the slot of `step_index`.
 void ModelPass::attend(const Tensor& q, const Tensor& k, const Tensor& v, const Rows& rows,
-                       std::span<const int> step, Tensor& ctx) {
-  const int heads = static_cast<int>(model_.config().n_heads);
+                       int step_index, Tensor& ctx) {
+  const ModelConfig& c = model_.config();
+  const int heads = static_cast<int>(c.n_heads);
+  // Core step indices move with each sequence's own depth (Rows::iterations).
+  const bool own_depth = !rows.iterations.empty() && step_index >= c.n_prelude;
   for (int64_t s = 0; s < rows.sequences(); ++s) {
     const int64_t r0 = rows.starts[s], r1 = rows.starts[s + 1];
     Tensor qs = q.rows(r0, r1), ks = k.rows(r0, r1), vs = v.rows(r0, r1), cs = ctx.rows(r0, r1);
     Tensor keys = ks, values = vs;
     KVCache* cache = rows.caches.empty() ? nullptr : rows.caches[s];
-    const int step_index = step[step.size() == 1 ? 0 : static_cast<size_t>(s)];
-    if (cache) cache->update(step_index, rows.positions.subspan(r0, r1 - r0), ks, vs, &keys, &values);
+    const int index = own_depth ? step_index + rows.iterations[s] * c.n_core : step_index;
+    if (cache) cache->update(index, rows.positions.subspan(r0, r1 - r0), ks, vs, &keys, &values);
     be_.attention(qs, keys, values, heads, cs);
   }
 }
@@ -113,8 +116,8 @@ void ModelPass::attend(const Tensor& q, const Tensor& k, const Tensor& v, const 
 // One sandwich block, in place on x [R, E]:
 //   x = norm_2(attn(norm_1(x)) + x);  x = norm_4(mlp(norm_3(x)) + x)
 // with the activations in `a` (scratch_acts for inference, a kept BlockActs for training).
-void ModelPass::block(const BlockWeights& w, Tensor& x, const Rows& rows,
-                      std::span<const int> step, const BlockActs& act_in, const std::string& tp) {
+void ModelPass::block(const BlockWeights& w, Tensor& x, const Rows& rows, int step_index,
+                      const BlockActs& act_in, const std::string& tp) {
   const ModelConfig& c = model_.config();
   const int64_t E = c.n_embd;
   const float eps = static_cast<float>(c.norm_eps);
@@ -144,7 +147,7 @@ void ModelPass::block(const BlockWeights& w, Tensor& x, const Rows& rows,
     record(tp + ".attn.q_rope", q);
     record(tp + ".attn.k_rope", k);
   }
-  attend(q, k, v, rows, step, a.ctx);
+  attend(q, k, v, rows, step_index, a.ctx);
   if (tr) record(tp + ".attn.context", a.ctx);
   linear(a.ctx, w.attn_proj, a.tmp);
   if (tr) record(tp + ".attn.out", a.tmp);
@@ -187,8 +190,7 @@ void ModelPass::prelude(std::span<const int32_t> ids, const Rows& rows, Tensor& 
   const BlockActs inference = keep.empty() ? scratch_acts(rows.count()) : BlockActs{};
   for (int i = 0; i < c.n_prelude; ++i) {
     const std::string tp = trace_ ? "prelude." + std::to_string(i) : std::string();
-    block(model_.weights().prelude[i], e, rows, std::span<const int>(&i, 1),
-          keep.empty() ? inference : keep[i], tp);
+    block(model_.weights().prelude[i], e, rows, i, keep.empty() ? inference : keep[i], tp);
     if (trace_) record(tp + ".out", e);
   }
 }
@@ -196,22 +198,17 @@ void ModelPass::prelude(std::span<const int32_t> ids, const Rows& rows, Tensor& 
 void ModelPass::core_step(Tensor& s, const Tensor& e, int t, const Rows& rows, StepActs* keep) {
   const ModelConfig& c = model_.config();
   const int64_t R = s.dim(0);
+  HUGINN_ASSERT(rows.iterations.empty() || static_cast<int64_t>(rows.iterations.size()) == rows.sequences(),
+                "ModelPass::core_step: one iteration offset per sequence");
   Tensor cat = keep ? keep->cat : scratch(R).cat.rows(0, R);
   be_.concat_cols(s, e, cat);  // state first, then e
   linear(cat, model_.weights().adapter, s);
   const std::string tag = trace_ ? "state." + std::to_string(t + 1) : std::string();
   if (trace_) record(tag + ".adapter_out", s);
   const BlockActs inference = keep ? BlockActs{} : scratch_acts(R);
-  // Step index P + t·C + j of core layer j, or per sequence from its own recurrence index.
-  const size_t S = rows.recurrences.empty() ? 1 : rows.recurrences.size();
-  HUGINN_ASSERT(S == 1 || static_cast<int64_t>(S) == rows.sequences(),
-                "core_step: one recurrence index per sequence");
-  std::vector<int> step(S);
-  for (int j = 0; j < c.n_core; ++j) {
-    for (size_t q = 0; q < S; ++q)
-      step[q] = c.n_prelude + (rows.recurrences.empty() ? t : rows.recurrences[q]) * c.n_core + j;
-    block(model_.weights().core[j], s, rows, step, keep ? keep->blocks[j] : inference, "");
-  }
+  for (int j = 0; j < c.n_core; ++j)
+    block(model_.weights().core[j], s, rows, c.n_prelude + t * c.n_core + j,
+          keep ? keep->blocks[j] : inference, "");
   if (trace_) record(tag, s);
 }
 
@@ -227,8 +224,7 @@ void ModelPass::coda(const Tensor& s, const Rows& rows, Tensor& logits, Tensor* 
   record("coda.in", x);
   const BlockActs inference = keep ? BlockActs{} : scratch_acts(R);
   for (int m = 0; m < c.n_coda; ++m) {
-    const int step = -(m + 1);
-    block(w.coda[m], x, rows, std::span<const int>(&step, 1), keep ? keep->blocks[m] : inference, "");
+    block(w.coda[m], x, rows, -(m + 1), keep ? keep->blocks[m] : inference, "");
     record("coda." + std::to_string(m) + ".out", x);
   }
   Tensor xf = keep ? keep->xf : x;
@@ -258,7 +254,7 @@ Runner::~Runner() = default;
 Rows Runner::one(std::span<const int32_t> positions, KVCache*& cache) {
   starts_[1] = static_cast<int64_t>(positions.size());
   return Rows{positions, starts_, cache ? std::span<KVCache* const>(&cache, 1)
-                                        : std::span<KVCache* const>()};
+                                        : std::span<KVCache* const>(), {}};
 }
 
 Tensor Runner::prelude(std::span<const int32_t> ids, std::span<const int32_t> positions,

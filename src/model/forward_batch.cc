@@ -12,7 +12,7 @@ Rows BatchRunner::rows(std::span<const int32_t> positions, std::span<KVCache* co
   const int64_t B = static_cast<int64_t>(positions.size());
   HUGINN_ASSERT(static_cast<int64_t>(caches.size()) == B, "BatchRunner: one cache per row");
   while (static_cast<int64_t>(starts_.size()) <= B) starts_.push_back(static_cast<int64_t>(starts_.size()));
-  return Rows{positions, std::span<const int64_t>(starts_.data(), static_cast<size_t>(B + 1)), caches};
+  return Rows{positions, std::span<const int64_t>(starts_.data(), static_cast<size_t>(B + 1)), caches, {}};
 }
 
 void BatchRunner::prelude(std::span<const int32_t> ids, std::span<const int32_t> positions,

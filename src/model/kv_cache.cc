@@ -24,10 +24,8 @@ int KVCache::slot_of(int i) const {
   return (i - 2) / k_ + 2;
 }
 
-namespace {
-
-// Makes room for `need` rows in k, v [capacity, E] holding `n` rows (geometric growth).
-void reserve(Backend& be, Tensor& k, Tensor& v, int64_t n, int64_t need, int64_t E) {
+// Geometric growth, keeping the first n rows of both.
+void reserve_row_pair(Backend& be, Tensor& k, Tensor& v, int64_t n, int64_t need, int64_t E) {
   if (k.defined() && need <= k.dim(0)) return;
   const int64_t cap = std::max<int64_t>({16, 2 * n, need});
   Tensor nk = be.alloc({cap, E}), nv = be.alloc({cap, E});
@@ -39,8 +37,6 @@ void reserve(Backend& be, Tensor& k, Tensor& v, int64_t n, int64_t need, int64_t
   k = nk;
   v = nv;
 }
-
-}  // namespace
 
 KVCache::Slot& KVCache::slot(int step_index) {
   const int id = slot_of(step_index);
@@ -61,7 +57,7 @@ void KVCache::update(int step_index, std::span<const int32_t> positions, const T
     append = t > 0 ? positions[t] > positions[t - 1] : s.pos.empty() || positions[0] > s.pos.back();
   if (append && !positions.empty()) {
     const int64_t n = static_cast<int64_t>(s.pos.size()), T = static_cast<int64_t>(positions.size());
-    reserve(be_, s.k, s.v, n, n + T, E);
+    reserve_row_pair(be_, s.k, s.v, n, n + T, E);
     Tensor dk = s.k.rows(n, n + T), dv = s.v.rows(n, n + T);
     be_.copy(k, dk);
     be_.copy(v, dv);
@@ -74,7 +70,7 @@ void KVCache::update(int step_index, std::span<const int32_t> positions, const T
     int64_t row = it - s.pos.begin();
     if (it == s.pos.end() || *it != p) {
       const int64_t n = static_cast<int64_t>(s.pos.size());
-      reserve(be_, s.k, s.v, n, n + 1, E);
+      reserve_row_pair(be_, s.k, s.v, n, n + 1, E);
       for (int64_t r = n; r > row; --r) {  // positions arrive in order; this rarely moves rows
         Tensor dk = s.k.rows(r, r + 1), dv = s.v.rows(r, r + 1);
         be_.copy(s.k.rows(r - 1, r), dk);
@@ -125,6 +121,27 @@ size_t KVCache::bytes() const {
 }
 
 int KVCache::n_slots() const { return static_cast<int>(slots_.size()); }
+
+void KVCache::assign_prefix(const KVCache& src, int32_t n) {
+  HUGINN_ASSERT(&src != this && src.strategy_ == strategy_ && src.k_ == k_ &&
+                    src.config_.n_embd == config_.n_embd,
+                "KVCache::assign_prefix: a cache of another layout");
+  clear();
+  const int64_t E = config_.n_embd;
+  for (const auto& [sid, from] : src.slots_) {
+    // Positions are held in order: those below n are the slot's first rows.
+    const int64_t rows = std::lower_bound(from.pos.begin(), from.pos.end(), n) - from.pos.begin();
+    if (rows == 0) continue;
+    Slot s;
+    reserve_row_pair(be_, s.k, s.v, 0, rows, E);
+    Tensor dk = s.k.rows(0, rows), dv = s.v.rows(0, rows);
+    be_.copy(from.k.rows(0, rows), dk);
+    be_.copy(from.v.rows(0, rows), dv);
+    s.pos.assign(from.pos.begin(), from.pos.begin() + rows);
+    slots_.emplace_back(sid, std::move(s));
+  }
+  n_tokens_ = std::min(src.n_tokens_, n);
+}
 
 void KVCache::clear() {
   slots_.clear();

@@ -13,6 +13,7 @@
 #include "huginn/host_math.h"
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
+#include "server/prefix_cache.h"
 
 namespace huginn::server {
 
@@ -60,6 +61,9 @@ Engine::Engine(const ServerOptions& o) {
                         : model_->param_counts().total() >= 4000000 ? o.parallel
                                                                     : 1;
   if (max_batch > 1) batcher_ = std::make_unique<DecodeBatcher>(*model_, *backend_, max_batch);
+  if (o.prefix_cache_mb > 0)
+    prefix_ = std::make_unique<PrefixCache>(model_->config(), *backend_,
+                                            static_cast<size_t>(o.prefix_cache_mb) << 20);
 }
 
 Engine::~Engine() = default;
@@ -85,6 +89,15 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     }
   }
   auto ctx = gen.new_context();
+  // The prompt's first tokens from the prefix cache, where an earlier prompt shares them.
+  const std::vector<int32_t> prompt = gen.prepare_prompt(rq.prompt);
+  const int32_t L = static_cast<int32_t>(prompt.size());
+  const std::string key = prefix_ ? gen.prefix_key() : std::string();
+  if (!key.empty()) {
+    const PrefixCache::Hit hit = prefix_->find(key, prompt);
+    const int32_t n = hit.entry ? gen.prefix_split(hit.shared, L) : 0;
+    if (n > 0) gen.reuse_prefix(*ctx, *hit.entry->cache, prompt, n);
+  }
   std::unique_ptr<TextStream> stream = tokenizer_text_stream(tok_);
   TokenCallback cb = [&](const TokenEvent& ev) {
     // One per token in res.gen.tokens, stopped ones included.
@@ -108,14 +121,18 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     return true;
   };
   if (batcher_) {
-    // Prefill on this slot's thread; every later token's decode call joins the batch.
+    // The prompt and every token's call join the engine's depth batch.
     DecodeBatcher::Member member(*batcher_);
-    res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get(), [&](GenerationContext& c, int32_t id) {
-      return member.decode(gen, c, id);
-    });
+    res.gen = gen.generate(*ctx, prompt, cb, stream.get(),
+                           [&](GenerationContext& c, std::span<const int32_t> ids) {
+                             return member.call(gen, c, ids);
+                           });
   } else {
-    res.gen = gen.generate(*ctx, rq.prompt, cb, stream.get());
+    res.gen = gen.generate(*ctx, prompt, cb, stream.get());
   }
+  // Kept for later prompts when one that extends it could reuse some of it.
+  if (!key.empty() && res.gen.cached_tokens < L && gen.prefix_split(L, L + L) > 0)
+    prefix_->insert(key, prompt, ctx->cache());
   return res;
 }
 

@@ -25,6 +25,7 @@ class ThreadPool;
 
 namespace huginn::server {
 
+class PrefixCache;
 using Clock = std::chrono::steady_clock;
 
 struct EngineRequest {
@@ -82,6 +83,7 @@ class Engine {
   // Decode batching: the largest batch (1 = off) and the batcher's counters (zero when off).
   int max_batch() const { return batcher_ ? batcher_->max_batch() : 1; }
   DecodeBatcher::Stats batch_stats() const { return batcher_ ? batcher_->stats() : DecodeBatcher::Stats{}; }
+  const PrefixCache* prefix_cache() const { return prefix_.get(); }
 
  private:
   std::unique_ptr<ThreadPool> pool_;
@@ -90,6 +92,7 @@ class Engine {
   std::shared_ptr<const Tokenizer> tok_;
   std::vector<int32_t> stop_ids_;
   std::unique_ptr<DecodeBatcher> batcher_;  // null when batching is off
+  std::unique_ptr<PrefixCache> prefix_;     // null when off
 };
 
 }  // namespace huginn::server

@@ -590,6 +590,9 @@ void check_options(const ServerOptions& o) {
   if (o.max_batch < 0 || o.max_batch > 256)
     throw Error("--max-batch must be in [0, 256] (0 = --parallel, 1 = off), got " +
                 std::to_string(o.max_batch));
+  if (o.prefix_cache_mb < 0 || o.prefix_cache_mb > (1 << 20))
+    throw Error("--prefix-cache-mb must be in [0, 1048576] (0 = off), got " +
+                std::to_string(o.prefix_cache_mb));
   if (o.max_queue < 0 || o.max_queue > 100000)
     throw Error("--max-queue must be in [0, 100000] (0 = no waiting: a request needs a free "
                 "slot), got " + std::to_string(o.max_queue));

@@ -80,9 +80,9 @@ std::string Metrics::render(size_t queue_depth, int active_slots, int slots) con
   counter(out, "huginn_requests_rejected_total", "requests refused with 503 (queue full)",
           rejected_full.load());
   counter(out, "huginn_decode_batches_total",
-          "batched decode passes (one token for each request in the batch)", decode_batches.load());
+          "batched passes over the core (one iteration for each call in the batch)", decode_batches.load());
   counter(out, "huginn_decode_batch_rows_total",
-          "request-tokens decoded in batched passes (/ batches = mean batch size)",
+          "calls carried by batched passes (/ batches = mean batch size)",
           decode_batch_rows.load());
   gauge(out, "huginn_queue_depth", "requests waiting for a slot", static_cast<double>(queue_depth));
   gauge(out, "huginn_active_slots", "requests generating now", active_slots);

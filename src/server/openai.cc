@@ -349,6 +349,7 @@ json usage_json(const ParsedRequest& p, const EngineResult& r) {
   json u = {{"prompt_tokens", r.gen.prompt_tokens},
             {"completion_tokens", n},
             {"total_tokens", r.gen.prompt_tokens + static_cast<int64_t>(n)},
+            {"prompt_tokens_details", {{"cached_tokens", r.gen.cached_tokens}}},
             {"mean_iterations_per_token", mean}};
   if (p.return_iterations) {
     u["iterations_per_token"] = r.gen.steps;

@@ -73,7 +73,7 @@ struct BackwardRunner::Impl {
     return a;
   }
   void reserve(int64_t rows, int k);
-  Rows rows() const { return Rows{pos, starts, {}}; }
+  Rows rows() const { return Rows{pos, starts, {}, {}}; }
   void block_backward(const BlockWeights& w, BlockWeights& g, const BlockActs& a, Tensor& dx);
   void check_inputs(std::span<const int32_t> ids, std::span<const int32_t> labels) const;
   void gather(std::span<const TrainSequence> batch);

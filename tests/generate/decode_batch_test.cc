@@ -4,6 +4,7 @@
 // sequences joining and leaving between tokens.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <set>
@@ -212,7 +213,7 @@ TEST_P(DecodeBatch, EqualsSoloWithJoinsLeavesAndMixedSettings) {
         done[i] = true;
         continue;
       }
-      calls.push_back({gens[i].get(), ctxs[i].get(), tok, {}, nullptr});
+      calls.push_back({gens[i].get(), ctxs[i].get(), tok, {}, nullptr, {}});
       who.push_back(i);
     }
     if (calls.empty()) continue;
@@ -226,6 +227,83 @@ TEST_P(DecodeBatch, EqualsSoloWithJoinsLeavesAndMixedSettings) {
   for (size_t i = 0; i < n; ++i) expect_same(got[i], want[i], "sequence " + std::to_string(i));
   EXPECT_GE(*batch_sizes.rbegin(), 4u);
   EXPECT_GE(batch_sizes.size(), 4u) << "the batch should grow and shrink";
+}
+
+// Continuous depth batching driven by hand (DepthBatch): sequence i's prompt joins the running
+// batch at pass 3i, in the middle of the others' tokens, and each finished call's next token
+// joins one to three passes later, so passes carry calls at different depths (logit and state
+// exits, shared cache slots, warm starts, a one-step sequence). Tokens, depths and logits equal
+// solo runs. Prompts join the batch only where the backend's matmul is row-exact for any rows.
+TEST_P(DecodeBatch, CallsJoiningMidTokenGetSoloResults) {
+  Fixture f(GetParam());
+  const auto opts = mixed_options();
+  const size_t n = opts.size();
+  std::vector<std::unique_ptr<Generator>> gens;
+  std::vector<Trace> want;
+  for (size_t i = 0; i < n; ++i) {
+    gens.push_back(std::make_unique<Generator>(*f.model, *f.be, opts[i]));
+    want.push_back(solo(*gens[i], kPrompts[i]));
+  }
+  const bool prompts = Generator::batches_prompts(*f.be);
+  EXPECT_EQ(prompts, GetParam() == "cpu") << "the CPU GEMM is row-exact for any M; strict for 4";
+  struct Seq {
+    std::unique_ptr<GenerationContext> ctx;
+    BatchedCall call;
+    int join_at = 0;
+    bool in = false, done = false;
+    Trace got;
+  };
+  std::vector<Seq> seqs(n);
+  for (size_t i = 0; i < n; ++i) seqs[i].join_at = 3 * static_cast<int>(i);
+  auto take = [&](size_t i, const CallResult& r, int pass) {
+    Seq& q = seqs[i];
+    q.call.id = gens[i]->sample(*q.ctx, r.logits);
+    q.call.ids = {};
+    q.got.tokens.push_back(q.call.id);
+    q.got.steps.push_back(r.steps);
+    q.got.logits.emplace_back(r.logits.begin(), r.logits.end());
+    q.done = static_cast<int>(q.got.tokens.size()) >= opts[i].max_new_tokens;
+    q.join_at = pass + 1 + static_cast<int>(i % 3);
+  };
+  BatchRunner br(*f.model, *f.be);
+  DepthBatch batch(br.pass());
+  int mid_token_joins = 0;
+  size_t widest = 0;
+  for (int pass = 0; std::any_of(seqs.begin(), seqs.end(), [](const Seq& q) { return !q.done; }); ++pass) {
+    ASSERT_LT(pass, 10000);
+    std::vector<BatchedCall*> join, failed;
+    for (size_t i = 0; i < n; ++i) {
+      Seq& q = seqs[i];
+      if (q.done || q.in || q.join_at > pass) continue;
+      if (!q.ctx) {
+        q.ctx = gens[i]->new_context();
+        q.call = BatchedCall{gens[i].get(), q.ctx.get(), -1, {}, nullptr, kPrompts[i]};
+        if (!prompts) {  // a lone prefill; its tokens join
+          take(i, gens[i]->prefill(*q.ctx, kPrompts[i]), pass);
+          continue;
+        }
+      }
+      join.push_back(&q.call);
+      q.in = true;
+    }
+    if (!join.empty() && batch.size() > 0) ++mid_token_joins;
+    batch.admit(join, failed);
+    ASSERT_TRUE(failed.empty());
+    widest = std::max(widest, batch.size());
+    for (BatchedCall* c : batch.step()) {
+      const size_t i = static_cast<size_t>(std::find_if(seqs.begin(), seqs.end(), [&](const Seq& q) {
+                                             return &q.call == c;
+                                           }) - seqs.begin());
+      ASSERT_LT(i, n);
+      ASSERT_FALSE(c->error) << "sequence " << i;
+      seqs[i].in = false;
+      take(i, c->result, pass);
+    }
+  }
+  EXPECT_EQ(batch.size(), 0u);
+  for (size_t i = 0; i < n; ++i) expect_same(seqs[i].got, want[i], "sequence " + std::to_string(i));
+  EXPECT_GE(mid_token_joins, 10) << "calls should join while others are mid-token";
+  EXPECT_GE(widest, 4u);
 }
 
 // A call past its context fails alone; its context is untouched and the others proceed.
@@ -245,7 +323,7 @@ TEST_P(DecodeBatch, CallPastTheContextFailsAlone) {
   const CallResult want = g2.decode(*c3, 9);
   const std::vector<float> want_logits(want.logits.begin(), want.logits.end());
   BatchRunner br(*f.model, *f.be);
-  std::vector<BatchedCall> calls = {{&g1, c1.get(), 9, {}, nullptr}, {&g2, c2.get(), 9, {}, nullptr}};
+  std::vector<BatchedCall> calls = {{&g1, c1.get(), 9, {}, nullptr, {}}, {&g2, c2.get(), 9, {}, nullptr, {}}};
   Generator::decode_batch(calls, br);
   EXPECT_TRUE(calls[0].error);
   EXPECT_EQ(c1->n_past(), 6);
@@ -260,7 +338,7 @@ TEST_P(DecodeBatch, CallPastTheContextFailsAlone) {
     EXPECT_NE(std::string(e.what()).find("context"), std::string::npos) << e.what();
   }
   // An id outside the vocabulary is refused the same way.
-  std::vector<BatchedCall> bad = {{&g2, c2.get(), 300, {}, nullptr}};
+  std::vector<BatchedCall> bad = {{&g2, c2.get(), 300, {}, nullptr, {}}};
   Generator::decode_batch(bad, br);
   EXPECT_TRUE(bad[0].error);
   EXPECT_EQ(c2->n_past(), 4);
@@ -300,7 +378,9 @@ TEST_P(DecodeBatcherTest, ThreadsGetSoloResults) {
             return true;
           },
           nullptr,
-          [&](GenerationContext& c, int32_t id) { return member.decode(*gens[i], c, id); });
+          [&](GenerationContext& c, std::span<const int32_t> ids) {
+            return member.call(*gens[i], c, ids);
+          });
     });
   }
   for (auto& t : threads) t.join();

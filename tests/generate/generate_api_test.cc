@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -62,6 +63,92 @@ TEST(Generate, CachedDecodeEqualsUncachedForward) {
       EXPECT_LE(rel(rows[i], logits.row(static_cast<int64_t>(kPrompt.size() - 1 + i))), 1e-4)
           << set << " token " << i;
   }
+}
+
+// tiny-a with room for long prompts (block_size sets only the RoPE table's length).
+std::string long_context_tiny_a() {
+  const std::string dir = test::make_temp_dir("prefix");
+  std::ifstream in(golden_dir("tiny-a") + "/config.json");
+  nlohmann::json c = nlohmann::json::parse(in);
+  c["block_size"] = 512;
+  std::ofstream(dir + "/config.json") << c.dump();
+  std::filesystem::copy_file(golden_dir("tiny-a") + "/model.safetensors", dir + "/model.safetensors");
+  return dir;
+}
+
+// Prefix reuse: a prompt run after another prompt's cached entries for their shared first
+// tokens gives the bits of a run over the whole prompt (random s_0 included: the rest of the
+// draw), and reports the reused tokens; the split follows the attention kernel's blocks; options
+// whose prompt pass has no fixed depth or shares cache slots have no key.
+TEST(Generate, PromptAfterAReusedPrefixEqualsTheWholePrompt) {
+  ThreadPool pool(2);
+  auto be = make_backend("cpu", pool);
+  auto model = Model::load(long_context_tiny_a(), *be);
+  GenerateOptions o;
+  o.steps = 4;
+  o.init_scale = 1.0;
+  o.init_seed = 5;
+  o.sampling.greedy = false;
+  o.sampling.temperature = 0.8f;
+  o.sampling.repetition_penalty = 1.3f;
+  o.sampling.seed = 9;
+  o.max_new_tokens = 6;
+  o.default_stop_ids = false;
+  Generator gen(*model, *be, o);
+  ASSERT_FALSE(gen.prefix_key().empty());
+  const int32_t g = static_cast<int32_t>(be->attention_split_rows());
+  ASSERT_GT(g, 0);
+  std::vector<int32_t> first, second;
+  for (int i = 0; i < 5 * g; ++i) first.push_back((i * 37 + 11) % static_cast<int32_t>(model->config().vocab_size));
+  second.assign(first.begin(), first.begin() + 3 * g + 5);
+  for (int i = 0; i < g / 2; ++i) second.push_back((i * 53 + 2) % 200);
+  const int32_t L = static_cast<int32_t>(second.size());
+  EXPECT_EQ(gen.prefix_split(3 * g + 5, L), 2 * g) << "at least g rows must be left to run";
+  EXPECT_EQ(gen.prefix_split(g - 1, L), 0);
+  std::vector<std::vector<float>> want_logits;
+  auto solo = gen.new_context();
+  const GenerateResult want = gen.generate(*solo, second, [&](const TokenEvent& ev) {
+    want_logits.emplace_back(ev.logits.begin(), ev.logits.end());
+    return true;
+  });
+  EXPECT_EQ(want.cached_tokens, 0);
+  auto earlier = gen.new_context();
+  gen.generate(*earlier, first);
+  for (int32_t n : {g, 2 * g}) {
+    auto ctx = gen.new_context();
+    gen.reuse_prefix(*ctx, earlier->cache(), second, n);
+    std::vector<std::vector<float>> logits;
+    const GenerateResult got = gen.generate(*ctx, second, [&](const TokenEvent& ev) {
+      logits.emplace_back(ev.logits.begin(), ev.logits.end());
+      return true;
+    });
+    EXPECT_EQ(got.cached_tokens, n);
+    EXPECT_EQ(got.prompt_tokens, L);
+    EXPECT_EQ(got.tokens, want.tokens) << "prefix of " << n;
+    EXPECT_EQ(got.steps, want.steps);
+    EXPECT_TRUE(logits == want_logits) << "prefix of " << n;
+  }
+  // A reused prefix that is not the prompt's is dropped: the whole prompt runs.
+  auto other = gen.new_context();
+  std::vector<int32_t> third = second;
+  third[5] = (third[5] + 1) % 200;
+  gen.reuse_prefix(*other, earlier->cache(), third, g);
+  const GenerateResult whole = gen.generate(*other, second);
+  EXPECT_EQ(whole.cached_tokens, 0);
+  EXPECT_EQ(whole.tokens, want.tokens);
+
+  GenerateOptions kl = o;
+  kl.exit = ExitSpec::parse("kl:1e-3");
+  EXPECT_TRUE(Generator(*model, *be, kl).prefix_key().empty());
+  GenerateOptions shared = o;
+  shared.cache_strategy = KVCache::Strategy::kCompressS;
+  shared.cache_slots = 2;
+  EXPECT_TRUE(Generator(*model, *be, shared).prefix_key().empty());
+  GenerateOptions deeper = o;
+  deeper.steps = 5;
+  EXPECT_NE(Generator(*model, *be, deeper).prefix_key(), gen.prefix_key());
+  auto strict = make_backend("strict", pool);
+  EXPECT_TRUE(Generator(*model, *strict, o).prefix_key().empty()) << "strict claims no exact split";
 }
 
 TEST(Generate, SharedCacheAtR32IsAtMostASixthOfFull) {

@@ -808,6 +808,54 @@ TEST_F(ServeAbuseTest, BodyLimitHoldsForChunkedAndCompressedBodies) {
 
 // Flags out of range are refused at start with their bounds; --max-queue 0 means "no waiting"
 // (it answered every request 503).
+// The prefix cache: a second prompt sharing a long system prompt with the first reports cached
+// prompt tokens (a multiple of the CPU attention's split, at least one block left to run) and
+// gets the answer a server without the cache gives; an adaptive-exit request reuses nothing.
+TEST_F(ServeAbuseTest, PrefixCacheReusesASharedSystemPromptWithTheSameAnswers) {
+  json c = json::parse(std::ifstream(model_ + "/config.json"));
+  c["block_size"] = 1024;  // room for a long prompt (the RoPE table's length only)
+  std::ofstream(model_ + "/config.json") << c.dump();
+  std::string system;
+  for (int i = 0; i < 40; ++i) system += "hello world, hello there. the world says ";
+  auto ask = [&](const ServerProcess& s, const std::string& tail, const std::string& depth) {
+    json body = json::parse(R"({"model":"tiny","max_tokens":6,"temperature":0,"logprobs":2})");
+    body.update(json::parse(depth));
+    body["prompt"] = system + tail;
+    const Reply r = exchange(s.port(), post("/v1/completions", body.dump()), 60);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body, nullptr, false);
+  };
+  const std::string fixed = R"({"num_steps":4})", kl = R"({"exit_criterion":"kl","max_steps":8})";
+  json want[3];
+  {
+    ServerProcess off(model_, "--prefix-cache-mb 0");
+    ASSERT_GT(off.port(), 0) << off.log();
+    want[0] = ask(off, "hello back", fixed);
+    want[1] = ask(off, "hello hello world", fixed);
+    want[2] = ask(off, "hello hello world", kl);
+    for (const json& w : want) EXPECT_EQ(w["usage"]["prompt_tokens_details"]["cached_tokens"], 0) << w;
+  }
+  ServerProcess on(model_, "");
+  ASSERT_GT(on.port(), 0) << on.log();
+  const json a = ask(on, "hello back", fixed), b = ask(on, "hello hello world", fixed),
+             again = ask(on, "hello hello world", fixed), k = ask(on, "hello hello world", kl);
+  const int prompt = b["usage"]["prompt_tokens"].get<int>();
+  ASSERT_GT(prompt, 200);
+  EXPECT_EQ(a["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  const int cached = b["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>();
+  EXPECT_GE(cached, 128);
+  EXPECT_EQ(cached % 64, 0);
+  EXPECT_LE(cached, prompt - 64);
+  EXPECT_GE(again["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), cached);
+  EXPECT_EQ(k["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  // Text and every logprob (JSON doubles round-trip exactly).
+  EXPECT_EQ(a["choices"][0], want[0]["choices"][0]);
+  EXPECT_EQ(b["choices"][0], want[1]["choices"][0]);
+  EXPECT_EQ(again["choices"][0], want[1]["choices"][0]);
+  EXPECT_EQ(k["choices"][0], want[2]["choices"][0]);
+  EXPECT_TRUE(on.alive());
+}
+
 TEST_F(ServeAbuseTest, FlagsAreBoundedAndMaxQueueZeroServes) {
   const std::pair<std::string, std::string> bad[] = {
       {"--timeout 1e10", "--timeout must be a number of seconds in [0, 86400]"},

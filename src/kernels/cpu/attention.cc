@@ -19,7 +19,8 @@ namespace {
 constexpr int kMaxVecs = 8;
 // Prefill: queries in blocks of kAttnBlock rows per head (scores [rows, keys] stay in L2);
 // fewer than kAttnMinBlockRows queries take the per-row path.
-constexpr int64_t kAttnBlock = 64, kAttnMinBlockRows = 8;
+constexpr int64_t kAttnBlock = kAttnBlockRows, kAttnMinBlockRows = 8;
+static_assert(kAttnBlock >= kAttnMinBlockRows, "a split's second part must take the block path");
 
 // Lanes of vector c in a group of `dlen` floats; kFull: dlen is NC whole vectors (the usual
 // head_dim), which keeps masks and branches out of the inner loops.

@@ -159,6 +159,7 @@ class CpuBackend : public Backend {
   // for F32, BF16 and Q8 weights), so any number of rows has the bits of one-row calls
   // (gemm_test and decode_batch_test check it).
   int64_t matmul_exact_rows() const override { return INT64_MAX; }
+  int64_t attention_split_rows() const override { return cpu::kAttnBlockRows; }
   // The GEMM blocks itself from the caches found at run time (cpu_info.cc): callers need not tile.
   int64_t preferred_tile_bytes() const override { return 0; }
 

@@ -52,6 +52,10 @@ void matmul(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y);
 // How many rows one matmul call takes and stays row-exact (the contract above): any. What the CPU
 // backend answers when a caller (batched decode) asks how many rows it may group.
 inline constexpr int64_t kMatmulExactRows = std::numeric_limits<int64_t>::max();
+// Prefill attention computes queries in blocks of this many rows from the call's first query
+// (attention.cc), so a call split at a multiple of it, with at least this many queries in the
+// second part, gives every query the same bits (Backend::attention_split_rows).
+inline constexpr int64_t kAttnBlockRows = 64;
 // y[M, N] (= or +=, `accumulate`) A[M, K] · B[K, N], fp32, for operands given by strides in
 // elements: A(i, k) = a[i * ai + k * ak], B(k, n) = b[k * bk + n * bn], where one stride of each
 // operand is 1 (either layout, so transposed operands need no copy); y rows ldy apart. The same

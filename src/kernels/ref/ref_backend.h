@@ -18,6 +18,8 @@ class RefBackend : public Backend {
   Tensor convert_weight(const Tensor& w, DType to) override { return huginn::convert_weight(w, to); }
   // Each row's dot products run alone, in double: rows never depend on M.
   int64_t matmul_exact_rows() const override { return INT64_MAX; }
+  // Each query's softmax and sum run alone over its own keys.
+  int64_t attention_split_rows() const override { return 1; }
   int64_t preferred_tile_bytes() const override { return 0; }
 
   void embedding(const Tensor& table, std::span<const int32_t> ids, float scale,

@@ -62,6 +62,7 @@ class StrictBackend : public Backend {
   // themselves: a smaller claim stays true, and it keeps the model's row groups and column tiles
   // (ModelPass::linear) running in the suites that run on this backend.
   int64_t matmul_exact_rows() const override { return 4; }
+  int64_t attention_split_rows() const override { return 0; }
   int64_t preferred_tile_bytes() const override { return 512 * 1024; }
 
   void embedding(const Tensor& table, std::span<const int32_t> ids, float scale,

@@ -4,17 +4,25 @@
 // Prints {total, errors, mismatches, seconds, req_per_s, tok_per_s, p50_ms, p99_ms, max_ms}.
 // Optional SERVER_PID (8th argument, same machine): also report the server's CPU time per
 // generated token and its mean decode batch size over the timed part only.
+// Environment: LOAD_EXIT=CRITERION:THRESHOLD (e.g. kl:1e-3) asks for that adaptive exit with
+// max_steps NUM_STEPS instead of a fixed NUM_STEPS; the output's mean_steps is then the mean
+// recurrences per generated token (usage.mean_iterations_per_token, weighted by tokens).
 const [base, model, key, conc, reqs, maxTokens, numSteps, serverPid] = process.argv.slice(2);
 const C = Number(conc), R = Number(reqs);
 const prompts = ['hello world', 'the world says', 'hello there', 'hello hello', 'says hello back',
                  'world, hello', 'there. the', 'back hello world'];
 
+const [exitName, exitThreshold] = (process.env.LOAD_EXIT || '').split(':');
+const depth = exitName ? { exit_criterion: exitName, exit_threshold: Number(exitThreshold),
+                           max_steps: Number(numSteps) }
+                       : { num_steps: Number(numSteps) };
+
 async function ask(prompt) {
   const r = await fetch(`${base}/v1/completions`, {
-    method: 'POST', signal: AbortSignal.timeout(60000),
+    method: 'POST', signal: AbortSignal.timeout(600000),
     headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
     body: JSON.stringify({ model, prompt, max_tokens: Number(maxTokens), temperature: 0, seed: 0,
-                           num_steps: Number(numSteps) }) });
+                           ...depth }) });
   const body = await r.json();
   if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${JSON.stringify(body)}`);
   return body;
@@ -34,7 +42,7 @@ async function serverSample() {
 }
 const s0 = await serverSample();
 const lat = [];
-let errors = 0, mismatches = 0, tokens = 0;
+let errors = 0, mismatches = 0, tokens = 0, steps = 0;
 const firstErrors = [];
 const t0 = performance.now();
 await Promise.all(Array.from({ length: C }, async (_, c) => {
@@ -45,6 +53,7 @@ await Promise.all(Array.from({ length: C }, async (_, c) => {
       const body = await ask(p);
       lat.push(performance.now() - s);
       tokens += body.usage.completion_tokens;
+      steps += body.usage.mean_iterations_per_token * body.usage.completion_tokens;
       if (body.choices[0].text !== want[p]) mismatches++;
     } catch (e) {
       errors++;
@@ -59,5 +68,5 @@ const server = s1 && { cpu_ms_per_token: (s1.ticks - s0.ticks) * 10 / tokens,  /
 lat.sort((a, b) => a - b);
 const q = (f) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(f * lat.length))] : 0);
 console.log(JSON.stringify({ total: C * R, errors, mismatches, seconds, req_per_s: (C * R) / seconds,
-  tok_per_s: tokens / seconds, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat.at(-1) ?? 0,
+  tok_per_s: tokens / seconds, mean_steps: tokens ? steps / tokens : 0, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat.at(-1) ?? 0,
   first_errors: firstErrors, ...(server ? { server } : {}) }));
