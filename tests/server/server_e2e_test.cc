@@ -498,21 +498,26 @@ TEST_F(ServeTest, FullQueueAnswers503WithRetryAfter) {
 
 // A streaming client that goes away cancels its generation; a request past --timeout gets 504.
 TEST_F(ServeTest, DisconnectCancelsAndTimeoutAnswers504) {
-  ServerProcess s(model_, "--parallel 1 --timeout 2");
+  // Two servers: the disconnect on one whose --timeout cannot fire first (on a slow machine, or
+  // under a sanitizer, the first chunk may come close to a 2 s limit, and a request that times out
+  // is not counted as cancelled), the timeout on one with --timeout 2.
+  ServerProcess s(model_, "--parallel 1 --timeout 600");
+  ServerProcess st(model_, "--parallel 1 --timeout 2");
   ASSERT_GT(s.port(), 0) << s.log();
+  ASSERT_GT(st.port(), 0) << st.log();
   const std::string h = "{'content-type':'application/json',authorization:'Bearer " +
                         std::string(kKey) + "'}";
   const std::string long_gen =
       "model:'tiny',prompt:'hello',max_tokens:4000,num_steps:32,ignore_eos:true,temperature:0";
   const std::string script =
-      "const u='" + s.url() + "';const h=" + h +
+      "const u='" + s.url() + "';const ut='" + st.url() + "';const h=" + h +
       ";(async()=>{const c=new AbortController();const r=await fetch(u+'/v1/completions',"
       "{method:'POST',headers:h,signal:c.signal,body:JSON.stringify({" + long_gen +
       ",stream:true})});const rd=r.body.getReader();await rd.read();c.abort();"
       "let m='';const t0=Date.now();while(Date.now()-t0<5000){m=await(await fetch(u+'/metrics'))"
       ".text();if(/huginn_requests_cancelled_total 1/.test(m))break;"
       "await new Promise(x=>setTimeout(x,50));}const cancelled=/huginn_requests_cancelled_total 1/"
-      ".test(m);const t1=Date.now();const q=await fetch(u+'/v1/completions',{method:'POST',"
+      ".test(m);const t1=Date.now();const q=await fetch(ut+'/v1/completions',{method:'POST',"
       "headers:h,body:JSON.stringify({" + long_gen + "})});console.log(JSON.stringify({cancelled,"
       "cancel_ms:t1-t0,status:q.status,body:await q.json(),timeout_ms:Date.now()-t1}))})()";
   std::string out;
@@ -523,6 +528,7 @@ TEST_F(ServeTest, DisconnectCancelsAndTimeoutAnswers504) {
   EXPECT_EQ(r["body"]["error"]["type"], "timeout_error") << r;
   EXPECT_LT(r["timeout_ms"].get<double>(), 10000) << r;
   EXPECT_TRUE(s.alive());
+  EXPECT_TRUE(st.alive());
 }
 
 // Decode steps of concurrent requests batched (--max-batch 8; the automatic default leaves a
