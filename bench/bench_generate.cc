@@ -53,20 +53,15 @@ int main(int argc, char** argv) {
   std::vector<int> steps = {4, 8, 32};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return bench::next_arg(argc, argv, i); };
+    auto next_int = [&] { return bench::int_arg(argc, argv, i); };
     if (a == "--model") model_dir = next();
     else if (a == "--config") config_path = next();
-    else if (a == "--prompt") prompt_len = std::atoi(next());
-    else if (a == "--new") n_new = std::atoi(next());
+    else if (a == "--prompt") prompt_len = next_int();
+    else if (a == "--new") n_new = next_int();
     else if (a == "--steps") steps = bench::int_list(next(), "--steps");
-    else if (a == "--slots") slots = std::atoi(next());
-    else if (a == "--threads") threads = std::atoi(next());
+    else if (a == "--slots") slots = next_int();
+    else if (a == "--threads") threads = next_int();
     else if (a == "--backend") backend = next();
     else if (a == "--dtype") dtype = next();
     else if (a == "--bench-m") bench_m = true;

@@ -35,6 +35,29 @@ inline ModelConfig preset_config(const std::string& name) {
   return c;
 }
 
+// The value after flag argv[i] (advancing i); exits with a message when there is none.
+inline const char* next_arg(int argc, char** argv, int& i) {
+  if (i + 1 >= argc) {
+    std::fprintf(stderr, "%s needs a value\n", argv[i]);
+    std::exit(2);
+  }
+  return argv[++i];
+}
+
+// The integer after flag argv[i] (advancing i); exits with a message naming the flag on
+// anything that is not a whole integer.
+inline int int_arg(int argc, char** argv, int& i) {
+  const char* flag = argv[i];
+  const char* s = next_arg(argc, argv, i);
+  char* end = nullptr;
+  const long x = std::strtol(s, &end, 10);
+  if (end == s || *end != '\0') {
+    std::fprintf(stderr, "error: %s: expected an integer, got '%s'\n", flag, s);
+    std::exit(2);
+  }
+  return static_cast<int>(x);
+}
+
 // "1,2,4" -> {1, 2, 4}; exits with a message naming `flag` on anything else.
 inline std::vector<int> int_list(const char* s, const char* flag) {
   std::vector<int> v;

@@ -99,23 +99,18 @@ int main(int argc, char** argv) {
   int n_new = 8, prompt_len = 8, draft_depth = 0, lanes = 8, threads = 1, train_steps = 300;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return bench::next_arg(argc, argv, i); };
+    auto next_int = [&] { return bench::int_arg(argc, argv, i); };
     if (a == "--model") model_dir = next();
     else if (a == "--train-pattern") train_dir = next();
-    else if (a == "--train-steps") train_steps = std::atoi(next());
+    else if (a == "--train-steps") train_steps = next_int();
     else if (a == "--dtype") dtype = next();
     else if (a == "--steps") steps = bench::int_list(next(), "--steps");
-    else if (a == "--new") n_new = std::atoi(next());
-    else if (a == "--prompt") prompt_len = std::atoi(next());
-    else if (a == "--draft-depth") draft_depth = std::atoi(next());
-    else if (a == "--lanes") lanes = std::atoi(next());
-    else if (a == "--threads") threads = std::atoi(next());
+    else if (a == "--new") n_new = next_int();
+    else if (a == "--prompt") prompt_len = next_int();
+    else if (a == "--draft-depth") draft_depth = next_int();
+    else if (a == "--lanes") lanes = next_int();
+    else if (a == "--threads") threads = next_int();
     else {
       std::fprintf(stderr,
                    "usage: bench_wavefront (--model DIR | --train-pattern DIR [--train-steps S])\n"
