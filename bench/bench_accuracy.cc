@@ -107,10 +107,10 @@ int main(int argc, char** argv) {
   std::vector<int> steps = {8, 32, 64};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--golden" && i + 1 < argc) golden = argv[++i];
-    else if (a == "--tokens" && i + 1 < argc) tokens = std::atoll(argv[++i]);
-    else if (a == "--steps" && i + 1 < argc) steps = bench::int_list(argv[++i], "--steps");
-    else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+    if (a == "--golden") golden = bench::next_arg(argc, argv, i);
+    else if (a == "--tokens") tokens = bench::int64_arg(argc, argv, i);
+    else if (a == "--steps") steps = bench::int_list(bench::next_arg(argc, argv, i), "--steps");
+    else if (a == "--threads") threads = bench::int_arg(argc, argv, i);
     else if (a == "--no-bench-m") bench_m = false;
     else {
       std::printf("usage: bench_accuracy [--golden DIR] [--tokens T] [--steps 8,32,64] "

@@ -87,14 +87,14 @@ int main(int argc, char** argv) {
   int n_new = 8, steps = 8, threads = 1, repeat = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&] { return i + 1 < argc ? argv[++i] : ""; };
+    auto next = [&] { return bench::next_arg(argc, argv, i); };
     if (a == "--model") model_dir = next();
     else if (a == "--config") config_path = next();
     else if (a == "--batch") batches = bench::int_list(next(), "--batch");
-    else if (a == "--new") n_new = std::atoi(next());
-    else if (a == "--steps") steps = std::atoi(next());
-    else if (a == "--threads") threads = std::atoi(next());
-    else if (a == "--repeat") repeat = std::atoi(next());
+    else if (a == "--new") n_new = bench::int_arg(argc, argv, i);
+    else if (a == "--steps") steps = bench::int_arg(argc, argv, i);
+    else if (a == "--threads") threads = bench::int_arg(argc, argv, i);
+    else if (a == "--repeat") repeat = bench::int_arg(argc, argv, i);
     else {
       std::fprintf(stderr,
                    "usage: bench_decode_batch [--model DIR | --config FILE] [--batch 1,4,16] "

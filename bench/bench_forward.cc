@@ -46,14 +46,14 @@ int main(int argc, char** argv) {
   int reps = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto next = [&] { return i + 1 < argc ? argv[++i] : (std::fprintf(stderr, "%s needs a value\n", a.c_str()), std::exit(2), ""); };
+    auto next = [&] { return bench::next_arg(argc, argv, i); };
     if (a == "--model") model_dir = next();
     else if (a == "--config") config_path = next();
-    else if (a == "--tokens") T = std::atoll(next());
+    else if (a == "--tokens") T = bench::int64_arg(argc, argv, i);
     else if (a == "--steps") steps = bench::int_list(next(), "--steps");
     else if (a == "--threads") threads = bench::int_list(next(), "--threads");
     else if (a == "--backend") backend = next();
-    else if (a == "--reps") reps = std::atoi(next());
+    else if (a == "--reps") reps = bench::int_arg(argc, argv, i);
     else {
       std::printf("usage: bench_forward [--model DIR | --config FILE] [--tokens T] [--steps 4,8,32]\n"
                   "                     [--threads 1,2] [--backend cpu|ref] [--reps N]\n"

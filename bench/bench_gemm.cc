@@ -301,18 +301,15 @@ int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) std::exit(usage(2));
-      return argv[++i];
-    };
+    auto next = [&] { return bench::next_arg(argc, argv, i); };
     if (s == "--threads") a.threads = bench::int_list(next(), "--threads");
     else if (s == "--m") a.ms = bench::int_list(next(), "--m");
     else if (s == "--models") a.models = split(next());
     else if (s == "--layers") a.layers = split(next());
     else if (s == "--dtypes") a.dtypes = split(next());
     else if (s == "--isa") a.isa = next();
-    else if (s == "--min-time") a.min_time = std::atof(next());
-    else if (s == "--mb") a.mb = std::atoll(next());
+    else if (s == "--min-time") a.min_time = bench::double_arg(argc, argv, i);
+    else if (s == "--mb") a.mb = bench::int64_arg(argc, argv, i);
     else if (s == "--small") a.small = true;
     else if (s == "--no-blas") a.blas = false;
     else if (s == "--csv") a.csv = true;

@@ -20,6 +20,7 @@
 #include "huginn/thread_pool.h"
 #include "eval/machine_peak.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "bench_util.h"
 
 using namespace huginn;
 
@@ -62,10 +63,10 @@ int main(int argc, char** argv) {
   std::string isa_name;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (a == "--mb" && i + 1 < argc) mb = std::atoll(argv[++i]);
-    else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
-    else if (a == "--isa" && i + 1 < argc) isa_name = argv[++i];
+    if (a == "--threads") threads = bench::int_arg(argc, argv, i);
+    else if (a == "--mb") mb = bench::int64_arg(argc, argv, i);
+    else if (a == "--reps") reps = bench::int_arg(argc, argv, i);
+    else if (a == "--isa") isa_name = bench::next_arg(argc, argv, i);
     else if (a == "--cpu-time") g_cpu_time = true;
     else {
       std::printf("usage: bench_matvec [--threads N] [--mb MB] [--reps R] [--isa NAME] "

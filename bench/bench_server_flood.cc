@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../tests/server/raw_http.h"
+#include "bench_util.h"
 
 namespace {
 
@@ -161,13 +162,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
     if (k == "--help" || k == "-h") return usage(), 0;
-    if (i + 1 >= argc) return usage();
-    const char* v = argv[++i];
-    if (k == "--port") a.port = std::atoi(v);
-    else if (k == "--key") a.key = v;
-    else if (k == "--model") a.model = v;
-    else if (k == "--reps") a.reps = std::atoi(v);
-    else if (k == "--wait") a.wait = std::atof(v);
+    if (k == "--port") a.port = huginn::bench::int_arg(argc, argv, i);
+    else if (k == "--key") a.key = huginn::bench::next_arg(argc, argv, i);
+    else if (k == "--model") a.model = huginn::bench::next_arg(argc, argv, i);
+    else if (k == "--reps") a.reps = huginn::bench::int_arg(argc, argv, i);
+    else if (k == "--wait") a.wait = huginn::bench::double_arg(argc, argv, i);
     else return usage();
   }
   if (a.port <= 0 || a.port > 65535 || a.reps < 1 || !(a.wait > 0)) return usage();

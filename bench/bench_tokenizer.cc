@@ -35,6 +35,7 @@
 #include "huginn/thread_pool.h"
 #include "huginn/tokenizer.h"
 #include "tokenizer/scanner.h"
+#include "bench_util.h"
 
 namespace fs = std::filesystem;
 using huginn::Tokenizer;
@@ -207,17 +208,11 @@ int main(int argc, char** argv) {
   bool hf = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&]() -> std::string { return huginn::bench::next_arg(argc, argv, i); };
     if (a == "--corpus") corpus_path = next();
     else if (a == "--tokenizers") tok_dir = next();
-    else if (a == "--runs") runs = std::max(1, std::stoi(next()));
-    else if (a == "--mb") mb = std::stod(next());
+    else if (a == "--runs") runs = std::max(1, huginn::bench::int_arg(argc, argv, i));
+    else if (a == "--mb") mb = huginn::bench::double_arg(argc, argv, i);
     else if (a == "--only") only = next();
     else if (a == "--write") write_dir = next();
     else if (a == "--no-hf") hf = false;

@@ -1,6 +1,10 @@
 // Helpers shared by the benchmark programs: the random-weight model presets and list flags.
 #pragma once
 
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -38,24 +42,47 @@ inline ModelConfig preset_config(const std::string& name) {
 // The value after flag argv[i] (advancing i); exits with a message when there is none.
 inline const char* next_arg(int argc, char** argv, int& i) {
   if (i + 1 >= argc) {
-    std::fprintf(stderr, "%s needs a value\n", argv[i]);
+    std::fprintf(stderr, "error: %s needs a value\n", argv[i]);
     std::exit(2);
   }
   return argv[++i];
 }
 
-// The integer after flag argv[i] (advancing i); exits with a message naming the flag on
-// anything that is not a whole integer.
-inline int int_arg(int argc, char** argv, int& i) {
+// The number after flag argv[i] (advancing i), parsed whole by strtoll / strtod; exits with a
+// message naming the flag on anything else (atoi would turn "x" into 0 and run with it).
+inline int64_t int64_arg(int argc, char** argv, int& i) {
   const char* flag = argv[i];
   const char* s = next_arg(argc, argv, i);
   char* end = nullptr;
-  const long x = std::strtol(s, &end, 10);
-  if (end == s || *end != '\0') {
+  errno = 0;
+  const long long x = std::strtoll(s, &end, 10);
+  if (end == s || *end != '\0' || errno == ERANGE) {
     std::fprintf(stderr, "error: %s: expected an integer, got '%s'\n", flag, s);
     std::exit(2);
   }
+  return x;
+}
+
+inline int int_arg(int argc, char** argv, int& i) {
+  const char* flag = argv[i];
+  const int64_t x = int64_arg(argc, argv, i);
+  if (x < INT_MIN || x > INT_MAX) {
+    std::fprintf(stderr, "error: %s: %lld is out of range\n", flag, static_cast<long long>(x));
+    std::exit(2);
+  }
   return static_cast<int>(x);
+}
+
+inline double double_arg(int argc, char** argv, int& i) {
+  const char* flag = argv[i];
+  const char* s = next_arg(argc, argv, i);
+  char* end = nullptr;
+  const double x = std::strtod(s, &end);
+  if (end == s || *end != '\0' || !std::isfinite(x)) {
+    std::fprintf(stderr, "error: %s: expected a number, got '%s'\n", flag, s);
+    std::exit(2);
+  }
+  return x;
 }
 
 // "1,2,4" -> {1, 2, 4}; exits with a message naming `flag` on anything else.
