@@ -44,6 +44,9 @@ class Communicator {
   virtual void reduce_scatter_sum(std::span<const float> in, std::span<float> out) = 0;
   // all = the concatenation of every rank's `mine` (all equal in size), in rank order.
   virtual void all_gather(std::span<const std::byte> mine, std::span<std::byte> all) = 0;
+  // On root: all = the concatenation of every rank's `mine` (all equal in size), in rank order;
+  // on the other ranks `all` is not touched (and may be empty).
+  virtual void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) = 0;
   // data = root's data, on every rank.
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;

@@ -125,6 +125,12 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
                   "data-parallel runs: MiB of gradients summed over the ranks per collective")
       ->check(CLI::Range(1e-6, 1024.0))
       ->capture_default_str();
+  sub->add_option("--zero", o->zero,
+                  "data-parallel runs: 1 = ZeRO-1, each rank holds and updates 1/N of the "
+                  "optimizer state (gradients reduce-scattered, weights all-gathered); 0 = whole "
+                  "state on every rank, gradients all-reduced")
+      ->check(CLI::Range(0, 1))
+      ->capture_default_str();
   auto timeout = std::make_shared<double>(600);
   sub->add_option("--comm-timeout", *timeout,
                   "data-parallel runs: seconds a rank waits for the others in one collective "

@@ -52,6 +52,13 @@ void check_all(huginn::Communicator& c) {
     for (int j = 0; j < 3; ++j) ok &= all[3 * q + j] == std::byte(q + j);
   expect(ok, "all_gather", r);
 
+  std::vector<std::byte> gathered(r == N - 1 ? 3 * static_cast<size_t>(N) : 0);
+  c.gather(mine, gathered, N - 1);
+  ok = true;
+  for (int q = 0; r == N - 1 && q < N; ++q)
+    for (int j = 0; j < 3; ++j) ok &= gathered[3 * q + j] == std::byte(q + j);
+  expect(ok, "gather to the last rank", r);
+
   std::vector<std::byte> b(7, std::byte(r));
   c.broadcast(b, N - 1);
   ok = true;

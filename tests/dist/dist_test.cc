@@ -24,10 +24,13 @@ TEST(SingleCommunicator, CollectivesAreTheIdentityAndCountBytes) {
   std::byte all[2] = {};
   c->all_gather(mine, all);
   EXPECT_EQ(all[1], std::byte(9));
+  std::byte at_root[2] = {};
+  c->gather(mine, at_root, 0);
+  EXPECT_EQ(at_root[0], std::byte(7));
   EXPECT_EQ(broadcast_string(*c, "abc"), "abc");
   EXPECT_EQ(all_gather_strings(*c, "longer than four", 4), std::vector<std::string>{"long"});
-  // 8 + 8 + 2 + the string's length and bytes + 4
-  EXPECT_EQ(c->bytes(), 8u + 8u + 2u + 8u + 3u + 4u);
+  // 8 + 8 + 2 + 2 + the string's length and bytes + 4
+  EXPECT_EQ(c->bytes(), 8u + 8u + 2u + 2u + 8u + 3u + 4u);
 }
 
 TEST(MpiCommunicator, EveryCollectiveOnThreeRanks) {
