@@ -240,8 +240,8 @@ struct TrainOptions {
   // [r·B/N, (r+1)·B/N) of each micro-batch (the windows one process would run there: no overlap,
   // and the data position is still the step, so a checkpoint resumes on any number of ranks).
   // All ranks draw the same (n, k) per micro-batch (seeded from the step), the gradients are
-  // summed over the ranks in buckets of bucket_mb MiB, and every rank takes the same clipped
-  // AdamW step. Rank 0 alone writes checkpoints, metrics.jsonl and progress lines. At start the
+  // summed over the ranks in buckets of bucket_mb MiB (reduce-scattered under ZeRO-1, see
+  // `zero`), and the weights take the same clipped AdamW step on every rank. Rank 0 alone writes checkpoints, metrics.jsonl and progress lines. At start the
   // ranks check that they agree on model, data, flags, start step and initial weights.
   Communicator* comm = nullptr;
   double bucket_mb = 64;

@@ -133,8 +133,9 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
       ->capture_default_str();
   auto timeout = std::make_shared<double>(600);
   sub->add_option("--comm-timeout", *timeout,
-                  "data-parallel runs: seconds a rank waits for the others in one collective "
-                  "before the job is aborted with a message (a rank died or hangs)")
+                  "data-parallel runs: seconds rank 0 waits for every rank to reach a collective "
+                  "before it aborts the job naming the ranks that did not (they died or hang); "
+                  "inside a collective rank 0 waits as long, the others twice as long")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   add_common_options(sub, common);

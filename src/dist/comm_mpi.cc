@@ -151,8 +151,9 @@ class MpiCommunicator : public Communicator {
     return 6;
   }
   static const char* kind_name(int64_t code) {
-    static const char* const kinds[] = {"all-reduce", "reduce-scatter", "all-gather", "gather",
-                                        "broadcast",  "barrier",        "another collective"};
+    static const char* const kinds[] = {
+        "all-reduce", "reduce-scatter", "all-gather",        "gather",
+        "broadcast",  "barrier",        "another collective"};
     return kinds[code >= 0 && code < 6 ? code : 6];
   }
 
@@ -197,8 +198,9 @@ class MpiCommunicator : public Communicator {
         for (int q = 1; q < size_; ++q)
           if (!in[q]) ranks += (ranks.empty() ? "" : ", ") + std::to_string(q);
         char tail[160];
-        std::snprintf(tail, sizeof tail, " of %d did not reach %s number %llu within %.0f s: ",
-                      size_, what, static_cast<unsigned long long>(call), timeout_s_);
+        std::snprintf(tail, sizeof tail,
+                      " of %d did not reach %s number %llu within %.0f s: ", size_, what,
+                      static_cast<unsigned long long>(call), timeout_s_);
         fail("error: rank" + std::string(missing > 1 ? "s " : " ") + ranks + tail +
              (missing > 1 ? "they hang or died" : "it hangs or died") +
              " (rank 0 and the others reached it); ending the job\n");
@@ -230,12 +232,15 @@ class MpiCommunicator : public Communicator {
       cv_.wait_until(lock, deadline);
       if (stop_ || !busy_ || calls_ != call || std::chrono::steady_clock::now() < deadline)
         continue;
-      std::fprintf(stderr,
-                   "error: rank %d of %d waited %.0f s for the other ranks in %s number %llu: a "
-                   "rank has died, hangs or runs different collectives%s; ending this rank "
-                   "(mpirun then ends the others)\n",
-                   rank_, size_, limit, what_, static_cast<unsigned long long>(call),
-                   rank_ == 0 ? "" : " (rank 0, which names a rank that does not arrive, did not: it may be rank 0)");
+      std::fprintf(
+          stderr,
+          "error: rank %d of %d waited %.0f s for the other ranks in %s number %llu: a "
+          "rank has died, hangs or runs different collectives%s; ending this rank "
+          "(mpirun then ends the others)\n",
+          rank_, size_, limit, what_, static_cast<unsigned long long>(call),
+          rank_ == 0
+              ? ""
+              : " (rank 0, which names a rank that does not arrive, did not: it may be rank 0)");
       std::fflush(stderr);
       std::_Exit(3);
     }

@@ -32,13 +32,13 @@ Tensor piece_view(const Tensor& t, const FlatPiece& piece) {
   return t.reshape({1, t.numel()}).cols(piece.begin, piece.end);
 }
 
-AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& backend,
-             int64_t begin, int64_t end)
+AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& backend, int64_t begin,
+             int64_t end)
     : params_(std::move(params)), opt_(options), be_(backend) {
   for (const auto& p : params_)
-    HUGINN_ASSERT(p.value.is_contiguous() && p.grad.is_contiguous() &&
-                      p.value.numel() == p.grad.numel(),
-                  "AdamW needs contiguous parameters and matching gradients");
+    HUGINN_ASSERT(
+        p.value.is_contiguous() && p.grad.is_contiguous() && p.value.numel() == p.grad.numel(),
+        "AdamW needs contiguous parameters and matching gradients");
   const int64_t total = flat_size(params_);
   begin_ = begin;
   end_ = end < 0 ? total : end;
@@ -48,8 +48,10 @@ AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& back
     // A whole parameter's moments keep its shape (as before sharding); a part is [1, n].
     const Tensor& w = params_[pc.param].value;
     const bool whole = pc.begin == 0 && pc.end == w.numel();
-    m_.push_back(whole ? be_.alloc({w.numel()}).reshape(w.shape()) : be_.alloc({1, pc.end - pc.begin}));
-    v_.push_back(whole ? be_.alloc({w.numel()}).reshape(w.shape()) : be_.alloc({1, pc.end - pc.begin}));
+    m_.push_back(whole ? be_.alloc({w.numel()}).reshape(w.shape())
+                       : be_.alloc({1, pc.end - pc.begin}));
+    v_.push_back(whole ? be_.alloc({w.numel()}).reshape(w.shape())
+                       : be_.alloc({1, pc.end - pc.begin}));
   }
 }
 
@@ -156,7 +158,8 @@ double clip_grad_norm(Backend& be, std::span<const Tensor> grads, double max_nor
 }
 
 double Schedule::at(int64_t s) const {
-  if (warmup > 0 && s < warmup) return lr * static_cast<double>(s + 1) / static_cast<double>(warmup);
+  if (warmup > 0 && s < warmup)
+    return lr * static_cast<double>(s + 1) / static_cast<double>(warmup);
   if (kind == ScheduleKind::kConstant) {
     const int64_t start = total - cooldown;
     if (cooldown <= 0 || s < start) return lr;

@@ -22,8 +22,8 @@ ZeroShard::ZeroShard(Communicator& comm, Backend& backend, const std::vector<Nam
   recv_.resize(static_cast<size_t>(std::min(c_, S_) * N));
 }
 
-void ZeroShard::download(const std::vector<NamedParam>& params, bool grads, int64_t lo,
-                         int64_t len, float* dst) {
+void ZeroShard::download(const std::vector<NamedParam>& params, bool grads, int64_t lo, int64_t len,
+                         float* dst) {
   const int64_t a = std::min(lo, P_), b = std::min(lo + len, P_);
   for (const FlatPiece& pc : flat_pieces(params, a, b)) {
     const NamedParam& p = params[pc.param];
@@ -32,14 +32,14 @@ void ZeroShard::download(const std::vector<NamedParam>& params, bool grads, int6
   std::fill(dst + (b - a), dst + len, 0.0f);  // the padding of the last slices
 }
 
-void ZeroShard::upload(const std::vector<NamedParam>& params, bool grads, int64_t lo,
-                       int64_t len, const float* src) {
+void ZeroShard::upload(const std::vector<NamedParam>& params, bool grads, int64_t lo, int64_t len,
+                       const float* src) {
   const int64_t a = std::min(lo, P_), b = std::min(lo + len, P_);
   for (const FlatPiece& pc : flat_pieces(params, a, b)) {
     const NamedParam& p = params[pc.param];
     Tensor dst = piece_view(grads ? p.grad : p.value, pc).reshape({1, pc.end - pc.begin});
-    const Tensor host = Tensor::wrap(const_cast<float*>(src) + pc.at, {1, pc.end - pc.begin},
-                                     DType::kF32);
+    const Tensor host =
+        Tensor::wrap(const_cast<float*>(src) + pc.at, {1, pc.end - pc.begin}, DType::kF32);
     be_.copy(be_.upload(host), dst);
   }
 }
@@ -69,8 +69,9 @@ void ZeroShard::all_gather(const std::vector<NamedParam>& params) {
   for (int64_t j = 0; j < S_; j += c_) {
     const int64_t len = std::min(c_, S_ - j);
     download(params, false, r * S_ + j, len, send_.data());
-    comm_.all_gather(std::as_bytes(std::span<const float>(send_.data(), static_cast<size_t>(len))),
-                     std::as_writable_bytes(std::span<float>(recv_.data(), static_cast<size_t>(N * len))));
+    comm_.all_gather(
+        std::as_bytes(std::span<const float>(send_.data(), static_cast<size_t>(len))),
+        std::as_writable_bytes(std::span<float>(recv_.data(), static_cast<size_t>(N * len))));
     for (int q = 0; q < N; ++q)  // this rank's own slice is already in place
       if (q != r) upload(params, false, q * S_ + j, len, recv_.data() + q * len);
   }
@@ -91,7 +92,8 @@ std::vector<std::pair<std::string, Tensor>> ZeroShard::gather_state(const AdamW&
     for (int64_t j = 0; j < S_; j += c_) {  // in buckets, as every other exchange
       const int64_t len = std::min(c_, S_ - j);
       comm_.gather(std::as_bytes(std::span<const float>(mine.data() + j, static_cast<size_t>(len))),
-                   std::as_writable_bytes(std::span<float>(got.data(), root ? static_cast<size_t>(N * len) : 0)),
+                   std::as_writable_bytes(
+                       std::span<float>(got.data(), root ? static_cast<size_t>(N * len) : 0)),
                    0);
       for (int q = 0; root && q < N; ++q)
         std::copy_n(got.data() + q * len, len, whole[which].data() + q * S_ + j);

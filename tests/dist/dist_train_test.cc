@@ -128,7 +128,8 @@ std::vector<int64_t> optimizer_bytes(const std::string& log, std::string* how) {
   const size_t at = log.find(key);
   if (at == std::string::npos) return {};
   std::vector<int64_t> out;
-  std::istringstream in(log.substr(at + key.size(), log.find('(', at + key.size()) - at - key.size()));
+  std::istringstream in(
+      log.substr(at + key.size(), log.find('(', at + key.size()) - at - key.size()));
   for (std::string item; std::getline(in, item, ',');) out.push_back(std::stoll(item));
   *how = log.substr(log.find('(', at + key.size()) + 1, 6);
   return out;
@@ -146,7 +147,8 @@ TEST(DistTrain, ZeroOneShardsTheOptimizerStateAndMatchesTheAllReduceBitForBit) {
   const CliRun whole = train_cli(2, f.flags("zero0", "--grad-clip 0 --zero 0"));
   ASSERT_EQ(whole.rc, 0) << whole.out;
   for (const char* file : {"model.safetensors", "train_state.safetensors"})
-    EXPECT_EQ(read_file(f.ckpt("zero1", 4) + "/" + file), read_file(f.ckpt("zero0", 4) + "/" + file))
+    EXPECT_EQ(read_file(f.ckpt("zero1", 4) + "/" + file),
+              read_file(f.ckpt("zero0", 4) + "/" + file))
         << file;
   std::string how;
   EXPECT_EQ(optimizer_bytes(zero.out, &how), (std::vector<int64_t>{137600, 137600})) << zero.out;
