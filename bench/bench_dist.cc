@@ -79,7 +79,9 @@ Row time_step(const Args& a, const ModelConfig& c, int n, int k, bool zero, Comm
   // As the trainer: one rank exchanges nothing and holds everything.
   std::unique_ptr<ZeroShard> shard;
   if (zero && N > 1) shard = std::make_unique<ZeroShard>(comm, be, params, bucket);
+  const int64_t before = be.allocated_bytes();
   AdamW adam(params, AdamWOptions{}, be, shard ? shard->begin() : 0, shard ? shard->end() : -1);
+  const int64_t optim_bytes = be.allocated_bytes() - before;  // as the backend counts its memory
   GradSync sync(comm, be, bucket);
   const int b0 = a.batch * r / N, b1 = a.batch * (r + 1) / N;
   std::mt19937 rng(7);
@@ -100,7 +102,7 @@ Row time_step(const Args& a, const ModelConfig& c, int n, int k, bool zero, Comm
   lo.n_with_grad = k;
   Row row;
   row.params = tm->model().param_counts().total();
-  row.optim_bytes = adam.state_bytes();
+  row.optim_bytes = optim_bytes;
   row.flat = flat_size(params);
   using clock = std::chrono::steady_clock;
   auto secs = [](clock::time_point t0) {

@@ -250,12 +250,18 @@ TEST(AdamW, SlicesOfTheFlatParametersUpdateAsTheWholeOptimizerDoes) {
     AdamWOptions o;
     o.weight_decay = 0.1;
     std::vector<NamedParam> whole_ps = params(1), shard_ps = params(1);
+    // The moments' bytes, as the backend counts its memory and as the optimizer sums them.
+    int64_t before = be->allocated_bytes();
     AdamW whole(whole_ps, o, *be);
-    std::vector<std::unique_ptr<AdamW>> shards;
-    for (int r = 0; r < 3; ++r)
-      shards.push_back(std::make_unique<AdamW>(shard_ps, o, *be, cuts[r], cuts[r + 1]));
-    EXPECT_EQ(shards[1]->state_bytes(), 2 * 4 * 7);
+    EXPECT_EQ(be->allocated_bytes() - before, 2 * 4 * 15);
     EXPECT_EQ(whole.state_bytes(), 2 * 4 * 15);
+    std::vector<std::unique_ptr<AdamW>> shards;
+    for (int r = 0; r < 3; ++r) {
+      before = be->allocated_bytes();
+      shards.push_back(std::make_unique<AdamW>(shard_ps, o, *be, cuts[r], cuts[r + 1]));
+      EXPECT_EQ(be->allocated_bytes() - before, 2 * 4 * (cuts[r + 1] - cuts[r])) << "slice " << r;
+      EXPECT_EQ(shards[r]->state_bytes(), 2 * 4 * (cuts[r + 1] - cuts[r]));
+    }
     for (int step = 0; step < 3; ++step) {
       for (int i = 0; i < 3; ++i) {
         Tensor g = Tensor::empty({sizes[i]});
