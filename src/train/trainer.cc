@@ -686,6 +686,8 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
     *tokens_out = static_cast<int64_t>(sums[1]);
   }
   const auto t2 = std::chrono::steady_clock::now();
+  // Under ZeRO-1 only this rank's slice of the gradients is the sum over the ranks here (the
+  // hook is the single-process tests'; a change outside the slice does not reach the update).
   if (o_.after_backward) o_.after_backward(step, params, *be_);
   // ZeRO-1: each rank clips its slice by the global norm (the only summed part of its gradients).
   const double gnorm = zero_ ? zero_->clip(params, o_.grad_clip)
