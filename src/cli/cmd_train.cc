@@ -153,9 +153,16 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
     TrainResult r;
     try {
       r = train(*o);
-    } catch (const CollectiveError&) {
-      if (!o->comm || comm->rank() == 0) throw;  // rank 0 reports what every rank found
-      comm.reset();                              // the others end as quietly as it does
+    } catch (const CollectiveError& e) {
+      if (!o->comm) throw;
+      // Every rank met this error at the same point. Rank 0 reports it, then all leave together:
+      // a rank that ended first made mpirun end rank 0 before it had printed (seen under load).
+      if (comm->rank() == 0) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        std::fflush(stderr);
+      }
+      comm->barrier();
+      comm.reset();
       std::exit(1);
     } catch (const std::exception& e) {
       if (!o->comm) throw;
