@@ -12,11 +12,19 @@
 //               (forward 2r + 2 layer passes, backward through 2k + 2)
 //   flat        prelude 1, core 2r, coda 1 layers, one tracked pass (n = 0, k = 1): a plain
 //               transformer of 2r + 2 layers (forward 2r + 2 layer passes, backward through all)
-// and prints, on rank 0, the step split into compute (forward + backward), communication (the
-// trainer's bucketed all-reduce, src/train/grad_sync.cc: download, MPI_Allreduce, upload) and
-// optimizer (clip + AdamW), the bytes each rank exchanges, comm/compute, and tokens/s of the step
-// (medians over the timed steps; the ranks meet at a barrier before the exchange, so a slower
-// rank's compute is not counted as communication).
+// and each in both exchanges the trainer has (--zero 0|1; both by default):
+//   all-reduce  whole gradients all-reduced in buckets (src/train/grad_sync.cc), every rank clips
+//               and runs AdamW on everything, holding the whole optimizer state
+//   zero1       ZeRO-1 (src/train/zero.h): gradients reduce-scattered in buckets, each rank clips
+//               (global norm) and updates its 1/N slice, then the weights are all-gathered
+// and prints, on rank 0, the step split into compute (forward + backward), communication
+// (download, MPI collectives, upload; for ZeRO-1 the reduce-scatter and the all-gather) and
+// optimizer (clip + AdamW), the payload bytes each rank passes to collectives per step (the
+// communicator's count: an all-reduce passes P floats, a reduce-scatter P and an all-gather P/N),
+// the bytes each rank sends over its link under ring algorithms (2·(N−1)/N·P floats for both
+// exchanges), each rank's optimizer-state bytes, comm/compute, and tokens/s of the step (medians
+// over the timed steps; the ranks meet at a barrier before the exchange, so a slower rank's
+// compute is not counted as communication).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,6 +38,7 @@
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
 #include "train/grad_sync.h"
+#include "train/zero.h"
 
 using namespace huginn;
 
@@ -39,6 +48,7 @@ struct Args {
   int threads = 1, width = 64, tokens = 64, batch = 4, k = 8, iters = 3;
   double bucket_mb = 64;
   std::vector<int> depths = {8, 32, 64};
+  std::vector<int> zero = {0, 1};
 };
 
 ModelConfig config(const Args& a, int n_core, int mean_rec, int k) {
@@ -55,16 +65,24 @@ ModelConfig config(const Args& a, int n_core, int mean_rec, int k) {
 struct Row {
   double compute = 0, comm = 0, optim = 0;
   uint64_t bytes = 0;
-  int64_t params = 0;
+  int64_t params = 0, flat = 0, optim_bytes = 0;  // flat: the floats exchanged
 };
 
-Row time_step(const Args& a, const ModelConfig& c, int n, int k, Communicator& comm, Backend& be) {
+Row time_step(const Args& a, const ModelConfig& c, int n, int k, bool zero, Communicator& comm,
+              Backend& be) {
   auto tm = TrainableModel::init(c, 1, be);
   BackwardRunner runner(tm->model(), be);
   Grads grads = Grads::zeros_like(tm->model(), be);
-  AdamW adam(named_params(tm->model(), grads), AdamWOptions{}, be);
-  GradSync sync(comm, be, static_cast<int64_t>(a.bucket_mb * (1 << 20) / 4));
+  const int64_t bucket = static_cast<int64_t>(a.bucket_mb * (1 << 20) / 4);
+  const std::vector<NamedParam> params = named_params(tm->model(), grads);
   const int N = comm.size(), r = comm.rank();
+  // As the trainer: one rank exchanges nothing and holds everything.
+  std::unique_ptr<ZeroShard> shard;
+  if (zero && N > 1) shard = std::make_unique<ZeroShard>(comm, be, params, bucket);
+  const int64_t before = be.allocated_bytes();
+  AdamW adam(params, AdamWOptions{}, be, shard ? shard->begin() : 0, shard ? shard->end() : -1);
+  const int64_t optim_bytes = be.allocated_bytes() - before;  // as the backend counts its memory
+  GradSync sync(comm, be, bucket);
   const int b0 = a.batch * r / N, b1 = a.batch * (r + 1) / N;
   std::mt19937 rng(7);
   std::vector<std::vector<int32_t>> seqs;
@@ -84,6 +102,8 @@ Row time_step(const Args& a, const ModelConfig& c, int n, int k, Communicator& c
   lo.n_with_grad = k;
   Row row;
   row.params = tm->model().param_counts().total();
+  row.optim_bytes = optim_bytes;
+  row.flat = flat_size(params);
   using clock = std::chrono::steady_clock;
   auto secs = [](clock::time_point t0) {
     return std::chrono::duration<double>(clock::now() - t0).count();
@@ -98,13 +118,22 @@ Row time_step(const Args& a, const ModelConfig& c, int n, int k, Communicator& c
     comm.barrier();  // the slower rank's compute is not counted as communication
     const uint64_t bytes0 = comm.bytes();
     t0 = clock::now();
-    if (N > 1) sync.all_reduce(adam.params());  // as the trainer: one rank exchanges nothing
-    const double exchange = secs(t0);
-    const uint64_t bytes = comm.bytes() - bytes0;
+    if (shard)
+      shard->reduce_scatter(params);
+    else if (N > 1)
+      sync.all_reduce(params);
+    double exchange = secs(t0);
     t0 = clock::now();
-    clip_grad_norm(be, adam.params(), 1.0);
+    if (shard)
+      shard->clip(params, 1.0);
+    else
+      clip_grad_norm(be, params, 1.0);
     adam.step(1e-4);
     const double optim = secs(t0);
+    t0 = clock::now();
+    if (shard) shard->all_gather(params);
+    exchange += secs(t0);
+    const uint64_t bytes = comm.bytes() - bytes0;
     if (it < 0) continue;
     times[0].push_back(compute);
     times[1].push_back(exchange);
@@ -145,7 +174,7 @@ int main(int argc, char** argv) {
     if (f == "--help" || f == "-h") {
       std::printf(
           "usage: mpirun -np N bench_dist [--threads T] [--width E] [--tokens T] [--batch B] "
-          "[--k K] [--iters I] [--depths 8,32,64] [--bucket-mb M]\n");
+          "[--k K] [--iters I] [--depths 8,32,64] [--bucket-mb M] [--zero 0|1|0,1]\n");
       return 0;
     }
     ++i;
@@ -165,6 +194,8 @@ int main(int argc, char** argv) {
       a.bucket_mb = std::atof(v);
     else if (f == "--depths")
       a.depths = parse_list(v);
+    else if (f == "--zero")
+      a.zero = parse_list(v);
     else {
       std::fprintf(stderr, "bench_dist: unknown flag %s (see --help)\n", f.c_str());
       return 2;
@@ -182,8 +213,9 @@ int main(int argc, char** argv) {
           "tokens, k %d, buckets of %.0f MiB, %d timed steps\n",
           comm->size(), comm->name(), pool.size(), a.width, a.batch, a.tokens, a.k, a.bucket_mb,
           a.iters);
-      std::printf("%-10s %4s %9s %6s %11s %9s %9s %9s %7s %10s\n", "model", "r", "params", "fwd_L",
-                  "MB/step", "comp_ms", "comm_ms", "optim_ms", "comm/c", "tok/s");
+      std::printf("%-10s %4s %9s %6s %-10s %8s %8s %9s %8s %8s %8s %7s %8s\n", "model", "r",
+                  "params", "fwd_L", "exchange", "MB/step", "ring_MB", "optim_MB", "comp_ms",
+                  "comm_ms", "optim_ms", "comm/c", "tok/s");
     }
     for (int r : a.depths) {
       const int k = std::min(a.k, r);
@@ -194,14 +226,23 @@ int main(int argc, char** argv) {
       };
       for (const Kind& m : {Kind{"recurrent", config(a, 2, r, k), r - k, k},
                             Kind{"flat", config(a, 2 * r, 1, 1), 0, 1}}) {
-        const Row row = time_step(a, m.c, m.n, m.k, *comm, *be);
-        const double step = row.compute + row.comm + row.optim;
-        if (r0)
-          std::printf("%-10s %4d %9lld %6d %11.2f %9.1f %9.1f %9.1f %7.3f %10.0f\n", m.name, r,
-                      (long long)row.params, 2 * r + 2, row.bytes / 1e6, row.compute * 1e3,
-                      row.comm * 1e3, row.optim * 1e3, row.comm / row.compute,
-                      double(a.batch) * a.tokens / step);
-        std::fflush(stdout);
+        for (int zero : a.zero) {
+          const Row row = time_step(a, m.c, m.n, m.k, zero == 1, *comm, *be);
+          const double step = row.compute + row.comm + row.optim;
+          const int N = comm->size();
+          // Ring algorithms: an all-reduce, or a reduce-scatter plus an all-gather, send
+          // 2·(N−1)/N of the (padded) gradient from each rank.
+          const double ring =
+              N > 1 ? 2.0 * (N - 1) / N * 4.0 * double((row.flat + N - 1) / N * N) : 0;
+          if (r0)
+            std::printf(
+                "%-10s %4d %9lld %6d %-10s %8.2f %8.2f %9.3f %8.1f %8.1f %8.1f %7.3f %8.0f\n",
+                m.name, r, (long long)row.params, 2 * r + 2, zero == 1 ? "zero1" : "all-reduce",
+                row.bytes / 1e6, ring / 1e6, row.optim_bytes / 1e6, row.compute * 1e3,
+                row.comm * 1e3, row.optim * 1e3, row.comm / row.compute,
+                double(a.batch) * a.tokens / step);
+          std::fflush(stdout);
+        }
       }
     }
   } catch (const std::exception& e) {

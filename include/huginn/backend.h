@@ -48,6 +48,10 @@ class Backend {
   virtual Tensor upload(const Tensor& host) = 0;
   // Copies a backend tensor (any strides) into contiguous host floats.
   virtual void download(const Tensor& t, float* host) = 0;
+  // Bytes of the tensors alloc() returned (for the strict backend also upload's and
+  // convert_weight's copies) that are still alive, views included in their tensor's: what this
+  // backend's memory holds for its callers (the trainer reports its optimizer state by it).
+  virtual int64_t allocated_bytes() const = 0;
   // dst = src, both [T, N]; strided views allowed.
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
   // A 2-D weight of this backend in F32, BF16 or Q8 converted to `to` (F32, BF16 or Q8), as

@@ -6,10 +6,11 @@
 // contract; MPI cannot check it cheaply). Buffers are host memory: the trainer moves gradients
 // between the backend and the host with Backend::download / copy (src/train/grad_sync.cc).
 //
-// Faults: the MPI implementation waits for a collective at most `timeout_s` seconds (its
-// maker's argument); past that it prints which rank waited, in which collective, and ends that
-// rank with a non-zero status, which makes mpirun end the job: a rank that hangs never leaves the
-// others waiting for ever. A rank that dies is noticed by mpirun, which ends the job and names it.
+// Faults: the MPI implementation names a rank that does not arrive: before each collective the
+// other ranks check in with rank 0, which waits for them at most `timeout_s` seconds (its maker's
+// argument), then prints the missing ranks and aborts the job (src/dist/comm_mpi.cc); inside a
+// collective a watchdog bounds the wait as well. A rank that dies is noticed by mpirun, which
+// ends the job and names it.
 #pragma once
 
 #include <cstddef>
@@ -44,6 +45,9 @@ class Communicator {
   virtual void reduce_scatter_sum(std::span<const float> in, std::span<float> out) = 0;
   // all = the concatenation of every rank's `mine` (all equal in size), in rank order.
   virtual void all_gather(std::span<const std::byte> mine, std::span<std::byte> all) = 0;
+  // On root: all = the concatenation of every rank's `mine` (all equal in size), in rank order;
+  // on the other ranks `all` is not touched (and may be empty).
+  virtual void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) = 0;
   // data = root's data, on every rank.
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;

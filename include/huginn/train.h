@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -81,26 +82,54 @@ struct AdamWOptions {
   bool decay_all = false;  // also decay norms, biases and embeddings (NamedParam::decay false)
 };
 
+// The flat parameter space: every parameter flattened and concatenated in order (named_params'
+// order). A FlatPiece is the part of a run [lo, hi) of it that lies in one parameter: that
+// parameter's elements [begin, end), at offset `at` from lo.
+struct FlatPiece {
+  size_t param;
+  int64_t begin, end, at;
+};
+int64_t flat_size(const std::vector<NamedParam>& params);
+// The pieces of flat elements [lo, hi), in order (0 <= lo <= hi <= flat_size).
+std::vector<FlatPiece> flat_pieces(const std::vector<NamedParam>& params, int64_t lo, int64_t hi);
+// A piece's elements of `t` (a contiguous tensor of that parameter's size, e.g. its value or
+// gradient), as a view in t's memory: t itself when the piece is the whole tensor, else [1, n].
+Tensor piece_view(const Tensor& t, const FlatPiece& piece);
+
 // AdamW as torch.optim.AdamW: decoupled decay p ← p·(1 − lr·wd), then with bias corrections
 // bc1 = 1 − β1^t, bc2 = 1 − β2^t:  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
 // p ← p − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps). The moments live on the backend of the
 // parameters and each update is one Backend::adamw_step per parameter (elementwise, so results
 // do not depend on the thread count).
+//
+// Sharded (ZeRO-1, src/train/zero.h): given a slice [begin, end) of the flat parameter space,
+// it holds the moments of that slice only and updates only those elements (one adamw_step per
+// piece of a parameter in the slice; elementwise, so every element gets the bits the whole update
+// gives it). The default slice is everything.
 class AdamW {
  public:
-  AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& backend);
-  // Uses each param's current grad.
+  AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& backend,
+        int64_t begin = 0, int64_t end = -1);
+  // Uses each param's current grad (within the slice).
   void step(double lr);
   int64_t steps_taken() const { return t_; }
   const std::vector<NamedParam>& params() const { return params_; }
-  // Host copies of the moments keyed "adam.m.<name>" / "adam.v.<name>"; set_state validates
-  // names and shapes, then uploads them.
+  int64_t begin() const { return begin_; }
+  int64_t end() const { return end_; }
+  // Bytes of the backend tensors holding the moments (m and v of the slice).
+  int64_t state_bytes() const;
+  // Host copies of the moments keyed "adam.m.<name>" / "adam.v.<name>" (unsharded only);
+  // set_state validates names and shapes of whole-model moments, then uploads this slice of them.
   std::vector<std::pair<std::string, Tensor>> state() const;
   void set_state(const std::map<std::string, Tensor>& state, int64_t t, const std::string& source);
+  // The slice's first (second = false) or second moments, flat, on the host: end − begin floats.
+  std::vector<float> slice_state(bool second) const;
 
  private:
   std::vector<NamedParam> params_;
-  std::vector<Tensor> m_, v_;
+  int64_t begin_ = 0, end_ = 0;
+  std::vector<FlatPiece> pieces_;
+  std::vector<Tensor> m_, v_;  // per piece
   AdamWOptions opt_;
   Backend& be_;
   int64_t t_ = 0;
@@ -111,6 +140,10 @@ class AdamW {
 // scales every gradient by max_norm / (norm + 1e-6). Returns the norm before clipping (NaN/inf
 // when a gradient is not finite; nothing is scaled then).
 double clip_grad_norm(Backend& backend, const std::vector<NamedParam>& params, double max_norm);
+// The same over `grads`, where each rank of `sum_over` holds its own part of the gradients (ZeRO-1:
+// its slice): the sums of squares are added over the ranks (nullptr: one process) before the root.
+double clip_grad_norm(Backend& backend, std::span<const Tensor> grads, double max_norm,
+                      Communicator* sum_over);
 
 // ---- schedules ------------------------------------------------------------------------------------
 
@@ -207,11 +240,18 @@ struct TrainOptions {
   // [r·B/N, (r+1)·B/N) of each micro-batch (the windows one process would run there: no overlap,
   // and the data position is still the step, so a checkpoint resumes on any number of ranks).
   // All ranks draw the same (n, k) per micro-batch (seeded from the step), the gradients are
-  // summed over the ranks in buckets of bucket_mb MiB, and every rank takes the same clipped
-  // AdamW step. Rank 0 alone writes checkpoints, metrics.jsonl and progress lines. At start the
+  // summed over the ranks in buckets of bucket_mb MiB (reduce-scattered under ZeRO-1, see
+  // `zero`), and the weights take the same clipped AdamW step on every rank. Rank 0 alone writes checkpoints, metrics.jsonl and progress lines. At start the
   // ranks check that they agree on model, data, flags, start step and initial weights.
   Communicator* comm = nullptr;
   double bucket_mb = 64;
+  // With more than one rank: 1 = ZeRO-1 (src/train/zero.h: gradients reduce-scattered, each
+  // rank's AdamW updates and holds the state of its slice of the parameters only, then the
+  // weights are all-gathered); 0 = every rank holds the whole optimizer state and the gradients
+  // are all-reduced. Both give the same weights (the same sums, an elementwise update); a
+  // checkpoint holds the whole state either way, so a run may resume with either and on any
+  // number of ranks. One process ignores it.
+  int zero = 1;
   // Called after each step with its loss (optional).
   std::function<void(int64_t step, double loss)> on_step;
   // Test hook: called after the gradients of a step are complete, before the finiteness check

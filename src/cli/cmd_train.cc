@@ -125,10 +125,17 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
                   "data-parallel runs: MiB of gradients summed over the ranks per collective")
       ->check(CLI::Range(1e-6, 1024.0))
       ->capture_default_str();
+  sub->add_option("--zero", o->zero,
+                  "data-parallel runs: 1 = ZeRO-1, each rank holds and updates 1/N of the "
+                  "optimizer state (gradients reduce-scattered, weights all-gathered); 0 = whole "
+                  "state on every rank, gradients all-reduced")
+      ->check(CLI::Range(0, 1))
+      ->capture_default_str();
   auto timeout = std::make_shared<double>(600);
   sub->add_option("--comm-timeout", *timeout,
-                  "data-parallel runs: seconds a rank waits for the others in one collective "
-                  "before the job is aborted with a message (a rank died or hangs)")
+                  "data-parallel runs: seconds rank 0 waits for every rank to reach a collective "
+                  "before it aborts the job naming the ranks that did not (they died or hang); "
+                  "inside a collective rank 0 waits as long, the others twice as long")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   add_common_options(sub, common);
@@ -146,9 +153,16 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
     TrainResult r;
     try {
       r = train(*o);
-    } catch (const CollectiveError&) {
-      if (!o->comm || comm->rank() == 0) throw;  // rank 0 reports what every rank found
-      comm.reset();                              // the others end as quietly as it does
+    } catch (const CollectiveError& e) {
+      if (!o->comm) throw;
+      // Every rank met this error at the same point. Rank 0 reports it, then all leave together:
+      // a rank that ended first made mpirun end rank 0 before it had printed (seen under load).
+      if (comm->rank() == 0) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        std::fflush(stderr);
+      }
+      comm->barrier();
+      comm.reset();
       std::exit(1);
     } catch (const std::exception& e) {
       if (!o->comm) throw;

@@ -25,6 +25,11 @@ class SingleCommunicator : public Communicator {
     std::memcpy(all.data(), mine.data(), mine.size());
     bytes_ += mine.size();
   }
+  void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) override {
+    HUGINN_ASSERT(root == 0 && mine.size() == all.size(), "gather: all must hold size() blocks of mine");
+    std::memcpy(all.data(), mine.data(), mine.size());
+    bytes_ += mine.size();
+  }
   void broadcast(std::span<std::byte> data, int root) override {
     HUGINN_ASSERT(root == 0, "broadcast: root out of range");
     bytes_ += data.size();

@@ -3,19 +3,55 @@
 #include <cmath>
 #include <numbers>
 
+#include "huginn/comm.h"
 #include "huginn/error.h"
 #include "huginn/train.h"
 
 namespace huginn {
 
-AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& backend)
+int64_t flat_size(const std::vector<NamedParam>& params) {
+  int64_t n = 0;
+  for (const auto& p : params) n += p.value.numel();
+  return n;
+}
+
+std::vector<FlatPiece> flat_pieces(const std::vector<NamedParam>& params, int64_t lo, int64_t hi) {
+  std::vector<FlatPiece> out;
+  int64_t off = 0;
+  for (size_t i = 0; i < params.size() && off < hi; ++i) {
+    const int64_t n = params[i].value.numel();
+    const int64_t b = std::max(lo, off), e = std::min(hi, off + n);
+    if (b < e) out.push_back({i, b - off, e - off, b - lo});
+    off += n;
+  }
+  return out;
+}
+
+Tensor piece_view(const Tensor& t, const FlatPiece& piece) {
+  if (piece.begin == 0 && piece.end == t.numel()) return t;
+  return t.reshape({1, t.numel()}).cols(piece.begin, piece.end);
+}
+
+AdamW::AdamW(std::vector<NamedParam> params, AdamWOptions options, Backend& backend, int64_t begin,
+             int64_t end)
     : params_(std::move(params)), opt_(options), be_(backend) {
-  for (const auto& p : params_) {
-    HUGINN_ASSERT(p.value.is_contiguous() && p.grad.is_contiguous() &&
-                      p.value.numel() == p.grad.numel(),
-                  "AdamW needs contiguous parameters and matching gradients");
-    m_.push_back(be_.alloc({p.value.numel()}).reshape(p.value.shape()));
-    v_.push_back(be_.alloc({p.value.numel()}).reshape(p.value.shape()));
+  for (const auto& p : params_)
+    HUGINN_ASSERT(
+        p.value.is_contiguous() && p.grad.is_contiguous() && p.value.numel() == p.grad.numel(),
+        "AdamW needs contiguous parameters and matching gradients");
+  const int64_t total = flat_size(params_);
+  begin_ = begin;
+  end_ = end < 0 ? total : end;
+  HUGINN_ASSERT(0 <= begin_ && begin_ <= end_ && end_ <= total, "AdamW: slice out of range");
+  pieces_ = flat_pieces(params_, begin_, end_);
+  for (const FlatPiece& pc : pieces_) {
+    // A whole parameter's moments keep its shape (as before sharding); a part is [1, n].
+    const Tensor& w = params_[pc.param].value;
+    const bool whole = pc.begin == 0 && pc.end == w.numel();
+    m_.push_back(whole ? be_.alloc({w.numel()}).reshape(w.shape())
+                       : be_.alloc({1, pc.end - pc.begin}));
+    v_.push_back(whole ? be_.alloc({w.numel()}).reshape(w.shape())
+                       : be_.alloc({1, pc.end - pc.begin}));
   }
 }
 
@@ -30,11 +66,18 @@ void AdamW::step(double lr) {
   s.sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
   s.eps = static_cast<float>(opt_.eps);
   s.keep = static_cast<float>(1.0 - lr * opt_.weight_decay);
-  for (size_t i = 0; i < params_.size(); ++i) {
-    NamedParam& p = params_[i];
+  for (size_t i = 0; i < pieces_.size(); ++i) {
+    NamedParam& p = params_[pieces_[i].param];
     s.decay = opt_.weight_decay != 0.0 && (p.decay || opt_.decay_all);
-    be_.adamw_step(p.value, p.grad, m_[i], v_[i], s);
+    Tensor w = piece_view(p.value, pieces_[i]);
+    be_.adamw_step(w, piece_view(p.grad, pieces_[i]), m_[i], v_[i], s);
   }
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < m_.size(); ++i) n += static_cast<int64_t>(m_[i].nbytes() + v_[i].nbytes());
+  return n;
 }
 
 namespace {
@@ -46,6 +89,8 @@ Tensor host_copy(Backend& be, const Tensor& t) {
 }  // namespace
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
+  HUGINN_ASSERT(begin_ == 0 && end_ == flat_size(params_) && pieces_.size() == params_.size(),
+                "AdamW::state of a sharded optimizer: gather the slices (src/train/zero.h)");
   std::vector<std::pair<std::string, Tensor>> out;
   for (size_t i = 0; i < params_.size(); ++i) {
     out.emplace_back("adam.m." + params_[i].name, host_copy(be_, m_[i]));
@@ -54,42 +99,67 @@ std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
   return out;
 }
 
+std::vector<float> AdamW::slice_state(bool second) const {
+  std::vector<float> out(static_cast<size_t>(end_ - begin_));
+  for (size_t i = 0; i < pieces_.size(); ++i)
+    be_.download(second ? v_[i] : m_[i], out.data() + pieces_[i].at);
+  return out;
+}
+
 void AdamW::set_state(const std::map<std::string, Tensor>& state, int64_t t,
                       const std::string& source) {
   for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& w = params_[i].value;
     for (int which = 0; which < 2; ++which) {
       const std::string key = (which == 0 ? "adam.m." : "adam.v.") + params_[i].name;
       auto it = state.find(key);
       if (it == state.end()) throw Error(source + ": missing optimizer tensor '" + key + "'");
-      Tensor& dst = which == 0 ? m_[i] : v_[i];
-      if (!std::ranges::equal(it->second.shape(), dst.shape()))
+      if (!std::ranges::equal(it->second.shape(), w.shape()))
         throw Error(source + ": optimizer tensor '" + key + "' has shape " +
-                    it->second.shape_str() + ", expected " + dst.shape_str());
-      Tensor flat = dst.reshape({1, dst.numel()});  // one row: a single copy
-      be_.copy(be_.upload(it->second.reshape({1, dst.numel()})), flat);
+                    it->second.shape_str() + ", expected " + w.shape_str());
     }
   }
   if (state.size() != 2 * params_.size())
     throw Error(source + ": " + std::to_string(state.size()) + " optimizer tensors, expected " +
                 std::to_string(2 * params_.size()) + " (a different model?)");
+  for (size_t i = 0; i < pieces_.size(); ++i) {
+    const FlatPiece& pc = pieces_[i];
+    for (int which = 0; which < 2; ++which) {
+      const Tensor& host = state.at((which == 0 ? "adam.m." : "adam.v.") + params_[pc.param].name);
+      // This slice's part of the whole tensor, as one row: a single copy.
+      const Tensor part = host.reshape({1, host.numel()}).cols(pc.begin, pc.end);
+      Tensor& dst = which == 0 ? m_[i] : v_[i];
+      Tensor flat = dst.reshape({1, dst.numel()});
+      be_.copy(be_.upload(part), flat);
+    }
+  }
   t_ = t;
 }
 
 double clip_grad_norm(Backend& be, const std::vector<NamedParam>& params, double max_norm) {
+  std::vector<Tensor> grads;
+  for (const auto& p : params) grads.push_back(p.grad);
+  return clip_grad_norm(be, grads, max_norm, nullptr);
+}
+
+double clip_grad_norm(Backend& be, std::span<const Tensor> grads, double max_norm,
+                      Communicator* sum_over) {
   double sq = 0.0;
-  for (const auto& p : params) sq = be.sum_squares(p.grad, sq);
+  for (const Tensor& g : grads) sq = be.sum_squares(g, sq);
+  if (sum_over) sum_over->all_reduce_sum(std::span<double>(&sq, 1));
   const double norm = std::sqrt(sq);
   if (!std::isfinite(norm) || max_norm <= 0.0 || norm <= max_norm) return norm;
   const float scale = static_cast<float>(max_norm / (norm + 1e-6));
-  for (const auto& p : params) {
-    Tensor g = p.grad;
-    be.scale(g, scale);
+  for (const Tensor& g : grads) {
+    Tensor t = g;
+    be.scale(t, scale);
   }
   return norm;
 }
 
 double Schedule::at(int64_t s) const {
-  if (warmup > 0 && s < warmup) return lr * static_cast<double>(s + 1) / static_cast<double>(warmup);
+  if (warmup > 0 && s < warmup)
+    return lr * static_cast<double>(s + 1) / static_cast<double>(warmup);
   if (kind == ScheduleKind::kConstant) {
     const int64_t start = total - cooldown;
     if (cooldown <= 0 || s < start) return lr;

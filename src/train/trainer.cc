@@ -32,6 +32,7 @@
 #include "train/checkpoint.h"
 #include "train/grad_sync.h"
 #include "train/rank_check.h"
+#include "train/zero.h"
 #include "util/json.h"
 #include "util/mapped_file.h"
 
@@ -276,7 +277,13 @@ class Trainer {
   void load_moments(const SafetensorsFile& state, int64_t adam_t);
   double train_step(int64_t step, int* n_out, int* k_out, double* gnorm_out, bool* finite_out,
                     int64_t* tokens_out);
-  std::string save(int64_t step);
+  std::string save(int64_t step, const std::vector<std::pair<std::string, Tensor>>& moments);
+  std::vector<std::pair<std::string, Tensor>> optimizer_state();
+  void update(double lr);
+  void report_optimizer_memory();
+  int64_t bucket_floats() const {
+    return std::max<int64_t>(1, static_cast<int64_t>(o_.bucket_mb * (1 << 20) / 4));
+  }
   void setup_ranks();
   nlohmann::ordered_json rank_fingerprint() const;
   std::string data_parallel_state(int64_t step) const;
@@ -304,9 +311,11 @@ class Trainer {
   std::unique_ptr<Communicator> own_comm_;  // the single-process one, when options.comm is null
   Communicator* comm_ = nullptr;
   int b0_ = 0, b1_ = 0;
-  std::unique_ptr<GradSync> sync_;
+  std::unique_ptr<GradSync> sync_;   // all-reduce of whole gradients (--zero 0)
+  std::unique_ptr<ZeroShard> zero_;  // ZeRO-1 (--zero 1, the default with several ranks)
   // This step's seconds in forward/backward, in the exchange, in clipping + AdamW.
   double t_compute_ = 0, t_comm_ = 0, t_optim_ = 0;
+  int64_t optim_bytes_ = 0;  // the backend's bytes for AdamW's state on this rank
 };
 
 Trainer::Trainer(const TrainOptions& o, TrainSource& source)
@@ -364,9 +373,9 @@ Trainer::Trainer(const TrainOptions& o, TrainSource& source)
     setup_model();
   }
   if (comm_->size() > 1) {
-    sync_ = std::make_unique<GradSync>(
-        *comm_, *be_, std::max<int64_t>(1, static_cast<int64_t>(o_.bucket_mb * (1 << 20) / 4)));
+    if (!zero_) sync_ = std::make_unique<GradSync>(*comm_, *be_, bucket_floats());
     check_ranks_agree(*comm_, rank_fingerprint());
+    report_optimizer_memory();
   }
 }
 
@@ -378,6 +387,9 @@ void Trainer::setup_ranks() {
   if (o_.batch < N)
     throw Error("--batch " + std::to_string(o_.batch) + " is smaller than the " +
                 std::to_string(N) + " ranks: each rank needs at least one sequence of the batch");
+  if (o_.zero != 0 && o_.zero != 1)
+    throw Error("--zero must be 0 (whole optimizer state on every rank) or 1 (ZeRO-1), got " +
+                std::to_string(o_.zero));
   if (!(o_.bucket_mb > 0) || o_.bucket_mb > 1024)
     throw Error("--bucket-mb must be in (0, 1024], got " + std::to_string(o_.bucket_mb));
   b0_ = static_cast<int>(static_cast<int64_t>(o_.batch) * r / N);
@@ -406,6 +418,8 @@ nlohmann::ordered_json Trainer::rank_fingerprint() const {
   fp["run"] = run_fingerprint(o_, seq_len_, mean_rec_, depth_);
   fp["start_step"] = start_step_;
   fp["backend"] = o_.backend;
+  fp["zero"] = o_.zero;
+  fp["bucket_mb"] = o_.bucket_mb;
   fp["initial_weights_fnv1a"] = std::to_string(h);
   return fp;
 }
@@ -431,7 +445,31 @@ void Trainer::setup_model() {
     HUGINN_ASSERT(it != stored.end() && it->second.same_data(p.value),
                   "named_params does not view the trainable model's tensors");
   }
-  adam_ = std::make_unique<AdamW>(std::move(params), o_.adam, *be_);
+  const int64_t before = be_->allocated_bytes();
+  if (comm_->size() > 1 && o_.zero == 1) {
+    zero_ = std::make_unique<ZeroShard>(*comm_, *be_, params, bucket_floats());
+    adam_ = std::make_unique<AdamW>(std::move(params), o_.adam, *be_, zero_->begin(), zero_->end());
+  } else {
+    adam_ = std::make_unique<AdamW>(std::move(params), o_.adam, *be_);
+  }
+  optim_bytes_ = be_->allocated_bytes() - before;  // as the backend counts its memory
+}
+
+// Rank 0 prints every rank's optimizer-state bytes (what the backend allocated for AdamW's
+// moments), so that a run shows what ZeRO-1 saves (and the tests can check it).
+void Trainer::report_optimizer_memory() {
+  int64_t mine = optim_bytes_;
+  std::vector<int64_t> all(static_cast<size_t>(comm_->size()));
+  comm_->all_gather(std::as_bytes(std::span<const int64_t>(&mine, 1)),
+                    std::as_writable_bytes(std::span<int64_t>(all)));
+  if (o_.quiet) return;
+  std::string list;
+  for (size_t r = 0; r < all.size(); ++r)
+    list += (r ? ", " : "") + std::to_string(all[r]);
+  const int64_t whole = 2 * static_cast<int64_t>(sizeof(float)) * flat_size(adam_->params());
+  HUGINN_LOG_INFO("optimizer state (AdamW m, v) bytes per rank: %s (%s; one process holds %lld)",
+                  list.c_str(), zero_ ? "ZeRO-1, sharded" : "--zero 0, whole on every rank",
+                  (long long)whole);
 }
 
 void Trainer::resume_from(const std::string& ckpt) {
@@ -639,16 +677,21 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
   }
   const auto t1 = std::chrono::steady_clock::now();
   std::vector<NamedParam> params = adam_->params();
-  if (sync_) {
-    sync_->all_reduce(params);
+  if (zero_) zero_->reduce_scatter(params);
+  if (sync_) sync_->all_reduce(params);
+  if (comm_->size() > 1) {
     double sums[2] = {loss, static_cast<double>(*tokens_out)};
     comm_->all_reduce_sum(std::span<double>(sums, 2));
     loss = sums[0];
     *tokens_out = static_cast<int64_t>(sums[1]);
   }
   const auto t2 = std::chrono::steady_clock::now();
+  // Under ZeRO-1 only this rank's slice of the gradients is the sum over the ranks here (the
+  // hook is the single-process tests'; a change outside the slice does not reach the update).
   if (o_.after_backward) o_.after_backward(step, params, *be_);
-  const double gnorm = clip_grad_norm(*be_, adam_->params(), o_.grad_clip);
+  // ZeRO-1: each rank clips its slice by the global norm (the only summed part of its gradients).
+  const double gnorm = zero_ ? zero_->clip(params, o_.grad_clip)
+                             : clip_grad_norm(*be_, adam_->params(), o_.grad_clip);
   t_compute_ = std::chrono::duration<double>(t1 - t0).count();
   t_comm_ = std::chrono::duration<double>(t2 - t1).count();
   t_optim_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t2).count();
@@ -657,7 +700,27 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
   return loss;
 }
 
-std::string Trainer::save(int64_t step) {
+// AdamW's state as a checkpoint holds it (whole): on rank 0, gathered from the shards under
+// ZeRO-1 (a collective: every rank calls it); empty on the other ranks.
+std::vector<std::pair<std::string, Tensor>> Trainer::optimizer_state() {
+  if (zero_) return zero_->gather_state(*adam_);
+  if (!rank0()) return {};
+  return adam_->state();
+}
+
+// The optimizer step, then (ZeRO-1) every rank's updated slice of the weights to every rank.
+void Trainer::update(double lr) {
+  const auto t0 = std::chrono::steady_clock::now();
+  adam_->step(lr);
+  const auto t1 = std::chrono::steady_clock::now();
+  t_optim_ += std::chrono::duration<double>(t1 - t0).count();
+  if (!zero_) return;
+  zero_->all_gather(adam_->params());
+  t_comm_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+}
+
+std::string Trainer::save(int64_t step,
+                          const std::vector<std::pair<std::string, Tensor>>& moments) {
   const std::string name = checkpoint_name(step);
   const std::string final_dir = o_.out + "/" + name;
   std::error_code ec;
@@ -669,7 +732,7 @@ std::string Trainer::save(int64_t step) {
     throw Error(tmp + ": cannot create the checkpoint folder: " + ec.message());
   tm_->save_hf(tmp);
   SafetensorsWriter w;
-  for (const auto& [key, t] : adam_->state()) w.add(key, t);
+  for (const auto& [key, t] : moments) w.add(key, t);
   w.add_metadata("format", kStateFormat);
   w.add_metadata("step", std::to_string(step));
   w.add_metadata("adam_t", std::to_string(adam_->steps_taken()));
@@ -724,12 +787,9 @@ TrainResult Trainer::run() {
     int64_t step_tokens = 0;
     const uint64_t bytes0 = comm_->bytes();
     const double loss = train_step(s, &n, &k, &gnorm, &finite, &step_tokens);
-    const uint64_t step_bytes = comm_->bytes() - bytes0;
     tokens += step_tokens;
     if (finite) {
-      const auto ta = std::chrono::steady_clock::now();
-      adam_->step(lr);
-      t_optim_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - ta).count();
+      update(lr);
       bad_in_row_ = 0;
     } else if (++skipped_; ++bad_in_row_ >= o_.max_bad_steps) {
       // Every rank sees the same summed loss and norm, so every rank stops here together.
@@ -740,6 +800,7 @@ TrainResult Trainer::run() {
                   (last_ckpt_.empty() ? std::string("(none saved yet)") : last_ckpt_) +
                   ", left untouched");
     }
+    const uint64_t step_bytes = comm_->bytes() - bytes0;
     const auto t1 = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(t1 - t0).count();
     const double elapsed = std::chrono::duration<double>(t1 - t_start).count();
@@ -763,10 +824,11 @@ TrainResult Trainer::run() {
                       fmt_eta(eta).c_str(), finite ? "" : "  (skipped: non-finite)");
     if (!o_.quiet && comm_->size() > 1 &&
         (last || (s + 1) % std::max(o_.log_every, 1) == 0 || s == start_step_))
-      HUGINN_LOG_INFO("  %d ranks: compute %.3f s, communication %.3f s (%.2f MB in %lld buckets), "
-                      "optimizer %.3f s; communication/compute %.3f",
+      HUGINN_LOG_INFO("  %d ranks: compute %.3f s, communication %.3f s (%.2f MB in %lld buckets, "
+                      "%s), optimizer %.3f s; communication/compute %.3f",
                       comm_->size(), t_compute_, t_comm_, step_bytes / 1e6,
-                      (long long)sync_->buckets_last(), t_optim_,
+                      (long long)(zero_ ? zero_->buckets_last() : sync_->buckets_last()),
+                      zero_ ? "ZeRO-1: reduce-scatter + all-gather" : "all-reduce", t_optim_,
                       t_comm_ / std::max(t_compute_, 1e-9));
     if (last || (o_.eval_every > 0 && (s + 1) % o_.eval_every == 0)) {
       TrainSource::Evaluation ev = src_.evaluate(tm_->model(), *be_);
@@ -783,7 +845,10 @@ TrainResult Trainer::run() {
     if (o_.on_step) o_.on_step(s + 1, loss);
     if (last || (o_.save_every > 0 && (s + 1) % o_.save_every == 0)) {
       // Rank 0 writes; the others wait for it, so that every rank returns a checkpoint that exists.
-      const std::string dir = rank0() ? save(s + 1) : o_.out + "/" + checkpoint_name(s + 1);
+      // Under ZeRO-1 every rank first sends rank 0 its slice of the optimizer state.
+      const auto moments = optimizer_state();
+      const std::string dir =
+          rank0() ? save(s + 1, moments) : o_.out + "/" + checkpoint_name(s + 1);
       comm_->barrier();
       last_ckpt_ = dir;
       if (!o_.quiet) HUGINN_LOG_INFO("saved %s", dir.c_str());

@@ -1,6 +1,12 @@
 // comm_check: every collective of the MPI communicator (huginn/comm.h) on however many ranks
 // mpirun starts, each result compared with its closed form. Prints "rank R of N: ok" and exits 0,
 // or names the collective that failed and exits 1. Run by dist_test (mpirun -np 3).
+//
+// comm_check TIMEOUT_S FAULT: the communicator's fault messages instead (its timeout TIMEOUT_S):
+// FAULT "hang:R" makes rank R stop before a barrier, "mismatch" makes rank 1 enter a broadcast
+// where the others enter a barrier. The job is expected to be aborted with a message.
+#include <unistd.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -52,6 +58,13 @@ void check_all(huginn::Communicator& c) {
     for (int j = 0; j < 3; ++j) ok &= all[3 * q + j] == std::byte(q + j);
   expect(ok, "all_gather", r);
 
+  std::vector<std::byte> gathered(r == N - 1 ? 3 * static_cast<size_t>(N) : 0);
+  c.gather(mine, gathered, N - 1);
+  ok = true;
+  for (int q = 0; r == N - 1 && q < N; ++q)
+    for (int j = 0; j < 3; ++j) ok &= gathered[3 * q + j] == std::byte(q + j);
+  expect(ok, "gather to the last rank", r);
+
   std::vector<std::byte> b(7, std::byte(r));
   c.broadcast(b, N - 1);
   ok = true;
@@ -69,8 +82,26 @@ void check_all(huginn::Communicator& c) {
 
 }  // namespace
 
-int main() {
+int fault(huginn::Communicator& c, const std::string& what) {
+  int hung = -1;
+  if (what.rfind("hang:", 0) == 0) hung = std::stoi(what.substr(5));
+  if (c.rank() == hung)
+    for (;;) ::pause();
+  std::byte b[4] = {};
+  if (what == "mismatch" && c.rank() == 1)
+    c.broadcast(b, 0);
+  else
+    c.barrier();
+  std::printf("rank %d of %d: the fault '%s' was not noticed\n", c.rank(), c.size(), what.c_str());
+  return 1;
+}
+
+int main(int argc, char** argv) {
   try {
+    if (argc == 3) {
+      auto c = huginn::make_mpi_communicator(std::stod(argv[1]));
+      return fault(*c, argv[2]);
+    }
     auto c = huginn::make_mpi_communicator(60);
     check_all(*c);
     std::printf("rank %d of %d: %s\n", c->rank(), c->size(), failures ? "FAILED" : "ok");

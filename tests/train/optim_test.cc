@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "huginn/thread_pool.h"
 #include "huginn/train.h"
 
 namespace huginn {
@@ -224,6 +225,79 @@ TEST(AdamW, ThreadedStepEqualsSerialStep) {
     ob.step(0.01);
   }
   EXPECT_EQ(std::memcmp(a[0].value.raw(), b[0].value.raw(), a[0].value.nbytes()), 0);
+}
+
+// ZeRO-1's sharded AdamW (huginn/train.h): three optimizers over slices of the flat parameter
+// space that cut through parameters ([0, 4), [4, 11), [11, 15) of sizes 5, 7, 3) update every
+// element to the bits the whole optimizer gives it, hold only their slice's moments, and load
+// their slice of a whole state. On the reference backend and on the strict one (whose tensors
+// the host cannot read: the slices are backend views, updated by backend calls only).
+TEST(AdamW, SlicesOfTheFlatParametersUpdateAsTheWholeOptimizerDoes) {
+  ThreadPool pool(1);
+  for (const char* name : {"ref", "strict"}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<Backend> be = make_backend(name, pool);
+    const int64_t sizes[3] = {5, 7, 3}, cuts[4] = {0, 4, 11, 15};
+    auto params = [&](uint32_t seed) {
+      std::vector<NamedParam> ps;
+      for (int i = 0; i < 3; ++i) {
+        Tensor w = Tensor::empty({sizes[i]});
+        for (int64_t j = 0; j < sizes[i]; ++j) w.f32()[j] = std::sin(float(seed + 7 * i + j));
+        ps.push_back({"p" + std::to_string(i), be->upload(w), be->alloc({sizes[i]}), i != 1});
+      }
+      return ps;
+    };
+    AdamWOptions o;
+    o.weight_decay = 0.1;
+    std::vector<NamedParam> whole_ps = params(1), shard_ps = params(1);
+    // The moments' bytes, as the backend counts its memory and as the optimizer sums them.
+    int64_t before = be->allocated_bytes();
+    AdamW whole(whole_ps, o, *be);
+    EXPECT_EQ(be->allocated_bytes() - before, 2 * 4 * 15);
+    EXPECT_EQ(whole.state_bytes(), 2 * 4 * 15);
+    std::vector<std::unique_ptr<AdamW>> shards;
+    for (int r = 0; r < 3; ++r) {
+      before = be->allocated_bytes();
+      shards.push_back(std::make_unique<AdamW>(shard_ps, o, *be, cuts[r], cuts[r + 1]));
+      EXPECT_EQ(be->allocated_bytes() - before, 2 * 4 * (cuts[r + 1] - cuts[r])) << "slice " << r;
+      EXPECT_EQ(shards[r]->state_bytes(), 2 * 4 * (cuts[r + 1] - cuts[r]));
+    }
+    for (int step = 0; step < 3; ++step) {
+      for (int i = 0; i < 3; ++i) {
+        Tensor g = Tensor::empty({sizes[i]});
+        for (int64_t j = 0; j < sizes[i]; ++j) g.f32()[j] = std::cos(float(3 * step + i + 2 * j));
+        for (auto* ps : {&whole_ps, &shard_ps}) {
+          Tensor dst = (*ps)[i].grad.reshape({1, sizes[i]});
+          be->copy(be->upload(g.reshape({1, sizes[i]})), dst);
+        }
+      }
+      whole.step(0.01);
+      for (auto& sh : shards) sh->step(0.01);
+    }
+    for (int i = 0; i < 3; ++i) {
+      std::vector<float> a(static_cast<size_t>(sizes[i])), b(a.size());
+      be->download(whole_ps[i].value, a.data());
+      be->download(shard_ps[i].value, b.data());
+      EXPECT_EQ(a, b) << "parameter " << i;
+    }
+    // The slices' moments, concatenated, are the whole optimizer's, and load back slice by slice.
+    const auto state = whole.state();
+    std::map<std::string, Tensor> by_name(state.begin(), state.end());
+    for (int second = 0; second < 2; ++second) {
+      std::vector<float> flat;
+      for (int i = 0; i < 3; ++i) {
+        const Tensor& t = by_name.at((second ? "adam.v.p" : "adam.m.p") + std::to_string(i));
+        flat.insert(flat.end(), t.f32(), t.f32() + t.numel());
+      }
+      for (int r = 0; r < 3; ++r) {
+        const std::vector<float> want(flat.begin() + cuts[r], flat.begin() + cuts[r + 1]);
+        EXPECT_EQ(shards[r]->slice_state(second), want) << "slice " << r;
+        AdamW loaded(shard_ps, o, *be, cuts[r], cuts[r + 1]);
+        loaded.set_state(by_name, 3, "test");
+        EXPECT_EQ(loaded.slice_state(second), want) << "slice " << r << " loaded";
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The fast CPU backend: each op is a SIMD kernel (kernels.h) threaded through the given pool.
 // This file is the one place that dispatches the instruction set: the kernels of every set the
 // build holds are linked in (simd.h), and the best one this CPU runs is picked at run time.
+#include "kernels/live_bytes.h"
 #include "kernels/cpu/cpu_backend.h"
 
 #include <cstdint>
@@ -140,9 +141,10 @@ class CpuBackend : public Backend {
   const char* name() const override { return "cpu"; }
 
   Tensor alloc(std::initializer_list<int64_t> shape, DType dtype) override {
-    return Tensor::empty(shape, dtype);
+    return live_.count(Tensor::empty(shape, dtype));
   }
   Tensor upload(const Tensor& host) override { return host; }
+  int64_t allocated_bytes() const override { return live_.bytes(); }
   void download(const Tensor& t, float* host) override {
     if (t.is_contiguous()) {
       std::memcpy(host, t.f32(), t.numel() * sizeof(float));
@@ -244,6 +246,7 @@ class CpuBackend : public Backend {
  private:
   Kernels k_;
   Ctx ctx_;
+  LiveBytes live_;
 };
 
 }  // namespace

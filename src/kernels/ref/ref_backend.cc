@@ -11,7 +11,7 @@
 namespace huginn {
 
 Tensor RefBackend::alloc(std::initializer_list<int64_t> shape, DType dtype) {
-  return Tensor::empty(shape, dtype);
+  return live_.count(Tensor::empty(shape, dtype));
 }
 
 void RefBackend::download(const Tensor& t, float* host) {

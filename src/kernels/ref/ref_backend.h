@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "huginn/backend.h"
+#include "kernels/live_bytes.h"
 
 namespace huginn {
 
@@ -13,6 +14,7 @@ class RefBackend : public Backend {
   const char* name() const override { return "ref"; }
   Tensor alloc(std::initializer_list<int64_t> shape, DType dtype) override;
   Tensor upload(const Tensor& host) override { return host; }
+  int64_t allocated_bytes() const override { return live_.bytes(); }
   void download(const Tensor& t, float* host) override;
   void copy(const Tensor& src, Tensor& dst) override;
   Tensor convert_weight(const Tensor& w, DType to) override { return huginn::convert_weight(w, to); }
@@ -60,6 +62,8 @@ class RefBackend : public Backend {
                           Tensor& dtable) override;
   float cross_entropy(const Tensor& logits, std::span<const int32_t> labels, float dscale,
                       Tensor* dlogits) override;
+ private:
+  LiveBytes live_;
 };
 
 }  // namespace huginn

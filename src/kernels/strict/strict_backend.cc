@@ -5,6 +5,7 @@
 // refuse it. So the golden suite on this backend proves that model, generator and trainer reach
 // backend memory only through backend calls: a host access throws (Tensor's accessors) or faults
 // (anything else, with a message naming the arena).
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -42,6 +43,7 @@ class StrictBackend : public Backend {
     std::memcpy(arena_->window(DeviceAccess::ptr(t)), src.raw(), src.nbytes());
     return t;
   }
+  int64_t allocated_bytes() const override { return live_->load(std::memory_order_relaxed); }
   void download(const Tensor& t, float* host) override {
     check(t, "download");
     HUGINN_ASSERT(t.dtype() == DType::kF32, "download: F32 tensors only");
@@ -227,12 +229,18 @@ class StrictBackend : public Backend {
     const size_t bytes = storage_bytes(dtype, n);
     void* p = arena_->allocate(bytes);
     std::shared_ptr<strict::Arena> arena = arena_;
-    std::shared_ptr<void> owner(p, [arena, bytes](void* q) { arena->release(q, bytes); });
+    std::shared_ptr<std::atomic<int64_t>> live = live_;
+    live->fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+    std::shared_ptr<void> owner(p, [arena, live, bytes](void* q) {
+      arena->release(q, bytes);
+      live->fetch_sub(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+    });
     return DeviceAccess::in_space(Tensor::wrap(p, shape, dtype, std::move(owner)), kSpace);
   }
 
   std::unique_ptr<Backend> cpu_;
   std::shared_ptr<strict::Arena> arena_;
+  std::shared_ptr<std::atomic<int64_t>> live_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 }  // namespace
