@@ -39,6 +39,7 @@
 #include "huginn/train.h"
 #include "train/grad_sync.h"
 #include "train/zero.h"
+#include "bench_util.h"
 
 using namespace huginn;
 
@@ -157,45 +158,36 @@ Row time_step(const Args& a, const ModelConfig& c, int n, int k, bool zero, Comm
   return row;
 }
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  for (std::string t; std::getline(ss, t, ',');) out.push_back(std::atoi(t.c_str()));
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
-    const char* v = i + 1 < argc ? argv[i + 1] : "";
     if (f == "--help" || f == "-h") {
       std::printf(
           "usage: mpirun -np N bench_dist [--threads T] [--width E] [--tokens T] [--batch B] "
           "[--k K] [--iters I] [--depths 8,32,64] [--bucket-mb M] [--zero 0|1|0,1]\n");
       return 0;
     }
-    ++i;
     if (f == "--threads")
-      a.threads = std::atoi(v);
+      a.threads = bench::int_arg(argc, argv, i);
     else if (f == "--width")
-      a.width = std::atoi(v);
+      a.width = bench::int_arg(argc, argv, i);
     else if (f == "--tokens")
-      a.tokens = std::atoi(v);
+      a.tokens = bench::int_arg(argc, argv, i);
     else if (f == "--batch")
-      a.batch = std::atoi(v);
+      a.batch = bench::int_arg(argc, argv, i);
     else if (f == "--k")
-      a.k = std::atoi(v);
+      a.k = bench::int_arg(argc, argv, i);
     else if (f == "--iters")
-      a.iters = std::atoi(v);
+      a.iters = bench::int_arg(argc, argv, i);
     else if (f == "--bucket-mb")
-      a.bucket_mb = std::atof(v);
+      a.bucket_mb = bench::double_arg(argc, argv, i);
     else if (f == "--depths")
-      a.depths = parse_list(v);
+      a.depths = bench::int_list(bench::next_arg(argc, argv, i), "--depths");
     else if (f == "--zero")
-      a.zero = parse_list(v);
+      a.zero = bench::int_list(bench::next_arg(argc, argv, i), "--zero");
     else {
       std::fprintf(stderr, "bench_dist: unknown flag %s (see --help)\n", f.c_str());
       return 2;
