@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <set>
 
 #include "huginn/log.h"
@@ -225,12 +226,26 @@ class Loader {
                   dtype_name(se.dtype) + " " + shape_str(se.shape) + ", expected F16 " +
                   shape_str(sshape));
     used_.insert(sn);
-    Tensor q = Tensor::empty({N, K}, dt);
-    auto* dst = static_cast<uint8_t*>(q.raw());
+    const Tensor values = store_.raw(name), scales = store_.raw(sn);
     const int64_t value_bytes = q4 ? N * K / 2 : N * K;
-    std::memcpy(dst, store_.raw(name).raw(), static_cast<size_t>(value_bytes));
-    std::memcpy(dst + value_bytes, store_.raw(sn).raw(), static_cast<size_t>(N * (K / kQ8Block)) * 2);
-    const auto* sc = reinterpret_cast<const uint16_t*>(dst + value_bytes);
+    const auto* vp = static_cast<const uint8_t*>(values.raw());
+    const auto* sc = static_cast<const uint16_t*>(scales.raw());
+    Tensor q;
+    if (reinterpret_cast<const uint8_t*>(sc) == vp + value_bytes &&
+        reinterpret_cast<uintptr_t>(sc) % alignof(uint16_t) == 0) {
+      // The file holds the values and then the scales back to back (huginn convert writes NAME
+      // and NAME.*_scales next to each other, in name order): our layout, used as mapped. The
+      // view keeps the mapping alive through `values`; nothing is written through it.
+      auto keep = std::make_shared<Tensor>(values);
+      q = Tensor::wrap(const_cast<uint8_t*>(vp), {N, K}, dt,
+                       std::shared_ptr<void>(keep, const_cast<uint8_t*>(vp)));
+    } else {
+      q = Tensor::empty({N, K}, dt);
+      auto* dst = static_cast<uint8_t*>(q.raw());
+      std::memcpy(dst, vp, static_cast<size_t>(value_bytes));
+      std::memcpy(dst + value_bytes, sc, static_cast<size_t>(N * (K / kQ8Block)) * 2);
+      sc = reinterpret_cast<const uint16_t*>(dst + value_bytes);
+    }
     for (int64_t i = 0; i < N * (K / kQ8Block); ++i)
       if ((sc[i] & 0x7c00u) == 0x7c00u)
         throw Error(store_.file_of(sn) + ": scales tensor '" + sn + "' holds a non-finite value at [" +

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -111,6 +113,20 @@ TEST_F(WeightFormatModels, RefAndCpuAgreeOnQuantizedModels) {
   }
 }
 
+// Whether p lies in a memory mapping of a file under `dir` (/proc/self/maps: "start-end perms
+// offset dev inode path").
+bool in_file_mapping(const void* p, const std::string& dir) {
+  std::ifstream maps("/proc/self/maps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2 || at < lo || at >= hi) continue;
+    const size_t slash = line.find('/');
+    return slash != std::string::npos && line.compare(slash, dir.size(), dir) == 0;
+  }
+  return false;
+}
+
 std::string cli(const std::string& args) {
   std::string log;
   const int rc = test::run_command(std::string(HUGINN_CLI) + " " + args, &log);
@@ -129,6 +145,11 @@ TEST_F(WeightFormatModels, PreConvertedQuantizedLoadsBackExactly) {
       EXPECT_EQ(from_file->weights().prelude[0].mlp_fc.dtype(), dt);
       EXPECT_EQ(from_file->weights().lm_head.dtype(), dt);
       EXPECT_EQ(from_file->weights().wte.dtype(), DType::kF32);
+      // Used as mapped (values and scales lie back to back in the file), not copied; converted
+      // at load, in memory of its own.
+      const std::string canon = fs::canonical(out).string();
+      EXPECT_TRUE(in_file_mapping(from_file->weights().core[0].mlp_proj.raw(), canon)) << flag;
+      EXPECT_FALSE(in_file_mapping(at_load->weights().core[0].mlp_proj.raw(), canon)) << flag;
       const Tensor a = logits_of(*from_file, *be_), b = logits_of(*at_load, *be_);
       ASSERT_EQ(a.numel(), b.numel());
       for (int64_t i = 0; i < a.numel(); ++i)

@@ -87,12 +87,14 @@ inline Reg q8_byte(Reg v, const float* scales) {
   const Reg b = t == 3 ? _mm512_srai_epi32(v, 24) : _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * t), 24);
   return _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(b), _mm512_loadu_ps(scales)));
 }
-// Nibble t of every 32-bit lane, minus 8, as F32, times the scales.
+// Nibble t of every 32-bit lane, minus 8, as F32, times the scales. vpermps looks the value up
+// in a 16-entry table by the index's low 4 bits, which are the nibble once shifted down: one
+// instruction for the mask, subtract and convert (the same F32 values, so the same bits).
 template <int t>
 inline Reg q4_nibble(Reg v, const float* scales) {
-  const Reg b = _mm512_sub_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 4 * t), _mm512_set1_epi32(15)),
-                                 _mm512_set1_epi32(8));
-  return _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(b), _mm512_loadu_ps(scales)));
+  const __m512 codes = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512 w = _mm512_permutexvar_ps(t == 0 ? v : _mm512_srli_epi32(v, 4 * t), codes);
+  return _mm512_castps_si512(_mm512_mul_ps(w, _mm512_loadu_ps(scales)));
 }
 inline void widen_f16(const uint16_t* h, float* out) {
   _mm512_store_ps(out, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
