@@ -1,4 +1,4 @@
-// Accuracy of the inference weight formats: BF16 and Q8 logits against F32, for the golden tiny
+// Accuracy of the inference weight formats: BF16, Q8 and Q4 logits against F32, for the golden tiny
 // models and the random-weight config "bench-m" (E 1024, 16 heads, I 2816, V 32768, 2/4/2
 // layers, tied), at r = 8, 32, 64 recurrences from a zero initial state (same tokens for all).
 // A recurrent core may amplify quantization error with r; the last columns show how far the
@@ -83,7 +83,7 @@ void study(const std::string& label, const Model& f32, Backend& be, int64_t T,
       want.push_back(o);
     }
   }
-  for (DType dt : {DType::kBF16, DType::kQ8}) {
+  for (DType dt : {DType::kBF16, DType::kQ8, DType::kQ4}) {
     auto m = f32.with_weight_dtype(dt, be);
     Runner run(*m, be);
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -121,7 +121,7 @@ int main(int argc, char** argv) {
   try {
     ThreadPool pool(threads);
     auto be = make_backend("cpu", pool);
-    std::printf("BF16 / Q8 logits vs F32, zero initial state, same tokens; %d threads\n",
+    std::printf("BF16 / Q8 / Q4 logits vs F32, zero initial state, same tokens; %d threads\n",
                 pool.size());
     std::printf("%-8s %-5s %4s %4s %7s %10s %9s %10s %10s\n", "model", "dtype", "r", "T", "top1",
                 "max|dl|", "max|l|", "KL", "state");

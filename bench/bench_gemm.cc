@@ -8,10 +8,10 @@
 //     measured at start at the same thread count.
 //   --small: M = 1 ... 64 rows with the weights streamed from memory (a rotation of copies of the
 //     matrix larger than the last-level cache): GB/s of weights read and GFLOP/s, ours for F32,
-//     BF16 and Q8 weights, OpenBLAS for F32. The read bandwidth of the machine is measured too.
+//     BF16, Q8 and Q4 weights, OpenBLAS for F32. The read bandwidth of the machine is measured too.
 //
 //   bench_gemm [--threads 1,2] [--m 64,256,1024] [--models bench-m,huginn-0125]
-//              [--layers qkv,proj,fc,mlp_proj,adapter] [--dtypes f32,bf16,q8] [--isa NAME]
+//              [--layers qkv,proj,fc,mlp_proj,adapter] [--dtypes f32,bf16,q8,q4] [--isa NAME]
 //              [--min-time S] [--small] [--mb MB] [--no-blas] [--csv] [--cpu-time]
 //
 // --cpu-time: every time (ours, OpenBLAS's, the peak's) is the process's CPU time over the thread
@@ -142,7 +142,8 @@ DType dtype_of(const std::string& s) {
   if (s == "f32") return DType::kF32;
   if (s == "bf16") return DType::kBF16;
   if (s == "q8") return DType::kQ8;
-  std::fprintf(stderr, "bench_gemm: unknown dtype '%s' (f32, bf16, q8)\n", s.c_str());
+  if (s == "q4") return DType::kQ4;
+  std::fprintf(stderr, "bench_gemm: unknown dtype '%s' (f32, bf16, q8, q4)\n", s.c_str());
   std::exit(2);
 }
 
@@ -241,7 +242,7 @@ void prefill(const Args& a, const Machine& mc, const CpuOptions& opt) {
 void small(const Args& a, const Machine& mc, const CpuOptions& opt) {
   std::mt19937 rng(7);
   std::vector<std::string> dtypes =
-      a.dtypes.empty() ? std::vector<std::string>{"f32", "bf16", "q8"} : a.dtypes;
+      a.dtypes.empty() ? std::vector<std::string>{"f32", "bf16", "q8", "q4"} : a.dtypes;
   std::vector<int> ms = a.ms.empty() ? std::vector<int>{1, 2, 3, 4, 5, 8, 12, 16, 24, 32, 48, 64}
                                      : a.ms;
   const double llc = static_cast<double>(last_level_cache_bytes());
@@ -287,7 +288,7 @@ void small(const Args& a, const Machine& mc, const CpuOptions& opt) {
 int usage(int rc) {
   std::printf(
       "usage: bench_gemm [--threads 1,2] [--m 64,256,1024] [--models bench-m,huginn-0125]\n"
-      "                  [--layers qkv,proj,fc,mlp_proj,adapter] [--dtypes f32,bf16,q8]\n"
+      "                  [--layers qkv,proj,fc,mlp_proj,adapter] [--dtypes f32,bf16,q8,q4]\n"
       "                  [--isa generic|avx2|avx512] [--min-time S] [--small] [--mb MB]\n"
       "                  [--no-blas] [--csv] [--cpu-time]\n"
       "GFLOP/s of y = x·wᵀ on the model's layer shapes, ours and OpenBLAS's in the same run;\n"

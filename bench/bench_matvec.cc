@@ -1,5 +1,5 @@
 // Weight-streaming matvec (decode) speed: GB/s of weights read by y = x·wᵀ, x [M, K] with
-// M = 1 (and M = 4), for F32, BF16 and Q8 weights (widened / dequantized as they are packed),
+// M = 1 (and M = 4), for F32, BF16, Q8 and Q4 weights (widened / dequantized as they are packed),
 // at the layer shapes of bench-m (E 1024, I 2816, V 32768). Two regimes:
 //   stream: a rotation of copies of the matrix totalling >= --mb MB (default 640, beyond this
 //           machine's 260 MB L3), so every weight comes from memory;
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
     const char* name;
     DType dt;
   };
-  const Fmt fmts[] = {{"f32", DType::kF32}, {"bf16", DType::kBF16}, {"q8", DType::kQ8}};
+  const Fmt fmts[] = {{"f32", DType::kF32}, {"bf16", DType::kBF16}, {"q8", DType::kQ8}, {"q4", DType::kQ4}};
   std::printf("%-10s %6s %6s %-8s %3s %10s %10s %10s\n", "matrix", "N", "K", "dtype", "M",
               "MB", "stream GB/s", "hot GB/s");
   std::mt19937 rng(1);

@@ -124,7 +124,7 @@ struct EvalSetting {
 
 struct EvalOptions {
   std::string model;       // model directory
-  std::string weight_dtype = "f32";  // f32 | bf16 | q8 | auto (huginn::parse_weight_dtype)
+  std::string weight_dtype = "f32";  // f32 | bf16 | q8 | q4 | auto (parse_weight_dtype)
   std::string task;        // built-in spec or FILE.jsonl
   std::vector<int> steps = {1, 2, 4, 8, 16, 32, 64};
   std::vector<std::string> exits;  // e.g. "kl:1e-3"; each runs with max steps = exit_max_steps

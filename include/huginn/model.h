@@ -31,7 +31,7 @@ inline constexpr const char* kAdapter = "transformer.adapter.weight";
 inline constexpr const char* kLnF = "transformer.ln_f.weight";
 inline constexpr const char* kLmHead = "lm_head.weight";
 inline constexpr const char* kFreqs = "freqs_cis";
-// The big matrices, which the inference weight formats (BF16, Q8) apply to: Wqkv, attn.proj,
+// The big matrices, which the inference weight formats (BF16, Q8, Q4) apply to: Wqkv, attn.proj,
 // mlp.fc, mlp.proj of every block, the adapter and lm_head. Embeddings and norms stay F32.
 bool is_matrix(const std::string& name);
 // A Q8 matrix is stored as two tensors: NAME (I8 [N, K]) and NAME + kQ8ScalesSuffix
@@ -39,6 +39,11 @@ bool is_matrix(const std::string& name);
 inline constexpr const char* kQ8ScalesSuffix = ".q8_scales";
 inline constexpr const char* kWeightFormatKey = "huginn.weight_format";
 inline constexpr const char* kQ8Format = "q8_0";  // int8, one F16 scale per 32 values along K
+// A Q4 matrix: NAME (U8 [N, K/2], two 4-bit codes a byte, k order, low nibble first) and
+// NAME + kQ4ScalesSuffix (F16 [N, K/32]), in a file whose kWeightFormatKey = kQ4Format. Not
+// ggml's q4_0 layout (whose bytes pair value j with j + 16): the same rule, codes in k order.
+inline constexpr const char* kQ4ScalesSuffix = ".q4_scales";
+inline constexpr const char* kQ4Format = "q4_32";
 }  // namespace names
 
 struct BlockWeights {
@@ -80,7 +85,7 @@ inline constexpr int64_t kMaxRopePositions = int64_t{1} << 20;
 inline constexpr int64_t kMaxRopeFloats = int64_t{1} << 28;
 Tensor rope_table(int64_t n_positions, int64_t head_dim, double base);
 
-// A weight-format flag: "f32" | "bf16" | "q8" -> that dtype; "auto" -> std::nullopt (as the
+// A weight-format flag: "f32" | "bf16" | "q8" | "q4" -> that dtype; "auto" -> std::nullopt (as the
 // checkpoint stores its matrices). Throws huginn::Error naming the value otherwise.
 std::optional<DType> parse_weight_dtype(const std::string& s);
 
@@ -90,8 +95,8 @@ class Model {
     int64_t max_positions = 0;  // RoPE table length; 0 = max(block_size, 4096)
     bool verbose = false;
     // The dtype of the big matrices (names::is_matrix; a tied lm_head gets its own copy when
-    // not F32): F32, BF16 or Q8. std::nullopt: as the checkpoint stores them (Q8 for I8 + scales,
-    // BF16 for BF16, else F32). Embeddings, norms and biases are always F32.
+    // not F32): F32, BF16, Q8 or Q4. std::nullopt: as the checkpoint stores them (Q8 for I8 +
+    // scales, Q4 for U8 + scales, BF16 for BF16, else F32). Embeddings, norms and biases are always F32.
     std::optional<DType> weight_dtype = DType::kF32;
   };
   // Loads DIR/config.json and the checkpoint's tensors (single file or sharded), converting to
@@ -103,7 +108,7 @@ class Model {
     return load(dir, backend, LoadOptions{});
   }
   // A copy whose big matrices (names::is_matrix; a tied lm_head gets its own copy) are in `dt`
-  // (F32, BF16 or Q8), converted by the backend (Backend::convert_weight); every other tensor is
+  // (F32, BF16, Q8 or Q4), converted by the backend (Backend::convert_weight); every other tensor is
   // shared. For random-weight benchmarks and studies.
   std::shared_ptr<const Model> with_weight_dtype(DType dt, Backend& backend) const;
   // A model from a config and its weights (for tests and training from scratch).

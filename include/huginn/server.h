@@ -44,7 +44,7 @@ struct ServerOptions {
   double body_timeout_s = 30.0;
   int threads = 0;              // compute threads shared by all slots (0 = one per core)
   std::string backend = "cpu";
-  std::string weight_dtype = "f32";  // f32 | bf16 | q8 | auto (huginn::parse_weight_dtype)
+  std::string weight_dtype = "f32";  // f32 | bf16 | q8 | q4 | auto (parse_weight_dtype)
   int max_steps_limit = 256;    // largest num_steps / max_steps a request may ask for
 };
 

@@ -6,7 +6,7 @@
 // Memory space: a tensor is either host memory (what Tensor::empty / wrap give, files, and the
 // CPU backends' tensors, which live in host memory) or backend memory (a device, or the strict
 // test backend's arena) that only the owning backend's own calls may touch. Every host accessor
-// (raw, data, f32, row, q8_*, clone, copy_from) refuses backend memory with a huginn::Error that
+// (raw, data, f32, row, q8_*, q4_*, clone, copy_from) refuses backend memory with a huginn::Error that
 // names the tensor's shape and space, in every build type. Views (rows, cols, reshape) keep the
 // space. Backends reach their own memory through DeviceAccess (src/kernels/device_access.h).
 #pragma once
@@ -22,12 +22,16 @@
 
 namespace huginn {
 
-// kI8 is safetensors' "I8". kQ8 is an in-memory weight format only (never a safetensors dtype):
-// see "Q8 weights" below.
-enum class DType : uint8_t { kF32, kBF16, kF16, kF64, kI32, kI64, kU8, kI8, kQ8 };
+// kI8 is safetensors' "I8". kQ8 and kQ4 are in-memory weight formats only (never safetensors
+// dtypes): see "Q8 weights" and "Q4 weights" below.
+enum class DType : uint8_t { kF32, kBF16, kF16, kF64, kI32, kI64, kU8, kI8, kQ8, kQ4 };
 
-size_t dtype_size(DType t);                  // bytes per element (kQ8: the int8 value only)
-size_t storage_bytes(DType t, int64_t numel);  // bytes of a contiguous tensor (kQ8: + scales)
+// Bytes per element (kQ8: the int8 value only; kQ4: 1, though a code is half a byte: Q4
+// tensors are whole, so no view or stride ever steps by it).
+size_t dtype_size(DType t);
+size_t storage_bytes(DType t, int64_t numel);  // bytes of a contiguous tensor (kQ8/kQ4: + scales)
+// The block-quantized weight formats (Q8, Q4): whole tensors, values then F16 scales.
+inline bool is_quantized(DType t) { return t == DType::kQ8 || t == DType::kQ4; }
 const char* dtype_name(DType t);             // safetensors spelling: "F32", "BF16", ...
 bool dtype_from_name(const std::string& s, DType* out);
 
@@ -50,10 +54,27 @@ class Tensor;
 // F32 [N, K] (rows may be strided) -> Q8. Throws huginn::Error when K is not a multiple of 32 or
 // a value is not finite.
 Tensor quantize_q8(const Tensor& w);
-// Any weight dtype (F32, BF16, Q8) -> F32 [N, K] rows n0..n1 into dst (dense, (n1-n0)·K floats).
+
+// --- Q4 weights ------------------------------------------------------------------------------
+// A Q4 tensor [N, K] (K a multiple of kQ4Block) holds w[n, k] ≈ (u[n, k] - 8) · scale[n, k / 32]
+// with u a 4-bit code: one contiguous buffer of the codes, two per byte in k order (k even in
+// the low nibble), [N, K/2] bytes row-major, followed by the scales [N, K/32] as F16 (0.5625
+// bytes per weight). Quantization, the q4_0 rule of ggml: m = the block's value of largest
+// magnitude (the first such), scale = f16(m / -8), q = clamp(round_half_even(w / scale), -8, 7),
+// u = q + 8; so m itself is -8 · scale, and the 16 levels span the block's range. (The codes are
+// in k order, not ggml's split halves, so a 32-bit word holds 8 consecutive values.) Dequantizing
+// is exact in F32: a 4-bit integer times an F16 scale.
+constexpr int64_t kQ4Block = 32;
+// F32 [N, K] (rows may be strided) -> Q4. Throws huginn::Error when K is not a multiple of 32 or
+// a value is not finite.
+Tensor quantize_q4(const Tensor& w);
+
+// Any weight dtype (F32, BF16, Q8, Q4) -> F32 [N, K] rows n0..n1 into dst (dense, (n1-n0)·K
+// floats).
 void weight_rows_to_f32(const Tensor& w, int64_t n0, int64_t n1, float* dst);
-// A 2-D weight in F32, BF16 or Q8 converted to `to` (F32, BF16 or Q8); returns w itself when
-// it already has that dtype. Throws huginn::Error for other dtypes or a Q8 K not divisible by 32.
+// A 2-D weight in F32, BF16, Q8 or Q4 converted to `to` (any of those); returns w itself when
+// it already has that dtype. Throws huginn::Error for other dtypes or a Q8/Q4 K not divisible by
+// 32.
 Tensor convert_weight(const Tensor& w, DType to);
 
 constexpr int kMaxDims = 5;
@@ -114,6 +135,15 @@ class Tensor {
   const uint16_t* q8_scales() const {
     HUGINN_DASSERT(dtype_ == DType::kQ8, "tensor is not Q8");
     return reinterpret_cast<const uint16_t*>(static_cast<const int8_t*>(host_ptr()) + numel());
+  }
+  // Q4 tensors: the codes [N, K/2] (two per byte, low nibble first) and the F16 scales [N, K/32].
+  const uint8_t* q4_codes() const {
+    HUGINN_DASSERT(dtype_ == DType::kQ4, "tensor is not Q4");
+    return static_cast<const uint8_t*>(host_ptr());
+  }
+  const uint16_t* q4_scales() const {
+    HUGINN_DASSERT(dtype_ == DType::kQ4, "tensor is not Q4");
+    return reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(host_ptr()) + numel() / 2);
   }
   float* f32() {
     HUGINN_DASSERT(dtype_ == DType::kF32, "tensor is not F32");

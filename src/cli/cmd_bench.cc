@@ -8,8 +8,8 @@
 //            keys each query sees, so a T-token prefill has S = 1..T)
 //   adapter  2·2E·E per recurrence;  head 2·V·E per row of logits
 //   layers per token: P + r·C + Q (core weights re-read on every recurrence)
-// Weight bytes are the storage bytes of the loaded tensors (F32 4, BF16 2, Q8 1.0625 per weight),
-// counted once per layer application: prelude + coda + r·(core + adapter) + head (+ one
+// Weight bytes are the storage bytes of the loaded tensors (F32 4, BF16 2, Q8 1.0625, Q4 0.5625
+// per weight), counted once per layer application: prelude + coda + r·(core + adapter) + head (+ one
 // embedding row per token). For decode that is what each token must stream; for prefill and
 // training it is a lower bound of the traffic (the GEMMs re-use each weight across tokens).
 #include <algorithm>
@@ -481,6 +481,7 @@ std::string loaded_dtype(const Model& m) {
   switch (m.weights().adapter.dtype()) {
     case DType::kBF16: return "bf16";
     case DType::kQ8: return "q8";
+    case DType::kQ4: return "q4";
     default: return "f32";
   }
 }
@@ -549,7 +550,7 @@ void run(const BenchArgs& a, const Common& common) {
   if (has_test(tests, "decode") && a.decode_prompt + a.gen > max_pos)
     throw Error("--decode-prompt + --gen exceeds the model's " + std::to_string(max_pos) + " positions");
 
-  // BF16 and Q8 weights are widened to F32 and run on F32 FMAs (kernels/cpu/gemm.cc).
+  // BF16, Q8 and Q4 weights are widened to F32 and run on F32 FMAs (kernels/cpu/gemm.cc).
   const std::string infer_kind = "fp32";
   std::vector<Result> results;
   for (int r : steps) {

@@ -1,9 +1,10 @@
 // huginn convert: rewrites a checkpoint's tensors in another dtype and/or split into N shards
 // (HF layout: model-00001-of-0000N.safetensors + model.safetensors.index.json), copying
 // config.json. TensorStore in, SafetensorsWriter out, one shard at a time.
-// --dtype q8 quantizes the big matrices only (names::is_matrix) into NAME (I8) +
-// NAME.q8_scales (F16), with __metadata__ huginn.weight_format = q8_0; everything else is kept
-// as stored. Model::load reads such files back (--dtype auto keeps them Q8 in memory).
+// --dtype q8 / q4 quantizes the big matrices only (names::is_matrix) into NAME (I8 values, or
+// U8 with two 4-bit codes a byte) + NAME.q8_scales / NAME.q4_scales (F16), with __metadata__
+// huginn.weight_format = q8_0 / q4_32; everything else is kept as stored. Model::load reads
+// such files back (--dtype auto keeps them Q8 / Q4 in memory).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -62,22 +63,30 @@ void copy_file(const std::string& from, const std::string& to) {
   write_file_atomic(to, f->data(), f->size());
 }
 
-// NAME as I8 values and NAME.q8_scales as F16 (see huginn/tensor.h, "Q8 weights").
-void add_q8(SafetensorsWriter& w, const std::string& name, const TensorStore& store) {
+// Q8: NAME as I8 values and NAME.q8_scales as F16; Q4: NAME as U8 [N, K/2] codes and
+// NAME.q4_scales as F16 (see huginn/tensor.h, "Q8 weights" and "Q4 weights").
+void add_quantized(SafetensorsWriter& w, const std::string& name, const TensorStore& store,
+                   DType dt) {
   const SafetensorsEntry& e = store.entry(name);
+  const bool q4 = dt == DType::kQ4;
   if (e.shape.size() != 2)
     throw Error(store.file_of(name) + ": tensor '" + name + "' has " +
-                std::to_string(e.shape.size()) + " dimensions, expected a 2-D matrix for q8");
+                std::to_string(e.shape.size()) + " dimensions, expected a 2-D matrix for " +
+                (q4 ? "q4" : "q8"));
   Tensor q;
   try {
-    q = quantize_q8(store.as_f32(name).reshape({e.shape[0], e.shape[1]}));
+    const Tensor f = store.as_f32(name).reshape({e.shape[0], e.shape[1]});
+    q = q4 ? quantize_q4(f) : quantize_q8(f);
   } catch (const Error& err) {
     throw Error(store.file_of(name) + ": tensor '" + name + "': " + err.what());
   }
   const int64_t N = e.shape[0], K = e.shape[1];
-  w.add(name, Tensor::wrap(const_cast<int8_t*>(q.q8_values()), {N, K}, DType::kI8));
-  w.add(name + names::kQ8ScalesSuffix,
-        Tensor::wrap(const_cast<uint16_t*>(q.q8_scales()), {N, K / kQ8Block}, DType::kF16));
+  auto* values = const_cast<void*>(q.raw());
+  const auto* scales = static_cast<const uint8_t*>(q.raw()) + (q4 ? N * K / 2 : N * K);
+  w.add(name, q4 ? Tensor::wrap(values, {N, K / 2}, DType::kU8)
+                 : Tensor::wrap(values, {N, K}, DType::kI8));
+  w.add(name + (q4 ? names::kQ4ScalesSuffix : names::kQ8ScalesSuffix),
+        Tensor::wrap(const_cast<uint8_t*>(scales), {N, K / kQ8Block}, DType::kF16));
 }
 
 void run_convert(const ConvertArgs& a) {
@@ -96,7 +105,10 @@ void run_convert(const ConvertArgs& a) {
     if (fs::exists(fs::path(a.out) / f))
       throw Error(a.out + ": already holds " + f + "; choose an empty output directory");
 
-  const bool q8 = a.dtype == "q8";
+  // The block format the matrices are quantized to, if any.
+  const std::optional<DType> quant = a.dtype == "q8"   ? std::optional(DType::kQ8)
+                                     : a.dtype == "q4" ? std::optional(DType::kQ4)
+                                                       : std::nullopt;
   std::optional<DType> target;
   if (a.dtype == "f32") target = DType::kF32;
   if (a.dtype == "bf16") target = DType::kBF16;
@@ -106,22 +118,29 @@ void run_convert(const ConvertArgs& a) {
     return target && is_float(stored) ? *target : stored;  // ids and counts stay as they are
   };
 
-  // The tensors written: Q8 splits each matrix into values + scales (same shard).
-  auto q8_matrix = [&](const std::string& name) {
-    return q8 && names::is_matrix(name) && is_float(store.entry(name).dtype);
+  // The tensors written: Q8 / Q4 split each matrix into values + scales (same shard).
+  auto quant_matrix = [&](const std::string& name) {
+    return quant && names::is_matrix(name) && is_float(store.entry(name).dtype);
   };
   const std::vector<std::string> names = store.names();
-  bool src_q8 = false;  // a Q8 checkpoint: only re-sharding (keep / q8) is supported
-  for (const auto& n : names) src_q8 |= names::is_matrix(n) && store.entry(n).dtype == DType::kI8;
-  if (src_q8 && !q8 && a.dtype != "keep")
-    throw Error(a.model + ": holds q8 matrices; converting them to " + a.dtype +
+  // A quantized checkpoint: only re-sharding (keep, or its own format) is supported.
+  std::optional<DType> src_quant;
+  for (const auto& n : names) {
+    if (!names::is_matrix(n)) continue;
+    if (store.entry(n).dtype == DType::kI8) src_quant = DType::kQ8;
+    if (store.entry(n).dtype == DType::kU8) src_quant = DType::kQ4;
+  }
+  if (src_quant && a.dtype != "keep" && quant != src_quant)
+    throw Error(a.model + ": holds " + (*src_quant == DType::kQ4 ? "q4" : "q8") +
+                " matrices; converting them to " + a.dtype +
                 " is not supported (convert the original checkpoint instead)");
+  const std::optional<DType> format = quant ? quant : src_quant;
   if (a.shards > static_cast<int>(names.size()))
     throw Error("--shards " + std::to_string(a.shards) + ": the checkpoint has only " +
                 std::to_string(names.size()) + " tensors");
   std::vector<uint64_t> bytes;
   for (const auto& n : names)
-    bytes.push_back(q8_matrix(n) ? storage_bytes(DType::kQ8, store.entry(n).numel())
+    bytes.push_back(quant_matrix(n) ? storage_bytes(*quant, store.entry(n).numel())
                                  : static_cast<uint64_t>(store.entry(n).numel()) *
                                        dtype_size(out_dtype(n)));
   const auto groups = split(names, bytes, a.shards);
@@ -132,11 +151,14 @@ void run_convert(const ConvertArgs& a) {
     const std::string file = a.shards == 1 ? "model.safetensors" : shard_name(int(s), a.shards);
     SafetensorsWriter w;
     w.add_metadata("format", "pt");
-    if (q8 || src_q8) w.add_metadata(names::kWeightFormatKey, names::kQ8Format);
+    if (format)
+      w.add_metadata(names::kWeightFormatKey,
+                     *format == DType::kQ4 ? names::kQ4Format : names::kQ8Format);
     for (const auto& n : groups[s]) {
-      if (q8_matrix(n)) {
-        add_q8(w, n, store);
-        weight_map[n + names::kQ8ScalesSuffix] = file;
+      if (quant_matrix(n)) {
+        add_quantized(w, n, store, *quant);
+        weight_map[n + (*quant == DType::kQ4 ? names::kQ4ScalesSuffix : names::kQ8ScalesSuffix)] =
+            file;
       } else {
         w.add(n, store.raw(n), out_dtype(n));
       }
@@ -168,9 +190,10 @@ Registrar reg(80, [](CLI::App& app, Common& common) {
   sub->add_option("--out", args->out, "output directory (created; must not hold a checkpoint)")
       ->required();
   sub->add_option("--dtype", args->dtype,
-                  "dtype of floating-point tensors: f32, bf16, f16, keep (as stored), or q8 "
-                  "(the matrices as int8 + one F16 scale per 32 values; the rest as stored)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8", "keep"}))
+                  "dtype of floating-point tensors: f32, bf16, f16, keep (as stored), q8 (the "
+                  "matrices as int8 + one F16 scale per 32 values; the rest as stored) or q4 "
+                  "(the matrices as 4-bit codes + one F16 scale per 32 values)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8", "q4", "keep"}))
       ->capture_default_str();
   sub->add_option("--shards", args->shards,
                   "number of files; > 1 writes model-0000i-of-0000N.safetensors + index")

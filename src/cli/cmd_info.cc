@@ -20,9 +20,12 @@ std::string human(int64_t n) {
   return buf;
 }
 
-// Bytes the matrices take once loaded in `dt` (Q8: one int8 and 1/32 of an F16 scale a value).
+// Bytes the matrices take once loaded in `dt` (Q8: one int8 and 1/32 of an F16 scale a value;
+// Q4: half a byte and the same scales).
 double matrix_bytes(int64_t numel, DType dt) {
-  return dt == DType::kQ8 ? numel * (1.0 + 2.0 / kQ8Block) : double(numel) * dtype_size(dt);
+  if (dt == DType::kQ8) return numel * (1.0 + 2.0 / kQ8Block);
+  if (dt == DType::kQ4) return numel * (0.5 + 2.0 / kQ4Block);
+  return double(numel) * dtype_size(dt);
 }
 
 // From config.json and the safetensors headers only: no weight is read or converted, so this
@@ -66,7 +69,11 @@ void run(const std::string& dir, int r, const Common& common) {
   std::string kinds;
   for (const std::string& k : stored) kinds += (kinds.empty() ? "" : "+") + k;
   const std::optional<DType> want = parse_weight_dtype(common.dtype);
-  const DType dt = want ? *want : stored.count("I8") ? DType::kQ8 : stored.count("BF16") ? DType::kBF16 : DType::kF32;
+  const DType dt = want                   ? *want
+                   : stored.count("I8")   ? DType::kQ8
+                   : stored.count("U8")   ? DType::kQ4
+                   : stored.count("BF16") ? DType::kBF16
+                                          : DType::kF32;
   const int64_t loaded = numel + (tied && dt != DType::kF32 ? p.embedding : 0);
   std::printf("  matrices       %s, %.1f MB stored; %s, %.1f MB in memory with --dtype %s\n",
               kinds.empty() ? "none" : kinds.c_str(), disk / 1e6, dtype_name(dt),

@@ -32,7 +32,7 @@ void setup_all(CLI::App& app, Common& common);
 // Adds --threads and --backend to a subcommand.
 void add_common_options(CLI::App* sub, Common& common);
 
-// Adds --dtype f32|bf16|q8|auto (the format of the big weight matrices) to a subcommand that
+// Adds --dtype f32|bf16|q8|q4|auto (the format of the big weight matrices) to a subcommand that
 // loads a model for inference; pass load_options(common) to Model::load. Training commands do
 // not offer it: they train F32 weights.
 void add_dtype_option(CLI::App* sub, Common& common);

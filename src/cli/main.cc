@@ -31,9 +31,9 @@ void add_common_options(CLI::App* sub, Common& common) {
 
 void add_dtype_option(CLI::App* sub, Common& common) {
   sub->add_option("--dtype", common.dtype,
-                  "weight format of the matrices: f32, bf16, q8 (int8 + F16 scale per 32), or "
-                  "auto (as the checkpoint stores them)")
-      ->check(CLI::IsMember({"f32", "bf16", "q8", "auto"}))
+                  "weight format of the matrices: f32, bf16, q8 (int8 + F16 scale per 32), q4 "
+                  "(4-bit + F16 scale per 32), or auto (as the checkpoint stores them)")
+      ->check(CLI::IsMember({"f32", "bf16", "q8", "q4", "auto"}))
       ->capture_default_str();
 }
 

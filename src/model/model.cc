@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <set>
 
 #include "huginn/log.h"
@@ -27,8 +28,9 @@ std::optional<DType> parse_weight_dtype(const std::string& s) {
   if (s == "f32") return DType::kF32;
   if (s == "bf16") return DType::kBF16;
   if (s == "q8") return DType::kQ8;
+  if (s == "q4") return DType::kQ4;
   if (s == "auto") return std::nullopt;
-  throw Error("weight dtype '" + s + "': expected f32, bf16, q8 or auto");
+  throw Error("weight dtype '" + s + "': expected f32, bf16, q8, q4 or auto");
 }
 
 Tensor rope_table(int64_t n_positions, int64_t head_dim, double base) {
@@ -151,11 +153,17 @@ class Loader {
   }
   // A big matrix [N, K] in the target weight dtype (see LoadOptions::weight_dtype).
   Tensor matrix(const std::string& name, int64_t N, int64_t K) {
-    get_checked_entry(name, N, K);
+    const bool q4 = store_.contains(name) && store_.entry(name).dtype == DType::kU8;
+    if (q4 && K % kQ4Block != 0)
+      throw Error(store_.file_of(name) + ": Q4 tensor '" + name + "' would have K = " +
+                  std::to_string(K) + ", expected a multiple of " + std::to_string(kQ4Block));
+    get_checked_entry(name, N, q4 ? K / 2 : K);  // Q4 codes: two a byte
     const SafetensorsEntry& e = store_.entry(name);
     Tensor w;
-    if (e.dtype == DType::kI8) {
-      w = stored_q8(name, N, K);
+    if (q4) {
+      w = stored_quantized(name, N, K, DType::kQ4);
+    } else if (e.dtype == DType::kI8) {
+      w = stored_quantized(name, N, K, DType::kQ8);
     } else if (e.dtype == DType::kBF16) {
       // The mapped bytes (zero-copy when 2-byte aligned); another target is converted from them
       // a few rows at a time (convert_weight), never through a whole F32 copy.
@@ -164,7 +172,7 @@ class Loader {
     } else {
       w = store_.as_f32(name).reshape({N, K});
     }
-    check_finite(w, store_.file_of(name), name);  // Q8: its scales are checked in stored_q8
+    check_finite(w, store_.file_of(name), name);  // Q8 / Q4: scales checked in stored_quantized
     try {
       return be_.upload(convert_weight(w, target_));
     } catch (const Error& err) {
@@ -191,20 +199,23 @@ class Loader {
                   shape_str(e.shape) + ", expected " + shape_str(shape));
     used_.insert(name);
   }
-  // NAME (I8 [N, K]) + NAME.q8_scales (F16 [N, K/32]) -> one Q8 tensor, every part checked.
-  Tensor stored_q8(const std::string& name, int64_t N, int64_t K) {
+  // NAME (I8 [N, K] for Q8, U8 [N, K/2] for Q4; its shape checked by the caller) + the scales
+  // NAME.q8_scales / NAME.q4_scales (F16 [N, K/32]) -> one Q8 / Q4 tensor, every part checked.
+  Tensor stored_quantized(const std::string& name, int64_t N, int64_t K, DType dt) {
+    const bool q4 = dt == DType::kQ4;
+    const char* format = q4 ? names::kQ4Format : names::kQ8Format;
     const std::string& file = store_.file_of(name);
-    const std::string where = file + ": Q8 tensor '" + name + "'";
+    const std::string where = file + ": " + dtype_name(dt) + " tensor '" + name + "'";
     const auto& md = store_.metadata_of(name);
     auto it = md.find(names::kWeightFormatKey);
-    if (it == md.end() || it->second != names::kQ8Format)
-      throw Error(where + " is I8, but the file's __metadata__ does not have \"" +
-                  names::kWeightFormatKey + "\": \"" + names::kQ8Format + "\" (found " +
+    if (it == md.end() || it->second != format)
+      throw Error(where + " is " + (q4 ? "U8" : "I8") + ", but the file's __metadata__ does not have \"" +
+                  names::kWeightFormatKey + "\": \"" + format + "\" (found " +
                   (it == md.end() ? std::string("none") : "\"" + it->second + "\"") + ")");
     if (K % kQ8Block != 0)
       throw Error(where + " has K = " + std::to_string(K) + ", expected a multiple of " +
                   std::to_string(kQ8Block));
-    const std::string sn = name + names::kQ8ScalesSuffix;
+    const std::string sn = name + (q4 ? names::kQ4ScalesSuffix : names::kQ8ScalesSuffix);
     const std::vector<int64_t> sshape{N, K / kQ8Block};
     if (!store_.contains(sn))
       throw Error(where + " has no scales: missing tensor '" + sn + "' (expected F16 " +
@@ -215,11 +226,26 @@ class Loader {
                   dtype_name(se.dtype) + " " + shape_str(se.shape) + ", expected F16 " +
                   shape_str(sshape));
     used_.insert(sn);
-    Tensor q = Tensor::empty({N, K}, DType::kQ8);
-    auto* dst = static_cast<uint8_t*>(q.raw());
-    std::memcpy(dst, store_.raw(name).raw(), static_cast<size_t>(N * K));
-    std::memcpy(dst + N * K, store_.raw(sn).raw(), static_cast<size_t>(N * (K / kQ8Block)) * 2);
-    const uint16_t* sc = q.q8_scales();
+    const Tensor values = store_.raw(name), scales = store_.raw(sn);
+    const int64_t value_bytes = q4 ? N * K / 2 : N * K;
+    const auto* vp = static_cast<const uint8_t*>(values.raw());
+    const auto* sc = static_cast<const uint16_t*>(scales.raw());
+    Tensor q;
+    if (reinterpret_cast<const uint8_t*>(sc) == vp + value_bytes &&
+        reinterpret_cast<uintptr_t>(sc) % alignof(uint16_t) == 0) {
+      // The file holds the values and then the scales back to back (huginn convert writes NAME
+      // and NAME.*_scales next to each other, in name order): our layout, used as mapped. The
+      // view keeps the mapping alive through `values`; nothing is written through it.
+      auto keep = std::make_shared<Tensor>(values);
+      q = Tensor::wrap(const_cast<uint8_t*>(vp), {N, K}, dt,
+                       std::shared_ptr<void>(keep, const_cast<uint8_t*>(vp)));
+    } else {
+      q = Tensor::empty({N, K}, dt);
+      auto* dst = static_cast<uint8_t*>(q.raw());
+      std::memcpy(dst, vp, static_cast<size_t>(value_bytes));
+      std::memcpy(dst + value_bytes, sc, static_cast<size_t>(N * (K / kQ8Block)) * 2);
+      sc = reinterpret_cast<const uint16_t*>(dst + value_bytes);
+    }
     for (int64_t i = 0; i < N * (K / kQ8Block); ++i)
       if ((sc[i] & 0x7c00u) == 0x7c00u)
         throw Error(store_.file_of(sn) + ": scales tensor '" + sn + "' holds a non-finite value at [" +
@@ -257,16 +283,18 @@ BlockWeights load_block(Loader& ld, const ModelConfig& c, const std::string& pre
 DType resolve_weight_dtype(std::optional<DType> want, const TensorStore& store,
                            const ModelConfig& c) {
   if (want) {
-    if (*want != DType::kF32 && *want != DType::kBF16 && *want != DType::kQ8)
+    if (*want != DType::kF32 && *want != DType::kBF16 && !is_quantized(*want))
       throw Error(std::string("weight dtype ") + dtype_name(*want) +
-                  " is not supported (expected F32, BF16 or Q8)");
+                  " is not supported (expected F32, BF16, Q8 or Q4)");
     return *want;
   }
   const std::string probe = c.n_prelude > 0 ? names::block("prelude", 0) + ".attn.Wqkv.weight"
                                             : std::string(names::kAdapter);
   if (!store.contains(probe)) return DType::kF32;  // reported as missing later
   const DType t = store.entry(probe).dtype;
-  return t == DType::kI8 ? DType::kQ8 : t == DType::kBF16 ? DType::kBF16 : DType::kF32;
+  if (t == DType::kI8) return DType::kQ8;
+  if (t == DType::kU8) return DType::kQ4;
+  return t == DType::kBF16 ? DType::kBF16 : DType::kF32;
 }
 
 int64_t block_params(const ModelConfig& c) {

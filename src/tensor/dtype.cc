@@ -18,6 +18,7 @@ size_t dtype_size(DType t) {
     case DType::kU8: return 1;
     case DType::kI8: return 1;
     case DType::kQ8: return 1;
+    case DType::kQ4: return 1;
   }
   return 0;
 }
@@ -25,6 +26,7 @@ size_t dtype_size(DType t) {
 size_t storage_bytes(DType t, int64_t numel) {
   const size_t n = static_cast<size_t>(numel);
   if (t == DType::kQ8) return n + n / kQ8Block * 2;
+  if (t == DType::kQ4) return (n + 1) / 2 + n / kQ4Block * 2;
   return n * dtype_size(t);
 }
 
@@ -39,6 +41,7 @@ const char* dtype_name(DType t) {
     case DType::kU8: return "U8";
     case DType::kI8: return "I8";
     case DType::kQ8: return "Q8";
+    case DType::kQ4: return "Q4";
   }
   return "?";
 }
@@ -47,7 +50,7 @@ bool dtype_from_name(const std::string& s, DType* out) {
   static const struct { const char* name; DType t; } kTable[] = {
       {"F32", DType::kF32}, {"BF16", DType::kBF16}, {"F16", DType::kF16}, {"F64", DType::kF64},
       {"I32", DType::kI32}, {"I64", DType::kI64},   {"U8", DType::kU8},
-      {"I8", DType::kI8}};  // not Q8: it is no safetensors dtype
+      {"I8", DType::kI8}};  // not Q8 or Q4: they are no safetensors dtypes
   for (const auto& e : kTable) {
     if (s == e.name) {
       *out = e.t;
@@ -193,9 +196,45 @@ void quantize_q8_row(const float* wr, int64_t n, int64_t K, int8_t* qv, uint16_t
   }
 }
 
-void check_q8_k(const Tensor& w) {
+// Row n of a Q4 matrix from its F32 values wr [K]: codes into qc [K/2], scales into qs [K/32].
+void quantize_q4_row(const float* wr, int64_t n, int64_t K, uint8_t* qc, uint16_t* qs) {
+  for (int64_t b = 0; b < K / kQ4Block; ++b) {
+    const float* src = wr + b * kQ4Block;
+    float m = 0.0f;  // the value of largest magnitude, the first one on ties
+    for (int64_t i = 0; i < kQ4Block; ++i) {
+      if (!std::isfinite(src[i]))
+        throw Error("cannot quantize a weight with a non-finite value at [" + std::to_string(n) +
+                    ", " + std::to_string(b * kQ4Block + i) + "]");
+      if (std::fabs(src[i]) > std::fabs(m)) m = src[i];
+    }
+    const uint16_t s16 = f32_to_f16(m / -8.0f);
+    const float s = f16_to_f32(s16);
+    if (std::isinf(s))
+      throw Error("cannot quantize to Q4: block max " + std::to_string(std::fabs(m)) +
+                  " overflows the F16 scale");
+    qs[b] = s16;
+    uint8_t* dst = qc + b * kQ4Block / 2;
+    for (int64_t i = 0; i < kQ4Block; i += 2) {
+      uint8_t u[2];
+      for (int j = 0; j < 2; ++j) {
+        const float r = s != 0.0f ? std::nearbyint(src[i + j] / s) : 0.0f;  // half-even
+        u[j] = static_cast<uint8_t>(std::clamp(r, -8.0f, 7.0f) + 8.0f);
+      }
+      dst[i / 2] = static_cast<uint8_t>(u[0] | (u[1] << 4));
+    }
+  }
+}
+
+// Value k of row n of a Q4 matrix (codes qc, scales qs, row length K).
+inline float q4_at(const uint8_t* qc, const uint16_t* qs, int64_t K, int64_t n, int64_t k) {
+  const uint8_t byte = qc[(n * K + k) / 2];
+  const int code = (k % 2 == 0 ? byte & 15 : byte >> 4) - 8;
+  return static_cast<float>(code) * f16_to_f32(qs[(n * K + k) / kQ4Block]);
+}
+
+void check_block_k(const Tensor& w, DType to) {
   if (w.dim(1) % kQ8Block != 0)
-    throw Error("cannot quantize a " + w.shape_str() + " weight to Q8: K = " +
+    throw Error("cannot quantize a " + w.shape_str() + " weight to " + dtype_name(to) + ": K = " +
                 std::to_string(w.dim(1)) + " is not a multiple of " + std::to_string(kQ8Block));
 }
 
@@ -203,12 +242,24 @@ void check_q8_k(const Tensor& w) {
 
 Tensor quantize_q8(const Tensor& w) {
   HUGINN_ASSERT(w.ndim() == 2 && w.dtype() == DType::kF32, "quantize_q8: F32 [N, K] expected");
-  check_q8_k(w);
+  check_block_k(w, DType::kQ8);
   const int64_t N = w.dim(0), K = w.dim(1);
   Tensor q = Tensor::empty({N, K}, DType::kQ8);
   int8_t* qv = static_cast<int8_t*>(q.raw());
   auto* qs = reinterpret_cast<uint16_t*>(qv + N * K);
   for (int64_t n = 0; n < N; ++n) quantize_q8_row(w.row(n), n, K, qv + n * K, qs + n * (K / kQ8Block));
+  return q;
+}
+
+Tensor quantize_q4(const Tensor& w) {
+  HUGINN_ASSERT(w.ndim() == 2 && w.dtype() == DType::kF32, "quantize_q4: F32 [N, K] expected");
+  check_block_k(w, DType::kQ4);
+  const int64_t N = w.dim(0), K = w.dim(1);
+  Tensor q = Tensor::empty({N, K}, DType::kQ4);
+  auto* qc = static_cast<uint8_t*>(q.raw());
+  auto* qs = reinterpret_cast<uint16_t*>(qc + N * K / 2);
+  for (int64_t n = 0; n < N; ++n)
+    quantize_q4_row(w.row(n), n, K, qc + n * K / 2, qs + n * (K / kQ4Block));
   return q;
 }
 
@@ -231,6 +282,11 @@ void weight_rows_to_f32(const Tensor& w, int64_t n0, int64_t n1, float* dst) {
               static_cast<float>(qv[n * K + k]) * f16_to_f32(qs[(n * K + k) / kQ8Block]);
       return;
     }
+    case DType::kQ4:
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t k = 0; k < K; ++k)
+          dst[(n - n0) * K + k] = q4_at(w.q4_codes(), w.q4_scales(), K, n, k);
+      return;
     default: throw Error(std::string("a weight cannot be ") + dtype_name(w.dtype()));
   }
 }
@@ -241,16 +297,16 @@ void weight_rows_to_f32(const Tensor& w, int64_t n0, int64_t n1, float* dst) {
 Tensor convert_weight(const Tensor& w, DType to) {
   HUGINN_ASSERT(w.ndim() == 2, "convert_weight: 2-D weight expected");
   if (w.dtype() == to) return w;
-  if (to != DType::kF32 && to != DType::kBF16 && to != DType::kQ8)
+  if (to != DType::kF32 && to != DType::kBF16 && !is_quantized(to))
     throw Error(std::string("weights cannot be converted to ") + dtype_name(to) +
-                " (expected F32, BF16 or Q8)");
+                " (expected F32, BF16, Q8 or Q4)");
   const int64_t N = w.dim(0), K = w.dim(1);
   if (to == DType::kF32) {
     Tensor f = Tensor::empty({N, K});
     weight_rows_to_f32(w, 0, N, f.f32());
     return f;
   }
-  if (to == DType::kQ8) check_q8_k(w);
+  if (is_quantized(to)) check_block_k(w, to);
   Tensor out = Tensor::empty({N, K}, to);
   const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, K));
   std::vector<float> f(static_cast<size_t>(std::min(N, chunk) * K));
@@ -259,6 +315,13 @@ Tensor convert_weight(const Tensor& w, DType to) {
     weight_rows_to_f32(w, n0, n1, f.data());
     if (to == DType::kBF16) {
       convert_from_f32(f.data(), static_cast<uint16_t*>(out.raw()) + n0 * K, DType::kBF16, (n1 - n0) * K);
+      continue;
+    }
+    if (to == DType::kQ4) {
+      auto* qc = static_cast<uint8_t*>(out.raw());
+      auto* qs = reinterpret_cast<uint16_t*>(qc + N * K / 2);
+      for (int64_t n = n0; n < n1; ++n)
+        quantize_q4_row(f.data() + (n - n0) * K, n, K, qc + n * K / 2, qs + n * (K / kQ4Block));
       continue;
     }
     int8_t* qv = static_cast<int8_t*>(out.raw());

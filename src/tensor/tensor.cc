@@ -55,8 +55,8 @@ size_t checked_bytes(std::span<const int64_t> shape, DType dtype) {
     if (d < 0) throw Error("tensor of shape " + shape_text(shape) + ": negative dimension");
     overflow |= __builtin_mul_overflow(n, d, &n);
   }
-  // Q8 stores one 2-byte scale per 32 values: at most 2 bytes per element, like the others.
-  const int64_t per = dtype == DType::kQ8 ? 2 : static_cast<int64_t>(dtype_size(dtype));
+  // Q8 / Q4 store one 2-byte scale per 32 values: at most 2 bytes per element, like the others.
+  const int64_t per = is_quantized(dtype) ? 2 : static_cast<int64_t>(dtype_size(dtype));
   int64_t bytes = 0;
   overflow |= __builtin_mul_overflow(n, per, &bytes);
   overflow |= bytes > std::numeric_limits<int64_t>::max() - 64;  // room to round up to 64
@@ -125,7 +125,8 @@ void Tensor::host_access_refused() const {
 
 Tensor Tensor::rows(int64_t begin, int64_t end) const {
   HUGINN_ASSERT(ndim_ >= 1 && 0 <= begin && begin <= end && end <= shape_[0], "rows out of range");
-  HUGINN_ASSERT(dtype_ != DType::kQ8 || (begin == 0 && end == shape_[0]), "rows of a Q8 tensor");
+  HUGINN_ASSERT(!is_quantized(dtype_) || (begin == 0 && end == shape_[0]),
+                "rows of a Q8/Q4 tensor");
   Tensor t = *this;
   t.data_ = static_cast<char*>(data_) + begin * strides_[0] * dtype_size(dtype_);
   t.shape_[0] = end - begin;
@@ -134,7 +135,8 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
 
 Tensor Tensor::cols(int64_t begin, int64_t end) const {
   HUGINN_ASSERT(ndim_ == 2 && 0 <= begin && begin <= end && end <= shape_[1], "cols out of range");
-  HUGINN_ASSERT(dtype_ != DType::kQ8 || (begin == 0 && end == shape_[1]), "cols of a Q8 tensor");
+  HUGINN_ASSERT(!is_quantized(dtype_) || (begin == 0 && end == shape_[1]),
+                "cols of a Q8/Q4 tensor");
   Tensor t = *this;
   t.data_ = static_cast<char*>(data_) + begin * strides_[1] * dtype_size(dtype_);
   t.shape_[1] = end - begin;
@@ -157,7 +159,7 @@ void Tensor::copy_from(const Tensor& src) {
     std::memcpy(data_, src.data_, nbytes());
     return;
   }
-  HUGINN_ASSERT(dtype_ != DType::kQ8, "copy_from: strided Q8 tensor");
+  HUGINN_ASSERT(!is_quantized(dtype_), "copy_from: strided Q8/Q4 tensor");
   // Generic strided copy over a flat index.
   const size_t es = dtype_size(dtype_);
   int64_t n = numel();

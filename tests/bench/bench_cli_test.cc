@@ -124,13 +124,13 @@ TEST(BenchCli, JsonIsConsistent) {
 }
 
 // Weight bytes come from the tensors as loaded: matrices (Wqkv, proj, fc, mlp proj, adapter,
-// head) at 4 / 2 / 1.0625 bytes per weight, norms, biases and the embedding row in F32.
+// head) at 4 / 2 / 1.0625 / 0.5625 bytes per weight, norms, biases and the embedding row in F32.
 TEST(BenchCli, WeightBytesFollowTheLoadedFormat) {
   const int r = 2;
   const double matrices = (P + Q + r * C) * (3 * E * E + E * E + 2 * I * E + I * E) +
                           r * 2 * E * E + V * E;
   for (const auto& [dtype, bytes_per_weight] :
-       {std::pair<std::string, double>{"f32", 4.0}, {"bf16", 2.0}, {"q8", 1.0625}}) {
+       {std::pair<std::string, double>{"f32", 4.0}, {"bf16", 2.0}, {"q8", 1.0625}, {"q4", 0.5625}}) {
     SCOPED_TRACE(dtype);
     std::string out;
     ASSERT_EQ(run_bench(" --json --no-peak --tests decode -r 2 -n 1 --dtype " + dtype, &out, kBase), 0)

@@ -1,5 +1,5 @@
 // The GEMM of the CPU backend (gemm.cc, gemm_packed.h) for every instruction set in the build and
-// every weight format (F32, BF16, Q8):
+// every weight format (F32, BF16, Q8, Q4):
 // - exact: every output equals, bit for bit, the scalar chain acc = fma(x[m][k], w[n][k], acc)
 //   over k = 0..K-1 from +0, with w widened / dequantized to F32 (the contract in kernels.h);
 // - row-exact, checked directly: row m of a call on M = 1..70 rows of a strided view has the
@@ -139,9 +139,9 @@ void check_matmul(DType dt, int64_t M, int64_t K, int64_t N, bool tiny, std::mt1
 
 TEST(Gemm, EveryOutputIsTheFmaChainForEveryRowCount) {
   std::mt19937 rng(11);
-  for (DType dt : {DType::kF32, DType::kBF16, DType::kQ8})
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kQ8, DType::kQ4})
     for (auto [K, N] : std::vector<std::pair<int64_t, int64_t>>{{64, 33}, {96, 70}, {160, 17}}) {
-      if (dt != DType::kQ8) K += 5;  // odd K where the format allows it
+      if (!is_quantized(dt)) K += 5;  // odd K where the format allows it
       for (int64_t M = 1; M <= 70; ++M) check_matmul(dt, M, K, N, M % 2 == 0, rng);
     }
 }
@@ -151,7 +151,7 @@ TEST(Gemm, LargerShapesAcrossTheCacheBlocks) {
   struct S {
     int64_t M, K, N;
   };
-  for (DType dt : {DType::kF32, DType::kBF16, DType::kQ8})
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kQ8, DType::kQ4})
     for (const S& s : {S{200, 704, 65}, S{7, 4128, 20}, S{9, 64, 2100}, S{300, 512, 100},
                        S{13, 1056, 300}})
       for (const auto& [name, tiny] : blockings()) check_matmul(dt, s.M, s.K, s.N, tiny, rng);
@@ -160,13 +160,13 @@ TEST(Gemm, LargerShapesAcrossTheCacheBlocks) {
 TEST(Gemm, RowAloneHasTheBitsOfTheBatch) {
   std::mt19937 rng(13);
   for (const Isa& isa : isas())
-    for (DType dt : {DType::kF32, DType::kBF16, DType::kQ8}) {
+    for (DType dt : {DType::kF32, DType::kBF16, DType::kQ8, DType::kQ4}) {
       ThreadPool pool(2);
       CpuOptions o;
       o.isa = isa.isa;
       o.min_work_per_thread = 1;
       auto be = make_cpu_backend(pool, o);
-      const int64_t K = dt == DType::kQ8 ? 224 : 229, N = 97;
+      const int64_t K = is_quantized(dt) ? 224 : 229, N = 97;
       const Tensor w = weights(N, K, dt, rng);
       for (int64_t M = 1; M <= 70; ++M) {
         View x(M, K, 2, rng), y(M, N, 3, rng), y1(1, N, 0, rng);

@@ -45,6 +45,8 @@ TEST(StrictBackend, HostAccessorsRefuseItsMemoryNamingTheTensor) {
   EXPECT_THROW(t.copy_from(h), Error);
   Tensor q = be->convert_weight(be->upload(host_random(4, 32, 2)), DType::kQ8);
   EXPECT_THROW((void)q.q8_scales(), Error);
+  Tensor q4 = be->convert_weight(be->upload(host_random(4, 32, 2)), DType::kQ4);
+  EXPECT_THROW((void)q4.q4_codes(), Error);
   // Identity tests read nothing: allowed.
   EXPECT_TRUE(t.same_data(t.rows(0, 3)));
 }

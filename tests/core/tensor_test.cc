@@ -30,6 +30,7 @@ TEST(TensorEmpty, OverflowingShapesAreErrors) {
   // 2^62 elements fit in int64, their 4-byte size does not.
   EXPECT_NE(error_of({int64_t{1} << 31, int64_t{1} << 31}, DType::kF32).find("2^63"), std::string::npos);
   EXPECT_NE(error_of({int64_t{1} << 62}, DType::kQ8).find("2^63"), std::string::npos);
+  EXPECT_NE(error_of({int64_t{1} << 62}, DType::kQ4).find("2^63"), std::string::npos);
   EXPECT_NE(error_of({3, -1}, DType::kF32).find("negative dimension"), std::string::npos);
   EXPECT_NE(error_of({1, 1, 1, 1, 1, 1}, DType::kF32).find("5 dimensions"), std::string::npos);
 }

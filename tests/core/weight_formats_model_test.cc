@@ -1,12 +1,14 @@
-// Models with BF16 / Q8 matrices: the golden tiny models converted at load agree with F32,
-// pre-converted checkpoints (huginn convert --dtype q8|bf16) load back, malformed Q8 files are
-// rejected with a message naming the tensor, and the CLI's --dtype reaches the loader.
+// Models with BF16 / Q8 / Q4 matrices: the golden tiny models converted at load agree with F32,
+// pre-converted checkpoints (huginn convert --dtype q8|q4|bf16) load back, malformed Q8 / Q4
+// files are rejected with a message naming the tensor, and the CLI's --dtype reaches the loader.
 //
 // Accuracy bounds are measured (bench/bench_accuracy.cc prints the full table) with a margin;
 // the test runs r = 8 from a zero state over 48 positions.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -78,7 +80,7 @@ TEST_F(WeightFormatModels, GoldenModelsAgreeWithF32) {
   for (const char* set : {"tiny-a", "tiny-b"}) {
     auto f32 = load(golden_dir(set), *be_, DType::kF32);
     const Tensor want = logits_of(*f32, *be_);
-    for (DType dt : {DType::kBF16, DType::kQ8}) {
+    for (DType dt : {DType::kBF16, DType::kQ8, DType::kQ4}) {
       auto m = load(golden_dir(set), *be_, dt);
       const Weights& w = m->weights();
       EXPECT_EQ(w.core[0].wqkv.dtype(), dt);
@@ -88,11 +90,14 @@ TEST_F(WeightFormatModels, GoldenModelsAgreeWithF32) {
       EXPECT_EQ(w.core[0].norm_1.dtype(), DType::kF32);
       EXPECT_EQ(m->param_counts().total(), f32->param_counts().total()) << set;
       const Agreement a = compare(logits_of(*m, *be_), want);
-      // Measured (bench_accuracy, 32 tokens, r = 8..64): top-1 1.00 for both; max |dlogit| /
-      // max |logit| 0.3 % (BF16) and 0.9-1.4 % (Q8). Bounds: 2 % and 5 %.
-      EXPECT_GE(a.top1, 0.9) << set << " " << dtype_name(dt);
-      EXPECT_LE(a.max_abs, (dt == DType::kBF16 ? 0.02 : 0.05) * a.max_logit)
-          << set << " " << dtype_name(dt);
+      // Measured (bench_accuracy, 32 tokens, r = 8..64): top-1 1.00 for BF16 and Q8, 0.75-0.91
+      // for Q4 (these random-weight models' logits are nearly flat: max |logit| 2.3-2.8);
+      // max |dlogit| / max |logit| 0.3 % (BF16), 0.9-1.4 % (Q8), 19 % (Q4). Bounds: 2 %, 5 %
+      // and 30 %; top-1 0.9, 0.9 and 0.6.
+      const double max_rel = dt == DType::kBF16 ? 0.02 : dt == DType::kQ8 ? 0.05 : 0.30;
+      EXPECT_GE(a.top1, dt == DType::kQ4 ? 0.6 : 0.9) << set << " " << dtype_name(dt);
+      EXPECT_LE(a.max_abs, max_rel * a.max_logit)
+          << set << " " << dtype_name(dt) << " top1 " << a.top1;
       EXPECT_GT(a.max_abs, 0.0) << "no quantization error at all: were the weights converted?";
     }
   }
@@ -100,12 +105,26 @@ TEST_F(WeightFormatModels, GoldenModelsAgreeWithF32) {
 
 TEST_F(WeightFormatModels, RefAndCpuAgreeOnQuantizedModels) {
   auto ref = make_ref_backend();
-  for (DType dt : {DType::kBF16, DType::kQ8}) {
+  for (DType dt : {DType::kBF16, DType::kQ8, DType::kQ4}) {
     auto m = load(golden_dir("tiny-b"), *be_, dt);
     const Agreement a = compare(logits_of(*m, *be_, 4), logits_of(*m, *ref, 4));
     EXPECT_EQ(a.top1, 1.0) << dtype_name(dt);
     EXPECT_LE(a.max_abs, 1e-2 * a.max_logit) << dtype_name(dt);
   }
+}
+
+// Whether p lies in a memory mapping of a file under `dir` (/proc/self/maps: "start-end perms
+// offset dev inode path").
+bool in_file_mapping(const void* p, const std::string& dir) {
+  std::ifstream maps("/proc/self/maps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  for (std::string line; std::getline(maps, line);) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) != 2 || at < lo || at >= hi) continue;
+    const size_t slash = line.find('/');
+    return slash != std::string::npos && line.compare(slash, dir.size(), dir) == 0;
+  }
+  return false;
 }
 
 std::string cli(const std::string& args) {
@@ -114,23 +133,35 @@ std::string cli(const std::string& args) {
   return rc == 0 ? std::string() : "rc " + std::to_string(rc) + ": " + log;
 }
 
-TEST_F(WeightFormatModels, PreConvertedQ8LoadsBackExactly) {
-  for (const char* set : {"tiny-a", "tiny-b"}) {
-    const std::string out = dir_ + "/" + set + "-q8";
-    ASSERT_EQ(cli("convert --model " + golden_dir(set) + " --out " + out + " --dtype q8 --shards 2"),
-              "");
-    auto from_file = load(out, *be_, std::nullopt);  // as stored
-    auto at_load = load(golden_dir(set), *be_, DType::kQ8);
-    EXPECT_EQ(from_file->weights().prelude[0].mlp_fc.dtype(), DType::kQ8);
-    EXPECT_EQ(from_file->weights().lm_head.dtype(), DType::kQ8);
-    EXPECT_EQ(from_file->weights().wte.dtype(), DType::kF32);
-    const Tensor a = logits_of(*from_file, *be_), b = logits_of(*at_load, *be_);
-    ASSERT_EQ(a.numel(), b.numel());
-    for (int64_t i = 0; i < a.numel(); ++i) ASSERT_EQ(a.f32()[i], b.f32()[i]) << set << " " << i;
-    // Loaded as F32 instead: the dequantized matrices.
-    auto deq = load(out, *be_, DType::kF32);
-    EXPECT_EQ(deq->weights().core[0].wqkv.dtype(), DType::kF32);
-  }
+TEST_F(WeightFormatModels, PreConvertedQuantizedLoadsBackExactly) {
+  for (const auto& [flag, dt] : {std::pair{"q8", DType::kQ8}, std::pair{"q4", DType::kQ4}})
+    for (const char* set : {"tiny-a", "tiny-b"}) {
+      const std::string out = dir_ + "/" + set + "-" + flag;
+      ASSERT_EQ(cli("convert --model " + golden_dir(set) + " --out " + out + " --dtype " + flag +
+                    " --shards 2"),
+                "");
+      auto from_file = load(out, *be_, std::nullopt);  // as stored
+      auto at_load = load(golden_dir(set), *be_, dt);
+      EXPECT_EQ(from_file->weights().prelude[0].mlp_fc.dtype(), dt);
+      EXPECT_EQ(from_file->weights().lm_head.dtype(), dt);
+      EXPECT_EQ(from_file->weights().wte.dtype(), DType::kF32);
+      // Used as mapped (values and scales lie back to back in the file), not copied; converted
+      // at load, in memory of its own.
+      const std::string canon = fs::canonical(out).string();
+      EXPECT_TRUE(in_file_mapping(from_file->weights().core[0].mlp_proj.raw(), canon)) << flag;
+      EXPECT_FALSE(in_file_mapping(at_load->weights().core[0].mlp_proj.raw(), canon)) << flag;
+      const Tensor a = logits_of(*from_file, *be_), b = logits_of(*at_load, *be_);
+      ASSERT_EQ(a.numel(), b.numel());
+      for (int64_t i = 0; i < a.numel(); ++i)
+        ASSERT_EQ(a.f32()[i], b.f32()[i]) << flag << " " << set << " " << i;
+      // Loaded as F32 instead: the dequantized matrices.
+      auto deq = load(out, *be_, DType::kF32);
+      EXPECT_EQ(deq->weights().core[0].wqkv.dtype(), DType::kF32);
+      // A quantized checkpoint converts only to its own format (or keep).
+      const char* other = dt == DType::kQ8 ? "q4" : "q8";
+      const std::string err = cli("convert --model " + out + " --out " + dir_ + "/x --dtype " + other);
+      EXPECT_NE(err.find(std::string("holds ") + flag + " matrices"), std::string::npos) << err;
+    }
 }
 
 TEST_F(WeightFormatModels, PreConvertedBf16KeepsBf16Matrices) {
@@ -146,12 +177,12 @@ TEST_F(WeightFormatModels, PreConvertedBf16KeepsBf16Matrices) {
 // Rewrites the tensors of `src` (one file) into dir/model.safetensors, with edits.
 void rewrite(const std::string& src_dir, const std::string& dir,
              const std::function<void(const std::string&, const Tensor&, SafetensorsWriter&)>& each,
-             bool metadata) {
+             bool metadata, const char* format = names::kQ8Format) {
   fs::create_directories(dir);
   fs::copy_file(src_dir + "/config.json", dir + "/config.json");
   auto f = SafetensorsFile::open(src_dir + "/model.safetensors");
   SafetensorsWriter w;
-  if (metadata) w.add_metadata(names::kWeightFormatKey, names::kQ8Format);
+  if (metadata) w.add_metadata(names::kWeightFormatKey, format);
   for (const auto& e : f->entries()) each(e.name, f->raw(e.name), w);
   w.write(dir + "/model.safetensors");
 }
@@ -207,12 +238,43 @@ TEST_F(WeightFormatModels, MalformedQ8FilesAreRejected) {
   expect_load_error(dir_ + "/bad-values", {victim, "[128, 64]", "expected [64, 128]"});
 }
 
+TEST_F(WeightFormatModels, MalformedQ4FilesAreRejected) {
+  const std::string q4 = dir_ + "/q4";
+  ASSERT_EQ(cli("convert --model " + golden_dir("tiny-a") + " --out " + q4 + " --dtype q4"), "");
+  const std::string victim = "transformer.core_block.1.mlp.proj.weight";  // [64, 128]: U8 [64, 64]
+  const std::string scales = victim + names::kQ4ScalesSuffix;
+  auto keep = [](const std::string& n, const Tensor& t, SafetensorsWriter& w) { w.add(n, t); };
+  auto edit = [&](const char* name, auto each, bool metadata, const char* format) {
+    rewrite(q4, dir_ + "/" + name, each, metadata, format);
+    return dir_ + "/" + name;
+  };
+  expect_load_error(edit("no-scales", [&](const std::string& n, const Tensor& t, SafetensorsWriter& w) {
+                      if (n != scales) w.add(n, t);
+                    }, true, names::kQ4Format),
+                    {victim, "missing tensor '" + scales + "'", "F16 [64, 4]"});
+  expect_load_error(edit("inf-scale", [&](const std::string& n, const Tensor& t, SafetensorsWriter& w) {
+                      if (n != scales) return w.add(n, t);
+                      Tensor c = t.clone();
+                      c.data<uint16_t>()[6] = 0xfc00;  // -inf
+                      w.add(n, c);
+                    }, true, names::kQ4Format),
+                    {scales, "non-finite", "[1, 2]"});
+  expect_load_error(edit("no-metadata", keep, false, names::kQ4Format),
+                    {"transformer.", "is U8", names::kWeightFormatKey});
+  expect_load_error(edit("q8-metadata", keep, true, names::kQ8Format),
+                    {"is U8", std::string("\"") + names::kQ4Format + "\"", "found \"q8_0\""});
+  expect_load_error(edit("bad-codes", [&](const std::string& n, const Tensor& t, SafetensorsWriter& w) {
+                      w.add(n, n == victim ? t.reshape({128, 32}) : t);
+                    }, true, names::kQ4Format),
+                    {victim, "[128, 32]", "expected [64, 64]"});
+}
+
 TEST_F(WeightFormatModels, CliDtypeReachesTheLoader) {
   const auto ids = token_ids(6, 256);
   std::string list;
   for (size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
   std::map<std::string, Tensor> out;
-  for (const char* dt : {"f32", "bf16", "q8"}) {
+  for (const char* dt : {"f32", "bf16", "q8", "q4"}) {
     const std::string path = dir_ + "/" + dt + ".safetensors";
     ASSERT_EQ(cli("forward --model " + golden_dir("tiny-a") + " --ids " + list +
                   " --steps 4 --threads 1 --dtype " + dt + " --out " + path),
@@ -223,10 +285,14 @@ TEST_F(WeightFormatModels, CliDtypeReachesTheLoader) {
   EXPECT_LT(test::rel_err(out["bf16"], out["f32"]), 0.05);
   EXPECT_GT(test::rel_err(out["q8"], out["f32"]), 0.0);
   EXPECT_LT(test::rel_err(out["q8"], out["f32"]), 0.05);
-  std::string info;
-  ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " info --dtype q8 --model " +
-                                  golden_dir("tiny-a"), &info), 0) << info;
-  EXPECT_NE(info.find("Q8"), std::string::npos) << info;
+  EXPECT_GT(test::rel_err(out["q4"], out["f32"]), test::rel_err(out["q8"], out["f32"]));
+  for (const char* dt : {"q8", "q4"}) {
+    std::string info;
+    ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " info --dtype " + dt + " --model " +
+                                    golden_dir("tiny-a"), &info), 0) << info;
+    const std::string want = dt == std::string("q8") ? "Q8" : "Q4";
+    EXPECT_NE(info.find(want + ", "), std::string::npos) << info;
+  }
   // Training keeps F32 weights: no --dtype there; the inference commands have it.
   std::string help;
   ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " train --help", &help), 0) << help;

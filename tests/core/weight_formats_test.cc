@@ -1,4 +1,4 @@
-// BF16 and Q8 weights: conversions, and matmul of every CPU instruction set against the scalar
+// BF16, Q8 and Q4 weights: conversions, and matmul of every CPU instruction set against the scalar
 // reference (which dequantizes each weight to F32 and sums in double).
 //
 // Tolerance, relative to Σ_k |x_k w_k| of each output (w dequantized): the kernels widen /
@@ -6,6 +6,7 @@
 // differs from its double sum: 2e-5 (see ops_test.cc). gemm_test checks the bits of the chain.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -91,7 +92,7 @@ TEST(WeightFormats, RefMatmulDequantizesThenDots) {
   std::mt19937 rng(1);
   const Tensor x = random_f32(3, 64, rng), w = random_f32(5, 64, rng);
   auto ref = make_ref_backend();
-  for (DType dt : {DType::kBF16, DType::kQ8}) {
+  for (DType dt : {DType::kBF16, DType::kQ8, DType::kQ4}) {
     const Tensor wl = convert_weight(w, dt), wf = convert_weight(wl, DType::kF32);
     Tensor a = Tensor::empty({3, 5}), b = Tensor::empty({3, 5});
     ref->matmul(x, wl, a);
@@ -111,13 +112,14 @@ TEST(WeightFormats, CpuMatmulMatchesReferenceEveryIsa) {
       const std::string tag = std::string(cpu_isa_name(isa)) + " threads=" + std::to_string(threads);
       check_backend(*be, DType::kBF16, shapes(true), 2e-5, tag + " bf16");
       check_backend(*be, DType::kQ8, shapes(false), 2e-5, tag + " q8");
+      check_backend(*be, DType::kQ4, shapes(false), 2e-5, tag + " q4");
     }
   }
 }
 
 TEST(WeightFormats, ResultsDoNotDependOnThreadCount) {
   std::mt19937 rng(3);
-  for (DType dt : {DType::kBF16, DType::kQ8}) {
+  for (DType dt : {DType::kBF16, DType::kQ8, DType::kQ4}) {
     for (int64_t M : {1, 3, 20}) {
       const Tensor x = random_f32(M, 256, rng), w = convert_weight(random_f32(77, 256, rng), dt);
       std::vector<float> got[2];
@@ -179,6 +181,90 @@ TEST(WeightFormats, Q8ErrorIsWithinHalfAStepPerBlock) {
       }
     }
   EXPECT_EQ(back.row(1)[40], 0.0f);
+}
+
+// The Q4 rule of huginn/tensor.h, written out independently: per block of 32, m = the first value
+// of largest magnitude, scale = f16(m / -8), code = clamp(round-half-even(w / scale), -8, 7) + 8,
+// two codes a byte in k order (k even in the low nibble), then the scales.
+TEST(WeightFormats, Q4BytesFollowTheDocumentedRule) {
+  std::mt19937 rng(19);
+  Tensor w = random_f32(5, 96, rng, 0.03f);
+  for (int64_t k = 32; k < 64; ++k) w.row(1)[k] = 0.0f;  // an all-zero block
+  w.row(2)[3] = -0.5f;                                   // a negative outlier: scale > 0
+  w.row(2)[9] = 0.5f;                                    // as large, later: clamps to +7
+  w.row(3)[70] = 0.25f;                                  // a positive outlier: scale < 0
+  w.row(4)[33] = -0.5f;     // row 4, block 1: scale 1/16, and three values on exact steps:
+  w.row(4)[34] = 0.03125f;  //   half a step -> 0 (half-even)
+  w.row(4)[35] = 0.09375f;  //   1.5 steps -> 2 (half-even)
+  w.row(4)[40] = 0.0625f;   //   one step -> 1
+  const Tensor q = quantize_q4(w);
+  ASSERT_EQ(q.dtype(), DType::kQ4);
+  ASSERT_EQ(q.nbytes(), size_t(5 * 96 / 2 + 5 * 3 * 2));
+  const auto* bytes = static_cast<const uint8_t*>(q.raw());
+  const auto* scales = reinterpret_cast<const uint16_t*>(bytes + 5 * 96 / 2);
+  for (int64_t n = 0; n < 5; ++n)
+    for (int64_t b = 0; b < 3; ++b) {
+      const float* blk = w.row(n) + b * 32;
+      float m = 0.0f;
+      for (int i = 0; i < 32; ++i)
+        if (std::fabs(blk[i]) > std::fabs(m)) m = blk[i];
+      const uint16_t s16 = f32_to_f16(m / -8.0f);
+      ASSERT_EQ(scales[n * 3 + b], s16) << n << "," << b;
+      const float s = f16_to_f32(s16);
+      for (int i = 0; i < 32; ++i) {
+        int code = 8;
+        if (s != 0.0f) code = int(std::clamp(std::nearbyint(blk[i] / s), -8.0f, 7.0f)) + 8;
+        const uint8_t byte = bytes[n * 48 + b * 16 + i / 2];
+        ASSERT_EQ(i % 2 == 0 ? byte & 15 : byte >> 4, code) << n << "," << b * 32 + i;
+      }
+    }
+  // Byte of (n, k): n * 48 + k / 2, k even in the low nibble.
+  EXPECT_EQ(f16_to_f32(scales[2 * 3]), 0.0625f);   // -0.5 / -8
+  EXPECT_EQ(bytes[2 * 48 + 1] >> 4, 0);            // k = 3: -0.5 is code -8 exactly
+  EXPECT_EQ(bytes[2 * 48 + 4] >> 4, 15);           // k = 9: +0.5 clamps to +7
+  EXPECT_LT(f16_to_f32(scales[3 * 3 + 2]), 0.0f);  // +0.25 / -8
+  EXPECT_EQ(bytes[3 * 48 + 35] & 15, 0);           // k = 70: +0.25 is code -8
+  EXPECT_EQ(bytes[1 * 48 + 16], 0x88);             // zero block: code 0 twice
+  EXPECT_EQ(bytes[4 * 48 + 17] & 15, 8 + 0);       // k = 34
+  EXPECT_EQ(bytes[4 * 48 + 17] >> 4, 8 + 2);       // k = 35
+  EXPECT_EQ(bytes[4 * 48 + 20] & 15, 8 + 1);       // k = 40
+  // Dequantized: (code - 8) · scale, exact; within half a step of the weight except where a
+  // value of the other sign than the block's extreme exceeds 7.5 steps (clamped to +7: within
+  // one step, as row 2's +0.5).
+  const Tensor back = convert_weight(q, DType::kF32);
+  for (int64_t n = 0; n < 5; ++n)
+    for (int64_t k = 0; k < 96; ++k) {
+      const float s = std::fabs(f16_to_f32(scales[n * 3 + k / 32]));
+      const uint8_t byte = bytes[n * 48 + k / 2];
+      const int code = (k % 2 == 0 ? byte & 15 : byte >> 4) - 8;
+      ASSERT_EQ(back.row(n)[k], float(code) * f16_to_f32(scales[n * 3 + k / 32]));
+      const bool clamped = w.row(n)[k] / f16_to_f32(scales[n * 3 + k / 32]) > 7.5;
+      EXPECT_LE(std::fabs(double(back.row(n)[k]) - w.row(n)[k]), (clamped ? 1.0 : 0.5) * s * 1.001)
+          << n << "," << k;
+    }
+}
+
+TEST(WeightFormats, Q4RejectsBadInput) {
+  std::mt19937 rng(4);
+  Tensor w = random_f32(2, 48, rng);
+  try {
+    quantize_q4(w);
+    FAIL() << "K = 48 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a multiple of 32"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(convert_weight(w, DType::kQ4), Error);
+  Tensor v = random_f32(2, 32, rng);
+  v.row(0)[31] = INFINITY;
+  EXPECT_THROW(quantize_q4(v), Error);
+  Tensor big = random_f32(1, 32, rng);
+  big.row(0)[0] = 1e6f;  // 1e6 / 8 overflows the F16 scale
+  try {
+    quantize_q4(big);
+    FAIL() << "a block max of 1e6 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("overflows the F16 scale"), std::string::npos) << e.what();
+  }
 }
 
 TEST(WeightFormats, Q8RejectsBadInput) {

@@ -75,7 +75,7 @@ struct Kernels {
   decltype(&copy<VecGeneric>) copy;
   decltype(&embedding<VecGeneric>) embedding;
   decltype(&matmul<VecGeneric>) matmul;
-  decltype(&matmul_lowp<VecGeneric>) matmul_lowp;  // BF16 / Q8 weights
+  decltype(&matmul_lowp<VecGeneric>) matmul_lowp;  // BF16 / Q8 / Q4 weights
   decltype(&rmsnorm<VecGeneric>) rmsnorm;
   decltype(&add<VecGeneric>) add;
   decltype(&add_bias<VecGeneric>) add_bias;
@@ -158,7 +158,7 @@ class CpuBackend : public Backend {
   Tensor convert_weight(const Tensor& w, DType to) override { return huginn::convert_weight(w, to); }
 
   // Every M runs the one GEMM chain (gemm.cc: each output is the FMA chain over k in order,
-  // for F32, BF16 and Q8 weights), so any number of rows has the bits of one-row calls
+  // for F32, BF16, Q8 and Q4 weights), so any number of rows has the bits of one-row calls
   // (gemm_test and decode_batch_test check it).
   int64_t matmul_exact_rows() const override { return INT64_MAX; }
   int64_t attention_split_rows() const override { return cpu::kAttnBlockRows; }
@@ -169,7 +169,7 @@ class CpuBackend : public Backend {
                  Tensor& out) override {
     k_.embedding(ctx_, table, ids, scale, out);
   }
-  // The one dtype dispatch of the weights: F32 to matmul, BF16 / Q8 to matmul_lowp (gemm.cc).
+  // The one dtype dispatch of the weights: F32 to matmul, BF16 / Q8 / Q4 to matmul_lowp (gemm.cc).
   void matmul(const Tensor& x, const Tensor& w, Tensor& y) override {
     if (w.dtype() == DType::kF32) {
       k_.matmul(ctx_, x, w, y);

@@ -1,11 +1,12 @@
-// GEMM y = x·wᵀ.  x [M, K] (tokens x inner), w [N, K] (a Linear weight as stored, F32, BF16 or
-// Q8), y [M, N]; x, y and F32 / BF16 w may be row-strided views. Also the strided-operand
+// GEMM y = x·wᵀ.  x [M, K] (tokens x inner), w [N, K] (a Linear weight as stored, F32, BF16, Q8
+// or Q4), y [M, N]; x, y and F32 / BF16 w may be row-strided views. Also the strided-operand
 // gemm_f32 the backward ops run on.
 //
 // One path for every M: the blocked GEMM of gemm_packed.h (stream loop order for M <= MR, the
-// decode case; blocked above), with the weights transposed, widened (BF16) or dequantized (Q8)
-// as they are packed. So every output is the same FMA chain over k in order whatever M: row-exact
-// (kernels.h), and BF16 / Q8 results are bit-identical to F32 on the converted weights.
+// decode case; blocked above), with the weights transposed, widened (BF16) or dequantized (Q8,
+// Q4) as they are packed. So every output is the same FMA chain over k in order whatever M:
+// row-exact (kernels.h), and BF16 / Q8 / Q4 results are bit-identical to F32 on the converted
+// weights.
 //
 // Why not vdpbf16ps for BF16 weights (where the CPU has AVX512_BF16): one reduction order must
 // serve every M, and vdpbf16ps needs x rounded to BF16 (2^-9 relative error per element, against
@@ -115,8 +116,8 @@ void matmul_lowp(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
   HUGINN_ASSERT(w.ndim() == 2 && w.dim(1) == K && y.dim(0) == x.dim(0) && y.dim(1) == N,
                 "matmul: shape mismatch");
   HUGINN_ASSERT((w.dtype() == DType::kBF16 && w.stride(1) == 1) ||
-                    (w.dtype() == DType::kQ8 && K % kQ8Block == 0),
-                "matmul: weights must be F32, row-strided BF16, or Q8");
+                    (is_quantized(w.dtype()) && K % kQ8Block == 0),
+                "matmul: weights must be F32, row-strided BF16, Q8 or Q4");
   if (zero_or_empty(x, N, y)) return;
   constexpr int NR = GemmTile<V>::NR;
   if (w.dtype() == DType::kBF16) {
@@ -131,6 +132,21 @@ void matmul_lowp(const Ctx& c, const Tensor& x, const Tensor& w, Tensor& y) {
             int64_t ldc, bool load_c) {
           HUGINN_STREAM(isa::stream_rows_bf16(wp + n0 * ldw + k0, ldw, cols, kc, NR, a, rows, cp,
                                               ldc, load_c));
+        });
+    return;
+  }
+  if (w.dtype() == DType::kQ4) {
+    const uint8_t* q = w.q4_codes();
+    const uint16_t* s = w.q4_scales();
+    matmul_packed<V>(
+        c, x, y.row(0), y.stride(0), N,
+        [&](int64_t n0, int cols, int64_t k0, int64_t kc, float* dst) {
+          isa::pack_b_rows_q4(q + n0 * K / 2, s + n0 * (K / kQ4Block), K, cols, k0, kc, NR, dst);
+        },
+        [&](int64_t n0, int cols, int64_t k0, int64_t kc, const float* a, int rows, float* cp,
+            int64_t ldc, bool load_c) {
+          HUGINN_STREAM(isa::stream_rows_q4(q + n0 * K / 2, s + n0 * (K / kQ4Block), K, cols, k0,
+                                            kc, NR, a, rows, cp, ldc, load_c));
         });
     return;
   }

@@ -1,11 +1,12 @@
 // Packing for the blocked GEMM (gemm_packed.h), one object per instruction set: A panels
-// [k][rows] and B micro-panels [k][NR] from F32 / BF16 / Q8 weight rows, transposed in registers
-// (16 x 16 32-bit blocks on AVX-512, 8 x 8 on AVX2; element by element in the generic object and
-// on the ragged k edges), or from rows along N (copied). A 32-bit element of a BF16 row is a
-// pair of values (k, k+1) and of a Q8 row four values, so one transpose moves 2 or 4 k at once.
-// Widening BF16 is exact (it is the top half of an F32); dequantizing Q8 is exact (an int8 times
-// an F16 scale has at most 18 significant bits).
-// Shapes: A [rows <= 16][kc] and B [cols <= NR][kc] as stored, K the full row length of Q8.
+// [k][rows] and B micro-panels [k][NR] from F32 / BF16 / Q8 / Q4 weight rows, transposed in
+// registers (16 x 16 32-bit blocks on AVX-512, 8 x 8 on AVX2; element by element in the generic
+// object and on the ragged k edges), or from rows along N (copied). A 32-bit element of a BF16
+// row is a pair of values (k, k+1), of a Q8 row four values and of a Q4 row eight (nibbles in k
+// order), so one transpose moves 2, 4 or 8 k at once. Widening BF16 is exact (it is the top half
+// of an F32); dequantizing Q8 / Q4 is exact (an int8 or int4 times an F16 scale has at most 18
+// significant bits).
+// Shapes: A [rows <= 16][kc] and B [cols <= NR][kc] as stored, K the full row length of Q8 / Q4.
 #include "kernels/cpu/gemm_packed.h"
 
 namespace huginn::cpu::HUGINN_ISA_NS {
@@ -29,6 +30,12 @@ void pack_a_ref(const float* src, int64_t ld, int rows, int64_t k_begin, int64_t
 
 float q8_value(const int8_t* q, const uint16_t* s, int64_t K, int64_t n, int64_t k) {
   return static_cast<float>(q[n * K + k]) * f16_to_f32(s[n * (K / kQ8Block) + k / kQ8Block]);
+}
+// Q4: codes c (two per byte, k even in the low nibble), value (code - 8) · scale.
+float q4_value(const uint8_t* c, const uint16_t* s, int64_t K, int64_t n, int64_t k) {
+  const uint8_t byte = c[(n * K + k) / 2];
+  const int code = (k % 2 == 0 ? byte & 15 : byte >> 4) - 8;
+  return static_cast<float>(code) * f16_to_f32(s[n * (K / kQ4Block) + k / kQ4Block]);
 }
 
 #if HUGINN_KERNEL_ISA == HUGINN_ISA_AVX512
@@ -80,6 +87,15 @@ inline Reg q8_byte(Reg v, const float* scales) {
   const Reg b = t == 3 ? _mm512_srai_epi32(v, 24) : _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * t), 24);
   return _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(b), _mm512_loadu_ps(scales)));
 }
+// Nibble t of every 32-bit lane, minus 8, as F32, times the scales. vpermps looks the value up
+// in a 16-entry table by the index's low 4 bits, which are the nibble once shifted down: one
+// instruction for the mask, subtract and convert (the same F32 values, so the same bits).
+template <int t>
+inline Reg q4_nibble(Reg v, const float* scales) {
+  const __m512 codes = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512 w = _mm512_permutexvar_ps(t == 0 ? v : _mm512_srli_epi32(v, 4 * t), codes);
+  return _mm512_castps_si512(_mm512_mul_ps(w, _mm512_loadu_ps(scales)));
+}
 inline void widen_f16(const uint16_t* h, float* out) {
   _mm512_store_ps(out, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
 }
@@ -128,6 +144,12 @@ inline Reg bf16_odd(Reg v) { return _mm256_and_si256(v, _mm256_set1_epi32(int(0x
 template <int t>
 inline Reg q8_byte(Reg v, const float* scales) {
   const Reg b = t == 3 ? _mm256_srai_epi32(v, 24) : _mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * t), 24);
+  return _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(b), _mm256_loadu_ps(scales)));
+}
+template <int t>
+inline Reg q4_nibble(Reg v, const float* scales) {
+  const Reg b = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(v, 4 * t), _mm256_set1_epi32(15)),
+                                 _mm256_set1_epi32(8));
   return _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtepi32_ps(b), _mm256_loadu_ps(scales)));
 }
 inline void widen_f16(const uint16_t* h, float* out) {
@@ -198,6 +220,7 @@ constexpr int64_t kStreamAhead = 0;
 
 struct SrcF32 {
   static constexpr int kSteps = kT;  // k values per chunk
+  static constexpr bool kGrouped = false;  // rows in scale groups of 32 (chunk_part)
   const float* w;
   int64_t ld;
   RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
@@ -216,6 +239,7 @@ struct SrcF32 {
 
 struct SrcBf16 {
   static constexpr int kSteps = 2 * kT;  // a 32-bit element is a pair (k, k + 1)
+  static constexpr bool kGrouped = false;
   const uint16_t* w;
   int64_t ld;
   RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
@@ -235,56 +259,78 @@ struct SrcBf16 {
   float at(int64_t n, int64_t k) const { return bf16_to_f32(w[n * ld + k]); }
 };
 
-struct SrcQ8 {
-  static constexpr int kSteps = 4 * kT;  // a 32-bit element is four values
-  static_assert(kSteps % kQ8Block == 0, "a chunk covers whole scale groups");
+// The F16 scales of the groups of 32 values that a chunk of `kn` values at k covers, widened:
+// sc[b][i] = scale of group b of row g + i (zero past the valid rows or past kn).
+template <int kGroups>
+void chunk_scales(const uint16_t* s, int64_t nb, int64_t b0, const RowGroup& rg, int kn,
+                  float (&sc)[kGroups][kT]) {
+  for (int b = 0; b < kGroups; ++b) {
+    alignas(32) uint16_t h[kT] = {};
+    if (b * kQ8Block < kn)
+      for (int i = 0; i < rg.n; ++i) h[i] = s[(rg.g + i) * nb + b0 + b];
+    widen_f16(h, sc[b]);
+  }
+}
+
+// Q8 (kPer = 4: a 32-bit element is four int8 values) and Q4 (kPer = 8: eight 4-bit codes,
+// low nibble first) rows: values v (row n0's), F16 scales s, one per 32 values.
+template <int kPer>
+struct SrcQuant {
+  static constexpr int kSteps = kPer * kT;
+  static constexpr bool kGrouped = true;
+  static_assert(kSteps % kQ8Block == 0 && kQ8Block == kQ4Block, "a chunk covers whole groups");
   static constexpr int kGroups = kSteps / kQ8Block;
-  const int8_t* q;     // row n0's values
+  const uint8_t* v;    // row n0's values
   const uint16_t* s;   // row n0's scales
   int64_t K, k0;       // row length; the k block's start (a multiple of 32)
+  static constexpr int64_t bytes(int64_t values) { return values * 4 / kPer; }
   RowGroup rows(int64_t cols, int g, int64_t ahead_rows) const {
-    return RowGroup(q + k0, K, cols, g, ahead_rows > 0 ? ahead_rows * K : kStreamAhead);
+    return RowGroup(v + bytes(k0), bytes(K), cols, g,
+                    ahead_rows > 0 ? ahead_rows * bytes(K) : kStreamAhead);
   }
   template <class Emit>
   void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
     chunk_part(rg, k, kSteps, emit);
   }
-  // The first `kn` values (a multiple of 32: Q8 rows end on a scale group, not always on a chunk).
+  // The first `kn` values (a multiple of 32: rows end on a scale group, not always on a chunk).
   template <class Emit>
   void chunk_part(const RowGroup& rg, int64_t k, int kn, const Emit& emit) const {
     alignas(64) float sc[kGroups][kT];
-    const int64_t nb = K / kQ8Block, b0 = (k0 + k) / kQ8Block;
-    for (int b = 0; b < kGroups; ++b) {
-      alignas(32) uint16_t h[kT] = {};
-      if (b * kQ8Block < kn)
-        for (int i = 0; i < rg.n; ++i) h[i] = s[(rg.g + i) * nb + b0 + b];
-      widen_f16(h, sc[b]);
-    }
+    chunk_scales<kGroups>(s, K / kQ8Block, (k0 + k) / kQ8Block, rg, kn, sc);
     Reg r[kT];
     if (kn == kSteps) {
-      rg.load(k, r);
+      rg.load(bytes(k), r);
     } else {
-      rg.load_part(k, kn, r);
+      rg.load_part(bytes(k), static_cast<int>(bytes(kn)), r);
     }
-    transpose(r);  // r[j]: values k + 4j .. k + 4j + 3 of every row, one per byte
+    transpose(r);  // r[j]: values k + kPer·j ... of every row, one per byte (Q8) or nibble (Q4)
 #pragma GCC unroll 16
     for (int j = 0; j < kT; ++j) {
-      if (4 * j >= kn) break;
-      const float* scj = sc[4 * j / kQ8Block];
-      emit(4 * j, as_f(q8_byte<0>(r[j], scj)));
-      emit(4 * j + 1, as_f(q8_byte<1>(r[j], scj)));
-      emit(4 * j + 2, as_f(q8_byte<2>(r[j], scj)));
-      emit(4 * j + 3, as_f(q8_byte<3>(r[j], scj)));
+      if (kPer * j >= kn) break;
+      const float* scj = sc[kPer * j / kQ8Block];
+      [&]<int... t>(std::integer_sequence<int, t...>) {
+        (emit(kPer * j + t, as_f(value<t>(r[j], scj))), ...);
+      }(std::make_integer_sequence<int, kPer>{});
     }
   }
-  float at(int64_t n, int64_t k) const { return q8_value(q, s, K, n, k0 + k); }
+  template <int t>
+  static Reg value(Reg r, const float* scales) {
+    if constexpr (kPer == 4) return q8_byte<t>(r, scales);
+    else return q4_nibble<t>(r, scales);
+  }
+  float at(int64_t n, int64_t k) const {
+    if constexpr (kPer == 4) return q8_value(reinterpret_cast<const int8_t*>(v), s, K, n, k0 + k);
+    else return q4_value(v, s, K, n, k0 + k);
+  }
 };
+using SrcQ8 = SrcQuant<4>;
+using SrcQ4 = SrcQuant<8>;
 
 // B micro-panel [k][NR] from a source: whole chunks in registers, the k tail element by element.
-// Whole scale groups of a Q8 row that end it short of a full chunk go through chunk_part.
+// Whole scale groups of a Q8 / Q4 row that end it short of a full chunk go through chunk_part.
 template <class Src>
 constexpr int64_t part_steps(int64_t left) {
-  if constexpr (std::is_same_v<Src, SrcQ8>) return left / kQ8Block * kQ8Block;
+  if constexpr (Src::kGrouped) return left / kQ8Block * kQ8Block;
   return 0;
 }
 
@@ -296,7 +342,7 @@ void pack_b_src(const Src& src, int64_t cols, int64_t kc, int NR, float* dst) {
     const RowGroup rg = src.rows(cols, g, NR);
     auto store = [&](int64_t k) { return [&, k](int j, FR w) { store_f(dst + (k + j) * NR + g, w); }; };
     for (int64_t k = 0; k < kfull; k += Src::kSteps) src.chunk(rg, k, store(k));
-    if constexpr (std::is_same_v<Src, SrcQ8>)
+    if constexpr (Src::kGrouped)
       if (kpart > 0) src.chunk_part(rg, kfull, static_cast<int>(kpart), store(kfull));
   }
   kfull += kpart;
@@ -322,7 +368,7 @@ void stream_src(const Src& src, int64_t cols, int64_t kc, int NR, const float* a
       };
     };
     for (int64_t k = 0; k < kfull; k += Src::kSteps) src.chunk(rg, k, fmas(k));
-    if constexpr (std::is_same_v<Src, SrcQ8>)
+    if constexpr (Src::kGrouped)
       if (kpart > 0) src.chunk_part(rg, kfull, static_cast<int>(kpart), fmas(kfull));
     for (int64_t k = kfull + kpart; k < kc; ++k) {
       alignas(64) float wk[kT] = {};
@@ -389,7 +435,11 @@ void pack_b_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, i
 }
 void pack_b_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
                     int64_t kc, int NR, float* dst) {
-  pack_b_src(SrcQ8{q, s, K, k0}, cols, kc, NR, dst);
+  pack_b_src(SrcQ8{reinterpret_cast<const uint8_t*>(q), s, K, k0}, cols, kc, NR, dst);
+}
+void pack_b_rows_q4(const uint8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, float* dst) {
+  pack_b_src(SrcQ4{q, s, K, k0}, cols, kc, NR, dst);
 }
 
 namespace {
@@ -414,7 +464,13 @@ void stream_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, i
 void stream_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
                     int64_t kc, int NR, const float* a, int M, float* c, int64_t ldc,
                     bool load_c) {
-  stream_dispatch(SrcQ8{q, s, K, k0}, cols, kc, NR, a, M, c, ldc, load_c, kStreamRows);
+  stream_dispatch(SrcQ8{reinterpret_cast<const uint8_t*>(q), s, K, k0}, cols, kc, NR, a, M, c, ldc,
+                  load_c, kStreamRows);
+}
+void stream_rows_q4(const uint8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, const float* a, int M, float* c, int64_t ldc,
+                    bool load_c) {
+  stream_dispatch(SrcQ4{q, s, K, k0}, cols, kc, NR, a, M, c, ldc, load_c, kStreamRows);
 }
 #else
 // The generic object: element by element (the readable form of what the SIMD ones compute).
@@ -429,6 +485,11 @@ void pack_b_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, i
 void pack_b_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
                     int64_t kc, int NR, float* dst) {
   pack_b_ref([&](int64_t n, int64_t k) { return q8_value(q, s, K, n, k0 + k); }, cols, 0, kc, NR,
+             dst);
+}
+void pack_b_rows_q4(const uint8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, float* dst) {
+  pack_b_ref([&](int64_t n, int64_t k) { return q4_value(q, s, K, n, k0 + k); }, cols, 0, kc, NR,
              dst);
 }
 #endif

@@ -1,4 +1,4 @@
-// The blocked GEMM every matmul of the fast CPU backend runs on (F32, BF16 and Q8 weights, and
+// The blocked GEMM every matmul of the fast CPU backend runs on (F32, BF16, Q8 and Q4 weights, and
 // the backward's transposed operands):
 //   C[M, N] (= or +=) A[M, K] · B[K, N]       M rows of x, K inner, N outputs
 // with both operands copied into panels first (the GotoBLAS/BLIS scheme): A panels [k][mr] of
@@ -58,6 +58,10 @@ void pack_b_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, i
 // B(k, n) = q[n][k0 + k] · scale[n][(k0 + k) / 32], exact in F32.
 void pack_b_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
                     int64_t kc, int NR, float* dst);
+// Q4 weight rows n0.. (codes q + n * K / 2, F16 scales s + n * (K / 32)), k0 a multiple of 32:
+// B(k, n) = (code[n][k0 + k] - 8) · scale[n][(k0 + k) / 32], exact in F32.
+void pack_b_rows_q4(const uint8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, float* dst);
 // B(k, n) = b[k * ld + n] (rows of B along N), copied.
 void pack_b_cols_f32(const float* b, int64_t ld, int64_t cols, int64_t kc, int NR, float* dst);
 
@@ -72,6 +76,8 @@ void stream_rows_f32(const float* w, int64_t ld, int64_t cols, int64_t kc, int N
 void stream_rows_bf16(const uint16_t* w, int64_t ld, int64_t cols, int64_t kc, int NR,
                       const float* a, int M, float* c, int64_t ldc, bool load_c);
 void stream_rows_q8(const int8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
+                    int64_t kc, int NR, const float* a, int M, float* c, int64_t ldc, bool load_c);
+void stream_rows_q4(const uint8_t* q, const uint16_t* s, int64_t K, int64_t cols, int64_t k0,
                     int64_t kc, int NR, const float* a, int M, float* c, int64_t ldc, bool load_c);
 #endif
 

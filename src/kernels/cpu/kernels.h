@@ -76,9 +76,10 @@ GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Ten
 template <class V>
 inline std::atomic<uint64_t> gemm_calls{0};
 
-// y[M, N] = x[M, K] · w[N, K]ᵀ with BF16 or Q8 weights (a Linear weight as stored, HF [out, in];
-// Q8 layout in huginn/tensor.h), x and y F32 row-strided. The weights are widened (BF16: exact)
-// or dequantized (Q8: value · F16 scale, exact in F32) while they are packed, and the F32 chain
+// y[M, N] = x[M, K] · w[N, K]ᵀ with BF16, Q8 or Q4 weights (a Linear weight as stored, HF [out,
+// in]; Q8 / Q4 layouts in huginn/tensor.h), x and y F32 row-strided. The weights are widened
+// (BF16: exact) or dequantized (Q8 / Q4: value · F16 scale, exact in F32) while they are packed,
+// and the F32 chain
 // of matmul runs on them with x as it is: the result is bit-identical to matmul<V> on
 // convert_weight(w, F32), for every M (row-exact as matmul). Why not vdpbf16ps: gemm.cc.
 template <class V>

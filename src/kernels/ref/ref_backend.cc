@@ -44,7 +44,7 @@ void RefBackend::embedding(const Tensor& table, std::span<const int32_t> ids, fl
 void RefBackend::matmul(const Tensor& x, const Tensor& w, Tensor& y) {
   const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
   HUGINN_ASSERT(w.dim(1) == K && y.dim(0) == M && y.dim(1) == N, "matmul: shape mismatch");
-  std::vector<float> deq;  // BF16 / Q8 weights: each row dequantized to F32, then the same dot
+  std::vector<float> deq;  // BF16 / Q8 / Q4 weights: each row dequantized to F32, then the same dot
   if (w.dtype() != DType::kF32) deq.resize(static_cast<size_t>(N * K));
   if (w.dtype() != DType::kF32 && N * K > 0) weight_rows_to_f32(w, 0, N, deq.data());
   for (int64_t m = 0; m < M; ++m) {
