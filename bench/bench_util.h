@@ -58,6 +58,20 @@ inline int int_arg(int argc, char** argv, int& i) {
   return static_cast<int>(x);
 }
 
+// The number after flag argv[i] (advancing i); exits with a message naming the flag on anything
+// that is not a whole number.
+inline double double_arg(int argc, char** argv, int& i) {
+  const char* flag = argv[i];
+  const char* s = next_arg(argc, argv, i);
+  char* end = nullptr;
+  const double x = std::strtod(s, &end);
+  if (end == s || *end != '\0') {
+    std::fprintf(stderr, "error: %s: expected a number, got '%s'\n", flag, s);
+    std::exit(2);
+  }
+  return x;
+}
+
 // "1,2,4" -> {1, 2, 4}; exits with a message naming `flag` on anything else.
 inline std::vector<int> int_list(const char* s, const char* flag) {
   std::vector<int> v;
