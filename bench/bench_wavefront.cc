@@ -13,7 +13,7 @@
 //   bench_wavefront --train-pattern DIR [--train-steps S] ...
 //     trains a small model (E 128, 1/2/1 layers, r 8, vocab 32) on a learnable token pattern
 //     (random start, then a fixed permutation cycle), saves it to DIR, benchmarks it with
-//     prompts from the pattern.
+//     prompts from the pattern (--model DIR --pattern: a model it trained before).
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
   SpeculativeOptions spec;
   DiffusionOptions diff;
   std::string methods = "seq,wave,spec,diff";
+  bool pattern_given = false;  // --model is a model --train-pattern trained
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return bench::next_arg(argc, argv, i); };
@@ -129,6 +130,7 @@ int main(int argc, char** argv) {
     if (a == "--model") model_dir = next();
     else if (a == "--train-pattern") train_dir = next();
     else if (a == "--train-steps") train_steps = next_int();
+    else if (a == "--pattern") pattern_given = true;
     else if (a == "--dtype") dtype = next();
     else if (a == "--steps") steps = bench::int_list(next(), "--steps");
     else if (a == "--new") n_new = next_int();
@@ -147,7 +149,7 @@ int main(int argc, char** argv) {
     else if (a == "--methods") methods = next();
     else {
       std::fprintf(stderr,
-                   "usage: bench_wavefront (--model DIR | --train-pattern DIR [--train-steps S])\n"
+                   "usage: bench_wavefront (--model DIR [--pattern] | --train-pattern DIR [--train-steps S])\n"
                    "       [--dtype bf16|q8|f32|auto] [--steps 8,32] [--new N] [--prompt L]\n"
                    "       [--draft-depth D (0 = r/4)] [--lanes K] [--threads N (default 1)]\n"
                    "       [--lookahead L] [--threshold T] [--inner I] [--headway H]\n"
@@ -161,8 +163,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const bool pattern = !train_dir.empty();
-    if (pattern) model_dir = train_pattern_model(train_dir, train_steps);
+    const bool pattern = !train_dir.empty() || pattern_given;
+    if (!train_dir.empty()) model_dir = train_pattern_model(train_dir, train_steps);
     ThreadPool pool(threads);
     auto be = make_backend("cpu", pool);
     Model::LoadOptions lo;
