@@ -176,6 +176,7 @@ struct Diffusion {
     q.prev = q.s;
     const auto& stops = g.stop_ids();
     if (std::count(stops.begin(), stops.end(), t0)) q.done = true;
+    if (q.c >= g.context_length()) q.done = true;  // the prompt filled the context
   }
 
   // Prelude outputs of the window, mixed with the previous step's (ema_embeds), in e [R, E].

@@ -372,6 +372,30 @@ TEST(Diffusion, FreezeStrategiesFollowTheirRules) {
   EXPECT_EQ(ns.rounds, 7);
   // token-stability: a new token freezes only once some position was unchanged more than T
   // times, so never before step T + 1: its predictor has had at least N + I·(T + 2).
+  // Without the prefill the prompt is the first window: the first token freezes at step T + 1,
+  // from the prompt's last state after I·(T + 2) recurrences, then one per step (steps
+  // 0 .. T + n: one more than with the prefill, whose token comes free).
+  DiffusionOptions cold = plain(F::kFixed, I);
+  cold.full_prefill = false;
+  SamplerStats cs;
+  const GenerateResult c0 = run(cold, &cs);
+  EXPECT_EQ(cs.rounds, T + n + 1);
+  ASSERT_EQ(c0.tokens.size(), size_t(n));
+  for (int i = 0; i < n; ++i) EXPECT_EQ(c0.steps[i], I * (T + 2)) << i;
+  cold.max_wavefront = 3;  // refused: the prompt is the window
+  cold.freeze_strategy = F::kLatentDiff;
+  EXPECT_NE(test::error_message([&] { run(cold, nullptr); }).find("--max-wavefront"), std::string::npos);
+  // A prompt that fills the context: the prefill's token alone, as sequential decoding.
+  // (No diffusion step runs: its window would start at the context's end.)
+  GenerateOptions full = base_options(N, n);
+  full.context_length = static_cast<int64_t>(prompt.size());
+  Generator small(*model, *be, full);
+  const DiffusionOptions fixed4 = plain(F::kFixed, I);
+  SamplerStats none_run;
+  const auto one = run_batch(small, {prompt}, nullptr, &fixed4, &none_run);
+  EXPECT_EQ(none_run.rounds, 0);
+  EXPECT_EQ(one[0].tokens.size(), 1u);
+  EXPECT_EQ(one[0].finish_reason, "length");
   const GenerateResult stab = run(plain(F::kTokenStability, I), nullptr);
   EXPECT_GE(stab.steps[1], N + I * (T + 2));
   EXPECT_NE(stab.steps, lat.steps);
