@@ -1,14 +1,19 @@
-// Sequential vs wavefront decoding (huginn/wavefront.h) in the same run: decode tokens/s of
-// each, the speed-up, mean positions per core weight pass, draft acceptance, and whether the
-// two outputs (tokens and per-token steps) are identical — one row per r. Greedy, fixed r,
-// zero initial state, no stop ids.
+// Sequential vs wavefront (huginn/wavefront.h) vs the reference's speculative and diffusion
+// samplers (huginn/samplers.h) in the same run: decode tokens/s of each, the speed-up over
+// sequential, mean positions per core weight pass, draft acceptance, the share of tokens equal to
+// sequential's and (pattern model) the share that follow the pattern — one row per r and
+// method. Greedy, fixed r, zero initial state, no stop ids.
 //
 //   bench_wavefront --model DIR [--dtype bf16|q8|f32|auto] [--steps 8,32] [--new N]
 //                   [--prompt L] [--draft-depth D] [--lanes K] [--threads N]
+//                   [--lookahead L] [--threshold T] [--inner I] [--headway H]
+//                   [--freeze latent-diff|token-stability|fixed] [--exit-t X] [--ema A]
+//                   [--noise M] [--methods seq,wave,spec,diff]
+//     speculative drafts at --draft-depth (0 = r/4) recurrences, --lookahead drafts per round
 //   bench_wavefront --train-pattern DIR [--train-steps S] ...
 //     trains a small model (E 128, 1/2/1 layers, r 8, vocab 32) on a learnable token pattern
 //     (random start, then a fixed permutation cycle), saves it to DIR, benchmarks it with
-//     prompts from the pattern.
+//     prompts from the pattern (--model DIR --pattern: a model it trained before).
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +26,7 @@
 #include "bench_util.h"
 #include "huginn/data.h"
 #include "huginn/model.h"
+#include "huginn/samplers.h"
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
 #include "huginn/wavefront.h"
@@ -84,6 +90,22 @@ std::string train_pattern_model(const std::string& dir, int steps) {
   return r.last_checkpoint;
 }
 
+// Share of generated tokens (after the first) that follow the pattern: the cycle's next token,
+// or 0 (a document may end anywhere after its 8th token; 0 may be followed by anything).
+double pattern_accuracy(const std::vector<int32_t>& t) {
+  static const std::vector<uint32_t> next = pattern_next();
+  int ok = 0, n = 0;
+  for (size_t i = 1; i < t.size(); ++i, ++n)
+    ok += t[i - 1] == 0 || t[i] == 0 || static_cast<uint32_t>(t[i]) == next[static_cast<size_t>(t[i - 1])];
+  return n ? double(ok) / n : 1.0;
+}
+
+double same_share(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t same = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) same += a[i] == b[i];
+  return a.empty() ? 1.0 : double(same) / double(a.size());
+}
+
 std::string load_average() {
   std::ifstream f("/proc/loadavg");
   std::string a, b, c;
@@ -97,6 +119,10 @@ int main(int argc, char** argv) {
   std::string model_dir, train_dir, dtype = "bf16";
   std::vector<int> steps = {8, 32};
   int n_new = 8, prompt_len = 8, draft_depth = 0, lanes = 8, threads = 1, train_steps = 300;
+  SpeculativeOptions spec;
+  DiffusionOptions diff;
+  std::string methods = "seq,wave,spec,diff";
+  bool pattern_given = false;  // --model is a model --train-pattern trained
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return bench::next_arg(argc, argv, i); };
@@ -104,6 +130,7 @@ int main(int argc, char** argv) {
     if (a == "--model") model_dir = next();
     else if (a == "--train-pattern") train_dir = next();
     else if (a == "--train-steps") train_steps = next_int();
+    else if (a == "--pattern") pattern_given = true;
     else if (a == "--dtype") dtype = next();
     else if (a == "--steps") steps = bench::int_list(next(), "--steps");
     else if (a == "--new") n_new = next_int();
@@ -111,11 +138,23 @@ int main(int argc, char** argv) {
     else if (a == "--draft-depth") draft_depth = next_int();
     else if (a == "--lanes") lanes = next_int();
     else if (a == "--threads") threads = next_int();
+    else if (a == "--lookahead") spec.lookahead_for_draft = next_int();
+    else if (a == "--threshold") spec.verification_threshold = bench::double_arg(argc, argv, i);
+    else if (a == "--inner") diff.inner_recurrence = next_int();
+    else if (a == "--headway") diff.headway = next_int();
+    else if (a == "--freeze") diff.freeze_strategy = DiffusionOptions::parse_freeze(next());
+    else if (a == "--exit-t") diff.exit_t = bench::double_arg(argc, argv, i);
+    else if (a == "--ema") diff.ema_embeds = bench::double_arg(argc, argv, i);
+    else if (a == "--noise") diff.state_noise_mixing = bench::double_arg(argc, argv, i);
+    else if (a == "--methods") methods = next();
     else {
       std::fprintf(stderr,
-                   "usage: bench_wavefront (--model DIR | --train-pattern DIR [--train-steps S])\n"
+                   "usage: bench_wavefront (--model DIR [--pattern] | --train-pattern DIR [--train-steps S])\n"
                    "       [--dtype bf16|q8|f32|auto] [--steps 8,32] [--new N] [--prompt L]\n"
-                   "       [--draft-depth D (0 = r/4)] [--lanes K] [--threads N (default 1)]\n");
+                   "       [--draft-depth D (0 = r/4)] [--lanes K] [--threads N (default 1)]\n"
+                   "       [--lookahead L] [--threshold T] [--inner I] [--headway H]\n"
+                   "       [--freeze latent-diff|token-stability|fixed] [--exit-t X] [--ema A]\n"
+                   "       [--noise M] [--methods seq,wave,spec,diff]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -124,8 +163,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const bool pattern = !train_dir.empty();
-    if (pattern) model_dir = train_pattern_model(train_dir, train_steps);
+    const bool pattern = !train_dir.empty() || pattern_given;
+    if (!train_dir.empty()) model_dir = train_pattern_model(train_dir, train_steps);
     ThreadPool pool(threads);
     auto be = make_backend("cpu", pool);
     Model::LoadOptions lo;
@@ -141,8 +180,9 @@ int main(int argc, char** argv) {
     }
     std::printf("model %s (--dtype %s), load %.1f s, %d thread(s), prompt %d, %d new tokens, load average %s\n",
                 model_dir.c_str(), dtype.c_str(), load_s, threads, prompt_len, n_new, load_average().c_str());
-    std::printf("%4s %6s %12s %12s %8s %10s %14s %10s\n", "r", "draft", "seq tok/s", "wave tok/s",
-                "speedup", "rows/pass", "acc/rej", "identical");
+    std::printf("%4s %-12s %10s %8s %10s %12s %8s %8s\n", "r", "method", "tok/s", "speedup",
+                "rows/pass", "acceptance", "same", "pattern");
+    auto has = [&](const char* m) { return ("," + methods + ",").find("," + std::string(m) + ",") != std::string::npos; };
     for (int r : steps) {
       GenerateOptions o;
       o.steps = r;
@@ -150,23 +190,49 @@ int main(int argc, char** argv) {
       o.default_stop_ids = false;
       o.init_scale = 0.0;
       Generator g(*model, *be, o);
-      WavefrontOptions wo;
-      wo.draft_depth = draft_depth;
-      wo.max_lanes = lanes;
       auto c1 = g.new_context();
       const GenerateResult seq = g.generate(*c1, prompt);
-      auto c2 = g.new_context();
-      WavefrontStats st;
-      const GenerateResult wf = generate_wavefront(g, *c2, prompt, wo, {}, nullptr, &st);
-      const bool same = seq.tokens == wf.tokens && seq.steps == wf.steps;
-      char ar[32];
-      std::snprintf(ar, sizeof ar, "%lld/%lld", (long long)st.accepted, (long long)st.rejected);
-      std::printf("%4d %6d %12.3f %12.3f %7.2fx %10.2f %14s %10s\n", r,
-                  draft_depth > 0 ? draft_depth : std::max(1, r / 4), seq.decode_tok_s(),
-                  wf.decode_tok_s(), wf.decode_tok_s() / std::max(seq.decode_tok_s(), 1e-12),
-                  st.rows_per_core_pass(), ar, same ? "yes" : "NO");
-      std::fflush(stdout);
-      if (!same) return 1;
+      auto row = [&](const char* name, const GenerateResult& res, double rows, const std::string& acc) {
+        std::printf("%4d %-12s %10.3f %7.2fx %10.2f %12s %7.1f%% %7s\n", r, name, res.decode_tok_s(),
+                    res.decode_tok_s() / std::max(seq.decode_tok_s(), 1e-12), rows, acc.c_str(),
+                    100.0 * same_share(seq.tokens, res.tokens),
+                    pattern ? (std::to_string(static_cast<int>(100.0 * pattern_accuracy(res.tokens) + 0.5)) + "%").c_str() : "-");
+        std::fflush(stdout);
+      };
+      row("sequential", seq, 1.0, "-");
+      char ar[48];
+      if (has("wave")) {
+        WavefrontOptions wo;
+        wo.draft_depth = draft_depth;
+        wo.max_lanes = lanes;
+        auto c2 = g.new_context();
+        WavefrontStats st;
+        const GenerateResult wf = generate_wavefront(g, *c2, prompt, wo, {}, nullptr, &st);
+        std::snprintf(ar, sizeof ar, "%lld/%lld", (long long)st.accepted, (long long)(st.accepted + st.rejected));
+        row("wavefront", wf, st.rows_per_core_pass(), ar);
+        if (seq.tokens != wf.tokens || seq.steps != wf.steps) {
+          std::fprintf(stderr, "wavefront output differs from sequential\n");
+          return 1;
+        }
+      }
+      if (has("spec")) {
+        SpeculativeOptions so = spec;
+        so.draft_steps = draft_depth;
+        auto c3 = g.new_context();
+        const SamplerRequest req{c3.get(), prompt, nullptr};
+        SamplerStats st;
+        const GenerateResult sp = generate_speculative(g, std::span<const SamplerRequest>(&req, 1), so, &st)[0];
+        std::snprintf(ar, sizeof ar, "%lld/%lld", (long long)st.accepted, (long long)st.drafted);
+        row("speculative", sp, st.rows_per_core_pass(), ar);
+      }
+      if (has("diff")) {
+        auto c4 = g.new_context();
+        const SamplerRequest req{c4.get(), prompt, nullptr};
+        SamplerStats st;
+        const GenerateResult df = generate_diffusion(g, std::span<const SamplerRequest>(&req, 1), diff, &st)[0];
+        std::snprintf(ar, sizeof ar, "%lld steps", (long long)st.rounds);
+        row("diffusion", df, st.rows_per_core_pass(), ar);
+      }
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

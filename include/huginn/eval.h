@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "huginn/exit.h"
+#include "huginn/samplers.h"
+#include "huginn/wavefront.h"
 #include "huginn/train.h"
 
 namespace huginn {
@@ -131,6 +133,12 @@ struct EvalOptions {
   int exit_max_steps = 0;          // 0 = the largest of `steps`
   bool warm_start = false;
   int cache_slots = 0;
+  // Generation: sequential, wavefront, speculative or diffusion (the last two with these
+  // options; accuracy vs speed of the reference's samplers).
+  std::string decode = "sequential";
+  WavefrontOptions wavefront;
+  SpeculativeOptions speculative;
+  DiffusionOptions diffusion;
   int limit = 200;                 // examples (built-in: generated; file: the first N)
   uint64_t seed = 1234;            // built-in tasks: the test split's seed
   int max_new_tokens = 0;          // 0 = longest answer + 2

@@ -158,6 +158,7 @@ class GenerationContext {
   friend class Generator;
   friend class WavefrontDecoder;
   friend class DepthBatch;
+  friend struct SamplerAccess;  // the speculative and diffusion samplers (samplers.h)
   GenerationContext() = default;
   std::unique_ptr<Runner> runner_;
   std::unique_ptr<KVCache> cache_;
@@ -249,6 +250,7 @@ class Generator {
   // After a call whose final state is s [T, E]: warm state, history, position, call count.
   void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
   friend class DepthBatch;  // the one loop of model calls (src/generate/calls.cc)
+  friend struct SamplerAccess;  // the speculative and diffusion samplers (samplers.h)
   struct Call;
 
   const Model& model_;

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/sampler_flags.h"
 #include "huginn/eval.h"
 
 namespace huginn::cli {
@@ -11,6 +12,7 @@ namespace {
 
 struct EvalArgs {
   EvalOptions o;
+  SamplerFlags sf;
   std::string steps = "1,2,4,8,16,32,64", exits;
 };
 
@@ -55,12 +57,22 @@ Registrar reg(71, [](CLI::App& app, Common& common) {
   sub->add_flag("--no-plots", *no_plots, "skip the PNG/SVG plots");
   sub->add_option("--show", a->o.show_examples, "example generations to print per setting (largest r and exits)")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--decode", a->o.decode,
+                  "how each example is generated: sequential, wavefront (lossless), or the "
+                  "reference's speculative / diffusion samplers (their flags below), so accuracy "
+                  "vs speed can be swept")
+      ->check(CLI::IsMember({"sequential", "wavefront", "speculative", "diffusion"}));
+  sub->add_option("--draft-depth", a->o.wavefront.draft_depth,
+                  "with --decode wavefront: recurrences before a token drafts the next (0 = steps/4)");
+  add_sampler_flags(sub, a->sf);
   add_common_options(sub, common);
   add_dtype_option(sub, common);
   sub->callback([a, no_plots, &common] {
     a->o.steps = a->steps.empty() ? std::vector<int>{} : parse_int_list(a->steps, "--steps");
     a->o.exits = split_list(a->exits);
     a->o.plots = !*no_plots;
+    a->o.speculative = a->sf.spec;
+    a->o.diffusion = diffusion_options(a->sf);
     a->o.threads = common.threads;
     a->o.weight_dtype = common.dtype;
     a->o.backend = common.backend;

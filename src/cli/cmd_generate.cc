@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/generate_flags.h"
+#include "cli/sampler_flags.h"
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 #include "huginn/wavefront.h"
@@ -19,6 +20,7 @@ struct Args {
   bool prompt_given = false, chat = false, json = false;
   std::string decode = "sequential";
   WavefrontOptions wf;
+  SamplerFlags sf;
 };
 
 struct Text {
@@ -83,6 +85,56 @@ void print_summary(const GenerateResult& r, const Generator& gen) {
                gen.options().exit.to_string().c_str(), r.cache_bytes / 1e6);
 }
 
+nlohmann::json stats_json(const SamplerStats& st) {
+  return {{"core_passes", st.core_passes}, {"rows_per_core_pass", st.rows_per_core_pass()},
+          {"rounds", st.rounds}, {"drafted", st.drafted}, {"accepted", st.accepted},
+          {"acceptance", st.acceptance()}, {"standing_waves", st.standing_waves}};
+}
+
+// --decode speculative|diffusion: one prompt, or several (--ids A;B;...) run as one batch.
+void run_sampler(const Args& a, const Generator& gen, const std::vector<std::vector<int32_t>>& prompts,
+                 TextStream* stream, bool quiet) {
+  std::vector<std::unique_ptr<GenerationContext>> ctxs;
+  std::vector<SamplerRequest> reqs;
+  for (const auto& p : prompts) {
+    ctxs.push_back(gen.new_context());
+    reqs.push_back({ctxs.back().get(), p, prompts.size() == 1 ? stream : nullptr});
+  }
+  SamplerStats st;
+  const std::vector<GenerateResult> rs =
+      a.decode == "speculative" ? generate_speculative(gen, reqs, a.sf.spec, &st)
+                                : generate_diffusion(gen, reqs, diffusion_options(a.sf), &st);
+  if (a.json) {
+    nlohmann::json all = nlohmann::json::array();
+    for (const GenerateResult& r : rs)
+      all.push_back({{"tokens", r.tokens}, {"steps", r.steps}, {"finish_reason", r.finish_reason},
+                     {"prompt_tokens", r.prompt_tokens},
+                     {"text", stream && rs.size() == 1 ? nlohmann::json(r.text) : nlohmann::json(nullptr)}});
+    nlohmann::json j = rs.size() == 1 ? all[0] : nlohmann::json{{"results", all}};
+    j[a.decode] = stats_json(st);
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return;
+  }
+  for (const GenerateResult& r : rs) {
+    if (stream && rs.size() == 1) {
+      std::printf("%s\n", r.text.c_str());
+      continue;
+    }
+    for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? " " : "", r.tokens[i]);
+    std::printf("\n");
+  }
+  if (quiet) return;
+  print_summary(rs[0], gen);
+  std::fprintf(stderr, "%s: %lld core passes, %.2f positions per pass, %lld rounds", a.decode.c_str(),
+               (long long)st.core_passes, st.rows_per_core_pass(), (long long)st.rounds);
+  if (a.decode == "speculative")
+    std::fprintf(stderr, ", drafts %lld: %lld accepted (%.1f %%)", (long long)st.drafted,
+                 (long long)st.accepted, 100.0 * st.acceptance());
+  else
+    std::fprintf(stderr, ", %lld standing waves", (long long)st.standing_waves);
+  std::fprintf(stderr, "\n");
+}
+
 void run(const Args& a, const Common& common) {
   if (a.ids.empty() == !a.prompt_given) throw Error("give exactly one of --prompt and --ids");
   if (a.prompt_given && a.prompt.empty()) throw Error("--prompt is empty");
@@ -99,7 +151,21 @@ void run(const Args& a, const Common& common) {
   const auto t_load = std::chrono::steady_clock::now();
   auto model = Model::load(a.g.model, *backend, load_options(common));
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
-  const std::vector<int32_t> ids = prompt_ids(a, text);
+  const bool sampler = a.decode == "speculative" || a.decode == "diffusion";
+  if (!sampler && a.ids.find(';') != std::string::npos)
+    throw Error("--ids: several prompts (A;B;...) need --decode speculative or diffusion");
+  std::vector<std::vector<int32_t>> prompts;
+  if (sampler && a.ids.find(';') != std::string::npos) {
+    for (size_t at = 0; at <= a.ids.size();) {
+      const size_t end = std::min(a.ids.find(';', at), a.ids.size());
+      const std::vector<int> v = parse_int_list(a.ids.substr(at, end - at), "--ids");
+      prompts.emplace_back(v.begin(), v.end());
+      at = end + 1;
+    }
+  } else {
+    prompts.push_back(prompt_ids(a, text));
+  }
+  const std::vector<int32_t>& ids = prompts[0];
   Generator gen(*model, *backend, opt);
   auto ctx = gen.new_context();
 
@@ -120,6 +186,12 @@ void run(const Args& a, const Common& common) {
       std::fflush(stdout);
       return true;
     };
+  if (sampler) {
+    if (a.decode == "speculative") a.sf.spec.validate(opt);
+    else diffusion_options(a.sf).validate(opt, gen.steps());
+    run_sampler(a, gen, prompts, stream.get(), common.quiet);
+    return;
+  }
   const bool wavefront = a.decode == "wavefront";
   if (wavefront) a.wf.validate(opt, gen.steps());  // before the prompt runs
   WavefrontStats wst;
@@ -162,10 +234,13 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
   sub->add_flag("--json", a->json,
                 "print {\"tokens\", \"steps\", \"text\", ...} instead of streaming");
   sub->add_option("--decode", a->decode,
-                  "sequential, or wavefront: lossless depth-parallel greedy decoding (the next "
+                  "sequential; wavefront: lossless depth-parallel greedy decoding (the next "
                   "token drafted from an intermediate depth runs its first recurrences in the same "
-                  "core passes as this one's last; identical output)")
-      ->check(CLI::IsMember({"sequential", "wavefront"}));
+                  "core passes as this one's last; identical output); speculative: the reference's "
+                  "draft-and-verify sampler; diffusion: the reference's diffusion-forcing sampler "
+                  "(both take several prompts as --ids A;B;...)")
+      ->check(CLI::IsMember({"sequential", "wavefront", "speculative", "diffusion"}));
+  add_sampler_flags(sub, a->sf);
   sub->add_option("--draft-depth", a->wf.draft_depth,
                   "with --decode wavefront: recurrences before a token drafts the next (0 = steps/4)");
   sub->add_option("--lanes", a->wf.max_lanes,

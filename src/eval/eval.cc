@@ -42,6 +42,18 @@ std::string EvalSetting::label() const {
   return exit.to_string() + " (max " + std::to_string(steps) + ")";
 }
 
+// One example's generation with the chosen decoder (EvalOptions::decode).
+static GenerateResult generate_one(const Generator& gen, GenerationContext& ctx,
+                            std::span<const int32_t> prompt, const EvalOptions& o) {
+  if (o.decode == "sequential") return gen.generate(ctx, prompt);
+  if (o.decode == "wavefront") return generate_wavefront(gen, ctx, prompt, o.wavefront);
+  const SamplerRequest req{&ctx, prompt, nullptr};
+  const std::span<const SamplerRequest> one(&req, 1);
+  if (o.decode == "speculative") return generate_speculative(gen, one, o.speculative)[0];
+  if (o.decode == "diffusion") return generate_diffusion(gen, one, o.diffusion)[0];
+  throw Error("--decode must be sequential, wavefront, speculative or diffusion, got '" + o.decode + "'");
+}
+
 EvalReport run_eval(const EvalOptions& o) {
   if (o.model.empty()) throw Error("--model: required");
   if (o.task.empty()) throw Error("--task: required (a built-in task or a .jsonl file)");
@@ -175,7 +187,7 @@ EvalReport run_eval(const EvalOptions& o) {
                         (st.exit.criterion != ExitCriterion::kNone || st.steps == max_steps);
       for (size_t i = 0; i < exs.size(); ++i) {
         ctx->reset();
-        const GenerateResult r = gen.generate(*ctx, prompts[i]);
+        const GenerateResult r = generate_one(gen, *ctx, prompts[i], o);
         const std::string out = codec.decode(r.tokens);
         const bool ok = extract_answer(out, exs[i].regex) == exs[i].answer;
         row.correct += ok;

@@ -13,6 +13,7 @@
 #include "huginn/host_math.h"
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
+#include "huginn/wavefront.h"
 #include "server/prefix_cache.h"
 
 namespace huginn::server {
@@ -92,7 +93,8 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
   // The prompt's first tokens from the prefix cache, where an earlier prompt shares them.
   const std::vector<int32_t> prompt = gen.prepare_prompt(rq.prompt);
   const int32_t L = static_cast<int32_t>(prompt.size());
-  const std::string key = prefix_ ? gen.prefix_key() : std::string();
+  // (The other decoders start from an empty context.)
+  const std::string key = prefix_ && rq.decode == "sequential" ? gen.prefix_key() : std::string();
   if (!key.empty()) {
     const PrefixCache::Hit hit = prefix_->find(key, prompt);
     const int32_t n = hit.entry ? gen.prefix_split(hit.shared, L) : 0;
@@ -120,7 +122,24 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     if (on_token) on_token(e);
     return true;
   };
-  if (batcher_) {
+  if (rq.decode == "speculative" || rq.decode == "diffusion") {
+    const SamplerRequest one{ctx.get(), prompt, stream.get()};
+    const std::span<const SamplerRequest> reqs(&one, 1);
+    res.gen = rq.decode == "speculative" ? generate_speculative(gen, reqs, rq.speculative)[0]
+                                         : generate_diffusion(gen, reqs, rq.diffusion)[0];
+    // Events after the fact: each token with its steps, the whole text with the last one.
+    for (size_t i = 0; i < res.gen.tokens.size(); ++i) {
+      res.exit_values.push_back(std::numeric_limits<double>::quiet_NaN());
+      const bool last = i + 1 == res.gen.tokens.size();
+      EngineEvent e{res.gen.tokens[i], res.gen.steps[i], res.exit_values.back(),
+                    last ? std::string_view(res.gen.text) : std::string_view(), nullptr};
+      if (on_token) on_token(e);
+    }
+    return res;
+  }
+  if (rq.decode == "wavefront") {
+    res.gen = generate_wavefront(gen, *ctx, prompt, WavefrontOptions{}, cb, stream.get());
+  } else if (batcher_) {
     // The prompt and every token's call join the engine's depth batch.
     DecodeBatcher::Member member(*batcher_);
     res.gen = gen.generate(*ctx, prompt, cb, stream.get(),

@@ -14,6 +14,7 @@
 
 #include "huginn/decode_batcher.h"
 #include "huginn/generate.h"
+#include "huginn/samplers.h"
 #include "huginn/server.h"
 #include "huginn/tokenizer.h"
 
@@ -33,6 +34,12 @@ struct EngineRequest {
   GenerateOptions options;
   int top_logprobs = -1;        // -1: no logprobs; else the chosen token's and this many others'
   bool prompt_logprobs = false;  // also score the prompt tokens (completions echo + logprobs)
+  // sequential (in the engine's depth batch), or wavefront / speculative / diffusion, which run
+  // alone on the request's thread; the samplers report their tokens when they finish (no
+  // cancellation or deadline inside them, no logprobs).
+  std::string decode = "sequential";
+  SpeculativeOptions speculative;
+  DiffusionOptions diffusion;
   std::shared_ptr<std::atomic<bool>> cancel;  // set by the HTTP layer (client gone)
   Clock::time_point deadline = Clock::time_point::max();
 };

@@ -11,6 +11,7 @@
 
 #include "huginn/error.h"
 #include "huginn/model.h"
+#include "huginn/wavefront.h"
 
 namespace huginn::server {
 namespace {
@@ -123,7 +124,8 @@ const std::set<std::string>& known_fields(Endpoint ep) {
       // extensions
       "num_steps", "exit_criterion", "exit_threshold", "max_steps", "min_steps", "check_every",
       "cache_slots", "cache_rule", "warm_start", "init_scale", "top_k", "min_p",
-      "repetition_penalty", "return_iterations", "ignore_eos"};
+      "repetition_penalty", "return_iterations", "ignore_eos", "decode", "speculative",
+      "diffusion"};
   static const std::set<std::string> completions = [] {
     auto s = common;
     s.insert({"prompt", "echo", "suffix", "best_of"});
@@ -229,6 +231,72 @@ std::vector<std::string> stop_strings(const json& j) {
   for (const auto& s : out)
     if (s.empty()) bad("stop", "'stop' sequences must not be empty");
   return out;
+}
+
+// "decode": sequential (default), wavefront, or the reference's samplers with their options in
+// "speculative": {draft_steps, lookahead_for_draft, verification_threshold} or "diffusion":
+// {inner_recurrence, headway, freeze_strategy, exit_t, max_wavefront, max_diffusion_steps,
+// ema_embeds, state_noise_mixing, dampened_state_mixer, sqrt_mixer, continuous_compute,
+// full_prefill}. Options are checked once the rest of the request is known (check_decode).
+void parse_decode(const json& j, EngineRequest& r, const ServeLimits& lim) {
+  r.decode = get_string(j, "decode", "sequential");
+  if (r.decode != "sequential" && r.decode != "wavefront" && r.decode != "speculative" &&
+      r.decode != "diffusion")
+    bad("decode", "'decode' must be sequential, wavefront, speculative or diffusion");
+  for (const char* k : {"speculative", "diffusion"}) {
+    auto it = j.find(k);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_object()) bad(k, std::string("'") + k + "' must be an object");
+    if (r.decode != k) bad(k, std::string("'") + k + "' needs 'decode': \"" + k + "\"");
+  }
+  static const std::set<std::string> spec_keys = {"draft_steps", "lookahead_for_draft", "verification_threshold"};
+  static const std::set<std::string> diff_keys = {
+      "inner_recurrence", "headway", "freeze_strategy", "exit_t", "max_wavefront",
+      "max_diffusion_steps", "ema_embeds", "state_noise_mixing", "dampened_state_mixer",
+      "sqrt_mixer", "continuous_compute", "full_prefill"};
+  const json none = json::object();
+  const json& sp = j.contains("speculative") && j["speculative"].is_object() ? j["speculative"] : none;
+  const json& df = j.contains("diffusion") && j["diffusion"].is_object() ? j["diffusion"] : none;
+  for (const auto& [k, v] : sp.items())
+    if (!spec_keys.count(k)) bad("speculative", "unknown speculative option '" + k + "'");
+  for (const auto& [k, v] : df.items())
+    if (!diff_keys.count(k)) bad("diffusion", "unknown diffusion option '" + k + "'");
+  SpeculativeOptions& so = r.speculative;
+  so.draft_steps = static_cast<int>(get_int(sp, "draft_steps", 0, 0, lim.max_steps));
+  so.lookahead_for_draft = static_cast<int>(get_int(sp, "lookahead_for_draft", 8, 1, 1024));
+  so.verification_threshold = get_number(sp, "verification_threshold", 1.0, 0.0, 1.0);
+  DiffusionOptions& d = r.diffusion;
+  d.inner_recurrence = static_cast<int>(get_int(df, "inner_recurrence", 4, 1, lim.max_steps));
+  d.headway = static_cast<int>(get_int(df, "headway", 1, 1, 1024));
+  d.max_wavefront = static_cast<int>(get_int(df, "max_wavefront", 128, 0, 1 << 16));
+  d.max_diffusion_steps = static_cast<int>(get_int(df, "max_diffusion_steps", 4096, 1, 1 << 20));
+  d.exit_t = get_number(df, "exit_t", 0.03, 0.0, 1e9);
+  d.ema_embeds = get_number(df, "ema_embeds", 0.1, 0.0, 0.999999);
+  d.state_noise_mixing = get_number(df, "state_noise_mixing", 0.5, 0.0, 1.0);
+  d.dampened_state_mixer = get_bool(df, "dampened_state_mixer", true);
+  d.sqrt_mixer = get_bool(df, "sqrt_mixer", false);
+  d.continuous_compute = get_bool(df, "continuous_compute", false);
+  d.full_prefill = get_bool(df, "full_prefill", true);
+  try {
+    d.freeze_strategy = DiffusionOptions::parse_freeze(get_string(df, "freeze_strategy", "latent-diff"));
+  } catch (const Error& e) {
+    bad("diffusion", e.what());
+  }
+}
+
+// The decoder's own checks against the request's other options (a 400 naming 'decode').
+void check_decode(const EngineRequest& r, const Engine& engine) {
+  if (r.decode == "sequential") return;
+  if (r.top_logprobs >= 0 || r.prompt_logprobs)
+    bad("logprobs", "'logprobs' needs 'decode': \"sequential\" (the other decoders keep no per-token logits)");
+  const int steps = r.options.steps > 0 ? r.options.steps : engine.default_steps();
+  try {
+    if (r.decode == "wavefront") WavefrontOptions{}.validate(r.options, steps);
+    if (r.decode == "speculative") r.speculative.validate(r.options);
+    if (r.decode == "diffusion") r.diffusion.validate(r.options, steps);
+  } catch (const Error& e) {
+    bad("decode", std::string("'decode' ") + r.decode + ": " + e.what());
+  }
 }
 
 void parse_recurrence(const json& j, GenerateOptions& o, const ServeLimits& lim) {
@@ -503,6 +571,8 @@ ParsedRequest parse_request(Endpoint ep, std::string_view body, const Engine& en
   } catch (const Error& e) {
     bad("", e.what());
   }
+  parse_decode(j, p.engine, lim);
+  check_decode(p.engine, engine);
   p.id = new_id(ep == Endpoint::kChat ? "chatcmpl-" : "cmpl-");
   p.created = now_unix();
   return p;

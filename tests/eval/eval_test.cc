@@ -410,6 +410,43 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
                               &out),
             0);
   EXPECT_NE(out.find("--steps"), std::string::npos) << out;
+
+  // --decode: speculative at threshold 1 answers exactly as sequential decoding (same tokens);
+  // diffusion runs every example; the samplers' bad settings name their flag.
+  o.task = "chain:hops=1";
+  o.steps = {3};
+  o.exits = {};
+  o.out_dir = "";
+  o.show_examples = 0;
+  const EvalReport seq = run_eval(o);
+  o.decode = "speculative";
+  o.speculative = SpeculativeOptions{1, 3, 1.0};
+  const EvalReport spec = run_eval(o);
+  ASSERT_EQ(spec.rows.size(), 1u);
+  EXPECT_EQ(spec.rows[0].correct, seq.rows[0].correct);
+  EXPECT_EQ(spec.rows[0].tokens, seq.rows[0].tokens);
+  EvalOptions bad = o;  // the speculative sampler really ran: its own check fires
+  bad.speculative.verification_threshold = 2.0;
+  EXPECT_NE(test::error_message([&] { run_eval(bad); }).find("--verification-threshold"), std::string::npos);
+  o.decode = "diffusion";
+  o.diffusion.inner_recurrence = 1;
+  o.diffusion.max_diffusion_steps = 64;
+  const EvalReport diff = run_eval(o);
+  EXPECT_EQ(diff.rows[0].n, seq.rows[0].n);
+  EXPECT_GT(diff.rows[0].tokens, 0);
+  EXPECT_NE(test::run_command(std::string(HUGINN_CLI) + " eval --model " + dir +
+                                  "/model --task chain --steps 2 --decode speculative "
+                                  "--verification-threshold 3 -q 2>&1",
+                              &out),
+            0);
+  EXPECT_NE(out.find("--verification-threshold"), std::string::npos) << out;
+  EXPECT_NE(test::run_command(std::string(HUGINN_CLI) + " eval --model " + dir +
+                                  "/model --task chain --steps 2 --decode diffusion "
+                                  "--freeze-strategy often -q 2>&1",
+                              &out),
+            0);
+  EXPECT_NE(out.find("--freeze-strategy"), std::string::npos) << out;
+  o.decode = "sequential";
   std::string gen;
   ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) +
                                   " task generate chain:hops=2 --split test --n 3",

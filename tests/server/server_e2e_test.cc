@@ -940,6 +940,52 @@ TEST_F(ServeAbuseTest, SeedAndTemperatureAreCheckedExactly) {
   EXPECT_TRUE(s.alive());
 }
 
+// The per-request "decode" field: the reference's speculative sampler at threshold 1 answers
+// exactly as sequential decoding (random initial states per call included), diffusion answers,
+// wavefront answers the same as sequential; bad settings are 400s naming the field.
+TEST_F(ServeAbuseTest, DecodeFieldRunsTheReferenceSamplers) {
+  ServerProcess s(model_, "--parallel 2");
+  ASSERT_GT(s.port(), 0) << s.log();
+  auto with = [](const std::string& extra) {
+    return post("/v1/completions", R"({"model":"tiny","prompt":"hello","max_tokens":8,"temperature":0,"num_steps":4,"ignore_eos":true,"return_iterations":true)" + extra + "}");
+  };
+  const Reply seq = exchange(s.port(), with(""));
+  ASSERT_EQ(seq.status, 200) << seq.body;
+  const json want = json::parse(seq.body);
+  for (const char* extra : {R"(,"decode":"speculative","speculative":{"draft_steps":1,"lookahead_for_draft":3})",
+                            R"(,"decode":"wavefront")"}) {
+    const Reply r = exchange(s.port(), with(extra));
+    ASSERT_EQ(r.status, 200) << extra << ": " << r.body;
+    const json got = json::parse(r.body);
+    EXPECT_EQ(got["choices"][0]["text"], want["choices"][0]["text"]) << extra;
+    EXPECT_EQ(got["usage"]["completion_tokens"], want["usage"]["completion_tokens"]) << extra;
+  }
+  const Reply diff = exchange(s.port(), with(R"(,"decode":"diffusion","diffusion":{"inner_recurrence":2,"freeze_strategy":"fixed","max_wavefront":0})"));
+  ASSERT_EQ(diff.status, 200) << diff.body;
+  EXPECT_EQ(json::parse(diff.body)["usage"]["completion_tokens"], 8) << diff.body;
+  // fixed freeze, steps 4, inner 2: every token after the first came from a state of
+  // 2·(4/2 + 2) = 8 recurrences (the first: the prompt's 4).
+  const json its = json::parse(diff.body)["usage"]["iterations_per_token"];
+  ASSERT_EQ(its.size(), 8u) << diff.body;
+  EXPECT_EQ(its[0], 4);
+  EXPECT_EQ(its[7], 8) << diff.body;
+  const std::pair<const char*, const char*> bad[] = {
+      {R"(,"decode":"sideways")", "decode"},
+      {R"(,"speculative":{"draft_steps":1})", "speculative"},
+      {R"(,"decode":"speculative","speculative":{"lookahead":3})", "speculative"},
+      {R"(,"decode":"speculative","speculative":{"verification_threshold":1.5})", "verification_threshold"},
+      {R"(,"decode":"diffusion","diffusion":{"headway":0})", "headway"},
+      {R"(,"decode":"diffusion","diffusion":{"freeze_strategy":"often"})", "freeze-strategy"},
+      {R"(,"decode":"speculative","exit_criterion":"kl")", "--exit"},
+      {R"(,"decode":"speculative","logprobs":2)", "logprobs"}};
+  for (const auto& [extra, field] : bad) {
+    const Reply r = exchange(s.port(), with(extra));
+    EXPECT_EQ(r.status, 400) << extra << ": " << r.body;
+    EXPECT_NE(r.body.find(field), std::string::npos) << extra << ": " << r.body;
+  }
+  EXPECT_TRUE(s.alive());
+}
+
 // --max-connections-per-address reaches the front: a fourth connection from 127.0.0.1 is refused
 // with 503 while three are held, gets in once one closes, and /metrics counts the refusal.
 TEST_F(ServeAbuseTest, ConnectionsPerAddressAreCapped) {

@@ -1,0 +1,68 @@
+// What the speculative and diffusion samplers (huginn/samplers.h) need beyond the public API:
+// a context's cache, sampler and bookkeeping, the generator's seeded initial states; the rows
+// of a batched pass built sequence by sequence; and how a sampler's result is closed.
+#pragma once
+
+#include <chrono>
+#include <vector>
+
+#include "huginn/samplers.h"
+
+namespace huginn {
+
+struct SamplerAccess {
+  static KVCache& cache(GenerationContext& c) { return *c.cache_; }
+  static SamplerChain& sampler(GenerationContext& c) { return *c.sampler_; }
+  static uint64_t calls(const GenerationContext& c) { return c.calls_; }
+  static Backend& backend(const Generator& g) { return g.be_; }
+  // The seeded s_0 [T, E] (host) sequential decoding would give call `call`.
+  static Tensor initial_state(const Generator& g, const GenerationContext& c, int64_t T,
+                              uint64_t call) {
+    return g.initial_state(c, T, call);
+  }
+  // Tokens whose KV entries the cache now holds for good, as if run one call each: history,
+  // position and call count advance (the next call's initial state is then sequential's).
+  static void commit(GenerationContext& c, std::span<const int32_t> ids) {
+    c.history_.insert(c.history_.end(), ids.begin(), ids.end());
+    c.n_past_ += static_cast<int32_t>(ids.size());
+    c.calls_ += ids.size();
+  }
+  // Draws that are not a call's (diffusion's noise and new positions) take call indices too.
+  static uint64_t take_call(GenerationContext& c) { return c.calls_++; }
+};
+
+// The rows of one batched pass, sequence by sequence: S sequences, each a run of consecutive
+// positions against its own cache (R rows in all).
+struct PassRows {
+  std::vector<int32_t> ids, positions;
+  std::vector<int64_t> starts{0};
+  std::vector<KVCache*> caches;
+  void add(KVCache* cache, int32_t first_pos, std::span<const int32_t> toks) {
+    for (size_t i = 0; i < toks.size(); ++i) {
+      ids.push_back(toks[i]);
+      positions.push_back(first_pos + static_cast<int32_t>(i));
+    }
+    starts.push_back(static_cast<int64_t>(ids.size()));
+    caches.push_back(cache);
+  }
+  Rows rows() const { return Rows{positions, starts, caches, {}}; }
+  int64_t count() const { return static_cast<int64_t>(ids.size()); }
+  int64_t sequences() const { return static_cast<int64_t>(caches.size()); }
+};
+
+// Cuts a sampler's tokens (maybe more than max_new_tokens, maybe past a stop id): keeps at most
+// max_new_tokens, ends after the first stop id ("stop"), runs the text stream and stop strings
+// ("stop_string"), else `reason` ("length" when empty).
+void cut_result(const Generator& g, const SamplerRequest& req, GenerateResult& res,
+                const std::string& reason);
+// cut_result, then the times (decode_tok_s counts the tokens after the first), the cache size,
+// and the tokens into `stats`.
+void close_result(const Generator& g, const SamplerRequest& req, GenerateResult& res,
+                  const std::string& reason, double prefill_s, double decode_s, SamplerStats& stats);
+
+inline double seconds_between(std::chrono::steady_clock::time_point a,
+                              std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace huginn
