@@ -34,8 +34,10 @@ class BatchRunner;
 class DecodeBatcher {
  public:
   // Every generator used with this batcher must run on `model` and `backend`.
+  // `prefill_chunk`: prompts run in chunks of about this many tokens (DepthBatch); 0 = whole.
   DecodeBatcher(const Model& model, Backend& backend, int max_batch,
-                std::chrono::microseconds gather = std::chrono::microseconds(2000));
+                std::chrono::microseconds gather = std::chrono::microseconds(2000),
+                int64_t prefill_chunk = 0);
   ~DecodeBatcher();  // finishes the tick in progress; later decode calls throw huginn::Error
   DecodeBatcher(const DecodeBatcher&) = delete;
   DecodeBatcher& operator=(const DecodeBatcher&) = delete;
@@ -64,6 +66,7 @@ class DecodeBatcher {
     uint64_t rows = 0;   // calls carried, summed over the passes (rows / ticks = mean batch)
     int max_rows = 0;    // most calls in one pass so far
     uint64_t calls = 0;  // calls finished
+    uint64_t chunks = 0; // prompt chunks admitted after a prompt's first (chunked prefill)
   };
   Stats stats() const;
   int max_batch() const { return max_batch_; }
