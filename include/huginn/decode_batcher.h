@@ -11,7 +11,9 @@
 // member's call or `gather`, whichever comes first (members woken together arrive within
 // milliseconds of each other on a busy machine). At most max_batch calls are admitted at once,
 // oldest first. Prompts join the batch where Generator::batches_prompts(backend); elsewhere
-// they run on their own thread's context, as a lone prefill. Results are bit-identical to
+// they run on their own thread's context, as a lone prefill. In the batch, prompts that split
+// exactly run as chunks of `prefill_chunk` tokens (DepthBatch), so a long one holds up the
+// others' next iteration for one chunk's pass at a time. Results are bit-identical to
 // unbatched calls, so batching changes speed only.
 #pragma once
 

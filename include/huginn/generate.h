@@ -263,9 +263,9 @@ class Generator {
   void check_call(const GenerationContext& ctx, std::span<const int32_t> ids) const;
   friend class WavefrontDecoder;  // runs calls ahead, each as DepthBatch would (wavefront.h)
   // The call's initial state [T, E] on the host: the warm one or a seeded s_0 (of call index
-  // `call`: ctx's next call by default). For ctx's next call, rows T of a call that began
-  // before ctx's position (after a reused prefix or finished chunks) are the rest of the draw
-  // for the whole call (row p of a draw depends only on the rows before it).
+  // `call`: ctx's next call by default). When ctx's next call began before ctx's position (a
+  // reused prefix, finished chunks), its T rows are the rest of the whole call's draw (row p of
+  // a draw depends only on the rows before it) and never the warm state.
   Tensor initial_state(const GenerationContext& ctx, int64_t T) const;
   Tensor initial_state(const GenerationContext& ctx, int64_t T, uint64_t call) const;
   // Whether recurrence `steps` (1-based) is an exit check: >= max(min_steps, 1), a multiple of

@@ -6,7 +6,9 @@
 // coda; every per-sequence decision (initial or warm state, which recurrences are checked, the
 // logits of the last check or of a final decode, the warm state kept for the next call) is made
 // here once, for one sequence or many. Each core pass carries every admitted call at its own
-// depth (Rows::iterations); calls leave as they finish and the rest move up.
+// depth (Rows::iterations); calls leave as they finish and the rest move up. With chunked
+// prefill a long call runs as chunks, each leaving like a finished call (coda included, for the
+// coda KV the next chunk attends to) and coming back as the next chunk behind the others.
 // R = rows of the admitted calls (their tokens), n = rows of a subset, E = n_embd,
 // V = vocabulary.
 #include <algorithm>

@@ -816,7 +816,8 @@ TEST_F(ServeAbuseTest, BodyLimitHoldsForChunkedAndCompressedBodies) {
 // (it answered every request 503).
 // The prefix cache: a second prompt sharing a long system prompt with the first reports cached
 // prompt tokens (a multiple of the CPU attention's split, at least one block left to run) and
-// gets the answer a server without the cache gives; an adaptive-exit request reuses nothing.
+// gets the answer a server without the cache gives; an adaptive-exit request and one with shared
+// cache slots reuse nothing (README: their prefix entries depend on what follows the prefix).
 TEST_F(ServeAbuseTest, PrefixCacheReusesASharedSystemPromptWithTheSameAnswers) {
   json c = json::parse(std::ifstream(model_ + "/config.json"));
   c["block_size"] = 1024;  // room for a long prompt (the RoPE table's length only)
@@ -831,20 +832,23 @@ TEST_F(ServeAbuseTest, PrefixCacheReusesASharedSystemPromptWithTheSameAnswers) {
     EXPECT_EQ(r.status, 200) << r.body;
     return json::parse(r.body, nullptr, false);
   };
-  const std::string fixed = R"({"num_steps":4})", kl = R"({"exit_criterion":"kl","max_steps":8})";
-  json want[3];
+  const std::string fixed = R"({"num_steps":4})", kl = R"({"exit_criterion":"kl","max_steps":8})",
+                    slots = R"({"num_steps":4,"cache_slots":2})";
+  json want[4];
   {
     ServerProcess off(model_, "--prefix-cache-mb 0");
     ASSERT_GT(off.port(), 0) << off.log();
     want[0] = ask(off, "hello back", fixed);
     want[1] = ask(off, "hello hello world", fixed);
     want[2] = ask(off, "hello hello world", kl);
+    want[3] = ask(off, "hello hello world", slots);
     for (const json& w : want) EXPECT_EQ(w["usage"]["prompt_tokens_details"]["cached_tokens"], 0) << w;
   }
   ServerProcess on(model_, "");
   ASSERT_GT(on.port(), 0) << on.log();
   const json a = ask(on, "hello back", fixed), b = ask(on, "hello hello world", fixed),
-             again = ask(on, "hello hello world", fixed), k = ask(on, "hello hello world", kl);
+             again = ask(on, "hello hello world", fixed), k = ask(on, "hello hello world", kl),
+             sl = ask(on, "hello hello world", slots);
   const int prompt = b["usage"]["prompt_tokens"].get<int>();
   ASSERT_GT(prompt, 200);
   EXPECT_EQ(a["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
@@ -854,11 +858,13 @@ TEST_F(ServeAbuseTest, PrefixCacheReusesASharedSystemPromptWithTheSameAnswers) {
   EXPECT_LE(cached, prompt - 64);
   EXPECT_GE(again["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), cached);
   EXPECT_EQ(k["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(sl["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
   // Text and every logprob (JSON doubles round-trip exactly).
   EXPECT_EQ(a["choices"][0], want[0]["choices"][0]);
   EXPECT_EQ(b["choices"][0], want[1]["choices"][0]);
   EXPECT_EQ(again["choices"][0], want[1]["choices"][0]);
   EXPECT_EQ(k["choices"][0], want[2]["choices"][0]);
+  EXPECT_EQ(sl["choices"][0], want[3]["choices"][0]);
   EXPECT_TRUE(on.alive());
 }
 
