@@ -48,8 +48,9 @@ class Backend {
   virtual Tensor upload(const Tensor& host) = 0;
   // Copies a backend tensor (any strides) into contiguous host floats.
   virtual void download(const Tensor& t, float* host) = 0;
-  // dst = src, both [T, N]; strided views allowed. They may overlap (rows of one tensor moved
-  // up or down, as DepthBatch compacts its batch): the result is as if src were read first.
+  // dst = src, both [T, N]; strided views allowed.
+  // They may overlap (rows of one tensor moved up or down, as DepthBatch compacts its batch):
+  // the result is as if src were read first.
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
   // A 2-D weight of this backend in F32, BF16 or Q8 converted to `to` (F32, BF16 or Q8), as
   // huginn::convert_weight does on the host; returns w itself when it already has that dtype.
