@@ -8,21 +8,12 @@
 # Usage: scripts/bench-server-prefix.sh [BUILD] [NUM_STEPS] [THREADS] [TOKENS] [REPS]
 set -euo pipefail
 BUILD=${1:-build}; STEPS=${2:-8}; THREADS=${3:-1}; TOKENS=${4:-1000}; REPS=${5:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-JS="$ROOT/tests/server/js"
-TMP=$(mktemp -d)
-PID=
-trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$TMP"' EXIT
-MODEL=$("$ROOT/scripts/bench-server-model.sh" "$BUILD" medium "$TMP")
+source "$(dirname "$0")/bench-server-lib.sh"
 echo "prefix cache, medium model, ~$TOKENS-token system prompts x $REPS, num_steps $STEPS, --threads $THREADS; load: $(uptime | sed 's/.*load/load/')"
 for MB in 512 0; do
-  "$BUILD/huginn" serve --model "$MODEL" --port 0 --parallel 2 --prefix-cache-mb $MB \
-    --api-key bench --threads "$THREADS" > "$TMP/out" 2> "$TMP/log" &
-  PID=$!
-  for _ in $(seq 600); do grep -qs listening "$TMP/out" && break; sleep 0.1; done
-  URL="http://127.0.0.1:$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$TMP/out")"
+  start_server --parallel 2 --prefix-cache-mb $MB --threads "$THREADS"
   node "$JS/prefix.mjs" "$URL" medium bench "$STEPS" "$TOKENS" "$REPS" > "$TMP/r$MB.json"
-  kill $PID; wait $PID 2>/dev/null || true; PID=
+  stop_server
 done
 node -e "const on=require('$TMP/r512.json'), off=require('$TMP/r0.json');
   const f=(a)=>a.map(x=>x.toFixed(0)).join(', ');

@@ -53,6 +53,8 @@ class Backend {
   // backend's memory holds for its callers (the trainer reports its optimizer state by it).
   virtual int64_t allocated_bytes() const = 0;
   // dst = src, both [T, N]; strided views allowed.
+  // They may overlap (rows of one tensor moved up or down, as DepthBatch compacts its batch):
+  // the result is as if src were read first.
   virtual void copy(const Tensor& src, Tensor& dst) = 0;
   // A 2-D weight of this backend in F32, BF16 or Q8 converted to `to` (F32, BF16 or Q8), as
   // huginn::convert_weight does on the host; returns w itself when it already has that dtype.

@@ -11,7 +11,9 @@
 // member's call or `gather`, whichever comes first (members woken together arrive within
 // milliseconds of each other on a busy machine). At most max_batch calls are admitted at once,
 // oldest first. Prompts join the batch where Generator::batches_prompts(backend); elsewhere
-// they run on their own thread's context, as a lone prefill. Results are bit-identical to
+// they run on their own thread's context, as a lone prefill. In the batch, prompts that split
+// exactly run as chunks of `prefill_chunk` tokens (DepthBatch), so a long one holds up the
+// others' next iteration for one chunk's pass at a time. Results are bit-identical to
 // unbatched calls, so batching changes speed only.
 #pragma once
 
@@ -34,8 +36,10 @@ class BatchRunner;
 class DecodeBatcher {
  public:
   // Every generator used with this batcher must run on `model` and `backend`.
+  // `prefill_chunk`: prompts run in chunks of about this many tokens (DepthBatch); 0 = whole.
   DecodeBatcher(const Model& model, Backend& backend, int max_batch,
-                std::chrono::microseconds gather = std::chrono::microseconds(2000));
+                std::chrono::microseconds gather = std::chrono::microseconds(2000),
+                int64_t prefill_chunk = 0);
   ~DecodeBatcher();  // finishes the tick in progress; later decode calls throw huginn::Error
   DecodeBatcher(const DecodeBatcher&) = delete;
   DecodeBatcher& operator=(const DecodeBatcher&) = delete;
@@ -64,6 +68,7 @@ class DecodeBatcher {
     uint64_t rows = 0;   // calls carried, summed over the passes (rows / ticks = mean batch)
     int max_rows = 0;    // most calls in one pass so far
     uint64_t calls = 0;  // calls finished
+    uint64_t chunks = 0; // prompt chunks admitted after a prompt's first (chunked prefill)
   };
   Stats stats() const;
   int max_batch() const { return max_batch_; }

@@ -171,6 +171,8 @@ class GenerationContext {
   Tensor norm_dev_;                   // [1, E]
   int32_t n_past_ = 0;
   int32_t reused_ = 0;                // prompt tokens taken from a prefix cache before call 0
+  int32_t call_begin_ = 0;            // position of the current call's first token (a reused
+                                      // prefix and a chunked prompt's done chunks are part of it)
   uint64_t calls_ = 0;
 };
 
@@ -218,13 +220,34 @@ class Generator {
   // The prompt as generate() will use it: validated ids, truncated on the left if allowed.
   std::vector<int32_t> prepare_prompt(std::span<const int32_t> prompt) const;
 
+  // Whether a call of many tokens may run in parts, each a multiple of
+  // Backend::attention_split_rows rows (a reused prefix, then the rest; or prefill chunks), and
+  // keep every bit of a run over all its rows at once. It needs:
+  // - a fixed depth (no exit criterion). With one, the whole call exits together at the step
+  //   its last token decides (golden README item 15): an earlier part cannot know how deep to
+  //   go, its core KV entries must stop at that step, and every check's coda reads the coda KV
+  //   of all the call's positions at that check's depth, which a part run earlier does not
+  //   keep (each check overwrites them). So its entries depend on tokens after it.
+  // - a full cache (a slot per step index). With shared slots (compress-s/-r) a later
+  //   recurrence overwrites an earlier one's keys in the slot they share (item 13), so once a
+  //   part has run all its recurrences, its keys at step index i are gone, and the rest of the
+  //   call, which at recurrence i must attend to exactly those, would see a later step's keys.
+  //   Exactness there would take a per-step copy of the part's keys: a full cache for the
+  //   prompt, the memory the slots exist to save.
+  // - row-exact matmuls for any number of rows (batches_prompts) and an attention whose query
+  //   blocks start at multiples of attention_split_rows (so a split there changes no row's
+  //   reduction order).
+  bool splits_calls() const;
+  // The rows of a call of T tokens to run first when prompts are cut into chunks of about
+  // `chunk` tokens (rounded down to a multiple of attention_split_rows, at least one; a tail
+  // shorter than that stays with the chunk before it): T when chunk <= 0, T fits one chunk, or
+  // these options do not split calls exactly.
+  int64_t first_chunk(int64_t chunk, int64_t T) const;
+
   // Prefix reuse (the server's prefix cache). A prompt's KV entries at positions below n depend
-  // only on its first n tokens when its pass has a fixed depth (no exit criterion: with one, the
-  // last token decides every position's depth) and each step index has a slot of its own (a
-  // full cache); then they serve any later prompt with those first tokens under the same key:
-  // the depth and the initial state. "" when these options, or the backend's kernels (a prompt
-  // split in two must keep every row's bits: Backend::matmul_exact_rows, attention_split_rows),
-  // do not allow reuse.
+  // only on its first n tokens where splits_calls(); then they serve any later prompt with
+  // those first tokens under the same key: the depth and the initial state. "" when these
+  // options, or the backend's kernels, do not allow reuse.
   std::string prefix_key() const;
   // How many of a prompt's first `shared` tokens (of `prompt_size`) a reused prefix may cover
   // and keep every bit: 0, or a split the backend's attention allows.
@@ -241,7 +264,9 @@ class Generator {
   void check_call(const GenerationContext& ctx, std::span<const int32_t> ids) const;
   friend class WavefrontDecoder;  // runs calls ahead, each as DepthBatch would (wavefront.h)
   // The call's initial state [T, E] on the host: the warm one or a seeded s_0 (of call index
-  // `call`: ctx's next call by default).
+  // `call`: ctx's next call by default). When ctx's next call began before ctx's position (a
+  // reused prefix, finished chunks), its T rows are the rest of the whole call's draw (row p of
+  // a draw depends only on the rows before it) and never the warm state.
   Tensor initial_state(const GenerationContext& ctx, int64_t T) const;
   Tensor initial_state(const GenerationContext& ctx, int64_t T, uint64_t call) const;
   // Whether recurrence `steps` (1-based) is an exit check: >= max(min_steps, 1), a multiple of
@@ -249,6 +274,8 @@ class Generator {
   bool checks_at(int steps) const;
   // After a call whose final state is s [T, E]: warm state, history, position, call count.
   void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
+  // After a chunk of a call that goes on: history and position only.
+  void end_chunk(GenerationContext& ctx, std::span<const int32_t> ids) const;
   friend class DepthBatch;  // the one loop of model calls (src/generate/calls.cc)
   friend struct SamplerAccess;  // the speculative and diffusion samplers (samplers.h)
   struct Call;
@@ -272,10 +299,17 @@ class Generator {
 // leave between any two core iterations, and each result is bit-identical to
 // prefill(*call.ctx, call.tokens()) run alone: rows never mix except in matmuls, which the
 // pass keeps row-exact (admit calls of several tokens only where batches_prompts()).
+// Chunked prefill: with prefill_chunk > 0, a call of more tokens (a long prompt) runs as chunks
+// of that many (Generator::first_chunk; only where Generator::splits_calls()): a chunk runs all
+// its recurrences and its coda, its KV entries stay in the call's cache, and the next chunk joins
+// the following pass and attends to them, so a pass never carries more than a chunk of any
+// prompt and the other calls in the batch advance at every pass while it prefills. The result
+// (returned after the last chunk) is bit-identical to the unchunked call.
 // R = rows of the admitted calls (their tokens), E = n_embd.
 class DepthBatch {
  public:
-  explicit DepthBatch(ModelPass& pass);  // a row-exact pass when calls are batched
+  // `pass`: row-exact when calls are batched. `prefill_chunk`: tokens per prompt chunk, 0 = off.
+  explicit DepthBatch(ModelPass& pass, int64_t prefill_chunk = 0);
   ~DepthBatch();
   DepthBatch(const DepthBatch&) = delete;
   DepthBatch& operator=(const DepthBatch&) = delete;
@@ -290,6 +324,7 @@ class DepthBatch {
   std::vector<BatchedCall*> abort(std::exception_ptr error);
   size_t size() const { return live_.size(); }  // calls admitted and not finished
   int64_t rows() const { return rows_; }
+  uint64_t chunks() const { return chunks_; }  // prompt chunks admitted after a call's first
 
  private:
   struct RowSet;
@@ -297,8 +332,12 @@ class DepthBatch {
   RowSet row_set(std::span<Call* const> calls, bool own_depth) const;
   void coda_logits(const Tensor& src, std::span<Call* const> which);
   void check_exits(const Tensor& s);
+  // Prelude and initial states of calls just appended to live_ (rows from rows_ on).
+  void start(std::span<Call* const> calls);
 
   ModelPass& pass_;
+  const int64_t prefill_chunk_;
+  uint64_t chunks_ = 0;
   std::vector<std::unique_ptr<Call>> live_;  // in row order; rows 0 .. rows_-1 of s_ and e_
   Tensor s_, e_;                             // [capacity, E]: states and prelude outputs
   int64_t rows_ = 0;

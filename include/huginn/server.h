@@ -30,6 +30,11 @@ struct ServerOptions {
   // tokens (fixed-depth prompt passes with a full cache: Generator::prefix_key), at most this
   // many MiB, least recently used dropped first; 0 = off.
   int prefix_cache_mb = 512;
+  // Chunked prefill: in the decode batch, a prompt runs as chunks of this many tokens (rounded
+  // down to a multiple of the backend's attention_split_rows, at least one; fixed-depth prompts
+  // with a full cache: Generator::splits_calls), so a long prompt holds up the other requests'
+  // decode for a chunk's pass, not the whole prompt's. 0 = off. Answers are identical.
+  int prefill_chunk = 256;
   int max_queue = 64;           // requests waiting for a slot; more are answered 503
   std::string api_key;          // non-empty: every /v1 request needs "Authorization: Bearer KEY"
   double timeout_s = 600.0;     // per request, queue wait included; 0 = none

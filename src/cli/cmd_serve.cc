@@ -126,6 +126,11 @@ Registrar reg(90, [](CLI::App& app, Common& common) {
                   "keep the KV entries of earlier prompts, up to N MiB (least recently used go "
                   "first), for later prompts that begin with the same tokens at a fixed depth "
                   "(usage.prompt_tokens_details.cached_tokens; answers are identical; 0 = off)");
+  sub->add_option("--prefill-chunk", a->o.prefill_chunk,
+                  "in the decode batch, run prompts in chunks of N tokens (rounded down to a "
+                  "multiple of the attention's query block, 64 on CPU), so a long prompt stalls "
+                  "the others' decode for one chunk at a time (fixed depth, full cache; answers "
+                  "are identical; 0 = off; default 256)");
   sub->add_option("--max-queue", a->o.max_queue,
                   "requests waiting for a slot; beyond it the server answers 503 + Retry-After "
                   "(0 = none wait: a request is taken only when a slot is free)");

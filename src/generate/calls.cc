@@ -6,7 +6,9 @@
 // coda; every per-sequence decision (initial or warm state, which recurrences are checked, the
 // logits of the last check or of a final decode, the warm state kept for the next call) is made
 // here once, for one sequence or many. Each core pass carries every admitted call at its own
-// depth (Rows::iterations); calls leave as they finish and the rest move up.
+// depth (Rows::iterations); calls leave as they finish and the rest move up. With chunked
+// prefill a long call runs as chunks, each leaving like a finished call (coda included, for the
+// coda KV the next chunk attends to) and coming back as the next chunk behind the others.
 // R = rows of the admitted calls (their tokens), n = rows of a subset, E = n_embd,
 // V = vocabulary.
 #include <algorithm>
@@ -23,7 +25,8 @@ struct Generator::Call {
   const Generator* g = nullptr;
   GenerationContext* ctx = nullptr;
   BatchedCall* owner = nullptr;
-  std::span<const int32_t> ids;
+  std::span<const int32_t> ids;   // the tokens of this pass's part: the call's, or a chunk's
+  std::span<const int32_t> rest;  // the chunks after it (empty: the call ends with this part)
   int64_t row = 0;  // first row in the batch's state (moves up as calls before it leave)
   int steps = 0;    // recurrences done
   bool have_logits = false, exited = false;
@@ -39,7 +42,8 @@ struct DepthBatch::RowSet {
   Rows rows() const { return Rows{positions, starts, caches, iterations}; }
 };
 
-DepthBatch::DepthBatch(ModelPass& pass) : pass_(pass) {}
+DepthBatch::DepthBatch(ModelPass& pass, int64_t prefill_chunk)
+    : pass_(pass), prefill_chunk_(prefill_chunk) {}
 DepthBatch::~DepthBatch() = default;
 
 bool Generator::batches_prompts(const Backend& backend) {
@@ -59,15 +63,11 @@ DepthBatch::RowSet DepthBatch::row_set(std::span<Call* const> calls, bool own_de
 }
 
 void DepthBatch::admit(std::span<BatchedCall* const> calls, std::vector<BatchedCall*>& failed) {
-  const ModelConfig& c = pass_.model().config();
-  Backend& be = pass_.backend();
-  const int64_t E = c.n_embd, V = c.vocab_size;
   std::vector<Call*> added;
-  std::vector<int32_t> ids;
   for (BatchedCall* bc : calls) {
     bc->result = CallResult{};
     bc->error = nullptr;
-    HUGINN_ASSERT(&bc->generator->model_ == &pass_.model() && &bc->generator->be_ == &be,
+    HUGINN_ASSERT(&bc->generator->model_ == &pass_.model() && &bc->generator->be_ == &pass_.backend(),
                   "DepthBatch: a generator on another model or backend");
     try {  // calls that cannot run get their error and stay out
       bc->generator->check_call(*bc->ctx, bc->tokens());
@@ -80,13 +80,26 @@ void DepthBatch::admit(std::span<BatchedCall* const> calls, std::vector<BatchedC
     q->g = bc->generator;
     q->ctx = bc->ctx;
     q->owner = bc;
-    q->ids = bc->tokens();
-    q->row = rows_ + static_cast<int64_t>(ids.size());
-    ids.insert(ids.end(), q->ids.begin(), q->ids.end());
+    const std::span<const int32_t> all = bc->tokens();
+    const auto first = static_cast<size_t>(q->g->first_chunk(prefill_chunk_, static_cast<int64_t>(all.size())));
+    q->ids = all.first(first);
+    q->rest = all.subspan(first);
     added.push_back(q.get());
     live_.push_back(std::move(q));
   }
+  start(added);
+}
+
+void DepthBatch::start(std::span<Call* const> added) {
   if (added.empty()) return;
+  const ModelConfig& c = pass_.model().config();
+  Backend& be = pass_.backend();
+  const int64_t E = c.n_embd, V = c.vocab_size;
+  std::vector<int32_t> ids;
+  for (Call* q : added) {
+    q->row = rows_ + static_cast<int64_t>(ids.size());
+    ids.insert(ids.end(), q->ids.begin(), q->ids.end());
+  }
   // The prelude of the new rows alone; its output joins the batch's e after the live rows.
   const int64_t R = static_cast<int64_t>(ids.size());
   reserve_row_pair(be, s_, e_, rows_, rows_ + R, E);
@@ -178,7 +191,8 @@ std::vector<BatchedCall*> DepthBatch::step() {
   check_exits(s);
 
   // Calls that exited or reached their step count leave: logits from a final decode for those
-  // without a check's, the warm state, the result.
+  // without a check's, the warm state, the result. A chunk with more to come runs its coda too
+  // (the coda KV entries the later chunks attend to) and comes back as the next chunk.
   std::vector<Call*> leave, need;
   for (Call* q : all)
     if (q->exited || q->steps >= q->g->steps_) {
@@ -188,6 +202,10 @@ std::vector<BatchedCall*> DepthBatch::step() {
   if (leave.empty()) return finished;
   if (!need.empty()) coda_logits(s, need);
   for (Call* q : leave) {
+    if (!q->rest.empty()) {
+      q->g->end_chunk(*q->ctx, q->ids);
+      continue;
+    }
     q->g->end_call(*q->ctx, s.rows(q->row, q->row + q->size()), q->ids);
     CallResult& r = q->owner->result;
     r.steps = q->steps;
@@ -196,13 +214,17 @@ std::vector<BatchedCall*> DepthBatch::step() {
     r.exited = q->exited;
     finished.push_back(q->owner);
   }
-  // The rest move up.
+  // The rest move up; next chunks go after them.
   size_t kept = 0;
   int64_t at = 0;
+  std::vector<std::unique_ptr<Call>> next;
   for (size_t k = 0; k < live_.size(); ++k) {
     Call* q = live_[k].get();
     const int64_t T = q->size();
-    if (q->exited || q->steps >= q->g->steps_) continue;
+    if (q->exited || q->steps >= q->g->steps_) {
+      if (!q->rest.empty()) next.push_back(std::move(live_[k]));
+      continue;
+    }
     if (at != q->row) {
       Tensor sd = s_.rows(at, at + T), ed = e_.rows(at, at + T);
       be.copy(s_.rows(q->row, q->row + T), sd);
@@ -214,6 +236,18 @@ std::vector<BatchedCall*> DepthBatch::step() {
   }
   live_.resize(kept);
   rows_ = at;
+  std::vector<Call*> again;
+  for (auto& q : next) {
+    const auto n = static_cast<size_t>(q->g->first_chunk(prefill_chunk_, static_cast<int64_t>(q->rest.size())));
+    q->ids = q->rest.first(n);
+    q->rest = q->rest.subspan(n);
+    q->steps = 0;
+    q->have_logits = false;
+    again.push_back(q.get());
+    live_.push_back(std::move(q));
+  }
+  chunks_ += again.size();
+  start(again);
   return finished;
 }
 

@@ -16,9 +16,9 @@ struct DecodeBatcher::Pending : BatchedCall {
 };
 
 DecodeBatcher::DecodeBatcher(const Model& model, Backend& backend, int max_batch,
-                             std::chrono::microseconds gather)
+                             std::chrono::microseconds gather, int64_t prefill_chunk)
     : runner_(std::make_unique<BatchRunner>(model, backend)),
-      batch_(std::make_unique<DepthBatch>(runner_->pass())),
+      batch_(std::make_unique<DepthBatch>(runner_->pass(), prefill_chunk)),
       batch_prompts_(Generator::batches_prompts(backend)),
       max_batch_(std::max(1, max_batch)),
       gather_(gather) {
@@ -114,6 +114,7 @@ void DecodeBatcher::loop() {
       stats_.rows += carried;
       stats_.max_rows = std::max(stats_.max_rows, static_cast<int>(carried));
     }
+    stats_.chunks = batch_->chunks();
     finish(done);
   }
 }

@@ -68,6 +68,7 @@ void GenerationContext::reset() {
   exit_values_.clear();
   n_past_ = 0;
   reused_ = 0;
+  call_begin_ = 0;
   calls_ = 0;
 }
 
@@ -147,8 +148,10 @@ bool Generator::checks_at(int steps) const {
 
 Tensor Generator::initial_state(const GenerationContext& ctx, int64_t T, uint64_t call) const {
   const int64_t E = model_.config().n_embd;
-  // The warm state for a single token after the first call, else s_0.
-  if (options_.warm_start != WarmStart::kOff && T == 1 && !ctx.warm_.empty()) {
+  // Rows of ctx's next call already run (a reused prefix, chunks): these T follow them.
+  const int64_t skip = call == ctx.calls_ ? ctx.n_past_ - ctx.call_begin_ : 0;
+  // The warm state for a call of a single token after the first call, else s_0.
+  if (options_.warm_start != WarmStart::kOff && T == 1 && skip == 0 && !ctx.warm_.empty()) {
     Tensor init = Tensor::empty({1, E});
     std::copy(ctx.warm_.begin(), ctx.warm_.end(), init.f32());
     return init;
@@ -156,18 +159,26 @@ Tensor Generator::initial_state(const GenerationContext& ctx, int64_t T, uint64_
   InitState is;
   is.scale = options_.init_scale;
   is.seed = splitmix64(options_.init_seed ^ splitmix64(call));
-  // After a reused prefix, call 0's rows are the rest of the draw for the whole prompt (row p
-  // of a draw depends only on the rows before it).
-  const int64_t skip = call == 0 ? ctx.reused_ : 0;
   if (skip == 0 || is.scale == 0.0) return make_initial_state(model_.config(), T, is);
   return make_initial_state(model_.config(), skip + T, is).rows(skip, skip + T).clone();
 }
 
+bool Generator::splits_calls() const {
+  return options_.exit.criterion == ExitCriterion::kNone &&
+         options_.cache_strategy == KVCache::Strategy::kFull && batches_prompts(be_) &&
+         be_.attention_split_rows() > 0;
+}
+
+int64_t Generator::first_chunk(int64_t chunk, int64_t T) const {
+  if (chunk <= 0 || T <= chunk || !splits_calls()) return T;
+  // The split's second part needs at least g rows (Backend::attention_split_rows): a short
+  // tail stays with the chunk before it.
+  const int64_t g = be_.attention_split_rows(), n = std::max(g, chunk - chunk % g);
+  return T - n >= g ? n : T;
+}
+
 std::string Generator::prefix_key() const {
-  if (options_.exit.criterion != ExitCriterion::kNone ||
-      options_.cache_strategy != KVCache::Strategy::kFull || !batches_prompts(be_) ||
-      be_.attention_split_rows() <= 0)
-    return {};
+  if (!splits_calls()) return {};
   std::string key = "steps " + std::to_string(steps_);
   if (options_.init_scale != 0.0) {
     char b[64];
@@ -213,9 +224,14 @@ void Generator::end_call(GenerationContext& ctx, const Tensor& s,
       be_.download(ctx.norm_dev_, ctx.warm_.data());
     }
   }
-  ctx.history_.insert(ctx.history_.end(), ids.begin(), ids.end());
-  ctx.n_past_ += static_cast<int32_t>(T);
+  end_chunk(ctx, ids);
+  ctx.call_begin_ = ctx.n_past_;
   ++ctx.calls_;
+}
+
+void Generator::end_chunk(GenerationContext& ctx, std::span<const int32_t> ids) const {
+  ctx.history_.insert(ctx.history_.end(), ids.begin(), ids.end());
+  ctx.n_past_ += static_cast<int32_t>(ids.size());
 }
 
 CallResult Generator::prefill(GenerationContext& ctx, std::span<const int32_t> ids) const {

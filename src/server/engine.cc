@@ -61,7 +61,7 @@ Engine::Engine(const ServerOptions& o) {
   const int max_batch = o.max_batch > 0                            ? o.max_batch
                         : model_->param_counts().total() >= 4000000 ? o.parallel
                                                                     : 1;
-  if (max_batch > 1) batcher_ = std::make_unique<DecodeBatcher>(*model_, *backend_, max_batch);
+  if (max_batch > 1) batcher_ = std::make_unique<DecodeBatcher>(*model_, *backend_, max_batch, std::chrono::microseconds(2000), o.prefill_chunk);
   if (o.prefix_cache_mb > 0)
     prefix_ = std::make_unique<PrefixCache>(model_->config(), *backend_,
                                             static_cast<size_t>(o.prefix_cache_mb) << 20);

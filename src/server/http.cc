@@ -554,6 +554,7 @@ void Server::Impl::setup() {
     const DecodeBatcher::Stats bs = engine.batch_stats();
     metrics.decode_batches = bs.ticks;
     metrics.decode_batch_rows = bs.rows;
+    metrics.prefill_chunks = bs.chunks;
     r.set_content(metrics.render(sched.queued(), sched.active(), sched.slots()) +
                       connection_metrics(),
                   "text/plain; version=0.0.4");
@@ -593,6 +594,9 @@ void check_options(const ServerOptions& o) {
   if (o.prefix_cache_mb < 0 || o.prefix_cache_mb > (1 << 20))
     throw Error("--prefix-cache-mb must be in [0, 1048576] (0 = off), got " +
                 std::to_string(o.prefix_cache_mb));
+  if (o.prefill_chunk < 0 || o.prefill_chunk > (1 << 20))
+    throw Error("--prefill-chunk must be in [0, 1048576] (0 = off), got " +
+                std::to_string(o.prefill_chunk));
   if (o.max_queue < 0 || o.max_queue > 100000)
     throw Error("--max-queue must be in [0, 100000] (0 = no waiting: a request needs a free "
                 "slot), got " + std::to_string(o.max_queue));

@@ -84,6 +84,8 @@ std::string Metrics::render(size_t queue_depth, int active_slots, int slots) con
   counter(out, "huginn_decode_batch_rows_total",
           "calls carried by batched passes (/ batches = mean batch size)",
           decode_batch_rows.load());
+  counter(out, "huginn_prefill_chunks_total",
+          "prompt chunks run after a prompt's first (--prefill-chunk)", prefill_chunks.load());
   gauge(out, "huginn_queue_depth", "requests waiting for a slot", static_cast<double>(queue_depth));
   gauge(out, "huginn_active_slots", "requests generating now", active_slots);
   gauge(out, "huginn_slots", "requests that may generate at once", slots);

@@ -307,6 +307,43 @@ TEST(Ops, FastBackendMatchesReference) {
   }
 }
 
+// copy within one tensor, rows moved up by 1 and down by 3 (DepthBatch compacting its batch
+// after a call leaves): every row as it was before the move, on each backend, with the CPU's
+// work split between two threads even for one row (the threads once overwrote rows the other
+// had yet to read).
+TEST(Ops, CopyOfOverlappingRowsReadsBeforeItWrites) {
+  ThreadPool pool2(2);
+  std::vector<std::unique_ptr<Backend>> backends;
+  backends.push_back(make_ref_backend());
+  backends.push_back(make_backend("strict", pool2));
+  for (CpuIsa isa : available_cpu_isas()) {
+    CpuOptions opt;
+    opt.isa = isa;
+    opt.min_work_per_thread = 1;
+    backends.push_back(make_cpu_backend(pool2, opt));
+  }
+  const int64_t T = 300, N = 96;
+  Tensor host = Tensor::empty({T, N});
+  for (int64_t i = 0; i < T * N; ++i) host.f32()[i] = static_cast<float>(i);
+  const std::vector<float> before(host.f32(), host.f32() + T * N);  // upload may share host's memory
+  for (auto& be : backends) {
+    SCOPED_TRACE(be->name());
+    for (const auto& [from, to] : {std::pair<int64_t, int64_t>{1, 0}, {0, 3}}) {
+      Tensor t = be->upload(host.clone());
+      Tensor dst = t.rows(to, to + 256);
+      be->copy(t.rows(from, from + 256), dst);
+      std::vector<float> got(static_cast<size_t>(T * N));
+      be->download(t, got.data());
+      int64_t bad = 0;
+      for (int64_t r = 0; r < T; ++r) {
+        const int64_t want_row = r >= to && r < to + 256 ? r - to + from : r;
+        for (int64_t k = 0; k < N; ++k) bad += got[r * N + k] != before[want_row * N + k];
+      }
+      EXPECT_EQ(bad, 0) << "rows " << from << ".. moved to " << to << "..";
+    }
+  }
+}
+
 TEST(Ops, DefaultCpuBackendUsesBestInstructionSet) {
   ThreadPool pool(2);
   auto b = make_backend("cpu", pool);

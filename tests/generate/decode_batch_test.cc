@@ -6,9 +6,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "huginn/decode_batcher.h"
 #include "huginn/forward_batch.h"
@@ -389,6 +393,187 @@ TEST_P(DecodeBatcherTest, ThreadsGetSoloResults) {
   EXPECT_GE(st.max_rows, 3);
   EXPECT_LE(st.max_rows, 4);
   EXPECT_GT(st.rows, st.ticks);
+}
+
+// A copy of a golden model with room for long prompts (block_size is the RoPE table's length
+// only): chunks are multiples of the CPU attention's 64-row query blocks.
+std::string long_context_model(const std::string& set) {
+  namespace fs = std::filesystem;
+  const std::string dir = test::make_temp_dir("chunked_" + set);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(golden_dir(set) + "/" + f, dir + "/" + f, fs::copy_options::overwrite_existing);
+  nlohmann::json c = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+  c["block_size"] = 1024;
+  std::ofstream(dir + "/config.json") << c.dump();
+  return dir;
+}
+
+std::vector<int32_t> long_prompt(int64_t n, int32_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (int32_t& t : v) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
+  return v;
+}
+
+// One call through a DepthBatch of its own that cuts prompts into chunks of `chunk` tokens.
+CallResult chunked_call(BatchRunner& br, const Generator& g, GenerationContext& ctx,
+                        std::span<const int32_t> ids, int64_t chunk, uint64_t* chunks) {
+  BatchedCall call{&g, &ctx, -1, {}, nullptr, ids};
+  BatchedCall* one = &call;
+  std::vector<BatchedCall*> failed;
+  DepthBatch batch(br.pass(), chunk);
+  batch.admit(std::span<BatchedCall* const>(&one, 1), failed);
+  if (call.error) std::rethrow_exception(call.error);
+  while (batch.size() > 0) {
+    if (g.splits_calls()) EXPECT_LT(batch.rows(), chunk + 64) << "a pass carries at most one chunk";
+    batch.step();
+  }
+  *chunks += batch.chunks();
+  return call.result;
+}
+
+// Chunked prefill: a 300-token prompt run as chunks of 64 (the last 108: a tail under 64 rows
+// stays with the chunk before it, Backend::attention_split_rows), then tokens, then a 129-token
+// continuation (64, 65: its draw of s_0 goes on across the chunks) gives every
+// call's depth and logits bit-identical to whole calls, with zeros or a seeded random s_0 (a
+// chunk's rows continue the call's draw) and warm start. Options that cannot split exactly (an
+// exit criterion, shared cache slots) and the strict backend (4 exact matmul rows) run whole,
+// with the same answers.
+TEST_P(DecodeBatch, ChunkedPrefillEqualsWholeCalls) {
+  const std::string dir = long_context_model("tiny-b");
+  ThreadPool pool(2);
+  std::unique_ptr<Backend> be = make_backend(GetParam(), pool);
+  std::shared_ptr<const Model> model = Model::load(dir, *be);
+  const int32_t V = static_cast<int32_t>(model->config().vocab_size);
+  const std::vector<int32_t> prompt = long_prompt(300, V, 1), more = long_prompt(129, V, 2);
+  struct Case {
+    const char* name;
+    GenerateOptions o;
+    bool splits;
+  };
+  std::vector<Case> cases;
+  GenerateOptions o;
+  o.steps = 4;
+  cases.push_back({"fixed depth, zeros", o, true});
+  o.init_scale = 1.0;
+  o.init_seed = 9;
+  o.warm_start = WarmStart::kLatent;
+  cases.push_back({"random s_0, warm start", o, true});
+  o = GenerateOptions{};
+  o.steps = 8;
+  o.exit = ExitSpec::parse("kl:5e-3");
+  o.init_scale = 1.0;
+  cases.push_back({"KL exit", o, false});
+  o = GenerateOptions{};
+  o.steps = 6;
+  o.cache_strategy = KVCache::Strategy::kCompressS;
+  o.cache_slots = 2;
+  cases.push_back({"shared cache slots", o, false});
+  const bool exact_rows = GetParam() == "cpu";
+  BatchRunner br(*model, *be);
+  for (const Case& c : cases) {
+    Generator g(*model, *be, c.o);
+    EXPECT_EQ(g.splits_calls(), c.splits && exact_rows) << c.name;
+    auto whole = g.new_context(), parts = g.new_context();
+    uint64_t chunks = 0;
+    const std::vector<std::vector<int32_t>> calls = {prompt, {5}, {7}, more, {11}};
+    for (size_t k = 0; k < calls.size(); ++k) {
+      const CallResult w = g.prefill(*whole, calls[k]);
+      const std::vector<float> want(w.logits.begin(), w.logits.end());
+      const std::vector<double> want_exits(w.exit_values.begin(), w.exit_values.end());
+      const int want_steps = w.steps;
+      const CallResult p = chunked_call(br, g, *parts, calls[k], 64, &chunks);
+      const std::string what = std::string(c.name) + ", call " + std::to_string(k);
+      EXPECT_EQ(p.steps, want_steps) << what;
+      EXPECT_TRUE(std::vector<float>(p.logits.begin(), p.logits.end()) == want) << what;
+      EXPECT_TRUE(std::vector<double>(p.exit_values.begin(), p.exit_values.end()) == want_exits) << what;
+      EXPECT_EQ(parts->n_past(), whole->n_past()) << what;
+      EXPECT_EQ(parts->history(), whole->history()) << what;
+    }
+    // 300 = 64 + 64 + 64 + 108, 129 = 64 + 65: 4 chunks after a call's first.
+    EXPECT_EQ(chunks, g.splits_calls() ? 4u : 0u) << c.name;
+  }
+}
+
+// A short request that arrives while a 640-token prompt prefills in chunks of 64 gets all its
+// tokens before the long prompt's first one (the order the hand-driven engine observes, no
+// clocks): each pass carries one chunk and the short call's current token. Without chunks the
+// long prompt finishes first. Both get their solo answers either way.
+TEST_P(DecodeBatch, ShortRequestFinishesWhileALongPromptPrefills) {
+  const std::string dir = long_context_model("tiny-b");
+  ThreadPool pool(2);
+  std::unique_ptr<Backend> be = make_backend(GetParam(), pool);
+  std::shared_ptr<const Model> model = Model::load(dir, *be);
+  if (!Generator::batches_prompts(*be)) {
+    // The strict backend's matmul is exact for 4 rows: prompts prefill alone (DecodeBatcher),
+    // never in a shared pass, so there is nothing to interleave.
+    EXPECT_EQ(GetParam(), "strict");
+    return;
+  }
+  const int32_t V = static_cast<int32_t>(model->config().vocab_size);
+  const std::vector<int32_t> long_ids = long_prompt(640, V, 3), short_ids = {17, 18, 19, 20, 21};
+  GenerateOptions o;
+  o.steps = 4;
+  o.max_new_tokens = 4;
+  o.default_stop_ids = false;
+  Generator g(*model, *be, o);
+  const Trace want_short = solo(g, short_ids);
+  auto solo_long = g.new_context();
+  const CallResult wl = g.prefill(*solo_long, long_ids);
+  const std::vector<float> want_long(wl.logits.begin(), wl.logits.end());
+
+  for (const int64_t chunk : {int64_t{64}, int64_t{0}}) {
+    BatchRunner br(*model, *be);
+    DepthBatch batch(br.pass(), chunk);
+    auto lctx = g.new_context(), sctx = g.new_context();
+    BatchedCall lcall{&g, lctx.get(), -1, {}, nullptr, long_ids};
+    BatchedCall scall{&g, sctx.get(), -1, {}, nullptr, short_ids};
+    std::vector<BatchedCall*> failed, join = {&lcall};
+    batch.admit(join, failed);
+    std::vector<std::string> order;  // "short" per short token, "long" for the long prompt's
+    Trace got;
+    int64_t widest = 0;
+    bool long_done = false;
+    for (int pass = 0; !long_done || got.tokens.size() < 4; ++pass) {
+      ASSERT_LT(pass, 1000);
+      if (pass == 1) {  // the short request arrives while the long prompt prefills
+        join = {&scall};
+        batch.admit(join, failed);
+      }
+      widest = std::max(widest, batch.rows());
+      for (BatchedCall* c : batch.step()) {
+        ASSERT_FALSE(c->error);
+        if (c == &lcall) {
+          order.push_back("long");
+          long_done = true;
+          EXPECT_TRUE(std::vector<float>(c->result.logits.begin(), c->result.logits.end()) == want_long);
+          continue;
+        }
+        const int32_t tok = g.sample(*sctx, c->result.logits);
+        order.push_back("short");
+        got.tokens.push_back(tok);
+        got.steps.push_back(c->result.steps);
+        got.logits.emplace_back(c->result.logits.begin(), c->result.logits.end());
+        if (got.tokens.size() < 4) {
+          scall.id = tok;
+          scall.ids = {};
+          join = {&scall};
+          batch.admit(join, failed);
+        }
+      }
+    }
+    ASSERT_TRUE(failed.empty());
+    expect_same(got, want_short, "short request, chunk " + std::to_string(chunk));
+    const std::vector<std::string> short_first = {"short", "short", "short", "short", "long"};
+    if (chunk > 0) {
+      EXPECT_EQ(order, short_first) << "the short request's tokens come before the long prompt's";
+      EXPECT_LE(widest, 64 + 5) << "one chunk and the short call per pass";
+      EXPECT_EQ(batch.chunks(), 9u);
+    } else {
+      EXPECT_EQ(order.front(), "long") << "without chunks the whole prompt's pass comes first";
+      EXPECT_EQ(widest, 640 + 5);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, DecodeBatch, ::testing::Values("cpu", "strict"));

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -239,6 +240,41 @@ TEST(Generate, MinStepsAndCheckEverySkipChecks) {
     EXPECT_EQ(r.steps[c], 6) << "first check: n >= 5 and n % 3 == 0";
     EXPECT_EQ(vals[c].size(), 1u);
   }
+}
+
+// Why prefix reuse (and chunked prefill) stays off under an exit criterion: the whole prompt
+// exits at the step its last token decides (golden README item 15), so the core KV entries of
+// the same first 128 tokens reach different depths when different tokens follow them; no cached
+// prefix can serve both prompts, and a chunk run before the prompt's end cannot know its depth.
+TEST(Generate, UnderAnExitAPrefixsEntriesDependOnTheTokensAfterIt) {
+  ThreadPool pool(1);
+  auto be = make_backend("cpu", pool);
+  auto model = Model::load(long_context_tiny_a(), *be);
+  const ModelConfig& c = model->config();
+  GenerateOptions o;
+  o.steps = 16;
+  o.exit = ExitSpec::parse("kl:0.01");
+  Generator gen(*model, *be, o);
+  EXPECT_FALSE(gen.splits_calls());
+  const int32_t V = static_cast<int32_t>(c.vocab_size), n = 128;
+  std::vector<int32_t> prefix;
+  for (int32_t i = 0; i < n; ++i) prefix.push_back((i * 37 + 11) % V);
+  // Prompts with the prefix and different last tokens, until two exit at different depths.
+  std::map<int, std::unique_ptr<GenerationContext>> by_depth;
+  for (int32_t last = 0; last < V && by_depth.size() < 2; ++last) {
+    std::vector<int32_t> prompt = prefix;
+    prompt.push_back(last);
+    auto ctx = gen.new_context();
+    const int steps = gen.prefill(*ctx, prompt).steps;
+    by_depth.emplace(steps, std::move(ctx));
+  }
+  ASSERT_EQ(by_depth.size(), 2u) << "every last token gave the same depth";
+  const auto& [shallow, a] = *by_depth.begin();
+  const auto& [deep, b] = *by_depth.rbegin();
+  // The deeper prompt's last core layer: entries for all its prefix positions; the shallower's none.
+  const int idx = c.n_prelude + (deep - 1) * c.n_core + c.n_core - 1;
+  EXPECT_EQ(b->cache().positions(idx).size(), static_cast<size_t>(n + 1)) << deep;
+  EXPECT_TRUE(a->cache().positions(idx).empty()) << shallow;
 }
 
 TEST(Generate, EarlyExitLeavesNoDeeperCoreEntries) {

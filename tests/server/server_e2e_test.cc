@@ -816,7 +816,8 @@ TEST_F(ServeAbuseTest, BodyLimitHoldsForChunkedAndCompressedBodies) {
 // (it answered every request 503).
 // The prefix cache: a second prompt sharing a long system prompt with the first reports cached
 // prompt tokens (a multiple of the CPU attention's split, at least one block left to run) and
-// gets the answer a server without the cache gives; an adaptive-exit request reuses nothing.
+// gets the answer a server without the cache gives; an adaptive-exit request and one with shared
+// cache slots reuse nothing (README: their prefix entries depend on what follows the prefix).
 TEST_F(ServeAbuseTest, PrefixCacheReusesASharedSystemPromptWithTheSameAnswers) {
   json c = json::parse(std::ifstream(model_ + "/config.json"));
   c["block_size"] = 1024;  // room for a long prompt (the RoPE table's length only)
@@ -831,20 +832,23 @@ TEST_F(ServeAbuseTest, PrefixCacheReusesASharedSystemPromptWithTheSameAnswers) {
     EXPECT_EQ(r.status, 200) << r.body;
     return json::parse(r.body, nullptr, false);
   };
-  const std::string fixed = R"({"num_steps":4})", kl = R"({"exit_criterion":"kl","max_steps":8})";
-  json want[3];
+  const std::string fixed = R"({"num_steps":4})", kl = R"({"exit_criterion":"kl","max_steps":8})",
+                    slots = R"({"num_steps":4,"cache_slots":2})";
+  json want[4];
   {
     ServerProcess off(model_, "--prefix-cache-mb 0");
     ASSERT_GT(off.port(), 0) << off.log();
     want[0] = ask(off, "hello back", fixed);
     want[1] = ask(off, "hello hello world", fixed);
     want[2] = ask(off, "hello hello world", kl);
+    want[3] = ask(off, "hello hello world", slots);
     for (const json& w : want) EXPECT_EQ(w["usage"]["prompt_tokens_details"]["cached_tokens"], 0) << w;
   }
   ServerProcess on(model_, "");
   ASSERT_GT(on.port(), 0) << on.log();
   const json a = ask(on, "hello back", fixed), b = ask(on, "hello hello world", fixed),
-             again = ask(on, "hello hello world", fixed), k = ask(on, "hello hello world", kl);
+             again = ask(on, "hello hello world", fixed), k = ask(on, "hello hello world", kl),
+             sl = ask(on, "hello hello world", slots);
   const int prompt = b["usage"]["prompt_tokens"].get<int>();
   ASSERT_GT(prompt, 200);
   EXPECT_EQ(a["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
@@ -854,12 +858,89 @@ TEST_F(ServeAbuseTest, PrefixCacheReusesASharedSystemPromptWithTheSameAnswers) {
   EXPECT_LE(cached, prompt - 64);
   EXPECT_GE(again["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), cached);
   EXPECT_EQ(k["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(sl["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
   // Text and every logprob (JSON doubles round-trip exactly).
   EXPECT_EQ(a["choices"][0], want[0]["choices"][0]);
   EXPECT_EQ(b["choices"][0], want[1]["choices"][0]);
   EXPECT_EQ(again["choices"][0], want[1]["choices"][0]);
   EXPECT_EQ(k["choices"][0], want[2]["choices"][0]);
+  EXPECT_EQ(sl["choices"][0], want[3]["choices"][0]);
   EXPECT_TRUE(on.alive());
+}
+
+// Chunked prefill (--prefill-chunk): long prompts in the decode batch run as 64-token chunks
+// and every answer (text and logprobs) equals an unchunked server's: a seeded random s_0 (the
+// API's default init_scale 1), zeros with warm start, a request with shared cache slots and one
+// with a KL exit (both run whole), a short and a long request at once, and with the prefix
+// cache on, a prompt that reuses a prefix and chunks the rest. The strict backend (prompts
+// prefill alone there) answers as before with the flag. /metrics counts the chunks.
+TEST_F(ServeAbuseTest, ChunkedPrefillAnswersEqualAnUnchunkedServer) {
+  json c = json::parse(std::ifstream(model_ + "/config.json"));
+  c["block_size"] = 1024;
+  std::ofstream(model_ + "/config.json") << c.dump();
+  std::string doc;
+  for (int i = 0; i < 25; ++i) doc += "the world says hello back, hello there. ";
+  const std::vector<std::pair<std::string, std::string>> asks = {
+      {doc + "hello", R"({"num_steps":4})"},
+      {doc + "world", R"({"num_steps":3,"init_scale":0,"warm_start":"latent"})"},
+      {doc + "there", R"({"num_steps":4,"cache_slots":2})"},
+      {doc + "back", R"({"exit_criterion":"kl","max_steps":8})"},
+      {"hello world", R"({"num_steps":4})"},
+      {doc + "hello hello world, the world says hello", R"({"num_steps":4})"}};
+  auto ask = [&](const ServerProcess& s, size_t i) {
+    json body = json::parse(R"({"model":"tiny","max_tokens":5,"temperature":0,"logprobs":2})");
+    body.update(json::parse(asks[i].second));
+    body["prompt"] = asks[i].first;
+    const Reply r = exchange(s.port(), post("/v1/completions", body.dump()), 120);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return json::parse(r.body, nullptr, false);
+  };
+  auto chunks = [](const ServerProcess& s) {
+    const Reply m = exchange(s.port(), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 10);
+    const size_t at = m.body.find("\nhuginn_prefill_chunks_total ");
+    return at == std::string::npos ? -1L : std::atol(m.body.c_str() + at + 29);
+  };
+  const std::string batch = "--parallel 2 --max-batch 2 ";
+  std::vector<json> want;
+  {
+    ServerProcess off(model_, batch + "--prefill-chunk 0 --prefix-cache-mb 0");
+    ASSERT_GT(off.port(), 0) << off.log();
+    for (size_t i = 0; i < asks.size(); ++i) want.push_back(ask(off, i));
+    EXPECT_EQ(chunks(off), 0);
+  }
+  ASSERT_GT(want[0]["usage"]["prompt_tokens"].get<int>(), 300);
+  {
+    ServerProcess on(model_, batch + "--prefill-chunk 64 --prefix-cache-mb 0");
+    ASSERT_GT(on.port(), 0) << on.log();
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(ask(on, i)["choices"][0], want[i]["choices"][0]) << i;
+    const long two = chunks(on);
+    EXPECT_GE(two, 8) << "the two fixed-depth full-cache prompts ran in chunks";
+    json got[2];  // the short request and a long one in the batch together
+    std::thread t([&] { got[0] = ask(on, 4); });
+    got[1] = ask(on, 0);
+    t.join();
+    EXPECT_EQ(got[0]["choices"][0], want[4]["choices"][0]);
+    EXPECT_EQ(got[1]["choices"][0], want[0]["choices"][0]);
+    EXPECT_GT(chunks(on), two);
+  }
+  {
+    ServerProcess on(model_, batch + "--prefill-chunk 64");  // with the prefix cache
+    ASSERT_GT(on.port(), 0) << on.log();
+    EXPECT_EQ(ask(on, 0)["choices"][0], want[0]["choices"][0]);
+    const json r = ask(on, 5);
+    EXPECT_GE(r["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 256);
+    EXPECT_EQ(r["choices"][0], want[5]["choices"][0]);
+  }
+  json strict_want;
+  {
+    ServerProcess off(model_, batch + "--backend strict --prefill-chunk 0");
+    ASSERT_GT(off.port(), 0) << off.log();
+    strict_want = ask(off, 0);
+  }
+  ServerProcess strict(model_, batch + "--backend strict --prefill-chunk 64");
+  ASSERT_GT(strict.port(), 0) << strict.log();
+  EXPECT_EQ(ask(strict, 0)["choices"][0], strict_want["choices"][0]);
+  EXPECT_EQ(chunks(strict), 0) << "the strict backend's prompts prefill whole, alone";
 }
 
 TEST_F(ServeAbuseTest, FlagsAreBoundedAndMaxQueueZeroServes) {

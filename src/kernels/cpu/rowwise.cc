@@ -4,6 +4,7 @@
 // how rows are split between threads.
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include "kernels/cpu/kernels.h"
@@ -25,10 +26,21 @@ void each_row(const Ctx& c, int64_t rows, int64_t cost, const F& fn) {
 template <class V>
 void copy(const Ctx& c, const Tensor& src, Tensor& dst) {
   HUGINN_ASSERT(src.dim(0) == dst.dim(0) && src.dim(1) == dst.dim(1), "copy: shape mismatch");
-  const int64_t N = src.dim(1);
-  each_row(c, src.dim(0), N, [&](int64_t t) {
-    std::memmove(dst.row(t), src.row(t), N * sizeof(float));
-  });
+  const int64_t T = src.dim(0), N = src.dim(1);
+  if (T == 0) return;
+  // Overlapping rows (a batch moving its rows up, DepthBatch): threads would overwrite rows
+  // another thread has yet to read, so one thread copies them in the order that reads each
+  // source row before it is overwritten.
+  const float *s0 = src.row(0), *s1 = src.row(T - 1) + N, *d0 = dst.row(0), *d1 = dst.row(T - 1) + N;
+  if (std::less<const float*>()(s0, d1) && std::less<const float*>()(d0, s1)) {
+    const bool up = std::less_equal<const float*>()(d0, s0);
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = up ? i : T - 1 - i;
+      std::memmove(dst.row(t), src.row(t), N * sizeof(float));
+    }
+    return;
+  }
+  each_row(c, T, N, [&](int64_t t) { std::memmove(dst.row(t), src.row(t), N * sizeof(float)); });
 }
 
 template <class V>

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "kernels/ref/ref_train.h"
@@ -27,8 +28,15 @@ void RefBackend::download(const Tensor& t, float* host) {
 
 void RefBackend::copy(const Tensor& src, Tensor& dst) {
   HUGINN_ASSERT(src.dim(0) == dst.dim(0) && src.dim(1) == dst.dim(1), "copy: shape mismatch");
-  for (int64_t r = 0; r < src.dim(0); ++r)
-    for (int64_t c = 0; c < src.dim(1); ++c) dst.row(r)[c] = src.row(r)[c];
+  // Rows of one tensor may overlap (moved up or down): each row read before it is overwritten.
+  const int64_t T = src.dim(0), N = src.dim(1);
+  const bool up = T == 0 || std::less_equal<const float*>()(dst.row(0), src.row(0));
+  std::vector<float> row(static_cast<size_t>(N));
+  for (int64_t i = 0; i < T; ++i) {
+    const int64_t r = up ? i : T - 1 - i;
+    std::copy(src.row(r), src.row(r) + N, row.begin());
+    std::copy(row.begin(), row.end(), dst.row(r));
+  }
 }
 
 void RefBackend::embedding(const Tensor& table, std::span<const int32_t> ids, float scale,

@@ -5,34 +5,13 @@
 // the caller compare them with a server without the cache.
 // Usage: node prefix.mjs BASE_URL MODEL KEY NUM_STEPS [TOKENS] [REPS]
 // Prints {prompt_tokens, cold_ms, warm_ms, cached_tokens, answers} (lists: one per rep).
+import { completeOne, longPrompt } from './bench_client.mjs';
+
 const [base, model, key, numSteps, tokensArg, repsArg] = process.argv.slice(2);
 const want = Number(tokensArg || 1000), reps = Number(repsArg || 3);
-const headers = { 'content-type': 'application/json', authorization: `Bearer ${key}` };
+const ask = (prompt) => completeOne(base, key, model, prompt, numSteps);
 
-async function ask(prompt) {
-  const t0 = performance.now();
-  const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers,
-    body: JSON.stringify({ model, prompt, max_tokens: 1, temperature: 0, logprobs: 1,
-                           num_steps: Number(numSteps) }) });
-  const body = await r.json();
-  if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${JSON.stringify(body)}`);
-  return { ms: performance.now() - t0, body };
-}
-
-async function count(text) {
-  const r = await fetch(`${base}/tokenize`, { method: 'POST', headers,
-    body: JSON.stringify({ content: text }) });
-  const body = await r.json();
-  return body.tokens.length;
-}
-
-const words = ['hello', 'world,', 'there.', 'the', 'says', 'back'];
-async function systemPrompt(rep) {
-  let s = `system ${rep}:`;
-  for (let i = 0; (await count(s)) < want; i += 50)
-    for (let j = 0; j < 50; j++) s += ' ' + words[(i + j * (rep + 1)) % words.length];
-  return s;
-}
+const systemPrompt = (rep) => longPrompt(base, key, `system ${rep}:`, rep, 1, want);
 
 const out = { prompt_tokens: [], cold_ms: [], warm_ms: [], cached_tokens: [], answers: [] };
 for (let rep = 0; rep < reps; rep++) {
