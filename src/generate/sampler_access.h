@@ -25,6 +25,7 @@ struct SamplerAccess {
   static void commit(GenerationContext& c, std::span<const int32_t> ids) {
     c.history_.insert(c.history_.end(), ids.begin(), ids.end());
     c.n_past_ += static_cast<int32_t>(ids.size());
+    c.call_begin_ = c.n_past_;  // the next call starts here (no rows of it have run)
     c.calls_ += ids.size();
   }
   // Draws that are not a call's (diffusion's noise and new positions) take call indices too.
