@@ -240,27 +240,16 @@ void check_block_k(const Tensor& w, DType to) {
 
 }  // namespace
 
+// The row quantizers run inside convert_weight, a few F32 rows at a time (the one loop for both
+// formats); these are its F32 entry points.
 Tensor quantize_q8(const Tensor& w) {
   HUGINN_ASSERT(w.ndim() == 2 && w.dtype() == DType::kF32, "quantize_q8: F32 [N, K] expected");
-  check_block_k(w, DType::kQ8);
-  const int64_t N = w.dim(0), K = w.dim(1);
-  Tensor q = Tensor::empty({N, K}, DType::kQ8);
-  int8_t* qv = static_cast<int8_t*>(q.raw());
-  auto* qs = reinterpret_cast<uint16_t*>(qv + N * K);
-  for (int64_t n = 0; n < N; ++n) quantize_q8_row(w.row(n), n, K, qv + n * K, qs + n * (K / kQ8Block));
-  return q;
+  return convert_weight(w, DType::kQ8);
 }
 
 Tensor quantize_q4(const Tensor& w) {
   HUGINN_ASSERT(w.ndim() == 2 && w.dtype() == DType::kF32, "quantize_q4: F32 [N, K] expected");
-  check_block_k(w, DType::kQ4);
-  const int64_t N = w.dim(0), K = w.dim(1);
-  Tensor q = Tensor::empty({N, K}, DType::kQ4);
-  auto* qc = static_cast<uint8_t*>(q.raw());
-  auto* qs = reinterpret_cast<uint16_t*>(qc + N * K / 2);
-  for (int64_t n = 0; n < N; ++n)
-    quantize_q4_row(w.row(n), n, K, qc + n * K / 2, qs + n * (K / kQ4Block));
-  return q;
+  return convert_weight(w, DType::kQ4);
 }
 
 void weight_rows_to_f32(const Tensor& w, int64_t n0, int64_t n1, float* dst) {
@@ -282,11 +271,13 @@ void weight_rows_to_f32(const Tensor& w, int64_t n0, int64_t n1, float* dst) {
               static_cast<float>(qv[n * K + k]) * f16_to_f32(qs[(n * K + k) / kQ8Block]);
       return;
     }
-    case DType::kQ4:
+    case DType::kQ4: {
+      const uint8_t* qc = w.q4_codes();
+      const uint16_t* qs = w.q4_scales();
       for (int64_t n = n0; n < n1; ++n)
-        for (int64_t k = 0; k < K; ++k)
-          dst[(n - n0) * K + k] = q4_at(w.q4_codes(), w.q4_scales(), K, n, k);
+        for (int64_t k = 0; k < K; ++k) dst[(n - n0) * K + k] = q4_at(qc, qs, K, n, k);
       return;
+    }
     default: throw Error(std::string("a weight cannot be ") + dtype_name(w.dtype()));
   }
 }
