@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/sampler_flags.h"
 #include "eval/machine_peak.h"
 #include "huginn/backward.h"
 #include "huginn/error.h"
@@ -31,6 +32,7 @@
 #include "huginn/model.h"
 #include "huginn/thread_pool.h"
 #include "huginn/train.h"
+#include "huginn/wavefront.h"
 #include "kernels/cpu/cpu_backend.h"
 
 namespace huginn::cli {
@@ -46,6 +48,9 @@ struct BenchArgs {
   uint64_t seed = 1234;
   bool json_out = false, csv_out = false, no_peak = false, tests_given = false;
   int peak_buffer_mb = 0;
+  std::string decode = "sequential";  // decoders the decode test runs, comma list
+  WavefrontOptions wf;
+  SamplerFlags sf;
 };
 
 // ---- model and counts ---------------------------------------------------------------------------
@@ -135,6 +140,12 @@ struct Result {
   std::vector<double> seconds;   // per repetition
   double flops = 0, bytes = 0;   // per repetition
   std::string flop_peak_kind;    // "fp32" | "bf16"
+  // Decode tests: the decoder, and for the depth-parallel ones what they shared and drafted.
+  std::string decoder = "sequential";
+  double rows_per_pass = 1.0;             // (position, depth) rows per pass over the core
+  int64_t drafted = 0, accepted = 0;      // drafts verified / accepted (wavefront, speculative)
+  int64_t rounds = 0;                     // diffusion steps
+  double same_as_sequential = 1.0;        // share of tokens equal to sequential decoding's
   double mean_tok_s() const {
     double s = 0;
     for (double x : seconds) s += tokens / x;
@@ -203,29 +214,72 @@ Result bench_prefill(const Model& m, Backend& be, const BenchArgs& a, int r, con
   return res;
 }
 
-// Decode: a decode_prompt-token prompt, then gen greedy tokens one call each with the full
-// cache; the rate counts the gen − 1 single-token calls (the first token comes from the prefill).
-Result bench_decode(const Model& m, Backend& be, const BenchArgs& a, int r, const Progress& pr) {
+// One greedy generation by `decoder` on a fresh context of `gen`; what a depth-parallel decoder
+// shared and drafted goes into `res` (the same every repetition: the run is deterministic).
+GenerateResult run_decoder(Generator& gen, const std::string& decoder, const BenchArgs& a,
+                           std::span<const int32_t> ids, Result& res) {
+  auto ctx = gen.new_context();
+  if (decoder == "sequential") return gen.generate(*ctx, ids);
+  if (decoder == "wavefront") {
+    WavefrontStats st;
+    GenerateResult g = generate_wavefront(gen, *ctx, ids, a.wf, {}, nullptr, &st);
+    res.rows_per_pass = st.rows_per_core_pass();
+    res.drafted = st.accepted + st.rejected;
+    res.accepted = st.accepted;
+    return g;
+  }
+  const SamplerRequest req{ctx.get(), ids, nullptr};
+  const std::span<const SamplerRequest> one(&req, 1);
+  SamplerStats st;
+  GenerateResult g = decoder == "speculative"
+                         ? generate_speculative(gen, one, a.sf.spec, &st)[0]
+                         : generate_diffusion(gen, one, diffusion_options(a.sf), &st)[0];
+  res.rows_per_pass = st.rows_per_core_pass();
+  res.drafted = st.drafted;
+  res.accepted = st.accepted;
+  res.rounds = st.rounds;
+  return g;
+}
+
+// Decode: a decode_prompt-token prompt, then gen greedy tokens with the full cache, by `decoder`
+// (sequential: one call per token); the rate counts the gen − 1 tokens after the first (which
+// comes from the prefill). FLOPs and bytes are sequential decoding's for every decoder — the
+// work the tokens need — so a decoder that shares weight passes shows more GB/s than the machine
+// streams. `seq` (sequential's tokens, when it ran first) gives the share of equal tokens.
+Result bench_decode(const Model& m, Backend& be, const BenchArgs& a, int r, const std::string& decoder,
+                    const std::vector<int32_t>* seq, std::vector<int32_t>* tokens, const Progress& pr) {
   GenerateOptions o;
   o.steps = r;
   o.max_new_tokens = a.gen;
   o.default_stop_ids = false;
   Generator gen(m, be, o);
-  auto ctx = gen.new_context();
+  if (decoder == "wavefront") a.wf.validate(o, r);
+  if (decoder == "speculative") a.sf.spec.validate(o);
+  if (decoder == "diffusion") diffusion_options(a.sf).validate(o, r);
   const auto ids = prompt_ids(a.decode_prompt, m.config().vocab_size);
   Result res;
   res.test = "decode";
   res.name = "tg" + std::to_string(a.gen) + "@p" + std::to_string(a.decode_prompt);
+  if (decoder != "sequential") res.name += " " + decoder;
+  res.decoder = decoder;
   res.r = r;
   res.tokens = a.gen - 1;
   for (int i = -1; i < a.reps; ++i) {
-    pr.say("decode r=%d %s", r, i < 0 ? "warm-up" : (std::to_string(i + 1) + "/" + std::to_string(a.reps)).c_str());
-    ctx->reset();
-    const GenerateResult g = gen.generate(*ctx, ids);
-    if (g.decode_calls != a.gen - 1)
-      throw Error("bench: decode stopped after " + std::to_string(g.decode_calls + 1) +
+    pr.say("decode %s r=%d %s", decoder.c_str(), r,
+           i < 0 ? "warm-up" : (std::to_string(i + 1) + "/" + std::to_string(a.reps)).c_str());
+    const GenerateResult g = run_decoder(gen, decoder, a, ids, res);
+    if (static_cast<int>(g.tokens.size()) != a.gen)
+      throw Error("bench: " + decoder + " decode stopped after " + std::to_string(g.tokens.size()) +
                   " tokens (" + g.finish_reason + "), expected " + std::to_string(a.gen));
     if (i >= 0) res.seconds.push_back(g.decode_seconds);
+    if (tokens) *tokens = g.tokens;
+    if (seq) {
+      size_t same = 0;
+      for (size_t t = 0; t < g.tokens.size() && t < seq->size(); ++t) same += g.tokens[t] == (*seq)[t];
+      res.same_as_sequential = double(same) / double(g.tokens.size());
+    } else {
+      res.same_as_sequential = std::nan("");
+    }
   }
   const Flops f(m.config());
   const PartBytes b = part_bytes(m);
@@ -319,6 +373,14 @@ json result_json(const Context& cx, const Result& r) {
   j["gflops"] = r.gflops();
   j["gbs"] = r.gbs();
   j["flop_peak_kind"] = r.flop_peak_kind;
+  if (r.test == "decode") {
+    j["decoder"] = r.decoder;
+    j["rows_per_core_pass"] = r.rows_per_pass;
+    j["drafted"] = r.drafted;
+    j["accepted"] = r.accepted;
+    j["diffusion_steps"] = r.rounds;
+    j["same_as_sequential"] = std::isnan(r.same_as_sequential) ? json(nullptr) : json(r.same_as_sequential);
+  }
   if (cx.have_peak) {
     j["pct_flop_peak"] = 100.0 * r.gflops() / flop_peak(cx, r);
     j["pct_bw_peak"] = 100.0 * r.gbs() / cx.peak.read_gbs;
@@ -372,18 +434,45 @@ std::string fmt(const char* f, double v) {
 
 void print_csv(const Context& cx, const std::vector<Result>& results) {
   std::printf("model,dtype,threads,test,name,r,tokens,reps,tok_s_mean,tok_s_sd,flops_per_token,"
-              "weight_bytes_per_token,gflops,gbs,flop_peak_kind,pct_flop_peak,pct_bw_peak\n");
+              "weight_bytes_per_token,gflops,gbs,flop_peak_kind,pct_flop_peak,pct_bw_peak,decoder,"
+              "rows_per_core_pass,drafted,accepted,same_as_sequential\n");
   for (const Result& r : results) {
     const json j = result_json(cx, r);
     auto num = [&](const char* k) {
       return j[k].is_null() ? std::string() : fmt("%.6g", j[k].get<double>());
     };
-    std::printf("%s,%s,%d,%s,%s,%d,%.0f,%zu,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", cx.model_name.c_str(),
+    const bool dec = r.test == "decode";
+    std::printf("%s,%s,%d,%s,%s,%d,%.0f,%zu,%s,%s,%s,%s,%s,%s,%s,%s,%s,", cx.model_name.c_str(),
                 cx.dtype.c_str(), cx.threads, r.test.c_str(), r.name.c_str(), r.r, r.tokens,
                 r.seconds.size(), num("tok_s_mean").c_str(), num("tok_s_sd").c_str(),
                 num("flops_per_token").c_str(), num("weight_bytes_per_token").c_str(),
                 num("gflops").c_str(), num("gbs").c_str(), r.flop_peak_kind.c_str(),
                 num("pct_flop_peak").c_str(), num("pct_bw_peak").c_str());
+    std::printf("%s,%s,%s,%s,%s\n", dec ? r.decoder.c_str() : "",
+                dec ? num("rows_per_core_pass").c_str() : "", dec ? num("drafted").c_str() : "",
+                dec ? num("accepted").c_str() : "", dec ? num("same_as_sequential").c_str() : "");
+  }
+}
+
+// The decoders side by side: speed over sequential's at the same r, what they shared and drafted.
+void print_decoders(const std::vector<Result>& results) {
+  const bool any = std::any_of(results.begin(), results.end(), [](const Result& r) {
+    return r.test == "decode" && r.decoder != "sequential";
+  });
+  if (!any) return;
+  std::printf("\n| decoder | r | tok/s | × sequential | positions per core pass | drafts accepted | "
+              "tokens equal to sequential's |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  for (const Result& r : results) {
+    if (r.test != "decode") continue;
+    const auto seq = std::find_if(results.begin(), results.end(), [&](const Result& q) {
+      return q.test == "decode" && q.decoder == "sequential" && q.r == r.r;
+    });
+    const std::string speedup = seq == results.end() ? "-" : fmt("%.2f×", r.mean_tok_s() / seq->mean_tok_s());
+    const std::string drafts = r.drafted ? std::to_string(r.accepted) + " / " + std::to_string(r.drafted)
+                               : r.rounds ? std::to_string(r.rounds) + " diffusion steps" : "-";
+    const std::string same = std::isnan(r.same_as_sequential) ? "-" : fmt("%.0f %%", 100.0 * r.same_as_sequential);
+    std::printf("| %s | %d | %.2f | %s | %.2f | %s | %s |\n", r.decoder.c_str(), r.r, r.mean_tok_s(),
+                speedup.c_str(), r.rows_per_pass, drafts.c_str(), same.c_str());
   }
 }
 
@@ -425,9 +514,11 @@ void print_markdown(const Context& cx, const std::vector<Result>& results) {
   std::printf("\ntok/s: mean ± sd of %zu repetitions. FLOPs: 2 per multiply-add; attention counts "
               "QKᵀ and PV over the keys each query sees (causal). GB/s: weight bytes (each layer "
               "application reads its weights once; core and adapter r times) per second; for "
-              "decode that is the stream each token needs, for prefill/train a lower bound "
-              "(train adds AdamW's state traffic).\n",
+              "decode that is the stream each token needs (sequential decoding's for every "
+              "decoder, so a decoder that shares weight passes can exceed the machine's "
+              "bandwidth), for prefill/train a lower bound (train adds AdamW's state traffic).\n",
               results.empty() ? size_t{0} : results.front().seconds.size());
+  print_decoders(results);
 }
 
 // ---- driver -------------------------------------------------------------------------------------
@@ -453,18 +544,27 @@ bool has_test(const std::vector<std::string>& tests, const char* t) {
   return std::find(tests.begin(), tests.end(), t) != tests.end();
 }
 
-std::vector<std::string> parse_tests(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i <= s.size()) {
+// A comma list of names from `known`, each at most once, returned in `known`'s order (so
+// sequential decoding runs first and the other decoders are compared with its tokens).
+std::vector<std::string> parse_names(const std::string& s, const std::vector<std::string>& known,
+                                     const std::string& flag) {
+  std::string expected;
+  for (const std::string& k : known) expected += (expected.empty() ? "" : ", ") + k;
+  std::vector<std::string> named;
+  for (size_t i = 0; i <= s.size();) {
     size_t j = s.find(',', i);
     if (j == std::string::npos) j = s.size();
-    std::string t = s.substr(i, j - i);
-    if (t != "prefill" && t != "decode" && t != "train")
-      throw Error("--tests: unknown test '" + t + "' (expected prefill, decode, train)");
-    out.push_back(t);
+    const std::string n = s.substr(i, j - i);
+    if (std::find(known.begin(), known.end(), n) == known.end())
+      throw Error(flag + ": unknown name '" + n + "' (expected " + expected + ")");
+    if (std::find(named.begin(), named.end(), n) != named.end())
+      throw Error(flag + ": '" + n + "' named twice");
+    named.push_back(n);
     i = j + 1;
   }
+  std::vector<std::string> out;
+  for (const std::string& k : known)
+    if (std::find(named.begin(), named.end(), k) != named.end()) out.push_back(k);
   return out;
 }
 
@@ -488,7 +588,9 @@ std::string loaded_dtype(const Model& m) {
 
 void run(const BenchArgs& a, const Common& common) {
   const std::vector<int> steps = parse_int_list(a.steps, "--steps");
-  std::vector<std::string> tests = parse_tests(a.tests);
+  std::vector<std::string> tests = parse_names(a.tests, {"prefill", "decode", "train"}, "--tests");
+  const std::vector<std::string> decoders =
+      parse_names(a.decode, {"sequential", "wavefront", "speculative", "diffusion"}, "--decode");
   const std::string& dtype = common.dtype;
   if (dtype != "f32" && dtype != "auto" && has_test(tests, "train")) {
     if (a.tests_given)
@@ -556,8 +658,14 @@ void run(const BenchArgs& a, const Common& common) {
   for (int r : steps) {
     if (has_test(tests, "prefill")) results.push_back(bench_prefill(*model, *be, a, r, pr));
     if (has_test(tests, "prefill")) results.back().flop_peak_kind = infer_kind;
-    if (has_test(tests, "decode")) results.push_back(bench_decode(*model, *be, a, r, pr));
-    if (has_test(tests, "decode")) results.back().flop_peak_kind = infer_kind;
+    std::vector<int32_t> seq_tokens;
+    bool have_seq = false;
+    for (const std::string& d : has_test(tests, "decode") ? decoders : std::vector<std::string>{}) {
+      results.push_back(bench_decode(*model, *be, a, r, d, have_seq ? &seq_tokens : nullptr,
+                                     d == "sequential" ? &seq_tokens : nullptr, pr));
+      results.back().flop_peak_kind = infer_kind;
+      have_seq = have_seq || d == "sequential";
+    }
   }
   if (want_train) {
     results.push_back(bench_train(*trainable, *be, pool, a, pr));
@@ -600,6 +708,12 @@ Registrar reg(85, [](CLI::App& app, Common& common) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--train-k", a->train_k, "training: tracked (backpropagated) recurrences k")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--decode", a->decode,
+                  "decoders the decode test runs, a comma list of sequential, wavefront, "
+                  "speculative, diffusion (the last three compared with sequential's tokens when "
+                  "it runs too); their flags below");
+  add_wavefront_flags(sub, a->wf);
+  add_sampler_flags(sub, a->sf);
   auto* j = sub->add_flag("--json", a->json_out, "print JSON instead of a markdown table");
   auto* v = sub->add_flag("--csv", a->csv_out, "print CSV instead of a markdown table");
   j->excludes(v);

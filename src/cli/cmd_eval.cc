@@ -62,8 +62,7 @@ Registrar reg(71, [](CLI::App& app, Common& common) {
                   "reference's speculative / diffusion samplers (their flags below), so accuracy "
                   "vs speed can be swept")
       ->check(CLI::IsMember({"sequential", "wavefront", "speculative", "diffusion"}));
-  sub->add_option("--draft-depth", a->o.wavefront.draft_depth,
-                  "with --decode wavefront: recurrences before a token drafts the next (0 = steps/4)");
+  add_wavefront_flags(sub, a->o.wavefront);
   add_sampler_flags(sub, a->sf);
   add_common_options(sub, common);
   add_dtype_option(sub, common);

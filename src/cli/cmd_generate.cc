@@ -241,10 +241,7 @@ Registrar reg(40, [](CLI::App& app, Common& common) {
                   "(both take several prompts as --ids A;B;...)")
       ->check(CLI::IsMember({"sequential", "wavefront", "speculative", "diffusion"}));
   add_sampler_flags(sub, a->sf);
-  sub->add_option("--draft-depth", a->wf.draft_depth,
-                  "with --decode wavefront: recurrences before a token drafts the next (0 = steps/4)");
-  sub->add_option("--lanes", a->wf.max_lanes,
-                  "with --decode wavefront: positions in flight at most (default 8)");
+  add_wavefront_flags(sub, a->wf);
   add_common_options(sub, common);
   add_dtype_option(sub, common);
   sub->callback([a, p, &common] {

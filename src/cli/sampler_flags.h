@@ -1,11 +1,13 @@
 // Flags of the speculative and diffusion samplers (huginn/samplers.h), named after the
-// reference's arguments, for every command that offers --decode speculative|diffusion.
+// reference's arguments, and of wavefront decoding (huginn/wavefront.h), for every command that
+// offers --decode.
 #pragma once
 
 #include <string>
 
 #include "cli/command.h"
 #include "huginn/samplers.h"
+#include "huginn/wavefront.h"
 
 namespace huginn::cli {
 
@@ -48,6 +50,13 @@ inline void add_sampler_flags(CLI::App* sub, SamplerFlags& f) {
                 "with --decode diffusion: new positions start from the window's last states");
   sub->add_flag("--full-prefill,!--no-full-prefill", f.diff.full_prefill,
                 "with --decode diffusion: run the prompt once at --steps first (default on)");
+}
+
+inline void add_wavefront_flags(CLI::App* sub, WavefrontOptions& w) {
+  sub->add_option("--draft-depth", w.draft_depth,
+                  "with --decode wavefront: recurrences before a token drafts the next (0 = steps/4)");
+  sub->add_option("--lanes", w.max_lanes,
+                  "with --decode wavefront: positions in flight at most (default 8)");
 }
 
 // The diffusion options with the parsed freeze strategy (throws naming --freeze-strategy).

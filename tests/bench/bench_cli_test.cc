@@ -3,10 +3,12 @@
 // machine-peak measurements on their own. (Timings are never asserted, only their consistency.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "eval/machine_peak.h"
 #include "huginn/thread_pool.h"
@@ -152,12 +154,27 @@ TEST(BenchCli, CsvAndMarkdownParse) {
   EXPECT_EQ(header.rfind("model,dtype,threads,test,name,r,", 0), 0u) << header;
   const auto cols = [](const std::string& s) { return std::count(s.begin(), s.end(), ',') + 1; };
   int rows = 0;
+  const auto fields = [](const std::string& s) {
+    std::vector<std::string> f;
+    std::istringstream ss(s);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    if (!s.empty() && s.back() == ',') f.emplace_back();
+    return f;
+  };
+  const std::vector<std::string> names = fields(header);
+  const auto col = [&](const char* name) {
+    return std::find(names.begin(), names.end(), name) - names.begin();
+  };
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     ++rows;
     EXPECT_EQ(cols(line), cols(header)) << line;
     EXPECT_NE(line.find(",decode,"), std::string::npos) << line;
-    EXPECT_EQ(line.substr(line.size() - 2), ",,") << "no peak: empty % columns: " << line;
+    const std::vector<std::string> f = fields(line);
+    ASSERT_EQ(f.size(), names.size()) << line;
+    EXPECT_EQ(f[col("pct_flop_peak")], "") << "no peak: empty % columns: " << line;
+    EXPECT_EQ(f[col("pct_bw_peak")], "") << "no peak: empty % columns: " << line;
+    EXPECT_EQ(f[col("decoder")], "sequential") << line;
   }
   EXPECT_EQ(rows, 2);
 
@@ -168,6 +185,50 @@ TEST(BenchCli, CsvAndMarkdownParse) {
   EXPECT_NE(md.find("| pp8 | 3 |"), std::string::npos) << md;
   EXPECT_NE(md.find("machine peak at 1 thread: read"), std::string::npos) << md;
   EXPECT_EQ(md.find("[bench]"), std::string::npos) << "progress belongs on stderr";
+}
+
+// The decoders side by side: sequential first, wavefront (lossless) and speculative at
+// threshold 1 (the verified argmax) give sequential's tokens, the depth-parallel ones carry more
+// than one position per core pass, and every decoder is charged sequential decoding's bytes.
+TEST(BenchCli, DecodersRunSideBySide) {
+  const std::string base = " bench --config tiny --decode-prompt 8 -g 12 --threads 1 --no-peak"
+                           " --tests decode -r 8 -n 1";
+  std::string out;
+  ASSERT_EQ(run_bench(" --json --verification-threshold 1"
+                      " --decode diffusion,speculative,wavefront,sequential",
+                      &out, base),
+            0)
+      << out;
+  const json res = json::parse(out)["results"];
+  ASSERT_EQ(res.size(), 4u) << out;
+  const char* order[] = {"sequential", "wavefront", "speculative", "diffusion"};
+  for (int i = 0; i < 4; ++i) {
+    const json& r = res[i];
+    EXPECT_EQ(r["decoder"], order[i]);
+    EXPECT_EQ(r["r"], 8);
+    EXPECT_GT(r["tok_s_mean"].get<double>(), 0.0);
+    EXPECT_DOUBLE_EQ(r["weight_bytes_per_token"].get<double>(),
+                     res[0]["weight_bytes_per_token"].get<double>());
+    EXPECT_LE(r["accepted"].get<int64_t>(), r["drafted"].get<int64_t>());
+  }
+  EXPECT_TRUE(res[0]["same_as_sequential"].is_null());
+  EXPECT_DOUBLE_EQ(res[0]["rows_per_core_pass"].get<double>(), 1.0);
+  for (int i : {1, 2}) {
+    EXPECT_DOUBLE_EQ(res[i]["same_as_sequential"].get<double>(), 1.0) << order[i];
+    EXPECT_GT(res[i]["rows_per_core_pass"].get<double>(), 1.0) << order[i];
+    EXPECT_GT(res[i]["drafted"].get<int64_t>(), 0) << order[i];
+  }
+  EXPECT_GT(res[3]["diffusion_steps"].get<int64_t>(), 0);
+  EXPECT_GT(res[3]["rows_per_core_pass"].get<double>(), 1.0);
+  const double same = res[3]["same_as_sequential"].get<double>();
+  EXPECT_TRUE(same >= 0.0 && same <= 1.0) << same;
+
+  std::string md;
+  ASSERT_EQ(run_bench(" --decode sequential,wavefront", &md, base), 0)
+      << md;
+  EXPECT_NE(md.find("| decoder | r | tok/s | × sequential |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| wavefront | 8 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 100 % |"), std::string::npos) << md;
 }
 
 TEST(BenchCli, BadFlagsAreErrors) {
@@ -187,6 +248,12 @@ TEST(BenchCli, BadFlagsAreErrors) {
       {" bench --config tiny -p 5000 --tests prefill --no-peak", "positions"},
       {" bench --config tiny --dtype bf16 --tests train --no-peak", "f32"},
       {" bench --config tiny -n 0 --no-peak", "--reps"},
+      {" bench --config tiny --tests decode --decode sequential,bogus --no-peak", "bogus"},
+      {" bench --config tiny --tests decode --decode wavefront,wavefront --no-peak", "twice"},
+      {" bench --config tiny --tests decode -r 4 --decode wavefront --draft-depth 9 --no-peak",
+       "--draft-depth"},
+      {" bench --config tiny --tests decode -r 4 --decode diffusion --headway 0 --no-peak",
+       "headway"},
   };
   for (const Case& c : cases) {
     std::string out;
