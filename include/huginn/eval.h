@@ -60,13 +60,15 @@ Split parse_split(const std::string& s);  // "train" | "test"
 //           cups; where is the ball? One sequential step per swap (NC1-complete, like S5's
 //           word problem).
 //           step_labels: the ball's cup under every marker (':', ',', '=').
+//   trace   "c:ab,cd,bc=" -> "bdd": swap's prompt, answered with the cup after every swap (an
+//           answer of `ops` tokens, for decoders that overlap positions). step_labels as swap.
 //   affine  "7*3+5*9=" -> "4": like ops, but every operation (+1..+9, *3, *7, *9 mod 10) is a
 //           bijection, so the answer depends on all of them. step_labels: the running value
 //           under every operand digit.
 // Train and test draw from the same generator; an example belongs to the test split iff a hash
 // of its prompt is 0 mod 8, so the splits are disjoint for every seed. Answers end at "\n".
 struct TaskSpec {
-  std::string name;  // chain | parity | add | ops | mul | sum | swap | affine
+  std::string name;  // chain | parity | add | ops | mul | sum | swap | trace | affine
   int min_level = 0, max_level = 0;
   std::string to_string() const;  // "chain:hops=4-8"
   static TaskSpec parse(const std::string& text);
@@ -159,6 +161,10 @@ struct EvalRow {
   double mean_cache_bytes = 0;  // KV cache allocated per example at the end of generation
   int64_t tokens = 0;
   double seconds = 0, tok_s = 0;
+  // --decode wavefront / speculative / diffusion: passes over the core weights, the (position,
+  // depth) rows they carried, drafts verified and accepted (summed over the examples' decodes).
+  int64_t core_passes = 0, core_rows = 0, drafted = 0, accepted = 0;
+  double rows_per_pass() const { return core_passes ? double(core_rows) / double(core_passes) : 0.0; }
 };
 
 struct EvalExample {  // one generation shown to the user

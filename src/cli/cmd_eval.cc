@@ -35,7 +35,7 @@ Registrar reg(71, [](CLI::App& app, Common& common) {
   CLI::App* sub = app.add_subcommand("eval", "Evaluate a model on a task across recurrence settings");
   sub->add_option("--model", a->o.model, "model directory")->required()->check(CLI::ExistingDirectory);
   sub->add_option("--task", a->o.task,
-                  "built-in task (chain[:hops=N], parity[:bits=N], add|mul[:digits=N], ops|swap|affine[:ops=N], sum[:terms=N]) or FILE.jsonl "
+                  "built-in task (chain[:hops=N], parity[:bits=N], add|mul[:digits=N], ops|swap|trace|affine[:ops=N], sum[:terms=N]) or FILE.jsonl "
                   "(prompt/answer[/regex] or context/choices/gold lines)")
       ->required();
   sub->add_option("--steps", a->steps, "fixed recurrences to evaluate, comma-separated");

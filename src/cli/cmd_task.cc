@@ -22,7 +22,7 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
 
   auto g = std::make_shared<GenArgs>();
   CLI::App* gen = task->add_subcommand("generate", "Write examples of a built-in task (JSONL or text)");
-  gen->add_option("task", g->task, "chain[:hops=N|LO-HI] | parity[:bits=N] | add|mul[:digits=N] | ops|swap|affine[:ops=N] | sum[:terms=N]")->required();
+  gen->add_option("task", g->task, "chain[:hops=N|LO-HI] | parity[:bits=N] | add|mul[:digits=N] | ops|swap|trace|affine[:ops=N] | sum[:terms=N]")->required();
   gen->add_option("--split", g->split, "train | test (disjoint)")->check(CLI::IsMember({"train", "test"}));
   gen->add_option("--n", g->n, "number of examples")->check(CLI::PositiveNumber);
   gen->add_option("--seed", g->seed, "seed (the same seed gives the same examples)");

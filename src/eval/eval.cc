@@ -43,15 +43,31 @@ std::string EvalSetting::label() const {
 }
 
 // One example's generation with the chosen decoder (EvalOptions::decode).
+// One example by o.decode; what a depth-parallel decoder shared and drafted is added to `row`.
 static GenerateResult generate_one(const Generator& gen, GenerationContext& ctx,
-                            std::span<const int32_t> prompt, const EvalOptions& o) {
+                                   std::span<const int32_t> prompt, const EvalOptions& o, EvalRow& row) {
   if (o.decode == "sequential") return gen.generate(ctx, prompt);
-  if (o.decode == "wavefront") return generate_wavefront(gen, ctx, prompt, o.wavefront);
+  if (o.decode == "wavefront") {
+    WavefrontStats st;
+    GenerateResult r = generate_wavefront(gen, ctx, prompt, o.wavefront, {}, nullptr, &st);
+    row.core_passes += st.core_passes;
+    row.core_rows += st.core_rows;
+    row.drafted += st.accepted + st.rejected;
+    row.accepted += st.accepted;
+    return r;
+  }
   const SamplerRequest req{&ctx, prompt, nullptr};
   const std::span<const SamplerRequest> one(&req, 1);
-  if (o.decode == "speculative") return generate_speculative(gen, one, o.speculative)[0];
-  if (o.decode == "diffusion") return generate_diffusion(gen, one, o.diffusion)[0];
-  throw Error("--decode must be sequential, wavefront, speculative or diffusion, got '" + o.decode + "'");
+  SamplerStats st;
+  GenerateResult r;
+  if (o.decode == "speculative") r = generate_speculative(gen, one, o.speculative, &st)[0];
+  else if (o.decode == "diffusion") r = generate_diffusion(gen, one, o.diffusion, &st)[0];
+  else throw Error("--decode must be sequential, wavefront, speculative or diffusion, got '" + o.decode + "'");
+  row.core_passes += st.core_passes;
+  row.core_rows += st.core_rows;
+  row.drafted += st.drafted;
+  row.accepted += st.accepted;
+  return r;
 }
 
 EvalReport run_eval(const EvalOptions& o) {
@@ -187,7 +203,7 @@ EvalReport run_eval(const EvalOptions& o) {
                         (st.exit.criterion != ExitCriterion::kNone || st.steps == max_steps);
       for (size_t i = 0; i < exs.size(); ++i) {
         ctx->reset();
-        const GenerateResult r = generate_one(gen, *ctx, prompts[i], o);
+        const GenerateResult r = generate_one(gen, *ctx, prompts[i], o, row);
         const std::string out = codec.decode(r.tokens);
         const bool ok = extract_answer(out, exs[i].regex) == exs[i].answer;
         row.correct += ok;
@@ -239,14 +255,22 @@ EvalReport run_eval(const EvalOptions& o) {
 std::string EvalReport::table() const {
   std::ostringstream s;
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%-26s %6s %18s %12s %10s\n", "setting", "n", "accuracy [95% CI]",
-                "steps/token", "tokens/s");
+  // Depth-parallel decoders add what they shared: rows per core pass and drafts accepted.
+  const bool shared = std::any_of(rows.begin(), rows.end(), [](const EvalRow& r) { return r.core_passes > 0; });
+  std::snprintf(buf, sizeof buf, "%-26s %6s %18s %12s %10s%s\n", "setting", "n", "accuracy [95% CI]",
+                "steps/token", "tokens/s", shared ? "   rows/pass   drafts accepted" : "");
   s << buf;
   for (const auto& r : rows) {
-    std::snprintf(buf, sizeof buf, "%-26s %6lld %6.1f%% [%4.1f,%5.1f] %12.2f %10.1f\n",
+    std::snprintf(buf, sizeof buf, "%-26s %6lld %6.1f%% [%4.1f,%5.1f] %12.2f %10.1f",
                   r.setting.label().c_str(), (long long)r.n, 100 * r.accuracy, 100 * r.ci_low,
                   100 * r.ci_high, r.mean_steps, r.tok_s);
     s << buf;
+    if (shared) {
+      std::snprintf(buf, sizeof buf, " %11.2f %17s", r.rows_per_pass(),
+                    r.drafted ? (std::to_string(r.accepted) + " / " + std::to_string(r.drafted)).c_str() : "-");
+      s << buf;
+    }
+    s << '\n';
   }
   return s.str();
 }
@@ -265,7 +289,9 @@ std::string EvalReport::to_json() const {
                          {"mean_steps_per_token", r.mean_steps},
                          {"mean_first_token_steps", r.mean_first_steps},
                          {"mean_cache_bytes", r.mean_cache_bytes}, {"tokens", r.tokens},
-                         {"seconds", r.seconds}, {"tokens_per_second", r.tok_s}});
+                         {"seconds", r.seconds}, {"tokens_per_second", r.tok_s},
+                         {"core_passes", r.core_passes}, {"rows_per_core_pass", r.rows_per_pass()},
+                         {"drafted", r.drafted}, {"accepted", r.accepted}});
   j["examples"] = json::array();
   for (const auto& e : examples)
     j["examples"].push_back({{"setting", e.setting}, {"prompt", e.prompt}, {"answer", e.answer},
@@ -277,14 +303,14 @@ std::string EvalReport::to_json() const {
 std::string EvalReport::to_csv() const {
   std::ostringstream s;
   s << "setting,steps,exit,n,correct,accuracy,ci_low,ci_high,mean_steps_per_token,tokens,seconds,"
-       "tokens_per_second,mean_first_token_steps,mean_cache_bytes\n";
+       "tokens_per_second,mean_first_token_steps,mean_cache_bytes,rows_per_core_pass,drafted,accepted\n";
   for (const auto& r : rows) {
     const bool fixed = r.setting.exit.criterion == ExitCriterion::kNone;
     s << '"' << r.setting.label() << "\"," << r.setting.steps << ','
       << (fixed ? "" : r.setting.exit.to_string()) << ',' << r.n << ',' << r.correct << ','
       << r.accuracy << ',' << r.ci_low << ',' << r.ci_high << ',' << r.mean_steps << ','
       << r.tokens << ',' << r.seconds << ',' << r.tok_s << ',' << r.mean_first_steps << ','
-      << r.mean_cache_bytes << '\n';
+      << r.mean_cache_bytes << ',' << r.rows_per_pass() << ',' << r.drafted << ',' << r.accepted << '\n';
   }
   return s.str();
 }

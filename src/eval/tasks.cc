@@ -48,6 +48,7 @@ constexpr Knob kKnobs[] = {
     {"sum", "terms", 1, 24, 2, 8},
     {"affine", "ops", 1, 40, 1, 8},
     {"swap", "ops", 1, 40, 1, 8},
+    {"trace", "ops", 1, 40, 1, 8},
 };
 
 const Knob& knob_for(const std::string& name) {
@@ -207,6 +208,17 @@ TaskExample make_swap(int ops, std::mt19937_64& rng) {
   return ex;
 }
 
+// trace: swap's prompt, answered with the ball's cup after every swap: "c:ab,cd,bc=" -> "bdd".
+// An answer of `ops` tokens, each one more step of the same tracking, so decoders that share
+// weight passes between positions (wavefront, speculative, diffusion) have tokens to overlap.
+TaskExample make_trace(int ops, std::mt19937_64& rng) {
+  TaskExample ex = make_swap(ops, rng);
+  ex.answer.clear();
+  for (size_t m = 4; m < ex.step_labels.size(); m += 3) ex.answer += ex.step_labels[m];  // ',' and '='
+
+  return ex;
+}
+
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
@@ -280,6 +292,7 @@ TaskExample make_task_example(const TaskSpec& spec, Split split, uint64_t seed, 
                      : spec.name == "sum"    ? make_sum(level, rng)
                      : spec.name == "affine" ? make_affine(level, rng)
                      : spec.name == "swap"   ? make_swap(level, rng)
+                     : spec.name == "trace"  ? make_trace(level, rng)
                                              : make_add(level, rng);
     const bool is_test = hash_text(ex.prompt) % 8 == 0;
     if (is_test == (split == Split::kTest)) return ex;

@@ -129,6 +129,25 @@ TEST(Tasks, SwapAnswersAndStepLabelsFollowTheBall) {
   EXPECT_EQ(lengths.size(), 8u);  // 1..8 swaps
 }
 
+// trace: swap's prompts, answered with the ball's cup after every swap, followed by hand.
+TEST(Tasks, TraceAnswersTheCupAfterEverySwap) {
+  std::set<size_t> lengths;
+  for (const auto& ex : make_task(TaskSpec::parse("trace:ops=1-8"), Split::kTest, 300, 5)) {
+    const std::string& p = ex.prompt;
+    ASSERT_TRUE(p.size() >= 5 && (p.size() - 2) % 3 == 0 && p[1] == ':') << p;
+    char ball = p[0];
+    std::string want;
+    for (size_t i = 2; i < p.size(); i += 3) {
+      ball = ball == p[i] ? p[i + 1] : ball == p[i + 1] ? p[i] : ball;
+      want += ball;
+    }
+    EXPECT_EQ(ex.answer, want) << p;
+    EXPECT_EQ(ex.step_labels.size(), p.size()) << p;
+    lengths.insert(ex.answer.size());
+  }
+  EXPECT_EQ(lengths.size(), 8u);  // 1..8 swaps, as many answer tokens
+}
+
 // affine: +d (d 1-9) and *d (d 3, 7, 9) mod 10; the running value under every operand digit.
 TEST(Tasks, AffineAnswersAndStepLabels) {
   for (const auto& ex : make_task(TaskSpec::parse("affine:ops=1-6"), Split::kTest, 300, 7)) {
@@ -194,7 +213,7 @@ TEST(Tasks, BadSpecsAreErrorsNamingTheKnob) {
   for (const char* bad : {"chains", "chain:hops=13", "chain:depth=3",
                           "chain:hops=5-2", "chain:hops=x", "parity:bits=2-", "add:digits=10",
                           "ops:ops=0", "sum:terms=25", "mul:digits=0", "swap:ops=0",
-                          "swap:ops=41", "affine:ops=2-1"}) {
+                          "swap:ops=41", "trace:ops=0", "affine:ops=2-1"}) {
     try {
       TaskSpec::parse(bad);
       ADD_FAILURE() << bad << " was accepted";
@@ -425,6 +444,14 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
   ASSERT_EQ(spec.rows.size(), 1u);
   EXPECT_EQ(spec.rows[0].correct, seq.rows[0].correct);
   EXPECT_EQ(spec.rows[0].tokens, seq.rows[0].tokens);
+  // What the sampler shared and drafted is counted (sequential shares nothing).
+  EXPECT_EQ(seq.rows[0].core_passes, 0);
+  EXPECT_GT(spec.rows[0].core_passes, 0);
+  EXPECT_GE(spec.rows[0].rows_per_pass(), 1.0);
+  EXPECT_GT(spec.rows[0].drafted, 0);
+  EXPECT_LE(spec.rows[0].accepted, spec.rows[0].drafted);
+  EXPECT_NE(spec.table().find("drafts accepted"), std::string::npos) << spec.table();
+  EXPECT_EQ(seq.table().find("drafts accepted"), std::string::npos) << seq.table();
   EvalOptions bad = o;  // the speculative sampler really ran: its own check fires
   bad.speculative.verification_threshold = 2.0;
   EXPECT_NE(test::error_message([&] { run_eval(bad); }).find("--verification-threshold"), std::string::npos);
