@@ -1,0 +1,47 @@
+#!/bin/bash
+# The four decoders (sequential, wavefront, speculative, diffusion) on a trained model of the
+# demo's task family: task `trace` (swap's prompts answered with the cup after every swap), its
+# held-out examples at r steps, one thread. Per decoder: eval's accuracy, steps per token, wall
+# tok/s, positions per core pass and drafts accepted, then tokens per CPU-second of the whole
+# process (user + sys: on a shared machine wall time measures the other jobs too).
+#
+#   bash scripts/bench-decoders.sh [BUILD_DIR] [MODEL_DIR]
+# Environment: R (32), OPS (8 swaps), N (300 examples). MODEL_DIR (default /tmp/huginn-trace) is
+# trained first when it holds no model: the demo's config and recipe on trace:ops=1-8 (about
+# 3 min of CPU).
+set -euo pipefail
+BUILD=${1:-build}
+DIR=${2:-/tmp/huginn-trace}
+HUGINN="$BUILD/huginn"
+R=${R:-32}; OPS=${OPS:-8}; N=${N:-300}
+[ -x "$HUGINN" ] || { echo "bench-decoders: $HUGINN not found (make build)" >&2; exit 1; }
+mkdir -p "$DIR"
+if [ ! -f "$DIR/model/model.safetensors" ]; then
+  cat > "$DIR/config.json" <<JSON
+{"name": "huginn-demo", "block_size": 96, "vocab_size": 128, "n_embd": 64,
+ "num_attention_heads": 4, "intermediate_size": 128, "n_layers_in_prelude": 1,
+ "n_layers_in_recurrent_block": 1, "n_layers_in_coda": 1, "mean_recurrence": 8,
+ "mean_backprop_depth": 4, "tie_embeddings": true, "qk_bias": true}
+JSON
+  echo "training the trace model in $DIR/model ..."
+  "$HUGINN" task train --model-config "$DIR/config.json" --task trace:ops=1-8 --supervise-steps \
+    --out "$DIR/model" --steps 8000 --batch 16 --lr 3e-3 --warmup 400 --curriculum 0 \
+    --mean-recurrence 8 --backprop-depth 4 --seed 1 --threads 1 -q
+fi
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "trace:ops=$OPS, $N held-out examples, r = $R, 1 thread"
+base=""
+for d in sequential wavefront speculative diffusion "diffusion --freeze-strategy fixed" \
+         "diffusion --inner-recurrence 2" "diffusion --inner-recurrence 1"; do
+  # shellcheck disable=SC2086  # $d holds the decoder and its flags
+  out=$(/usr/bin/time -f "CPU %U %S" "$HUGINN" eval --model "$DIR/model" --task "trace:ops=$OPS" \
+        --steps "$R" --limit "$N" --threads 1 -q --show 0 --decode $d --out "$DIR/eval" 2>&1)
+  row=$(echo "$out" | grep -E "^r=" | sed 's/  */ /g')
+  toks=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["rows"][0]["tokens"])' "$DIR/eval/results.json")
+  cpu=$(echo "$out" | awk '/^CPU/ {print $2 + $3}')
+  rate=$(python3 -c "print(f'{$toks / $cpu:.0f}')")
+  [ -n "$base" ] || base=$rate
+  printf '%-34s %s | %s tokens, %s CPU s, %s tok/CPU-s, %sx\n' "$d" "$row" "$toks" "$cpu" "$rate" \
+    "$(python3 -c "print(f'{$rate / $base:.2f}')")"
+done
+echo "load $(cut -d' ' -f1-3 /proc/loadavg)"
