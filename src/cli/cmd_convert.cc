@@ -1,12 +1,15 @@
 // huginn convert: rewrites a checkpoint's tensors in another dtype and/or split into N shards
 // (HF layout: model-00001-of-0000N.safetensors + model.safetensors.index.json), copying
-// config.json. TensorStore in, SafetensorsWriter out, one shard at a time.
+// config.json. TensorStore in, write_safetensors_streaming out, one tensor at a time (peak memory
+// is one matrix's quantized copy, whatever the shard size).
 // --dtype q8 / q4 quantizes the big matrices only (names::is_matrix) into NAME (I8 values, or
 // U8 with two 4-bit codes a byte) + NAME.q8_scales / NAME.q4_scales (F16), with __metadata__
 // huginn.weight_format = q8_0 / q4_32; everything else is kept as stored. Model::load reads
 // such files back (--dtype auto keeps them Q8 / Q4 in memory).
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -64,29 +67,40 @@ void copy_file(const std::string& from, const std::string& to) {
 }
 
 // Q8: NAME as I8 values and NAME.q8_scales as F16; Q4: NAME as U8 [N, K/2] codes and
-// NAME.q4_scales as F16 (see huginn/tensor.h, "Q8 weights" and "Q4 weights").
-void add_quantized(SafetensorsWriter& w, const std::string& name, const TensorStore& store,
-                   DType dt) {
+// NAME.q4_scales as F16 (see huginn/tensor.h, "Q8 weights" and "Q4 weights"). The matrix in
+// memory once, quantized (convert_weight: F32 a few rows at a time, never a whole F32 copy).
+Tensor quantize_matrix(const TensorStore& store, const std::string& name, DType dt) {
   const SafetensorsEntry& e = store.entry(name);
-  const bool q4 = dt == DType::kQ4;
   if (e.shape.size() != 2)
     throw Error(store.file_of(name) + ": tensor '" + name + "' has " +
                 std::to_string(e.shape.size()) + " dimensions, expected a 2-D matrix for " +
-                (q4 ? "q4" : "q8"));
-  Tensor q;
+                (dt == DType::kQ4 ? "q4" : "q8"));
   try {
-    const Tensor f = store.as_f32(name).reshape({e.shape[0], e.shape[1]});
-    q = q4 ? quantize_q4(f) : quantize_q8(f);
+    return convert_weight(store.raw(name).reshape({e.shape[0], e.shape[1]}), dt);
   } catch (const Error& err) {
     throw Error(store.file_of(name) + ": tensor '" + name + "': " + err.what());
   }
-  const int64_t N = e.shape[0], K = e.shape[1];
-  auto* values = const_cast<void*>(q.raw());
-  const auto* scales = static_cast<const uint8_t*>(q.raw()) + (q4 ? N * K / 2 : N * K);
-  w.add(name, q4 ? Tensor::wrap(values, {N, K / 2}, DType::kU8)
-                 : Tensor::wrap(values, {N, K}, DType::kI8));
-  w.add(name + (q4 ? names::kQ4ScalesSuffix : names::kQ8ScalesSuffix),
-        Tensor::wrap(const_cast<uint8_t*>(scales), {N, K / kQ8Block}, DType::kF16));
+}
+
+// A stored tensor's bytes in dtype `as`, appended a slice at a time (as stored: straight from
+// the mapped file; a float conversion goes through F32 1 Mi elements at a time).
+void append_converted(const Tensor& t, DType as, const SafetensorsAppend& append) {
+  const auto* src = static_cast<const uint8_t*>(t.raw());
+  if (as == t.dtype()) {
+    append(src, t.nbytes());
+    return;
+  }
+  if (!is_float(t.dtype()) || !is_float(as))
+    throw Error(std::string("cannot convert ") + dtype_name(t.dtype()) + " to " + dtype_name(as));
+  constexpr int64_t kSlice = int64_t{1} << 20;
+  std::vector<float> f(static_cast<size_t>(std::min(kSlice, t.numel())));
+  std::vector<uint8_t> out(f.size() * dtype_size(as));
+  for (int64_t i = 0; i < t.numel(); i += kSlice) {
+    const int64_t n = std::min(kSlice, t.numel() - i);
+    convert_to_f32(src + i * dtype_size(t.dtype()), t.dtype(), f.data(), n);
+    convert_from_f32(f.data(), out.data(), as, n);
+    append(out.data(), static_cast<size_t>(n) * dtype_size(as));
+  }
 }
 
 void run_convert(const ConvertArgs& a) {
@@ -149,22 +163,50 @@ void run_convert(const ConvertArgs& a) {
   uint64_t total = 0;
   for (size_t s = 0; s < groups.size(); ++s) {
     const std::string file = a.shards == 1 ? "model.safetensors" : shard_name(int(s), a.shards);
-    SafetensorsWriter w;
-    w.add_metadata("format", "pt");
+    std::map<std::string, std::string> metadata = {{"format", "pt"}};
     if (format)
-      w.add_metadata(names::kWeightFormatKey,
-                     *format == DType::kQ4 ? names::kQ4Format : names::kQ8Format);
+      metadata[names::kWeightFormatKey] = *format == DType::kQ4 ? names::kQ4Format : names::kQ8Format;
+    const char* suffix = quant == DType::kQ4 ? names::kQ4ScalesSuffix : names::kQ8ScalesSuffix;
+    std::vector<SafetensorsSpec> specs;
     for (const auto& n : groups[s]) {
-      if (quant_matrix(n)) {
-        add_quantized(w, n, store, *quant);
-        weight_map[n + (*quant == DType::kQ4 ? names::kQ4ScalesSuffix : names::kQ8ScalesSuffix)] =
-            file;
+      const SafetensorsEntry& e = store.entry(n);
+      if (quant_matrix(n) && e.shape.size() == 2) {
+        const int64_t N = e.shape[0], K = e.shape[1];
+        specs.push_back({n, *quant == DType::kQ4 ? DType::kU8 : DType::kI8,
+                         {N, *quant == DType::kQ4 ? K / 2 : K}});
+        specs.push_back({n + suffix, DType::kF16, {N, K / kQ8Block}});
+        weight_map[n + suffix] = file;
+      } else if (quant_matrix(n)) {
+        quantize_matrix(store, n, *quant);  // throws, naming the file and the tensor's rank
       } else {
-        w.add(n, store.raw(n), out_dtype(n));
+        specs.push_back({n, out_dtype(n), e.shape});
       }
       weight_map[n] = file;
     }
-    w.write((fs::path(a.out) / file).string());
+    // Written one tensor at a time (a shard is never held in memory): a quantized matrix's
+    // values, then its scales, which follow it in name order.
+    std::map<std::string, Tensor> quantized;  // NAME -> its Q8 / Q4 matrix until the scales are out
+    write_safetensors_streaming(
+        (fs::path(a.out) / file).string(), specs, metadata,
+        [&](const SafetensorsSpec& spec, const SafetensorsAppend& append) {
+          if (store.contains(spec.name) && quant_matrix(spec.name)) {
+            Tensor q = quantize_matrix(store, spec.name, *quant);
+            append(q.raw(), static_cast<size_t>(spec.nbytes()));
+            quantized[spec.name] = std::move(q);
+          } else if (store.contains(spec.name)) {
+            try {
+              append_converted(store.raw(spec.name), spec.dtype, append);
+            } catch (const Error& err) {
+              throw Error(store.file_of(spec.name) + ": tensor '" + spec.name + "': " + err.what());
+            }
+          } else {  // NAME + suffix
+            const std::string matrix = spec.name.substr(0, spec.name.size() - std::strlen(suffix));
+            const Tensor& q = quantized.at(matrix);
+            const int64_t values = q.dim(0) * (quant == DType::kQ4 ? q.dim(1) / 2 : q.dim(1));
+            append(static_cast<const uint8_t*>(q.raw()) + values, static_cast<size_t>(spec.nbytes()));
+            quantized.erase(matrix);
+          }
+        });
   }
   for (uint64_t b : bytes) total += b;
   if (a.shards > 1) {

@@ -705,6 +705,36 @@ TEST(Convert, F32ToBf16TwoShardsRoundTrip) {
   EXPECT_EQ(std::memcmp(a.raw(), b.raw(), b.nbytes()), 0);
 }
 
+// convert streams each tensor into its shard; a float conversion goes through F32 in slices of
+// 2^20 elements: a tensor past one slice (plus a ragged tail) converts element for element, and
+// a kept one is copied byte for byte.
+TEST(Convert, TensorsLongerThanASliceConvertWhole) {
+  TempDir d;
+  const std::string src = kGolden + "/tiny-a";
+  fs::create_directories(d / "big");
+  fs::copy_file(src + "/config.json", d / "big/config.json");
+  TensorStore orig = TensorStore::open(src);
+  SafetensorsWriter w;
+  for (const auto& name : orig.names()) w.add(name, orig.raw(name));
+  const int64_t n = (int64_t{1} << 20) + 4099;
+  Tensor big = Tensor::empty({n}, DType::kF32);
+  for (int64_t i = 0; i < n; ++i) big.f32()[i] = std::sin(0.001 * static_cast<double>(i)) * 3.0f + 1e-3f * (i % 97);
+  w.add("zz.big", big);
+  w.write(d / "big/model.safetensors");
+  std::string out;
+  ASSERT_EQ(run_cli("convert --model " + (d / "big") + " --out " + (d / "bf16") + " --dtype bf16", &out), 0) << out;
+  ASSERT_EQ(run_cli("convert --model " + (d / "big") + " --out " + (d / "keep") + " --shards 2", &out), 0) << out;
+  TensorStore conv = TensorStore::open(d / "bf16");
+  ASSERT_EQ(conv.entry("zz.big").dtype, DType::kBF16);
+  const Tensor got = conv.as_f32("zz.big");
+  ASSERT_EQ(got.numel(), n);
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(got.f32()[i], bf16_to_f32(f32_to_bf16(big.f32()[i]))) << i;
+  const Tensor kept = TensorStore::open(d / "keep").raw("zz.big");
+  ASSERT_EQ(kept.dtype(), DType::kF32);
+  EXPECT_EQ(std::memcmp(kept.raw(), big.raw(), big.nbytes()), 0);
+}
+
 TEST(Convert, BadArgumentsFailCleanly) {
   TempDir d;
   std::string out;
