@@ -4,7 +4,7 @@
 // (Rust `tokenizers` through its Node binding, the test oracle) on the same text, with its ids
 // compared to ours.
 //
-//   bench_tokenizer [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME]
+//   bench_tokenizer [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME[,NAME..]]
 //                   [--write DIR] [--no-hf] [--no-scanner] [--pcre2-too]
 // --write saves the corpus (DIR/corpus.txt) and each tokenizer's ids of one encode call
 // (DIR/NAME.ids, uint32 little-endian) so another implementation can be compared id for id.
@@ -232,7 +232,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-scanner") scanners_default = false;
     else if (a == "--pcre2-too") pcre2_too = true;
     else {
-      std::fprintf(stderr, "usage: %s [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME] "
+      std::fprintf(stderr, "usage: %s [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME[,NAME..]] "
                    "[--write DIR] [--no-hf] [--no-scanner] [--pcre2-too]\n", argv[0]);
       return a == "--help" ? 0 : 2;
     }
@@ -327,7 +327,7 @@ int main(int argc, char** argv) {
   };
   for (const char* n : {"cl100k", "qwen3", "gpt-oss", "mistral-7b", "aeolian"}) {
     const std::string name = n;
-    if (!only.empty() && only != name) continue;
+    if (!only.empty() && ("," + only + ",").find("," + name + ",") == std::string::npos) continue;
     std::string tok_json = tok_dir + "/" + name + "/tokenizer.json";
     if (name == "aeolian") {
       try {

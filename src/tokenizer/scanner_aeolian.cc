@@ -127,16 +127,13 @@ size_t apostrophe_word_end(const Subject& s, size_t k, size_t r) {
         if (size_t e = s.last_boundary(b, r2)) return e;
     }
   }
-  // An apostrophe that is a letter (ʼ) inside the run, the rightmost first: the second run then
-  // ends at r, backing off to the last \b in it, which is the same for every such apostrophe.
+  // An apostrophe that is a letter (ʼ, U+02BC) inside the run, the rightmost first: the second
+  // run then ends at r, backing off to the last \b in it, which is the same for every such
+  // apostrophe. (U+0027 is never a letter, so it is never inside the run.)
+  const uint8_t* a = static_cast<const uint8_t*>(memmem(s.p + k + 1, r - k - 1, "\xCA\xBC", 2));
+  if (!a) return 0;  // the usual case: one search of the word's bytes
   const size_t e = s.last_boundary(k, r);
-  if (e == 0) return 0;
-  for (size_t a = k + char_at(s.t, s.p, k).len; a < e;) {
-    Ch q = char_at(s.t, s.p, a);
-    if (is_apostrophe(q.cp) && a + q.len < e) return e;
-    a += q.len;
-  }
-  return 0;
+  return e != 0 && static_cast<size_t>(a - s.p) + 2 < e ? e : 0;
 }
 
 // E1 after the space or tab, from k < n: the end, or 0. With a letter at k, where E1 fails E2
