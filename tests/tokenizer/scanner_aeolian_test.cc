@@ -5,7 +5,8 @@
 // symbols, characters that start no match), and a tokenizer.json laid out as the authors' script
 // writes it (their bpeasy export: Split with the pattern, Removed + invert, then ByteLevel without
 // its regex; no normalizer) encoding the golden corpora and random text (invalid UTF-8 included)
-// identically with and without the scanner. HUGINN_DIFF_STRINGS sets the count (scanner_test.cc).
+// identically with and without the scanner, and the library's own ids for 800 random texts
+// (tests/data/aeolian). HUGINN_DIFF_STRINGS sets the count of random strings (random_text.h).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -240,6 +241,27 @@ TEST(AeolianScanner, TokenizerEncodesAsWithPcre2) {
   EXPECT_FALSE(Tokenizer::from_json(aeolian_tokenizer_json("Isolated"), "i.json")->encode("\x01").empty());
   std::printf("aeolian tokenizer with vs without the scanner: %zu texts (%zu golden), all identical\n",
               compared, 2 * golden.size());
+}
+
+// The library's ids (npm tokenizers 0.23.2) for 800 random texts weighted like the ones above,
+// with Removed + invert (the authors' export) and with Isolated: tests/data/aeolian/, written by
+// its gen_library_cases.mjs. The library runs Oniguruma: this checks the translation of \b and \w
+// and the gaps, not only the scanner against PCRE2.
+TEST(AeolianScanner, EncodesAsTheLibrary) {
+  std::ifstream f(std::string(HUGINN_TEST_DATA) + "/aeolian/library_cases.jsonl");
+  ASSERT_TRUE(f.good());
+  auto removed = Tokenizer::from_json(aeolian_tokenizer_json(), "aeolian.json");
+  auto isolated = Tokenizer::from_json(aeolian_tokenizer_json("Isolated"), "aeolian-isolated.json");
+  ASSERT_TRUE(removed->pipeline().uses_scanner());
+  ASSERT_TRUE(isolated->pipeline().uses_scanner());
+  size_t cases = 0;
+  for (std::string line; std::getline(f, line); ++cases) {
+    const nlohmann::json c = nlohmann::json::parse(line);
+    const std::string text = c["text"].get<std::string>();
+    EXPECT_EQ(removed->encode(text), c["removed"].get<std::vector<int32_t>>()) << "'" << text << "'";
+    EXPECT_EQ(isolated->encode(text), c["isolated"].get<std::vector<int32_t>>()) << "'" << text << "'";
+  }
+  EXPECT_EQ(cases, 800u);
 }
 
 }  // namespace
