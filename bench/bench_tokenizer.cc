@@ -4,11 +4,14 @@
 // (Rust `tokenizers` through its Node binding, the test oracle) on the same text, with its ids
 // compared to ours.
 //
-//   bench_tokenizer [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME]
-//                   [--write DIR] [--no-hf] [--no-scanner]
+//   bench_tokenizer [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME[,NAME..]]
+//                   [--write DIR] [--no-hf] [--no-scanner] [--pcre2-too]
 // --write saves the corpus (DIR/corpus.txt) and each tokenizer's ids of one encode call
 // (DIR/NAME.ids, uint32 little-endian) so another implementation can be compared id for id.
-// --no-scanner loads the tokenizers without the hand-written pre-tokenizer scanners (PCRE2 only).
+// --no-scanner loads the tokenizers without the hand-written pre-tokenizer scanners (PCRE2 only);
+// --pcre2-too measures each tokenizer both ways in the same run (the second row "NAME PCRE2").
+// Besides the four golden tokenizers, "aeolian" is cl100k's vocabulary with the split pattern of
+// the Huginn-0125 tokenizer ("aeolian" in its authors' script) in the layout their script writes.
 // The library runs when bench/js/node_modules holds it (cd bench/js && npm ci).
 //
 // Single-thread figures are MB/s of input by thread CPU time (wall time in brackets): on the
@@ -144,6 +147,16 @@ std::string hf_dir() {
   return "";
 }
 
+// cl100k's tokenizer.json with the Split pattern replaced by the aeolian one. The golden cl100k file
+// has the layout of the Huginn-0125 authors' export (bpeasy: Split Removed + invert, ByteLevel
+// without regex, no normalizer), so this is their tokenizer's pipeline with a 100k vocabulary.
+std::string aeolian_tokenizer_json(const std::string& tok_dir) {
+  nlohmann::json j = nlohmann::json::parse(slurp(fs::path(tok_dir) / "cl100k/tokenizer.json"));
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] =
+      huginn::tok::known_pattern(huginn::tok::ScanFamily::kAeolian);
+  return j.dump();
+}
+
 struct HfResult {
   bool ok = false;
   double one = 0, pieces = 0;  // MB/s by process CPU time
@@ -205,7 +218,7 @@ int main(int argc, char** argv) {
   int runs = 3;
   std::string only, write_dir;  // --write DIR: the corpus and each tokenizer's ids, for oracles
   double mb = 10.0;
-  bool hf = true;
+  bool hf = true, scanners_default = true, pcre2_too = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return huginn::bench::next_arg(argc, argv, i); };
@@ -216,10 +229,11 @@ int main(int argc, char** argv) {
     else if (a == "--only") only = next();
     else if (a == "--write") write_dir = next();
     else if (a == "--no-hf") hf = false;
-    else if (a == "--no-scanner") huginn::tok::set_scanners_enabled(false);
+    else if (a == "--no-scanner") scanners_default = false;
+    else if (a == "--pcre2-too") pcre2_too = true;
     else {
-      std::fprintf(stderr, "usage: %s [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME] "
-                   "[--write DIR] [--no-hf] [--no-scanner]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--corpus FILE] [--tokenizers DIR] [--runs N] [--mb SIZE] [--only NAME[,NAME..]] "
+                   "[--write DIR] [--no-hf] [--no-scanner] [--pcre2-too]\n", argv[0]);
       return a == "--help" ? 0 : 2;
     }
   }
@@ -233,7 +247,7 @@ int main(int argc, char** argv) {
   const double megabytes = text.size() / 1e6;
   std::printf("corpus: %.2f MB%s, best of %d runs, %d hardware threads, pre-tokenizer scanners %s\n",
               megabytes, corpus_path.empty() ? " (python source + license prose + golden strings)" : "",
-              runs, huginn::ThreadPool::hardware_threads(), huginn::tok::scanners_enabled() ? "on" : "off");
+              runs, huginn::ThreadPool::hardware_threads(), scanners_default ? "on" : "off");
   const std::vector<std::string> chunks = pieces(text, 64 * 1024);
   if (!write_dir.empty()) {
     fs::create_directories(write_dir);
@@ -249,20 +263,24 @@ int main(int argc, char** argv) {
   if (hf && hf_js.empty()) std::printf("HF library: not installed (cd bench/js && npm ci), not run\n");
   std::printf("encode: MB/s of input by thread CPU time (wall); batch: wall MB/s over 1 and 2 threads "
               "[MB per CPU-second]; decode: MB/s of output text\n");
-  std::printf("%-11s %5s %8s | %-20s | %-20s | %-14s %-14s | %-8s %-8s | %-19s %s\n", "tokenizer", "load",
+  std::printf("%-15s %5s %8s | %-20s | %-20s | %-14s %-14s | %-8s %-8s | %-19s %s\n", "tokenizer", "load",
               "tokens", "encode 1 call", "64 KiB pieces", "batch 1 th", "batch 2 th", "decode",
               "stream", "HF 1 call / pieces", "ids = HF");
-  for (const char* name : {"cl100k", "qwen3", "gpt-oss", "mistral-7b"}) {
-    if (!only.empty() && only != name) continue;
-    const std::string tok_json = tok_dir + "/" + name + "/tokenizer.json";
+  // "aeolian": cl100k's vocabulary with the Huginn-0125 tokenizer's split pattern, in its
+  // authors' layout (aeolian_tokenizer_json), written beside the corpus for the library.
+  std::string aeolian_json;
+  auto bench_one = [&](const std::string& name, const std::string& tok_json, bool scanners) {
+    huginn::tok::set_scanners_enabled(scanners);
     double t0 = now();
     auto tok = Tokenizer::load(tok_json);
+    huginn::tok::set_scanners_enabled(scanners_default);
     const double load = now() - t0;
+    const std::string label = scanners_default && !scanners ? name + " PCRE2" : name;
     std::vector<int32_t> ids;
     const Best one = time_runs(runs, [&](int r) {
       ids = tok->encode(text);
-      if (r == 0 && !write_dir.empty())
-        std::ofstream(fs::path(write_dir) / (std::string(name) + ".ids"), std::ios::binary)
+      if (r == 0 && !write_dir.empty() && scanners == scanners_default)
+        std::ofstream(fs::path(write_dir) / (name + ".ids"), std::ios::binary)
             .write(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(int32_t));
     });
     const Best chunked = time_runs(runs, [&](int) {
@@ -291,7 +309,7 @@ int main(int argc, char** argv) {
       streamed += sd.finish().size();
     });
     HfResult h;
-    if (!hf_js.empty()) h = run_hf(hf_js, tok_json, corpus_file, runs);
+    if (!hf_js.empty() && scanners == scanners_default) h = run_hf(hf_js, tok_json, corpus_file, runs);
     std::string same = "-";
     if (h.ok)
       same = h.ids.size() == ids.size() && std::equal(ids.begin(), ids.end(), h.ids.begin(),
@@ -300,13 +318,32 @@ int main(int argc, char** argv) {
     const double out_mb = decoded.size() / 1e6;
     char hf_col[64] = "-";
     if (h.ok) std::snprintf(hf_col, sizeof hf_col, "%6.2f / %6.2f", h.one, h.pieces);
-    std::printf("%-11s %5.2f %8zu | %6.2f (%6.2f) %5.2fMt | %6.2f (%6.2f)      | %5.1f [%5.1f] %5.1f [%5.1f] | %8.2f %8.2f | %-19s %s\n",
-                name, load, ids.size(), megabytes / one.cpu, megabytes / one.wall, ids.size() / one.cpu / 1e6,
+    std::printf("%-15s %5.2f %8zu | %6.2f (%6.2f) %5.2fMt | %6.2f (%6.2f)      | %5.1f [%5.1f] %5.1f [%5.1f] | %8.2f %8.2f | %-19s %s\n",
+                label.c_str(), load, ids.size(), megabytes / one.cpu, megabytes / one.wall, ids.size() / one.cpu / 1e6,
                 megabytes / chunked.cpu, megabytes / chunked.wall, megabytes / batch_wall[0],
                 megabytes / batch_cpu[0], megabytes / batch_wall[1], megabytes / batch_cpu[1],
                 out_mb / dec.cpu, streamed / 1e6 / stream.cpu, hf_col, same.c_str());
     std::fflush(stdout);
+  };
+  for (const char* n : {"cl100k", "qwen3", "gpt-oss", "mistral-7b", "aeolian"}) {
+    const std::string name = n;
+    if (!only.empty() && ("," + only + ",").find("," + name + ",") == std::string::npos) continue;
+    std::string tok_json = tok_dir + "/" + name + "/tokenizer.json";
+    if (name == "aeolian") {
+      try {
+        aeolian_json = (fs::temp_directory_path() /
+                        ("bench_tokenizer_aeolian_" + std::to_string(getpid()) + ".json")).string();
+        std::ofstream(aeolian_json, std::ios::binary) << aeolian_tokenizer_json(tok_dir);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_tokenizer: aeolian: %s\n", e.what());
+        continue;
+      }
+      tok_json = aeolian_json;
+    }
+    bench_one(name, tok_json, scanners_default);
+    if (pcre2_too && scanners_default) bench_one(name, tok_json, false);
   }
+  if (!aeolian_json.empty()) fs::remove(aeolian_json);
   if (corpus_path.empty() && !corpus_file.empty()) fs::remove(corpus_file);
   return 0;
 }

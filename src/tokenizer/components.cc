@@ -317,12 +317,12 @@ struct SplitPre : PreTokenizer {
     split_pieces(in, out, behavior, invert,
                  [&](std::string_view t, auto& m) { pattern.find_all(t, m); });
   }
-  // A scanner's matches tile the text: Isolated keeps them all, and so does Removed with invert
-  // (it removes what lies between matches: nothing).
+  // Isolated keeps a scanner's matches and the runs between them (none when they tile the text);
+  // Removed with invert keeps the matches only.
   FastSplit fast_split() const override {
     const Scanner* s = pattern.regex ? pattern.regex->scanner() : nullptr;
     if (!s || !(behavior == Behavior::kIsolated || (behavior == Behavior::kRemoved && invert))) return {};
-    return {true, false, s, false};
+    return {true, false, s, false, behavior == Behavior::kIsolated};
   }
 };
 
@@ -467,7 +467,7 @@ struct PreSequence : PreTokenizer {
     for (size_t k = 0; k < steps.size(); ++k) {
       FastSplit f = steps[k]->fast_split();
       if (!f.ok || (f.prefix_space && k > 0) || (f.scanner && all.scanner)) return {};
-      if (f.scanner) all.scanner = f.scanner, all.identity = false;
+      if (f.scanner) all.scanner = f.scanner, all.identity = false, all.keep_gaps = f.keep_gaps;
       all.prefix_space = all.prefix_space || f.prefix_space;
       if (f.prefix_space) all.identity = false;
     }

@@ -178,8 +178,9 @@ void Pipeline::encode_scanned(std::string_view text, std::vector<int32_t>& ids) 
     const size_t valid_end = i + utf8_valid_prefix(text.substr(i));
     const size_t m = valid_end - i;
     for (size_t a = 0; a < m;) {
-      const size_t e = fast_.scanner->match_at(bytes + i, m, a);
-      model->encode_word(text.substr(i + a, e - a), raw, ids, cache);
+      bool gap;
+      const size_t e = fast_.scanner->piece_at(bytes + i, m, a, &gap);
+      if (!gap || fast_.keep_gaps) model->encode_word(text.substr(i + a, e - a), raw, ids, cache);
       a = e;
     }
     i = valid_end;

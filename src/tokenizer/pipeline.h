@@ -57,12 +57,15 @@ class Scanner;
 // What a pre-tokenizer does when it is the split of one hand-written scanner (scanner.h): the
 // text, with a space put before it when prefix_space and it does not start with one, is cut at
 // invalid UTF-8 bytes (each its own piece) and each valid run into the scanner's matches, which
-// tile it. `identity`: the pre-tokenizer leaves the text as it is.
+// tile it, or with a scanner whose matches do not tile (Scanner::tiles), into its matches and, when
+// keep_gaps (Split's Isolated), the runs between them (Removed with invert drops those).
+// `identity`: the pre-tokenizer leaves the text as it is.
 struct FastSplit {
   bool ok = false;
   bool identity = false;
   const Scanner* scanner = nullptr;
   bool prefix_space = false;
+  bool keep_gaps = true;
 };
 
 struct PreTokenizer {

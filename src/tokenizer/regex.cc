@@ -91,6 +91,20 @@ std::string property_item(const std::string& raw_name, bool negated, bool in_cla
   return rem.empty() ? cls : "(?:[" + rem + "]|" + cls + ")";
 }
 
+// The items of Oniguruma's word class (\w, and the word characters of \b), for a character class:
+// Alphabetic (letters, letter numbers, and the circled and squared Latin letters, which are
+// symbols), marks, decimal digits and connector punctuation, and from its Latin-1 table ² ³ ¹ ¼ ½ ¾.
+// Checked code point by code point against the library (npm tokenizers 0.23.2): PCRE2's own \w
+// and \b (UCP: letters, all numbers and _) differ from it on marks, connector punctuation other
+// than _, other numbers and those symbols.
+std::string word_items(const std::string& where) {
+  std::string items;
+  for (const char* cat : {"L", "M", "Nd", "Pc", "Nl"}) items += property_item(cat, false, true, where);
+  return items +
+         "\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}\\x{24B6}-\\x{24E9}\\x{1F130}-\\x{1F149}"
+         "\\x{1F150}-\\x{1F169}\\x{1F170}-\\x{1F189}";
+}
+
 }  // namespace
 
 std::string canonical_category(std::string name) {
@@ -137,11 +151,19 @@ std::string translate_oniguruma(const std::string& p, const std::string& where) 
         case 'W': {
           if (in_class && e == 'W')
             throw Error(where + ": \\W inside a character class is not supported");
-          std::string items = property_item("L", false, true, where) +
-                              property_item("M", false, true, where) +
-                              property_item("Nd", false, true, where) +
-                              property_item("Pc", false, true, where);
+          const std::string items = word_items(where);
           out += in_class ? items : std::string(e == 'w' ? "[" : "[^") + items + "]";
+          break;
+        }
+        case 'b':
+        case 'B': {  // word boundaries over the same word class (in a class: backspace)
+          if (in_class) {
+            out += std::string("\\") + e;
+            break;
+          }
+          const std::string w = "[" + word_items(where) + "]";
+          out += e == 'b' ? "(?:(?<=" + w + ")(?!" + w + ")|(?<!" + w + ")(?=" + w + "))"
+                          : "(?:(?<=" + w + ")(?=" + w + ")|(?<!" + w + ")(?!" + w + "))";
           break;
         }
         case 'd':
@@ -266,11 +288,19 @@ Regex::Regex(const std::string& pattern, const std::string& where, bool allow_sc
 Regex::~Regex() = default;
 
 bool Regex::find(std::string_view text, size_t from, size_t* start, size_t* end) const {
-  if (scanner_) {  // every character starts a match of the scanners' patterns
-    if (from >= text.size()) return false;
-    *start = from;
-    *end = scanner_->match_at(reinterpret_cast<const uint8_t*>(text.data()), text.size(), from);
-    return true;
+  if (scanner_) {  // the first character from `from` that starts a match (no match is empty)
+    const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+    for (size_t i = from; i < text.size();) {
+      bool gap;
+      const size_t e = scanner_->piece_at(p, text.size(), i, &gap);
+      if (!gap) {
+        *start = i;
+        *end = e;
+        return true;
+      }
+      i = e;
+    }
+    return false;
   }
   MatchState& st = match_state();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());

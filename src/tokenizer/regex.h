@@ -1,6 +1,6 @@
 // Regexes of tokenizer.json files (written for Oniguruma, the Rust library's engine), run by
 // PCRE2 with UTF + UCP and JIT. The pattern is translated so that PCRE2 matches what Oniguruma
-// matches: \s is exactly Unicode White_Space, \w is Oniguruma's word class, \h a hex digit, and
+// matches: \s is exactly Unicode White_Space, \w and \b use Oniguruma's word class, \h a hex digit, and
 // \p{..} general categories follow Unicode 16.0 (the oracle's version) even when the linked PCRE2
 // carries older tables (the difference is patched in from unicode_delta.inc).
 #pragma once

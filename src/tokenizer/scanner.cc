@@ -12,154 +12,82 @@
 
 #include "huginn/log.h"
 #include "tokenizer/regex.h"
+#include "tokenizer/scanner_chars.h"
 #include "tokenizer/unicode.h"
 
 namespace huginn::tok {
 
 // ---------------------------------------------------------------------------------------------
-// Character table: flags of every code point, two-stage (256-code-point blocks, shared when
-// equal). Built once per process by matching each class, as translated for PCRE2, over a text of
-// all code points: the scanners then see exactly the categories the regex path sees.
+// Character tables: built once per process by matching each class, as translated for PCRE2, over
+// a text of all code points: the scanners then see exactly the categories the regex path sees.
 
-namespace {
+namespace scan {
 
-constexpr uint32_t kMaxCp = 0x110000;
-
-struct CharTable {
-  std::array<uint8_t, 128> ascii{};
-  std::vector<uint16_t> stage1;  // cp >> 8 -> block
-  std::vector<uint8_t> stage2;   // block * 256 + (cp & 255) -> flags
-};
-
-std::vector<uint8_t> flags_from_pcre2() {
-  std::string all;
-  all.reserve(4500000);
-  std::vector<uint32_t> starts;  // the byte offset of each code point's character
-  starts.reserve(kMaxCp);
+AllCodePoints all_code_points() {
+  AllCodePoints a;
+  a.text.reserve(4500000);
+  a.starts.reserve(kMaxCp);
   for (uint32_t cp = 0; cp < kMaxCp; ++cp) {
     if (cp >= 0xD800 && cp <= 0xDFFF) continue;
-    starts.push_back(static_cast<uint32_t>(all.size()));
-    utf8_append(all, static_cast<int32_t>(cp));
+    a.starts.push_back(static_cast<uint32_t>(a.text.size()));
+    utf8_append(a.text, static_cast<int32_t>(cp));
   }
+  return a;
+}
+
+std::vector<uint8_t> flags_from_pcre2(const std::vector<std::pair<std::string, uint8_t>>& classes) {
+  const AllCodePoints all = all_code_points();
+  const std::vector<uint32_t>& starts = all.starts;
   std::vector<uint8_t> flags(kMaxCp, 0);
-  const std::pair<const char*, uint8_t> classes[] = {
-      {"\\p{L}+", kCharL},
-      {"\\p{N}+", kCharN},
-      {"\\s+", kCharSpace},
-      {"[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+", kCharUpper},
-      {"[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+", kCharLower}};
   std::vector<std::pair<size_t, size_t>> m;
   for (const auto& [pattern, bit] : classes) {
     Regex re(pattern, "scanner character table", /*allow_scanner=*/false);
     m.clear();
-    re.find_all(all, m);
+    re.find_all(all.text, m);
     for (auto [a, b] : m) {
       // Byte offsets back to code points: starts is sorted.
       size_t k = std::lower_bound(starts.begin(), starts.end(), a) - starts.begin();
-      for (; k < starts.size() && starts[k] < b; ++k) {
-        uint32_t cp = static_cast<uint32_t>(k);
-        if (cp >= 0xD800) cp += 0x800;  // the surrogates were skipped
-        flags[cp] |= bit;
-      }
+      for (; k < starts.size() && starts[k] < b; ++k) flags[nth_code_point(k)] |= bit;
     }
   }
   return flags;
 }
 
-const CharTable& char_table() {
-  static CharTable t;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    std::vector<uint8_t> flags = flags_from_pcre2();
-    t.stage1.resize(kMaxCp >> 8);
-    for (uint32_t b = 0; b < (kMaxCp >> 8); ++b) {
-      const uint8_t* block = flags.data() + (b << 8);
-      uint16_t found = 0xFFFF;
-      for (size_t k = 0; k * 256 < t.stage2.size(); ++k)
-        if (std::memcmp(t.stage2.data() + k * 256, block, 256) == 0) {
-          found = static_cast<uint16_t>(k);
-          break;
-        }
-      if (found == 0xFFFF) {
-        found = static_cast<uint16_t>(t.stage2.size() / 256);
-        t.stage2.insert(t.stage2.end(), block, block + 256);
+CharTable table_from_flags(const std::vector<uint8_t>& flags) {
+  CharTable t;
+  t.stage1.resize(kMaxCp >> 8);
+  for (uint32_t b = 0; b < (kMaxCp >> 8); ++b) {
+    const uint8_t* block = flags.data() + (b << 8);
+    uint16_t found = 0xFFFF;
+    for (size_t k = 0; k * 256 < t.stage2.size(); ++k)
+      if (std::memcmp(t.stage2.data() + k * 256, block, 256) == 0) {
+        found = static_cast<uint16_t>(k);
+        break;
       }
-      t.stage1[b] = found;
+    if (found == 0xFFFF) {
+      found = static_cast<uint16_t>(t.stage2.size() / 256);
+      t.stage2.insert(t.stage2.end(), block, block + 256);
     }
-    for (int c = 0; c < 128; ++c) t.ascii[c] = flags[c];
-  });
+    t.stage1[b] = found;
+  }
+  for (int c = 0; c < 128; ++c) t.ascii[c] = flags[c];
   return t;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Reading valid UTF-8.
-
-struct Ch {
-  uint32_t cp;
-  uint8_t len, flags;
-};
-
-inline Ch char_at(const CharTable& t, const uint8_t* p, size_t i) {
-  uint8_t c = p[i];
-  if (c < 0x80) return {c, 1, t.ascii[c]};
-  uint32_t cp;
-  uint8_t len;
-  if (c < 0xE0) {
-    cp = ((c & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu), len = 2;
-  } else if (c < 0xF0) {
-    cp = ((c & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu), len = 3;
-  } else {
-    cp = ((c & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) |
-         (p[i + 3] & 0x3Fu);
-    len = 4;
-  }
-  return {cp, len, t.stage2[(static_cast<size_t>(t.stage1[cp >> 8]) << 8) | (cp & 0xFF)]};
+const CharTable& char_table() {
+  static const CharTable t = table_from_flags(flags_from_pcre2({{"\\p{L}+", kCharL},
+                                               {"\\p{N}+", kCharN},
+                                               {"\\s+", kCharSpace},
+                                               {"[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+", kCharUpper},
+                                               {"[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+", kCharLower}}));
+  return t;
 }
 
-inline bool is_crlf(uint32_t cp) { return cp == '\r' || cp == '\n'; }
-// [^\s\p{L}\p{N}]: punctuation, symbols, marks, controls that are not White_Space...
-inline bool is_other(uint8_t f) { return (f & (kCharL | kCharN | kCharSpace)) == 0; }
-// [^\r\n\p{L}\p{N}]: the optional character before a word.
-inline bool is_prefix(const Ch& c) { return (c.flags & (kCharL | kCharN)) == 0 && !is_crlf(c.cp); }
+}  // namespace scan
 
-// End of the run of characters from i whose flags satisfy `pred`.
-template <class Pred>
-inline size_t run_end(const CharTable& t, const uint8_t* p, size_t n, size_t i, Pred pred) {
-  while (i < n) {
-    if (p[i] < 0x80) {  // ASCII: one table load per byte
-      if (!pred(t.ascii[p[i]], static_cast<uint32_t>(p[i]))) return i;
-      ++i;
-      continue;
-    }
-    Ch c = char_at(t, p, i);
-    if (!pred(c.flags, c.cp)) return i;
-    i += c.len;
-  }
-  return i;
-}
+using namespace scan;
 
-inline size_t letters_end(const CharTable& t, const uint8_t* p, size_t n, size_t i) {
-  return run_end(t, p, n, i, [](uint8_t f, uint32_t) { return (f & kCharL) != 0; });
-}
-inline size_t others_end(const CharTable& t, const uint8_t* p, size_t n, size_t i) {
-  return run_end(t, p, n, i, [](uint8_t f, uint32_t) { return is_other(f); });
-}
-inline size_t crlf_end(const uint8_t* p, size_t n, size_t i) {
-  while (i < n && (p[i] == '\r' || p[i] == '\n')) ++i;
-  return i;
-}
-
-// Up to `max` (0: any number of) characters of \p{N} from i.
-inline size_t digits_end(const CharTable& t, const uint8_t* p, size_t n, size_t i, int max) {
-  int count = 0;
-  while (i < n && (max == 0 || count < max)) {
-    Ch c = char_at(t, p, i);
-    if (!(c.flags & kCharN)) break;
-    i += c.len;
-    ++count;
-  }
-  return i;
-}
+namespace {
 
 // 's|'t|'re|'ve|'m|'ll|'d at i (an apostrophe), case-sensitive or (?i:...); the end, or i.
 // Caseless, PCRE2 also matches U+017F LATIN SMALL LETTER LONG S for 's'.
@@ -206,12 +134,7 @@ inline size_t space_end(const CharTable& t, const uint8_t* p, size_t n, size_t i
 }
 
 }  // namespace
-
-uint8_t char_flags(uint32_t cp) {
-  if (cp >= kMaxCp) return 0;
-  const CharTable& t = char_table();
-  return t.stage2[(static_cast<size_t>(t.stage1[cp >> 8]) << 8) | (cp & 0xFF)];
-}
+uint8_t char_flags(uint32_t cp) { return cp < kMaxCp ? char_table()[cp] : 0; }
 
 // ---------------------------------------------------------------------------------------------
 // The scanners
@@ -227,6 +150,8 @@ std::string Scanner::name() const {
     case ScanFamily::kCl100k: return "cl100k (\\p{N}" + d + ")";
     case ScanFamily::kPunct: return "punct (\\p{N}" + d + ")";
     case ScanFamily::kO200k: return "o200k";
+    case ScanFamily::kAeolian: return "aeolian";
+    case ScanFamily::kAscra: return "ascra";
   }
   return "?";
 }
@@ -326,15 +251,31 @@ size_t Scanner::match_at(const uint8_t* p, size_t n, size_t at) const {
     case ScanFamily::kCl100k:
     case ScanFamily::kPunct: return cl100k(p, n, at);
     case ScanFamily::kO200k: return o200k(p, n, at);
+    case ScanFamily::kAeolian:
+    case ScanFamily::kAscra: return aeolian(p, n, at);
   }
   return n;
+}
+
+namespace {
+inline size_t utf8_length(uint8_t lead) { return lead < 0xE0 ? (lead < 0x80 ? 1 : 2) : (lead < 0xF0 ? 3 : 4); }
+}  // namespace
+
+size_t Scanner::piece_at(const uint8_t* p, size_t n, size_t at, bool* gap) const {
+  size_t e = match_at(p, n, at);
+  *gap = e == at;
+  if (!*gap) return e;
+  do e += utf8_length(p[e]);
+  while (e < n && match_at(p, n, e) == e);
+  return e;
 }
 
 void Scanner::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const {
   const auto* p = reinterpret_cast<const uint8_t*>(text.data());
   for (size_t i = 0, n = text.size(); i < n;) {
-    size_t e = match_at(p, n, i);
-    out.emplace_back(i, e);
+    bool gap;
+    const size_t e = piece_at(p, n, i, &gap);
+    if (!gap) out.emplace_back(i, e);
     i = e;
   }
 }
@@ -344,7 +285,14 @@ void Scanner::find_all(std::string_view text, std::vector<std::pair<size_t, size
 
 namespace {
 
+// An escaped code point: non-ASCII ones (never syntax) as their character, so that `\x{2BC}`
+// and `ʼ` are the same; ASCII ones as \x{..}, the spelling literal control characters get too.
 std::string hex_escape(uint32_t cp) {
+  if (cp >= 0x80 && cp < 0x110000 && (cp < 0xD800 || cp > 0xDFFF)) {
+    std::string s;
+    utf8_append(s, static_cast<int32_t>(cp));
+    return s;
+  }
   char buf[16];
   std::snprintf(buf, sizeof buf, "\\x{%X}", cp);
   return buf;
@@ -476,6 +424,14 @@ struct Known {
   std::string spelling;  // "%K%" stands for the digit quantifier
 };
 
+const char* const kAeolianHead =
+    R"((\\n(?:e(?:wcommand|wenvironment|wline|wpage|wtheorem)|abla|e|eq|geq|gtr|leq|exists|ocite|)"
+    R"(oindent|olinebreak|onumber|opagebreak|ormalsize|ot(?!(?:ag\b|\b)))\b|\n+|\\n(?!\b)|)"
+    R"(\p{N}{1,1}|(?:[ \t](?:==|!=|<=|>=|<<|>>|\*\*|//|\+=|-=|\*=|/=|%=|&=|\|=|\^=|<<=|>>=|)"
+    R"(\*\*=|//=|:=|\+\+|--|[\p{L}]+['')" "\u02BC" R"(](?:\p{L}+)\b|\\[a-zA-Z]+|\\{|\\}|{|}|)"
+    R"(\\\[|\\\]|\[|\]|\(|\)|_+|\||\+|-|\*|)" "\u2014" R"(|-|=|\*\*|^|[.,!?;()]|\$\$?|`+|)"
+    R"(\"+|\#+|\p{N}+(?:st|nd|rd|th)|<0x[0-9A-Fa-f]{1,2}>)|[^\r\n\p{L}\p{N}]?\p{L}+|)";
+
 // The spellings in tokenizer.json files (Hugging Face) and in tiktoken, whose possessive forms
 // match the same texts here: no alternative after them needs what they would give back.
 const std::vector<Known>& known_patterns() {
@@ -494,6 +450,10 @@ const std::vector<Known>& known_patterns() {
        "(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+"
        "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
        "[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
+      // The Huginn-0125 authors' script, rules "aeolian" and "ascra" (its class ['' ʼ] twice
+      // U+0027; `{`, `}` and the anchor `^` unescaped) as data: scanner_aeolian.cc.
+      {ScanFamily::kAeolian, std::string(kAeolianHead) + "[\\p{P}\\p{S}])|\\s+|\\p{So})"},
+      {ScanFamily::kAscra, std::string(kAeolianHead) + "[\\p{P}\\p{S}]+)|\\s+|\\p{So})"},
   };
   return k;
 }
@@ -554,6 +514,17 @@ std::unique_ptr<Scanner> Scanner::recognize(const std::string& pattern) {
   return nullptr;
 }
 
+std::string known_pattern(ScanFamily family, int max_digits) {
+  for (const Known& k : known_patterns()) {
+    if (k.family != family) continue;
+    std::string s = k.spelling;
+    if (size_t at = s.find("%K%"); at != std::string::npos)
+      s.replace(at, 3, "{1," + std::to_string(max_digits) + "}");
+    return s;
+  }
+  return "";
+}
+
 const std::string& scanner_probe_text() {
   static const std::string text =
       "Hello world! It's a test: I'LL, we'Re, they've, 'd 'M 'S 'ſ ſ 'x 'll'\n"
@@ -568,7 +539,16 @@ const std::string& scanner_probe_text() {
       "\r\r\n\n \n \t \r  end.   \n\t\n a\n  b \t c  \n"
       "'\n' '' ' 's\n\"quote\" (paren) [bracket] {brace} <tag> @user #hash $5 %d ^ & * _ = + ~ `\n"
       "U+A7CE:\uA7CE U+1E4D0:\U0001E4D0 U+11F04:\U00011F04 \U0001612A \U00010D4A\u0897x\n"
-      " a  b   c    .    ,\n\n";
+      " a  b   c    .    ,\n\n"
+      // LaTeX and operators (aeolian, ascra)
+      "\\newcommand \\nabla\\neq \\not \\notag \\nota \\ne5 \\ne_ \\n \\nx \\n\u0301 \\n\u00B2 \\n\n"
+      "a == b != c <= d >= e << f >> g ** h // i += j -= k *= l /= m %= n &= o |= p ^= q <<= r "
+      ">>= s **= t //= u := v ++ w -- x\t==\t^ ^ ^^ % & : / > \t/x\n"
+      " don't we'll rock\u02BCn'roll O\u02BCneil can't5 it's_ x'y\u00B2 a'\U00010D4A b\u02BC "
+      "\u02BC\u02BCx don't\U00010D4A- a\u02BCb\U00010D4A- a\u02BCb_\n"
+      " \\alpha \\{ \\} { } \\[ \\] [ ] ( ) ___ | + - * \u2014 = . , ! ? ; $$ $ ``` \"\" ### "
+      "1st 22nd 3rd 44th 5x \u0662nd <0x1F> <0xA> <0xZZ> <0x123> <0x>\n"
+      "\u0301 \u200B\x01\x7F \uE000 ©®™ ⅧⅨ $+<=>^`|~ ...!!! \u0301a \u200Bb\n\n\n";
   return text;
 }
 

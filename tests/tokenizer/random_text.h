@@ -5,13 +5,22 @@
 // invalid UTF-8 bytes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "tokenizer/unicode.h"
 
 namespace huginn::test {
+
+// The number of random strings per differential check: HUGINN_DIFF_STRINGS, default 20,000.
+inline int diff_strings() {
+  const char* e = std::getenv("HUGINN_DIFF_STRINGS");
+  return e ? std::max(1, std::atoi(e)) : 20000;
+}
 
 class RandomText {
  public:
@@ -21,13 +30,30 @@ class RandomText {
   std::string next(int max_chars, bool invalid) {
     std::string s;
     const int n = static_cast<int>(pick(max_chars + 1));
+    for (int k = 0; k < n; ++k) append_char(s, invalid);
+    return s;
+  }
+
+  // One random character, or with `invalid` sometimes a byte that is not UTF-8.
+  void append_char(std::string& s, bool invalid) {
+    if (invalid && pick(40) == 0) {
+      static const uint8_t bad[] = {0x80, 0xBF, 0xC0, 0xC1, 0xF5, 0xFF, 0xE0, 0xED, 0xF0, 0xF4, 0xC3};
+      s.push_back(static_cast<char>(bad[pick(sizeof bad)]));
+      return;
+    }
+    tok::utf8_append(s, next_char());
+  }
+
+  // Up to max_items items, each a random character or, half the time, one of `fragments`
+  // (spellings a pattern treats specially); with `invalid`, some bytes that are not UTF-8.
+  std::string next_mixed(int max_items, const std::vector<std::string>& fragments, bool invalid) {
+    std::string s;
+    const int n = static_cast<int>(pick(max_items + 1));
     for (int k = 0; k < n; ++k) {
-      if (invalid && pick(40) == 0) {
-        static const uint8_t bad[] = {0x80, 0xBF, 0xC0, 0xC1, 0xF5, 0xFF, 0xE0, 0xED, 0xF0, 0xF4, 0xC3};
-        s.push_back(static_cast<char>(bad[pick(sizeof bad)]));
-        continue;
-      }
-      tok::utf8_append(s, next_char());
+      if (pick(2) == 0)
+        s += fragments[pick(fragments.size())];
+      else
+        append_char(s, invalid);
     }
     return s;
   }

@@ -22,13 +22,9 @@ namespace {
 using tok::Regex;
 using tok::ScanFamily;
 using tok::Scanner;
+using test::diff_strings;
 
 std::string data(const std::string& rel) { return std::string(HUGINN_TEST_DATA) + "/tokenizers/" + rel; }
-
-int diff_strings() {
-  const char* e = std::getenv("HUGINN_DIFF_STRINGS");
-  return e ? std::max(1, std::atoi(e)) : 20000;
-}
 
 // The Split regex of a golden tokenizer.json.
 std::string split_regex(const std::string& name) {
