@@ -16,7 +16,8 @@
 #   FULL=1 bash scripts/demo.sh [BUILD_DIR]   a longer run for a stronger model (docs/demo.md)
 #
 # Environment: DEMO_OUT (default BUILD_DIR/demo, demo-quick or demo-full), DEMO_SEED (1),
-# DEMO_THREADS (1: this model is too small for a second thread to pay, and a spinning pool
+# DEMO_INIT_SCALE (the initial state in training: 0 = zeros, the default; FULL=1: 1, the truncated
+# normal), DEMO_THREADS (1: this model is too small for a second thread to pay, and a spinning pool
 # waits badly on a loaded machine; results do not depend on it), DEMO_STEPS (training steps),
 # HUGINN_CPU_ISA (generic | avx2 | avx512: force the CPU kernels' instruction set; README,
 # "One binary for every x86-64 CPU").
@@ -38,6 +39,7 @@ TRAIN_LEVELS=1-8          # swaps per example, drawn uniformly
 MEAN=8 BACKPROP=4         # recurrence drawn per step (log-normal Poisson, mean 8), backprop through 4
 BATCH=16 LR=3e-3
 SUPERVISE=--supervise-steps  # the ball's cup after every swap is a label (never an input)
+INIT_SCALE=${DEMO_INIT_SCALE:-0}  # s_0 during training: zeros (0) or the truncated normal (scale S)
 # Each example's gradient in turn, as the demo's figures and its seeds x ISAs sweep were made
 # (the batched default sums a batch's gradients in another order: equal to float tolerance,
 # not bit for bit, and training amplifies that). About 5 % slower on this model.
@@ -55,6 +57,9 @@ if [[ "$QUICK" == 1 ]]; then
 elif [[ "$FULL" == 1 ]]; then  # up to 12 swaps, mean recurrence 12, a longer run
   OUT=${DEMO_OUT:-$BUILD/demo-full}
   TRAIN_LEVELS=1-12 MEAN=12 STEPS=${DEMO_STEPS:-16000} CURRICULUM=${DEMO_CURRICULUM:-0} LIMIT=500
+  # Random initial states in training, as the reference: trained from zeros only, this longer
+  # run ends at several fixed points per token, reached from different s_0 (docs/demo.md).
+  INIT_SCALE=${DEMO_INIT_SCALE:-1}
   LEVELS="1 2 3 4 5 6 7 8 9 10 11 12" KEY_LEVELS="2 4 8 12" EXIT_MAX=48
 else
   OUT=${DEMO_OUT:-$BUILD/demo}
@@ -89,7 +94,7 @@ task_levels $TRAIN_LEVELS
 huginn $(cd "$(dirname "$HUGINN")" && pwd)/huginn
 machine $MACHINE
 slots $SLOTS
-train huginn task train --model-config config.json --task $TASK:ops=$TRAIN_LEVELS $SUPERVISE $ORDER --steps $STEPS --batch $BATCH --lr $LR --warmup $((STEPS / 20)) --curriculum $CURRICULUM --mean-recurrence $MEAN --backprop-depth $BACKPROP --seed $SEED --threads $THREADS
+train huginn task train --model-config config.json --task $TASK:ops=$TRAIN_LEVELS $SUPERVISE $ORDER --steps $STEPS --batch $BATCH --lr $LR --warmup $((STEPS / 20)) --curriculum $CURRICULUM --mean-recurrence $MEAN --backprop-depth $BACKPROP --init-scale $INIT_SCALE --seed $SEED --threads $THREADS
 levels $LEVELS
 key_levels $KEY_LEVELS
 grid $GRID
@@ -112,7 +117,7 @@ train() {  # the whole log to train.log; the held-out checks (with ETA) to the t
   "$HUGINN" task train --model-config "$OUT/config.json" --task "$TASK:ops=$TRAIN_LEVELS" \
     $SUPERVISE $ORDER --out "$OUT/model" --steps "$STEPS" --batch "$BATCH" --lr "$LR" \
     --warmup $((STEPS / 20)) --curriculum "$CURRICULUM" --mean-recurrence "$MEAN" \
-    --backprop-depth "$BACKPROP" --eval-every $((STEPS / 5)) --seed "$SEED" \
+    --backprop-depth "$BACKPROP" --init-scale "$INIT_SCALE" --eval-every $((STEPS / 5)) --seed "$SEED" \
     --threads "$THREADS" 2>&1 | tee "$OUT/train.log" | grep --line-buffered -E "heldout_acc|^train"
 }
 timed train train
@@ -134,18 +139,24 @@ timed eval_levels eval_levels
 if [[ "$QUICK" != 1 ]]; then
 # ---- 3: KV-cache sharing and warm start, all levels mixed, beside the full cache ----
 echo "== KV cache: full vs shared slots, cold vs warm start ($TASK:ops=$TRAIN_LEVELS) =="
-eval_cache() {
-  local name=$1
-  shift
-  "$HUGINN" eval --model "$OUT/model" --task "$TASK:ops=$TRAIN_LEVELS" --steps "$EXIT_MAX" \
+eval_cache() {  # eval_cache NAME STEPS FLAGS...
+  local name=$1 steps=$2
+  shift 2
+  "$HUGINN" eval --model "$OUT/model" --task "$TASK:ops=$TRAIN_LEVELS" --steps "$steps" \
     --exit "$KL" --limit "$LIMIT" --show 0 --no-plots --out "$OUT/cache/$name" \
     --threads "$THREADS" -q "$@" > "$OUT/cache/$name.txt"
 }
 cache_runs() {
-  eval_cache full-cold
-  eval_cache shared-cold --cache-slots "$SLOTS"
-  eval_cache shared-warm --cache-slots "$SLOTS" --warm-start
-  eval_cache full-warm --warm-start
+  eval_cache full-cold "$EXIT_MAX"
+  eval_cache shared-cold "$EXIT_MAX" --cache-slots "$SLOTS"
+  eval_cache shared-warm "$EXIT_MAX" --cache-slots "$SLOTS" --warm-start
+  eval_cache full-warm "$EXIT_MAX" --warm-start
+  # The prompt fed one token per call, as if the model had written it: each marker's running cup
+  # is an answer (the swap's intermediate answers), so warm start can be measured over answers
+  # that span many tokens (one KV slot, as the evaluation per level); r = 1-3 too: does a warm
+  # token answer at fewer fixed recurrences?
+  eval_cache bytoken-cold "1,2,3,$EXIT_MAX" --cache-slots 1 --prompt-by-token
+  eval_cache bytoken-warm "1,2,3,$EXIT_MAX" --cache-slots 1 --prompt-by-token --warm-start
 }
 timed cache cache_runs
 

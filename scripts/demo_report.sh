@@ -9,7 +9,8 @@
 # level: fixed-r and KL-exit rows), cache/NAME/results.csv, trace.txt and trace/*.png.
 # results.csv columns: 1 setting, 2 steps, 3 exit, 4 n, 5 correct, 6 accuracy, 7 ci_low,
 # 8 ci_high, 9 mean_steps_per_token, 10 tokens, 11 seconds, 12 tokens_per_second,
-# 13 mean_first_token_steps, 14 mean_cache_bytes.
+# 13 mean_first_token_steps, 14 mean_cache_bytes, 15 mean_prompt_steps_per_token, 16 step_answers,
+# 17 step_answers_correct, 18 mean_step_answer_steps (15-18: --prompt-by-token runs only).
 set -euo pipefail
 OUT=${1:?usage: demo_report.sh OUT}
 REPORT="$OUT/report.md"
@@ -217,6 +218,16 @@ fi
       awk -F, -v c="${run%-*}" -v s="${run#*-}" 'NR > 1 { gsub(/"/, "", $1); printf "| %s | %s | %s | %.1f | %.2f | %.2f | %d |\n", c, s, $1, 100 * $6, $9, $13, $14 }' "$OUT/cache/$run/results.csv"
     done
     echo
+    if [[ -f "$OUT/cache/bytoken-cold/results.csv" ]]; then
+      echo "A swap's answer is one letter, and the end-of-line after it stops at the first check either way, so the rows above cannot show warm start saving recurrences. Here the prompt is fed one token per call, as if the model had written it (\`huginn eval --prompt-by-token\`, one KV slot): every token runs its own recurrence and KL exit, and the cup under each marker (\`:\`, \`,\`, \`=\`) is an intermediate answer, so an example of N swaps has N + 1 of them (here N = $(recipe task_levels)). *warm*: each token starts from the previous token's final state (the raw state, as the reference with an exit)."
+      echo
+      echo "| start | setting | final answer % | intermediate answers % | their steps | steps per prompt token | steps per generated token |"
+      echo "|---|---|---|---|---|---|---|"
+      for run in bytoken-cold bytoken-warm; do
+        awk -F, -v s="${run#*-}" 'NR > 1 { gsub(/"/, "", $1); printf "| %s | %s | %.1f | %.1f of %d | %.2f | %.2f | %.2f |\n", s, $1, 100 * $6, $16 ? 100 * $17 / $16 : 0, $16, $18, $15, $9 }' "$OUT/cache/$run/results.csv"
+      done
+      echo
+    fi
     echo "## 4. The latent trajectory of a hard example"
     echo
     echo "\`huginn trace\` of \`$(awk '$1 == "prompt" { print $2 }' "$OUT/trace.txt")\` (answer $(awk '$1 == "answer" { print $2 }' "$OUT/trace.txt")) over $EXIT_MAX recurrences, from zeros and from 4 random initial states. Each token's class (converging to a fixed point, orbiting, drifting), its last relative change of state, the top-1 prediction after the last recurrence (a byte), and the recurrence at which a KL exit would stop it:"

@@ -134,6 +134,12 @@ struct EvalOptions {
   std::vector<std::string> exits;  // e.g. "kl:1e-3"; each runs with max steps = exit_max_steps
   int exit_max_steps = 0;          // 0 = the largest of `steps`
   bool warm_start = false;
+  std::string warm_state = "auto";  // with warm_start: auto | latent | raw (GenerateOptions)
+  // Feed the prompt one token per call, as if the model had written it (teacher forcing): every
+  // prompt token runs its own recurrence, with the exit criterion and warm start (the previous
+  // token's final state as its s_0), and its prediction is scored against the task's
+  // intermediate answers (TaskExample::step_labels) where it has them. Sequential decode only.
+  bool prompt_by_token = false;
   int cache_slots = 0;
   // Generation: sequential, wavefront, speculative or diffusion (the last two with these
   // options; accuracy vs speed of the reference's samplers).
@@ -159,6 +165,12 @@ struct EvalRow {
   double mean_steps = 0;  // recurrences per generated token (mc: per scored token)
   double mean_first_steps = 0;  // recurrences of the first generated token (the prompt's call)
   double mean_cache_bytes = 0;  // KV cache allocated per example at the end of generation
+  // With prompt_by_token: recurrences per prompt token's call (the last one's included, which
+  // also gives the first answer token), and the intermediate answers: labelled prompt positions
+  // and how many of them the greedy prediction got right.
+  double mean_prompt_steps = 0;
+  int64_t step_n = 0, step_correct = 0;
+  double mean_step_answer_steps = 0;  // recurrences of the labelled positions' calls
   int64_t tokens = 0;
   double seconds = 0, tok_s = 0;
   // --decode wavefront / speculative / diffusion: passes over the core weights, the (position,

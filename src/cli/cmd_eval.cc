@@ -43,6 +43,15 @@ Registrar reg(71, [](CLI::App& app, Common& common) {
   sub->add_option("--exit-max-steps", a->o.exit_max_steps, "maximum recurrences with an exit (default: largest --steps)")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--warm-start", a->o.warm_start, "start each token's recurrence from the previous token's state");
+  sub->add_option("--warm-state", a->o.warm_state,
+                  "the state --warm-start passes: auto = as the reference (ln_f(s) with fixed "
+                  "steps, raw s with --exit), latent = ln_f(s), raw = s")
+      ->check(CLI::IsMember({"auto", "latent", "raw"}));
+  sub->add_flag("--prompt-by-token", a->o.prompt_by_token,
+                "feed the prompt one token per call, as if the model had written it: each prompt "
+                "token runs its own recurrence (exit, warm start), and the intermediate answers of "
+                "stepwise tasks (swap, affine) are scored (results: step_answers, "
+                "mean_prompt_steps_per_token)");
   sub->add_option("--cache-slots", a->o.cache_slots, "share K KV slots per token across recurrences (0: full cache). "
                   "With --exit use K = the core's layer count: with a full cache a later token sees "
                   "only the recurrences an earlier token ran (the reference's behaviour), which "

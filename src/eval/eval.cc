@@ -42,10 +42,45 @@ std::string EvalSetting::label() const {
   return exit.to_string() + " (max " + std::to_string(steps) + ")";
 }
 
-// One example's generation with the chosen decoder (EvalOptions::decode).
-// One example by o.decode; what a depth-parallel decoder shared and drafted is added to `row`.
+// What feeding the prompt one token per call saw (EvalOptions::prompt_by_token).
+struct PromptCalls {
+  int64_t calls = 0, steps = 0;    // prompt tokens' calls and their recurrences
+  int64_t labelled = 0, right = 0; // intermediate answers: positions scored, greedy hits
+  int64_t labelled_steps = 0;      // the recurrences of those positions' calls
+};
+
+// The prompt's call of generate(), one token at a time (prefill of the first, then a decode per
+// token: each runs its own recurrence, exit and warm start); after each token, the greedy
+// prediction is scored where `labels` (one byte per prompt token, 0 = none) has an answer.
+// Later calls (the generated tokens fed back) are plain decodes.
+static CallFn prompt_by_token(const Generator& gen, const std::string& labels, PromptCalls& pc) {
+  return [&gen, &labels, &pc](GenerationContext& ctx, std::span<const int32_t> ids) {
+    if (ctx.n_past() > 0) return gen.prefill(ctx, ids);
+    CallResult r;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      r = gen.prefill(ctx, ids.subspan(t, 1));
+      ++pc.calls;
+      pc.steps += r.steps;
+      if (labels.size() == ids.size() && labels[t] != 0) {
+        ++pc.labelled;
+        pc.labelled_steps += r.steps;
+        const auto top = std::max_element(r.logits.begin(), r.logits.end()) - r.logits.begin();
+        pc.right += top == static_cast<unsigned char>(labels[t]);
+      }
+    }
+    return r;
+  };
+}
+
+// One example's generation with the chosen decoder (EvalOptions::decode; with --prompt-by-token
+// the prompt one token per call); what a depth-parallel decoder shared and drafted is added to
+// `row`.
 static GenerateResult generate_one(const Generator& gen, GenerationContext& ctx,
-                                   std::span<const int32_t> prompt, const EvalOptions& o, EvalRow& row) {
+                                   std::span<const int32_t> prompt, const EvalOptions& o,
+                                   const std::string& labels, PromptCalls& pc, EvalRow& row) {
+  if (o.prompt_by_token && o.decode != "sequential")
+    throw Error("--prompt-by-token needs --decode sequential, got '" + o.decode + "'");
+  if (o.prompt_by_token) return gen.generate(ctx, prompt, {}, nullptr, prompt_by_token(gen, labels, pc));
   if (o.decode == "sequential") return gen.generate(ctx, prompt);
   if (o.decode == "wavefront") {
     WavefrontStats st;
@@ -77,6 +112,9 @@ EvalReport run_eval(const EvalOptions& o) {
   for (int r : o.steps)
     if (r < 1) throw Error("--steps: every r must be >= 1, got " + std::to_string(r));
   if (o.limit < 1) throw Error("--limit: must be >= 1");
+  if (o.warm_state != "auto" && o.warm_state != "latent" && o.warm_state != "raw")
+    throw Error("--warm-state must be auto, latent or raw, got '" + o.warm_state + "'");
+  if (!o.warm_start && o.warm_state != "auto") throw Error("--warm-state needs --warm-start");
 
   std::vector<TaskExample> exs;
   if (is_file_task(o.task)) {
@@ -157,6 +195,7 @@ EvalReport run_eval(const EvalOptions& o) {
     const auto t0 = Clock::now();
     int64_t step_sum = 0, first_sum = 0;
     double cache_sum = 0;
+    PromptCalls pc;
     if (mc) {
       Runner runner(*model, *be);
       std::vector<float> logits;
@@ -190,7 +229,10 @@ EvalReport run_eval(const EvalOptions& o) {
       go.exit = st.exit;
       go.max_new_tokens = max_new;
       if (nl >= 0) go.stop_ids = {nl};
-      if (o.warm_start) go.warm_start = WarmStart::kAuto;
+      if (o.warm_start)
+        go.warm_start = o.warm_state == "latent" ? WarmStart::kLatent
+                        : o.warm_state == "raw"  ? WarmStart::kRaw
+                                                 : WarmStart::kAuto;
       if (o.cache_slots > 0) {
         go.cache_slots = o.cache_slots;
         // Prelude-aware compress-s: one rule for any prelude depth (equal to the reference's
@@ -203,7 +245,7 @@ EvalReport run_eval(const EvalOptions& o) {
                         (st.exit.criterion != ExitCriterion::kNone || st.steps == max_steps);
       for (size_t i = 0; i < exs.size(); ++i) {
         ctx->reset();
-        const GenerateResult r = generate_one(gen, *ctx, prompts[i], o, row);
+        const GenerateResult r = generate_one(gen, *ctx, prompts[i], o, exs[i].step_labels, pc, row);
         const std::string out = codec.decode(r.tokens);
         const bool ok = extract_answer(out, exs[i].regex) == exs[i].answer;
         row.correct += ok;
@@ -244,6 +286,10 @@ EvalReport run_eval(const EvalOptions& o) {
     if (!mc && row.n) {
       row.mean_first_steps = static_cast<double>(first_sum) / row.n;
       row.mean_cache_bytes = cache_sum / row.n;
+      row.mean_prompt_steps = pc.calls ? static_cast<double>(pc.steps) / pc.calls : 0.0;
+      row.step_n = pc.labelled;
+      row.mean_step_answer_steps = pc.labelled ? static_cast<double>(pc.labelled_steps) / pc.labelled : 0.0;
+      row.step_correct = pc.right;
     }
     rep.rows.push_back(row);
   }
@@ -255,11 +301,14 @@ EvalReport run_eval(const EvalOptions& o) {
 std::string EvalReport::table() const {
   std::ostringstream s;
   char buf[256];
-  // Depth-parallel decoders add what they shared: rows per core pass and drafts accepted.
+  // Depth-parallel decoders add what they shared (rows per core pass, drafts accepted); a prompt
+  // fed by token its recurrences per token and the intermediate answers.
   const bool shared = std::any_of(rows.begin(), rows.end(), [](const EvalRow& r) { return r.core_passes > 0; });
-  std::snprintf(buf, sizeof buf, "%-26s %6s %18s %12s %10s%s\n", "setting", "n", "accuracy [95% CI]",
-                "steps/token", "tokens/s", shared ? "   rows/pass   drafts accepted" : "");
-  s << buf;
+  const bool by_token = std::any_of(rows.begin(), rows.end(), [](const EvalRow& r) { return r.mean_prompt_steps > 0; });
+  std::snprintf(buf, sizeof buf, "%-26s %6s %18s %12s %10s", "setting", "n", "accuracy [95% CI]",
+                "steps/token", "tokens/s");
+  s << buf << (shared ? "   rows/pass   drafts accepted" : "")
+    << (by_token ? "  prompt steps/token  step answers (their steps)" : "") << '\n';
   for (const auto& r : rows) {
     std::snprintf(buf, sizeof buf, "%-26s %6lld %6.1f%% [%4.1f,%5.1f] %12.2f %10.1f",
                   r.setting.label().c_str(), (long long)r.n, 100 * r.accuracy, 100 * r.ci_low,
@@ -268,6 +317,12 @@ std::string EvalReport::table() const {
     if (shared) {
       std::snprintf(buf, sizeof buf, " %11.2f %17s", r.rows_per_pass(),
                     r.drafted ? (std::to_string(r.accepted) + " / " + std::to_string(r.drafted)).c_str() : "-");
+      s << buf;
+    }
+    if (by_token) {
+      std::snprintf(buf, sizeof buf, "  %18.2f  %5.1f%% of %lld (%.2f)", r.mean_prompt_steps,
+                    r.step_n ? 100.0 * r.step_correct / r.step_n : 0.0, (long long)r.step_n,
+                    r.mean_step_answer_steps);
       s << buf;
     }
     s << '\n';
@@ -288,7 +343,11 @@ std::string EvalReport::to_json() const {
                          {"ci_low", r.ci_low}, {"ci_high", r.ci_high},
                          {"mean_steps_per_token", r.mean_steps},
                          {"mean_first_token_steps", r.mean_first_steps},
-                         {"mean_cache_bytes", r.mean_cache_bytes}, {"tokens", r.tokens},
+                         {"mean_cache_bytes", r.mean_cache_bytes},
+                         {"mean_prompt_steps_per_token", r.mean_prompt_steps},
+                         {"step_answers", r.step_n}, {"step_answers_correct", r.step_correct},
+                         {"mean_step_answer_steps", r.mean_step_answer_steps},
+                         {"tokens", r.tokens},
                          {"seconds", r.seconds}, {"tokens_per_second", r.tok_s},
                          {"core_passes", r.core_passes}, {"rows_per_core_pass", r.rows_per_pass()},
                          {"drafted", r.drafted}, {"accepted", r.accepted}});
@@ -303,14 +362,17 @@ std::string EvalReport::to_json() const {
 std::string EvalReport::to_csv() const {
   std::ostringstream s;
   s << "setting,steps,exit,n,correct,accuracy,ci_low,ci_high,mean_steps_per_token,tokens,seconds,"
-       "tokens_per_second,mean_first_token_steps,mean_cache_bytes,rows_per_core_pass,drafted,accepted\n";
+       "tokens_per_second,mean_first_token_steps,mean_cache_bytes,mean_prompt_steps_per_token,"
+       "step_answers,step_answers_correct,mean_step_answer_steps,rows_per_core_pass,drafted,accepted\n";
   for (const auto& r : rows) {
     const bool fixed = r.setting.exit.criterion == ExitCriterion::kNone;
     s << '"' << r.setting.label() << "\"," << r.setting.steps << ','
       << (fixed ? "" : r.setting.exit.to_string()) << ',' << r.n << ',' << r.correct << ','
       << r.accuracy << ',' << r.ci_low << ',' << r.ci_high << ',' << r.mean_steps << ','
       << r.tokens << ',' << r.seconds << ',' << r.tok_s << ',' << r.mean_first_steps << ','
-      << r.mean_cache_bytes << ',' << r.rows_per_pass() << ',' << r.drafted << ',' << r.accepted << '\n';
+      << r.mean_cache_bytes << ',' << r.mean_prompt_steps << ',' << r.step_n << ','
+      << r.step_correct << ',' << r.mean_step_answer_steps << ',' << r.rows_per_pass() << ','
+      << r.drafted << ',' << r.accepted << '\n';
   }
   return s.str();
 }

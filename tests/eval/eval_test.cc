@@ -474,6 +474,46 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
             0);
   EXPECT_NE(out.find("--freeze-strategy"), std::string::npos) << out;
   o.decode = "sequential";
+
+  // --prompt-by-token: at a fixed r without warm start, a call per prompt token computes what
+  // the one prompt call does (each token's recurrence i attends to the earlier tokens' i-th), so
+  // the same answers; every prompt token ran r recurrences, and the intermediate answers scored
+  // are exactly the swap examples' step labels.
+  {
+    EvalOptions bt = o;  // r = 3, no exit, no output folder (the --decode runs' settings)
+    bt.task = "swap:ops=1-3";
+    const EvalReport whole = run_eval(bt);
+    bt.prompt_by_token = true;
+    const EvalReport by = run_eval(bt);
+    EXPECT_EQ(by.rows[0].correct, whole.rows[0].correct);
+    EXPECT_EQ(by.rows[0].tokens, whole.rows[0].tokens);
+    EXPECT_DOUBLE_EQ(by.rows[0].mean_prompt_steps, 3.0);
+    EXPECT_DOUBLE_EQ(by.rows[0].mean_step_answer_steps, 3.0);
+    EXPECT_DOUBLE_EQ(whole.rows[0].mean_prompt_steps, 0.0);
+    EXPECT_EQ(whole.rows[0].step_n, 0);
+    int64_t labels = 0;
+    for (const auto& ex : make_task(TaskSpec::parse(bt.task), Split::kTest, bt.limit, bt.seed))
+      labels += static_cast<int64_t>(ex.step_labels.size() - std::count(ex.step_labels.begin(), ex.step_labels.end(), '\0'));
+    EXPECT_EQ(by.rows[0].step_n, labels);
+    EXPECT_LE(by.rows[0].step_correct, by.rows[0].step_n);
+    // With an exit and warm start each prompt token stops on its own, within the limit.
+    bt.steps = {};
+    bt.exits = {"kl:1e-2"};
+    bt.exit_max_steps = 4;
+    bt.warm_start = true;
+    bt.cache_slots = 1;
+    const EvalReport warm = run_eval(bt);
+    EXPECT_GE(warm.rows[0].mean_prompt_steps, 1.0);
+    EXPECT_LE(warm.rows[0].mean_prompt_steps, 4.0);
+    EXPECT_NE(warm.table().find("step answers"), std::string::npos) << warm.table();
+    bt.warm_state = "latent";  // ln_f(s) instead of the raw state: another run, same shape
+    EXPECT_EQ(run_eval(bt).rows[0].step_n, warm.rows[0].step_n);
+    bt.warm_start = false;
+    EXPECT_NE(test::error_message([&] { run_eval(bt); }).find("--warm-state needs --warm-start"), std::string::npos);
+    bt.warm_start = true;
+    bt.decode = "wavefront";
+    EXPECT_NE(test::error_message([&] { run_eval(bt); }).find("--prompt-by-token"), std::string::npos);
+  }
   std::string gen;
   ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) +
                                   " task generate chain:hops=2 --split test --n 3",
