@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -72,16 +73,26 @@ struct SamplerStats {
 };
 
 // One prompt of a batch: its own fresh context (of `generator`) and, optionally, a text stream
-// for the result text and stop strings.
+// for the result text and stop strings, a token callback and a stop predicate.
 struct SamplerRequest {
   GenerationContext* ctx = nullptr;
   std::span<const int32_t> prompt;
   TextStream* text = nullptr;
+  // Streamed as Generator::generate streams, each token as it is committed (speculative: as a
+  // round accepts it; diffusion: as it freezes): id, steps, the text that became final, and
+  // the logits the token was chosen from where the sampler has them (speculative: always, the
+  // verified row's; diffusion: the prefill's first token only, empty after). Then one id = -1
+  // event with the trailing text, when there is some. Returning false ends this request
+  // (finish_reason "callback"); the others go on.
+  TokenCallback on_token;
+  // Asked before each speculative round and each diffusion step (a step may freeze nothing):
+  // false ends this request with finish_reason "callback" (e.g. a server's cancel or deadline).
+  std::function<bool()> go_on;
 };
 
 // Each request's result as Generator::generate reports it (tokens, steps of the call that chose
-// each token, finish_reason "stop" / "stop_string" / "length", plus "diffusion_steps" when the
-// diffusion sampler hit max_diffusion_steps). Prompts run through the batch together; a bad
+// each token, finish_reason "stop" / "stop_string" / "length" / "callback", plus
+// "diffusion_steps" when the diffusion sampler hit max_diffusion_steps). Prompts run through the batch together; a bad
 // prompt throws huginn::Error before any runs.
 std::vector<GenerateResult> generate_speculative(const Generator& generator,
                                                  std::span<const SamplerRequest> requests,

@@ -35,8 +35,9 @@ struct EngineRequest {
   int top_logprobs = -1;        // -1: no logprobs; else the chosen token's and this many others'
   bool prompt_logprobs = false;  // also score the prompt tokens (completions echo + logprobs)
   // sequential (in the engine's depth batch), or wavefront / speculative / diffusion, which run
-  // alone on the request's thread; the samplers report their tokens when they finish (no
-  // cancellation or deadline inside them, no logprobs).
+  // alone on the request's thread; every decoder streams each token as it is committed and
+  // stops at `cancel` or `deadline` (the samplers also between their rounds / steps); logprobs
+  // for all but diffusion (refused by the request parser).
   std::string decode = "sequential";
   SpeculativeOptions speculative;
   DiffusionOptions diffusion;
