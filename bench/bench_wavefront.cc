@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
         SpeculativeOptions so = spec;
         so.draft_steps = draft_depth;
         auto c3 = g.new_context();
-        const SamplerRequest req{c3.get(), prompt, nullptr, {}, {}};
+        const SamplerRequest req{c3.get(), prompt, nullptr};
         SamplerStats st;
         const GenerateResult sp = generate_speculative(g, std::span<const SamplerRequest>(&req, 1), so, &st)[0];
         std::snprintf(ar, sizeof ar, "%lld/%lld", (long long)st.accepted, (long long)st.drafted);
@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
       }
       if (has("diff")) {
         auto c4 = g.new_context();
-        const SamplerRequest req{c4.get(), prompt, nullptr, {}, {}};
+        const SamplerRequest req{c4.get(), prompt, nullptr};
         SamplerStats st;
         const GenerateResult df = generate_diffusion(g, std::span<const SamplerRequest>(&req, 1), diff, &st)[0];
         std::snprintf(ar, sizeof ar, "%lld steps", (long long)st.rounds);

@@ -84,10 +84,10 @@ struct SamplerRequest {
   // verified row's; diffusion: the prefill's first token only, empty after). Then one id = -1
   // event with the trailing text, when there is some. Returning false ends this request
   // (finish_reason "callback"); the others go on.
-  TokenCallback on_token;
+  TokenCallback on_token{};
   // Asked before each speculative round and each diffusion step (a step may freeze nothing):
   // false ends this request with finish_reason "callback" (e.g. a server's cancel or deadline).
-  std::function<bool()> go_on;
+  std::function<bool()> go_on{};
 };
 
 // Each request's result as Generator::generate reports it (tokens, steps of the call that chose

@@ -98,7 +98,7 @@ void run_sampler(const Args& a, const Generator& gen, const std::vector<std::vec
   std::vector<SamplerRequest> reqs;
   for (const auto& p : prompts) {
     ctxs.push_back(gen.new_context());
-    reqs.push_back({ctxs.back().get(), p, prompts.size() == 1 ? stream : nullptr, {}, {}});
+    reqs.push_back({ctxs.back().get(), p, prompts.size() == 1 ? stream : nullptr});
   }
   SamplerStats st;
   const std::vector<GenerateResult> rs =

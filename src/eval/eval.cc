@@ -47,7 +47,7 @@ static GenerateResult generate_one(const Generator& gen, GenerationContext& ctx,
                             std::span<const int32_t> prompt, const EvalOptions& o) {
   if (o.decode == "sequential") return gen.generate(ctx, prompt);
   if (o.decode == "wavefront") return generate_wavefront(gen, ctx, prompt, o.wavefront);
-  const SamplerRequest req{&ctx, prompt, nullptr, {}, {}};
+  const SamplerRequest req{&ctx, prompt, nullptr};
   const std::span<const SamplerRequest> one(&req, 1);
   if (o.decode == "speculative") return generate_speculative(gen, one, o.speculative)[0];
   if (o.decode == "diffusion") return generate_diffusion(gen, one, o.diffusion)[0];

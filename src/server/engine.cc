@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <limits>
 #include <numeric>
+#include <optional>
 
 #include "huginn/backend.h"
 #include "huginn/error.h"
@@ -137,7 +138,16 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     return res;
   }
   if (rq.decode == "wavefront") {
-    res.gen = generate_wavefront(gen, *ctx, prompt, WavefrontOptions{}, cb, stream.get());
+    WavefrontOptions wo;
+    std::optional<DecodeBatcher::Member> member;
+    if (batcher_) {
+      // The prompt and every core pass of the lanes join the engine's depth batch (prelude and
+      // coda passes run here).
+      member.emplace(*batcher_);
+      wo.core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member->core(s, e, rows); };
+      wo.prefill = [&](GenerationContext& c, std::span<const int32_t> ids) { return member->call(gen, c, ids); };
+    }
+    res.gen = generate_wavefront(gen, *ctx, prompt, wo, cb, stream.get());
   } else if (batcher_) {
     // The prompt and every token's call join the engine's depth batch.
     DecodeBatcher::Member member(*batcher_);

@@ -34,8 +34,9 @@ struct EngineRequest {
   GenerateOptions options;
   int top_logprobs = -1;        // -1: no logprobs; else the chosen token's and this many others'
   bool prompt_logprobs = false;  // also score the prompt tokens (completions echo + logprobs)
-  // sequential (in the engine's depth batch), or wavefront / speculative / diffusion, which run
-  // alone on the request's thread; every decoder streams each token as it is committed and
+  // sequential or wavefront (both in the engine's depth batch when batching is on: wavefront's
+  // prompt and lanes' core passes), or speculative / diffusion, which run alone on the request's
+  // thread; every decoder streams each token as it is committed and
   // stops at `cancel` or `deadline` (the samplers also between their rounds / steps); logprobs
   // for all but diffusion (refused by the request parser).
   std::string decode = "sequential";

@@ -18,6 +18,7 @@
 #include "huginn/forward_batch.h"
 #include "huginn/generate.h"
 #include "huginn/thread_pool.h"
+#include "huginn/wavefront.h"
 #include "test_util.h"
 
 namespace huginn {
@@ -393,6 +394,67 @@ TEST_P(DecodeBatcherTest, ThreadsGetSoloResults) {
   EXPECT_GE(st.max_rows, 3);
   EXPECT_LE(st.max_rows, 4);
   EXPECT_GT(st.rows, st.ticks);
+}
+
+// Wavefront decoders ride the batcher's passes (WavefrontOptions::core / prefill through a
+// Member) while other threads decode sequentially in it: every sequence gets what it gets alone,
+// the wavefront ones sequential decoding's tokens, steps and logits bit for bit (fixed depth,
+// and a KL exit with a shared cache), and their lanes really shared passes with the calls.
+TEST_P(DecodeBatcherTest, WavefrontRidesTheBatchBesideSequentialThreads) {
+  Fixture f(GetParam(), "tiny-b");
+  std::vector<GenerateOptions> opts = mixed_options();
+  opts.resize(2);  // sequential: greedy fixed depth; exit, warm start and sampling
+  GenerateOptions w;
+  w.default_stop_ids = false;
+  w.steps = 8;
+  w.max_new_tokens = 14;
+  opts.push_back(w);  // wavefront, fixed depth, full cache
+  w.steps = 12;
+  w.exit = ExitSpec::parse("kl:5e-3");
+  w.cache_strategy = KVCache::Strategy::kCompressS;
+  w.cache_slots = 3;
+  w.init_scale = 1.0;
+  w.init_seed = 9;
+  opts.push_back(w);  // wavefront, logit exit, shared cache, random s_0
+  std::vector<std::unique_ptr<Generator>> gens;
+  std::vector<Trace> want;
+  for (size_t i = 0; i < opts.size(); ++i) {
+    opts[i].max_new_tokens += 8;
+    gens.push_back(std::make_unique<Generator>(*f.model, *f.be, opts[i]));
+    want.push_back(solo(*gens[i], kPrompts[i]));
+  }
+  DecodeBatcher batcher(*f.model, *f.be, 4, std::chrono::microseconds(20000));
+  std::vector<Trace> got(opts.size());
+  std::vector<WavefrontStats> wst(opts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < opts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      DecodeBatcher::Member member(batcher);
+      const Generator& g = *gens[i];
+      auto ctx = g.new_context();
+      auto record = [&](const TokenEvent& ev) {
+        got[i].tokens.push_back(ev.id);
+        got[i].steps.push_back(ev.steps);
+        got[i].logits.emplace_back(ev.logits.begin(), ev.logits.end());
+        return true;
+      };
+      auto call = [&](GenerationContext& c, std::span<const int32_t> ids) { return member.call(g, c, ids); };
+      if (i < 2) {
+        g.generate(*ctx, kPrompts[i], record, nullptr, call);
+        return;
+      }
+      WavefrontOptions wo;
+      wo.core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member.core(s, e, rows); };
+      wo.prefill = call;
+      generate_wavefront(g, *ctx, kPrompts[i], wo, record, nullptr, &wst[i]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < opts.size(); ++i) expect_same(got[i], want[i], "thread " + std::to_string(i));
+  const DecodeBatcher::Stats st = batcher.stats();
+  EXPECT_GT(st.rider_rows, 0u);
+  EXPECT_GT(st.shared_passes, 0u) << "wavefront lanes shared passes with sequential calls";
+  EXPECT_GT(wst[2].rows_per_core_pass(), 1.0) << "several lanes per pass, as alone";
 }
 
 // A copy of a golden model with room for long prompts (block_size is the RoPE table's length

@@ -46,7 +46,7 @@ std::vector<GenerateResult> run_batch(const Generator& g, const std::vector<std:
   std::vector<SamplerRequest> reqs;
   for (const auto& p : prompts) {
     ctxs.push_back(g.new_context());
-    reqs.push_back({ctxs.back().get(), p, nullptr, {}, {}});
+    reqs.push_back({ctxs.back().get(), p, nullptr});
   }
   auto r = spec ? generate_speculative(g, reqs, *spec, stats) : generate_diffusion(g, reqs, *diff, stats);
   if (keep) *keep = std::move(ctxs);

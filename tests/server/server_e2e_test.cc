@@ -1108,6 +1108,48 @@ TEST_F(ServeAbuseTest, DecodeFieldRunsTheReferenceSamplers) {
   EXPECT_TRUE(s.alive());
 }
 
+// Sequential and wavefront requests at once through the batched engine (--max-batch 4, cpu and
+// strict backends): every answer (text, per-token iterations, logprobs) equals the same request
+// sent alone with "decode": "sequential" (wavefront is lossless), and wavefront lanes did share
+// the depth batch's core passes with the sequential requests' calls (/metrics).
+TEST_F(ServeAbuseTest, WavefrontRidesTheDepthBatchBesideSequentialRequests) {
+  const char* prompts[] = {"hello", "the world says", "hello there", "world", "hello hello world", "there"};
+  const char* depth[] = {R"("num_steps":8)", R"("num_steps":6)",
+                         R"("num_steps":12,"exit_criterion":"kl","exit_threshold":0.005)"};
+  auto body = [&](int i, const std::string& decode) {
+    return post("/v1/completions", std::string(R"({"model":"tiny","prompt":")") + prompts[i] +
+                                       R"(","max_tokens":16,"temperature":0,"ignore_eos":true,)"
+                                       R"("return_iterations":true,"logprobs":2,)" + depth[i % 3] +
+                                       R"(,"decode":")" + decode + "\"}");
+  };
+  auto metric = [](const ServerProcess& s, const std::string& name) {
+    const Reply m = exchange(s.port(), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 10);
+    const size_t at = m.body.find("\n" + name + " ");
+    return at == std::string::npos ? -1L : std::atol(m.body.c_str() + at + name.size() + 2);
+  };
+  for (const char* backend : {"cpu", "strict"}) {
+    ServerProcess s(model_, std::string("--parallel 6 --max-batch 4 --backend ") + backend);
+    ASSERT_GT(s.port(), 0) << s.log();
+    Reply got[6];
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 6; ++i)
+      threads.emplace_back([&, i] { got[i] = exchange(s.port(), body(i, i % 2 ? "wavefront" : "sequential"), 120); });
+    for (auto& t : threads) t.join();
+    for (int i = 0; i < 6; ++i) {
+      const Reply alone = exchange(s.port(), body(i, "sequential"), 120);
+      ASSERT_EQ(got[i].status, 200) << backend << " " << i << ": " << got[i].body;
+      ASSERT_EQ(alone.status, 200) << alone.body;
+      const json a = json::parse(got[i].body), b = json::parse(alone.body);
+      EXPECT_EQ(a["choices"][0]["text"], b["choices"][0]["text"]) << backend << " request " << i;
+      EXPECT_EQ(a["choices"][0]["logprobs"], b["choices"][0]["logprobs"]) << backend << " request " << i;
+      EXPECT_EQ(a["usage"]["iterations_per_token"], b["usage"]["iterations_per_token"]) << backend << " request " << i;
+    }
+    EXPECT_GT(metric(s, "huginn_decode_batch_wavefront_rows_total"), 0) << backend;
+    EXPECT_GT(metric(s, "huginn_decode_batch_shared_passes_total"), 0) << backend;
+    EXPECT_TRUE(s.alive());
+  }
+}
+
 // --max-connections-per-address reaches the front: a fourth connection from 127.0.0.1 is refused
 // with 503 while three are held, gets in once one closes, and /metrics counts the refusal.
 TEST_F(ServeAbuseTest, ConnectionsPerAddressAreCapped) {
