@@ -15,9 +15,10 @@
 // exactly run as chunks of `prefill_chunk` tokens (DepthBatch), so a long one holds up the
 // others' next iteration for one chunk's pass at a time. Results are bit-identical to
 // unbatched calls, so batching changes speed only.
-// Other decoders' rows ride along (Member::core): a wavefront decoder's lanes, each at its own
-// depth, join the next pass beside the calls for one core recurrence (its prelude and coda
-// passes stay on its own thread), with the bits of its own row-exact pass.
+// Other decoders' rows ride along (Member::core, a CoreFn): a wavefront decoder's lanes (each at
+// its own depth) or a sampler's rows join the next pass beside the calls for one core
+// recurrence (their prelude and coda passes stay on their own thread), with the bits of their
+// own row-exact pass.
 #pragma once
 
 #include <chrono>
@@ -79,7 +80,7 @@ class DecodeBatcher {
     int max_rows = 0;    // most calls in one pass so far
     uint64_t calls = 0;  // calls finished
     uint64_t chunks = 0; // prompt chunks admitted after a prompt's first (chunked prefill)
-    uint64_t rider_rows = 0;     // rows of other decoders (wavefront lanes) carried by passes
+    uint64_t rider_rows = 0;     // rows of other decoders (Member::core) carried by passes
     uint64_t shared_passes = 0;  // passes that carried such rows beside calls
   };
   Stats stats() const;

@@ -326,9 +326,9 @@ class DepthBatch {
   void admit(std::span<BatchedCall* const> calls, std::vector<BatchedCall*>& failed);
   // One core iteration for every admitted call; returns the calls that finished in it.
   std::vector<BatchedCall*> step();
-  // Rows of another decoder (wavefront lanes: see CoreFn) for the next step's core pass, after
-  // the calls' rows: s and e are copied in, the recurrence runs, s is copied back; prelude,
-  // coda and exit checks stay the rider's. rows (and what it points to), s and e must live
+  // Rows of another decoder (wavefront lanes, a sampler's rows: see CoreFn) for the next step's
+  // core pass, after the calls' rows: s and e are copied in, the recurrence runs, s is copied
+  // back; prelude, coda and exit checks stay the rider's. rows (and what it points to), s and e must live
   // until that step returns. A step with riders runs even with no call admitted.
   void ride(Tensor& s, const Tensor& e, const Rows& rows);
   uint64_t rider_rows() const { return rider_rows_; }      // rows carried for riders so far

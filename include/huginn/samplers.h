@@ -36,6 +36,12 @@ struct SpeculativeOptions {
   int draft_steps = 0;           // recurrences of a draft; 0 = steps / 4 (at least 1)
   int lookahead_for_draft = 8;   // drafts per round
   double verification_threshold = 1.0;
+  // Where the passes run (empty: on the sampler's own pass): `core` runs each batched core
+  // recurrence, `prefill` each prompt's call, e.g. both in the server's depth batch beside
+  // other requests (DecodeBatcher::Member::core / call). The bits are the same either way;
+  // prelude and coda passes stay on the sampler's pass.
+  CoreFn core{};
+  CallFn prefill{};
   // Throws huginn::Error naming --draft-steps / --lookahead-for-draft /
   // --verification-threshold / --exit / --cache-slots / --warm-start.
   void validate(const GenerateOptions& g) const;
@@ -55,6 +61,8 @@ struct DiffusionOptions {
   bool sqrt_mixer = false;
   bool continuous_compute = false;   // new positions start from the window's last states
   bool full_prefill = true;          // the prompt runs once at --steps; else it joins the window
+  CoreFn core{};                     // as SpeculativeOptions::core / prefill
+  CallFn prefill{};
   static Freeze parse_freeze(const std::string& name);  // throws naming --freeze-strategy
   static std::string freeze_name(Freeze f);
   // Throws huginn::Error naming the flag (--inner-recurrence, --headway, --max-wavefront, ...).

@@ -164,7 +164,7 @@ struct Diffusion {
       q.prev = q.s;
       return;
     }
-    const CallResult r = g.prefill(ctx, prompt);
+    const CallResult r = o.prefill ? o.prefill(ctx, prompt) : g.prefill(ctx, prompt);
     const int32_t t0 = g.sample(ctx, r.logits);
     if (!q.out.push(t0, r.steps, r.logits)) q.done = true;
     q.seq.push_back(t0);
@@ -236,7 +236,7 @@ struct Diffusion {
     }
     Tensor dev = be().upload(host);
     be().copy(dev, s);
-    for (int t = 0; t < o.inner_recurrence; ++t) pass.core_step(s, e, t, r);
+    for (int t = 0; t < o.inner_recurrence; ++t) core_step(pass, o.core, s, e, t, r);
     stats.core_passes += o.inner_recurrence;
     stats.core_rows += o.inner_recurrence * R;
     Tensor logits = pass.buffer(2, R, V);

@@ -81,6 +81,15 @@ class TokenSink {
   bool ended_ = false;
 };
 
+// Core recurrence t of every sequence of `rows` on `core` (each at step index t through
+// Rows::iterations), or on `pass` when it is empty.
+inline void core_step(ModelPass& pass, const CoreFn& core, Tensor& s, const Tensor& e, int t,
+                      const Rows& rows) {
+  if (!core) return pass.core_step(s, e, t, rows);
+  const std::vector<int> at(static_cast<size_t>(rows.sequences()), t);
+  core(s, e, Rows{rows.positions, rows.starts, rows.caches, at});
+}
+
 inline double seconds_between(std::chrono::steady_clock::time_point a,
                               std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();

@@ -175,7 +175,7 @@ struct Speculative {
     }
     Tensor dev = be().upload(init);
     be().copy(dev, s);
-    for (int t = 0; t < steps; ++t) pass.core_step(s, e, t, r);
+    for (int t = 0; t < steps; ++t) core_step(pass, o.core, s, e, t, r);
     stats.core_passes += steps;
     stats.core_rows += steps * n;
     Tensor logits = pass.buffer(2, n, V);
@@ -303,7 +303,7 @@ std::vector<GenerateResult> generate_speculative(const Generator& g,
     q.done = !q.out.proceed();
     if (q.done) continue;
     for (int32_t id : prompts[i]) SamplerAccess::sampler(*q.ctx).accept(id);
-    const CallResult r = g.prefill(*q.ctx, prompts[i]);
+    const CallResult r = o.prefill ? o.prefill(*q.ctx, prompts[i]) : g.prefill(*q.ctx, prompts[i]);
     q.last = g.sample(*q.ctx, r.logits);
     q.done = !q.out.push(q.last, r.steps, r.logits);
   }

@@ -129,24 +129,32 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     if (on_token) on_token(e);
     return true;
   };
+  // With batching on, the other decoders' prompt and core passes join the engine's depth batch
+  // (their prelude and coda passes run here).
+  std::optional<DecodeBatcher::Member> member;
+  CoreFn core;
+  CallFn prefill;
+  if (batcher_ && rq.decode != "sequential") {
+    member.emplace(*batcher_);
+    core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member->core(s, e, rows); };
+    prefill = [&](GenerationContext& c, std::span<const int32_t> ids) { return member->call(gen, c, ids); };
+  }
   if (rq.decode == "speculative" || rq.decode == "diffusion") {
     // Each token streamed as the sampler commits it; cancel and deadline between rounds/steps.
     const SamplerRequest one{ctx.get(), prompt, stream.get(), cb, go_on};
     const std::span<const SamplerRequest> reqs(&one, 1);
-    res.gen = rq.decode == "speculative" ? generate_speculative(gen, reqs, rq.speculative)[0]
-                                         : generate_diffusion(gen, reqs, rq.diffusion)[0];
+    SpeculativeOptions so = rq.speculative;
+    DiffusionOptions dso = rq.diffusion;
+    so.core = dso.core = core;
+    so.prefill = dso.prefill = prefill;
+    res.gen = rq.decode == "speculative" ? generate_speculative(gen, reqs, so)[0]
+                                         : generate_diffusion(gen, reqs, dso)[0];
     return res;
   }
   if (rq.decode == "wavefront") {
     WavefrontOptions wo;
-    std::optional<DecodeBatcher::Member> member;
-    if (batcher_) {
-      // The prompt and every core pass of the lanes join the engine's depth batch (prelude and
-      // coda passes run here).
-      member.emplace(*batcher_);
-      wo.core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member->core(s, e, rows); };
-      wo.prefill = [&](GenerationContext& c, std::span<const int32_t> ids) { return member->call(gen, c, ids); };
-    }
+    wo.core = core;
+    wo.prefill = prefill;
     res.gen = generate_wavefront(gen, *ctx, prompt, wo, cb, stream.get());
   } else if (batcher_) {
     // The prompt and every token's call join the engine's depth batch.

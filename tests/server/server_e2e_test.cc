@@ -1108,19 +1108,24 @@ TEST_F(ServeAbuseTest, DecodeFieldRunsTheReferenceSamplers) {
   EXPECT_TRUE(s.alive());
 }
 
-// Sequential and wavefront requests at once through the batched engine (--max-batch 4, cpu and
-// strict backends): every answer (text, per-token iterations, logprobs) equals the same request
-// sent alone with "decode": "sequential" (wavefront is lossless), and wavefront lanes did share
-// the depth batch's core passes with the sequential requests' calls (/metrics).
-TEST_F(ServeAbuseTest, WavefrontRidesTheDepthBatchBesideSequentialRequests) {
+// Sequential, wavefront, speculative and diffusion requests at once through the batched engine
+// (--max-batch 4, cpu and strict backends): every answer (text, per-token iterations, logprobs)
+// equals the same request sent alone with "decode": "sequential" (wavefront, and speculative at
+// threshold 1, are lossless), diffusion's the same diffusion request alone; and the other
+// decoders' rows did share the depth batch's core passes with the sequential calls (/metrics).
+TEST_F(ServeAbuseTest, OtherDecodersRideTheDepthBatchBesideSequentialRequests) {
   const char* prompts[] = {"hello", "the world says", "hello there", "world", "hello hello world", "there"};
   const char* depth[] = {R"("num_steps":8)", R"("num_steps":6)",
                          R"("num_steps":12,"exit_criterion":"kl","exit_threshold":0.005)"};
-  auto body = [&](int i, const std::string& decode) {
+  const std::string decode[] = {"sequential", "wavefront", "sequential", "speculative", "diffusion", "wavefront"};
+  auto body = [&](int i, const std::string& how) {
+    const std::string extra = how == "diffusion"
+        ? R"("diffusion":{"inner_recurrence":2,"freeze_strategy":"fixed","max_wavefront":0})"
+        : R"("logprobs":2)";
     return post("/v1/completions", std::string(R"({"model":"tiny","prompt":")") + prompts[i] +
                                        R"(","max_tokens":16,"temperature":0,"ignore_eos":true,)"
-                                       R"("return_iterations":true,"logprobs":2,)" + depth[i % 3] +
-                                       R"(,"decode":")" + decode + "\"}");
+                                       R"("return_iterations":true,)" + extra + "," + depth[i % 3] +
+                                       R"(,"decode":")" + how + "\"}");
   };
   auto metric = [](const ServerProcess& s, const std::string& name) {
     const Reply m = exchange(s.port(), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 10);
@@ -1133,10 +1138,10 @@ TEST_F(ServeAbuseTest, WavefrontRidesTheDepthBatchBesideSequentialRequests) {
     Reply got[6];
     std::vector<std::thread> threads;
     for (int i = 0; i < 6; ++i)
-      threads.emplace_back([&, i] { got[i] = exchange(s.port(), body(i, i % 2 ? "wavefront" : "sequential"), 120); });
+      threads.emplace_back([&, i] { got[i] = exchange(s.port(), body(i, decode[i]), 120); });
     for (auto& t : threads) t.join();
     for (int i = 0; i < 6; ++i) {
-      const Reply alone = exchange(s.port(), body(i, "sequential"), 120);
+      const Reply alone = exchange(s.port(), body(i, decode[i] == "diffusion" ? "diffusion" : "sequential"), 120);
       ASSERT_EQ(got[i].status, 200) << backend << " " << i << ": " << got[i].body;
       ASSERT_EQ(alone.status, 200) << alone.body;
       const json a = json::parse(got[i].body), b = json::parse(alone.body);
@@ -1144,7 +1149,7 @@ TEST_F(ServeAbuseTest, WavefrontRidesTheDepthBatchBesideSequentialRequests) {
       EXPECT_EQ(a["choices"][0]["logprobs"], b["choices"][0]["logprobs"]) << backend << " request " << i;
       EXPECT_EQ(a["usage"]["iterations_per_token"], b["usage"]["iterations_per_token"]) << backend << " request " << i;
     }
-    EXPECT_GT(metric(s, "huginn_decode_batch_wavefront_rows_total"), 0) << backend;
+    EXPECT_GT(metric(s, "huginn_decode_batch_rider_rows_total"), 0) << backend;
     EXPECT_GT(metric(s, "huginn_decode_batch_shared_passes_total"), 0) << backend;
     EXPECT_TRUE(s.alive());
   }
