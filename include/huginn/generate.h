@@ -328,8 +328,9 @@ class DepthBatch {
   std::vector<BatchedCall*> step();
   // Rows of another decoder (wavefront lanes, a sampler's rows: see CoreFn) for the next step's
   // core pass, after the calls' rows: s and e are copied in, the recurrence runs, s is copied
-  // back; prelude, coda and exit checks stay the rider's. rows (and what it points to), s and e must live
-  // until that step returns. A step with riders runs even with no call admitted.
+  // back; prelude, coda and exit checks stay the rider's. rows (one cache entry per sequence,
+  // and what it points to), s and e must live until that step returns. A step with riders runs
+  // even with no call admitted.
   void ride(Tensor& s, const Tensor& e, const Rows& rows);
   uint64_t rider_rows() const { return rider_rows_; }      // rows carried for riders so far
   uint64_t shared_passes() const { return shared_passes_; } // passes with riders and calls

@@ -179,6 +179,8 @@ void DepthBatch::check_exits(const Tensor& s) {
 }
 
 void DepthBatch::ride(Tensor& s, const Tensor& e, const Rows& rows) {
+  HUGINN_ASSERT(static_cast<int64_t>(rows.caches.size()) == rows.sequences(),
+                "DepthBatch::ride: one cache entry per sequence (null for none)");
   riders_.push_back(Rider{&s, &e, rows});
 }
 
