@@ -3,7 +3,9 @@
 # --max-batch P (on), P the most clients, driven by tests/server/js/load.mjs at each count of
 # concurrent clients in CLIENTS (default "1 4 16"), each run TOTAL greedy completions of
 # MAX_TOKENS tokens at NUM_STEPS recurrences, or with EXIT=CRITERION:THRESHOLD (e.g. kl:1e-3)
-# that adaptive exit with at most NUM_STEPS (every answer checked against a lone request's).
+# that adaptive exit with at most NUM_STEPS (every answer checked against a lone request's), or
+# with DECODE=wavefront|speculative that decoder (answers checked against sequential decoding's;
+# with --max-batch above 1 its core passes ride the depth batch).
 # BATCHES="1 P" picks the --max-batch values. Prints one line per run: requests/s, tokens/s,
 # p50/p99 latency, the server's CPU time per generated token (user + system, all threads: the
 # figure that survives a busy machine), the mean batch (calls per pass over the core) and the
@@ -15,7 +17,7 @@ BUILD=${1:-build}; SIZE=${2:-medium}; TOTAL=${3:-32}; MAXTOK=${4:-16}; STEPS=${5
 CLIENTS=${CLIENTS:-1 4 16}
 P=$(printf '%s\n' $CLIENTS | sort -n | tail -1)
 BATCHES=${BATCHES:-1 $P}
-export LOAD_EXIT=${EXIT:-}
+export LOAD_EXIT=${EXIT:-} LOAD_DECODE=${DECODE:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 JS="$ROOT/tests/server/js"
 [ -d "$JS/node_modules/openai" ] || (cd "$JS" && npm ci --no-audit --no-fund --silent)
@@ -23,7 +25,7 @@ TMP=$(mktemp -d)
 PID=
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$TMP"' EXIT
 MODEL=$("$ROOT/scripts/bench-server-model.sh" "$BUILD" "$SIZE" "$TMP")
-echo "model $SIZE ($("$BUILD/huginn" info --model "$MODEL" 2>/dev/null | awk '/^  total/{print $2, "parameters"}' || echo '?')), $TOTAL requests per run, max_tokens $MAXTOK, steps $STEPS${EXIT:+ (exit $EXIT)}, --threads $THREADS; load: $(uptime | sed 's/.*load/load/')"
+echo "model $SIZE ($("$BUILD/huginn" info --model "$MODEL" 2>/dev/null | awk '/^  total/{print $2, "parameters"}' || echo '?')), $TOTAL requests per run, max_tokens $MAXTOK, steps $STEPS${EXIT:+ (exit $EXIT)}${DECODE:+, decode $DECODE}, --threads $THREADS; load: $(uptime | sed 's/.*load/load/')"
 for BATCH in $BATCHES; do
   "$BUILD/huginn" serve --model "$MODEL" --port 0 --parallel "$P" --max-batch $BATCH --max-queue 256 \
     --api-key bench --threads "$THREADS" > "$TMP/out" 2> "$TMP/log" &

@@ -15,12 +15,17 @@
 // exactly run as chunks of `prefill_chunk` tokens (DepthBatch), so a long one holds up the
 // others' next iteration for one chunk's pass at a time. Results are bit-identical to
 // unbatched calls, so batching changes speed only.
+// Other decoders' rows ride along (Member::core, a CoreFn): a wavefront decoder's lanes (each at
+// its own depth) or a sampler's rows join the next pass beside the calls for one core
+// recurrence (their prelude and coda passes stay on their own thread), with the bits of their
+// own row-exact pass.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -57,8 +62,14 @@ class DecodeBatcher {
     CallResult decode(const Generator& gen, GenerationContext& ctx, int32_t id) {
       return call(gen, ctx, std::span<const int32_t>(&id, 1));
     }
+    // One core recurrence of another decoder's rows (a CoreFn: wavefront lanes) in the next
+    // pass, beside the batch's calls; blocks until it ran. The rows' caches are the caller's
+    // (nothing else may touch them meanwhile); s [n, E] comes back advanced by one recurrence.
+    void core(Tensor& s, const Tensor& e, const Rows& rows);
 
    private:
+    // Joins (first time), runs `queue` under the batcher's lock, waits until `done` is set.
+    void submit(const std::function<void()>& queue, const bool& done);
     DecodeBatcher& b_;
     bool joined_ = false;
   };
@@ -69,13 +80,17 @@ class DecodeBatcher {
     int max_rows = 0;    // most calls in one pass so far
     uint64_t calls = 0;  // calls finished
     uint64_t chunks = 0; // prompt chunks admitted after a prompt's first (chunked prefill)
+    uint64_t rider_rows = 0;     // rows of other decoders (Member::core) carried by passes
+    uint64_t shared_passes = 0;  // passes that carried such rows beside calls
   };
   Stats stats() const;
   int max_batch() const { return max_batch_; }
 
  private:
   struct Pending;
+  struct Rider;
   void loop();
+  bool waiting() const { return !pending_.empty() || !riders_.empty(); }  // (mu_ held)
 
   void finish(std::vector<BatchedCall*>& done);  // hands results back (mu_ held)
 
@@ -87,6 +102,7 @@ class DecodeBatcher {
   mutable std::mutex mu_;
   std::condition_variable arrived_, finished_;
   std::deque<Pending*> pending_;
+  std::vector<Rider*> riders_;  // core rows for the next pass
   int members_ = 0;  // sequences that have joined and not left
   bool stop_ = false;
   Stats stats_;

@@ -110,6 +110,12 @@ class GenerationContext;
 // exactly like prefill(ctx, ids).
 using CallFn = std::function<CallResult(GenerationContext&, std::span<const int32_t>)>;
 
+// Runs one core recurrence ModelPass::core_step(s, e, 0, rows) for a decoder's own rows, each
+// sequence at its own step index (rows.iterations), in place of the decoder's pass: e.g. inside
+// the server's depth batch beside other requests' calls (DecodeBatcher::Member::core). s, e
+// [n, E] on the backend; must give the bits of a row-exact pass.
+using CoreFn = std::function<void(Tensor& s, const Tensor& e, const Rows& rows)>;
+
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids (a stop id that ended generation included)
   std::vector<int> steps;       // recurrences of the call that produced each token
@@ -320,6 +326,14 @@ class DepthBatch {
   void admit(std::span<BatchedCall* const> calls, std::vector<BatchedCall*>& failed);
   // One core iteration for every admitted call; returns the calls that finished in it.
   std::vector<BatchedCall*> step();
+  // Rows of another decoder (wavefront lanes, a sampler's rows: see CoreFn) for the next step's
+  // core pass, after the calls' rows: s and e are copied in, the recurrence runs, s is copied
+  // back; prelude, coda and exit checks stay the rider's. rows (one cache entry per sequence,
+  // and what it points to), s and e must live until that step returns. A step with riders runs
+  // even with no call admitted.
+  void ride(Tensor& s, const Tensor& e, const Rows& rows);
+  uint64_t rider_rows() const { return rider_rows_; }      // rows carried for riders so far
+  uint64_t shared_passes() const { return shared_passes_; } // passes with riders and calls
   // Every admitted call fails with `error` (a fault of the pass itself) and is returned.
   std::vector<BatchedCall*> abort(std::exception_ptr error);
   size_t size() const { return live_.size(); }  // calls admitted and not finished
@@ -335,9 +349,19 @@ class DepthBatch {
   // Prelude and initial states of calls just appended to live_ (rows from rows_ on).
   void start(std::span<Call* const> calls);
 
+  struct Rider {
+    Tensor* s;
+    const Tensor* e;
+    Rows rows;
+  };
+  // The riders' rows into rows [rows_, ...) of s_ / e_ and their Rows into `set`.
+  int64_t board(RowSet& set);
+
   ModelPass& pass_;
   const int64_t prefill_chunk_;
   uint64_t chunks_ = 0;
+  std::vector<Rider> riders_;
+  uint64_t rider_rows_ = 0, shared_passes_ = 0;
   std::vector<std::unique_ptr<Call>> live_;  // in row order; rows 0 .. rows_-1 of s_ and e_
   Tensor s_, e_;                             // [capacity, E]: states and prelude outputs
   int64_t rows_ = 0;

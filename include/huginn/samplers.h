@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,6 +36,12 @@ struct SpeculativeOptions {
   int draft_steps = 0;           // recurrences of a draft; 0 = steps / 4 (at least 1)
   int lookahead_for_draft = 8;   // drafts per round
   double verification_threshold = 1.0;
+  // Where the passes run (empty: on the sampler's own pass): `core` runs each batched core
+  // recurrence, `prefill` each prompt's call, e.g. both in the server's depth batch beside
+  // other requests (DecodeBatcher::Member::core / call). The bits are the same either way;
+  // prelude and coda passes stay on the sampler's pass.
+  CoreFn core{};
+  CallFn prefill{};
   // Throws huginn::Error naming --draft-steps / --lookahead-for-draft /
   // --verification-threshold / --exit / --cache-slots / --warm-start.
   void validate(const GenerateOptions& g) const;
@@ -54,6 +61,8 @@ struct DiffusionOptions {
   bool sqrt_mixer = false;
   bool continuous_compute = false;   // new positions start from the window's last states
   bool full_prefill = true;          // the prompt runs once at --steps; else it joins the window
+  CoreFn core{};                     // as SpeculativeOptions::core / prefill
+  CallFn prefill{};
   static Freeze parse_freeze(const std::string& name);  // throws naming --freeze-strategy
   static std::string freeze_name(Freeze f);
   // Throws huginn::Error naming the flag (--inner-recurrence, --headway, --max-wavefront, ...).
@@ -72,16 +81,26 @@ struct SamplerStats {
 };
 
 // One prompt of a batch: its own fresh context (of `generator`) and, optionally, a text stream
-// for the result text and stop strings.
+// for the result text and stop strings, a token callback and a stop predicate.
 struct SamplerRequest {
   GenerationContext* ctx = nullptr;
   std::span<const int32_t> prompt;
   TextStream* text = nullptr;
+  // Streamed as Generator::generate streams, each token as it is committed (speculative: as a
+  // round accepts it; diffusion: as it freezes): id, steps, the text that became final, and
+  // the logits the token was chosen from where the sampler has them (speculative: always, the
+  // verified row's; diffusion: the prefill's first token only, empty after). Then one id = -1
+  // event with the trailing text, when there is some. Returning false ends this request
+  // (finish_reason "callback"); the others go on.
+  TokenCallback on_token{};
+  // Asked before each speculative round and each diffusion step (a step may freeze nothing):
+  // false ends this request with finish_reason "callback" (e.g. a server's cancel or deadline).
+  std::function<bool()> go_on{};
 };
 
 // Each request's result as Generator::generate reports it (tokens, steps of the call that chose
-// each token, finish_reason "stop" / "stop_string" / "length", plus "diffusion_steps" when the
-// diffusion sampler hit max_diffusion_steps). Prompts run through the batch together; a bad
+// each token, finish_reason "stop" / "stop_string" / "length" / "callback", plus
+// "diffusion_steps" when the diffusion sampler hit max_diffusion_steps). Prompts run through the batch together; a bad
 // prompt throws huginn::Error before any runs.
 std::vector<GenerateResult> generate_speculative(const Generator& generator,
                                                  std::span<const SamplerRequest> requests,

@@ -32,6 +32,12 @@ namespace huginn {
 struct WavefrontOptions {
   int draft_depth = 0;  // recurrences before a position drafts the next token; 0 = steps / 4
   int max_lanes = 8;    // positions in flight at most
+  // Where the passes run (empty: on the decoder's own pass): `core` runs each batched core
+  // recurrence of the lanes, `prefill` the prompt's call (generate_wavefront), e.g. both in the
+  // server's depth batch beside other requests (DecodeBatcher::Member::core / call). The bits
+  // are the same either way; prelude and coda passes stay on the decoder's pass.
+  CoreFn core{};
+  CallFn prefill{};
   // Throws huginn::Error naming --draft-depth / --lanes / --temperature / --warm-start.
   void validate(const GenerateOptions& g, int steps) const;
 };

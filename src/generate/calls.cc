@@ -178,15 +178,57 @@ void DepthBatch::check_exits(const Tensor& s) {
   }
 }
 
+void DepthBatch::ride(Tensor& s, const Tensor& e, const Rows& rows) {
+  HUGINN_ASSERT(static_cast<int64_t>(rows.caches.size()) == rows.sequences(),
+                "DepthBatch::ride: one cache entry per sequence (null for none)");
+  riders_.push_back(Rider{&s, &e, rows});
+}
+
+int64_t DepthBatch::board(RowSet& set) {
+  Backend& be = pass_.backend();
+  const int64_t E = pass_.model().config().n_embd;
+  int64_t n = 0;
+  for (const Rider& r : riders_) n += r.rows.count();
+  reserve_row_pair(be, s_, e_, rows_, rows_ + n, E);
+  int64_t at = rows_;
+  for (const Rider& r : riders_) {
+    const int64_t k = r.rows.count();
+    Tensor sd = s_.rows(at, at + k), ed = e_.rows(at, at + k);
+    be.copy(*r.s, sd);
+    be.copy(*r.e, ed);
+    set.positions.insert(set.positions.end(), r.rows.positions.begin(), r.rows.positions.end());
+    for (int64_t q = 0; q < r.rows.sequences(); ++q) {
+      set.starts.push_back(at + r.rows.starts[q + 1]);
+      set.caches.push_back(r.rows.caches[q]);
+      set.iterations.push_back(r.rows.iterations.empty() ? 0 : r.rows.iterations[q]);
+    }
+    at += k;
+  }
+  return n;
+}
+
 std::vector<BatchedCall*> DepthBatch::step() {
   std::vector<BatchedCall*> finished;
-  if (live_.empty()) return finished;
+  if (live_.empty() && riders_.empty()) return finished;
   Backend& be = pass_.backend();
   std::vector<Call*> all;
   for (auto& q : live_) all.push_back(q.get());
-  const RowSet set = row_set(all, true);
-  Tensor s = s_.rows(0, rows_), e = e_.rows(0, rows_);
-  pass_.core_step(s, e, 0, set.rows());
+  RowSet set = row_set(all, true);
+  const int64_t ridden = board(set);
+  {
+    Tensor s = s_.rows(0, rows_ + ridden), e = e_.rows(0, rows_ + ridden);
+    pass_.core_step(s, e, 0, set.rows());
+    int64_t at = rows_;
+    for (const Rider& r : riders_) {
+      be.copy(s_.rows(at, at + r.rows.count()), *r.s);
+      at += r.rows.count();
+    }
+    rider_rows_ += static_cast<uint64_t>(ridden);
+    if (ridden > 0 && !live_.empty()) ++shared_passes_;
+    riders_.clear();
+  }
+  if (live_.empty()) return finished;
+  Tensor s = s_.rows(0, rows_);
   for (Call* q : all) ++q->steps;
   check_exits(s);
 
@@ -258,6 +300,7 @@ std::vector<BatchedCall*> DepthBatch::abort(std::exception_ptr error) {
     failed.push_back(q->owner);
   }
   live_.clear();
+  riders_.clear();
   rows_ = 0;
   return failed;
 }

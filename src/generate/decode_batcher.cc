@@ -15,6 +15,15 @@ struct DecodeBatcher::Pending : BatchedCall {
   bool done = false;
 };
 
+// Another decoder's rows waiting for a pass (Member::core).
+struct DecodeBatcher::Rider {
+  Tensor* s;
+  const Tensor* e;
+  const Rows* rows;
+  bool done = false;
+  std::exception_ptr error{};
+};
+
 DecodeBatcher::DecodeBatcher(const Model& model, Backend& backend, int max_batch,
                              std::chrono::microseconds gather, int64_t prefill_chunk)
     : runner_(std::make_unique<BatchRunner>(model, backend)),
@@ -57,17 +66,25 @@ CallResult DecodeBatcher::Member::call(const Generator& gen, GenerationContext& 
   p.generator = &gen;
   p.ctx = &ctx;
   p.ids = ids;
-  {
-    std::unique_lock<std::mutex> lock(b_.mu_);
-    if (b_.stop_) throw Error("the decode batcher has stopped");
-    if (!joined_) ++b_.members_;
-    joined_ = true;
-    b_.pending_.push_back(&p);
-    b_.arrived_.notify_all();
-    b_.finished_.wait(lock, [&] { return p.done; });
-  }
+  submit([&] { b_.pending_.push_back(&p); }, p.done);
   if (p.error) std::rethrow_exception(p.error);
   return p.result;
+}
+
+void DecodeBatcher::Member::core(Tensor& s, const Tensor& e, const Rows& rows) {
+  Rider r{&s, &e, &rows};
+  submit([&] { b_.riders_.push_back(&r); }, r.done);
+  if (r.error) std::rethrow_exception(r.error);
+}
+
+void DecodeBatcher::Member::submit(const std::function<void()>& queue, const bool& done) {
+  std::unique_lock<std::mutex> lock(b_.mu_);
+  if (b_.stop_) throw Error("the decode batcher has stopped");
+  if (!joined_) ++b_.members_;
+  joined_ = true;
+  queue();
+  b_.arrived_.notify_all();
+  b_.finished_.wait(lock, [&] { return done; });
 }
 
 void DecodeBatcher::finish(std::vector<BatchedCall*>& done) {
@@ -80,11 +97,11 @@ void DecodeBatcher::loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     if (batch_->size() == 0) {
-      arrived_.wait(lock, [&] { return stop_ || !pending_.empty(); });
-      if (pending_.empty()) return;  // stopping, nothing left to run
+      arrived_.wait(lock, [&] { return stop_ || waiting(); });
+      if (!waiting()) return;  // stopping, nothing left to run
       // After an idle spell, let the members' calls arrive together (at most `gather`).
       arrived_.wait_until(lock, std::chrono::steady_clock::now() + gather_, [&] {
-        return stop_ || pending_.size() >= static_cast<size_t>(std::min(members_, max_batch_));
+        return stop_ || pending_.size() + riders_.size() >= static_cast<size_t>(std::min(members_, max_batch_));
       });
     }
     // Waiting calls take the places of those that left.
@@ -93,6 +110,8 @@ void DecodeBatcher::loop() {
     std::vector<BatchedCall*> join;
     for (size_t i = 0; i < n; ++i) join.push_back(pending_[i]);
     pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(n));
+    std::vector<Rider*> riders;  // every waiting rider rides this pass
+    riders.swap(riders_);
     lock.unlock();
 
     std::vector<BatchedCall*> done;
@@ -100,10 +119,12 @@ void DecodeBatcher::loop() {
     try {
       if (!join.empty()) batch_->admit(join, done);  // calls that cannot run come back failed
       carried = batch_->size();
+      for (Rider* r : riders) batch_->ride(*r->s, *r->e, *r->rows);
       std::vector<BatchedCall*> left = batch_->step();
       done.insert(done.end(), left.begin(), left.end());
     } catch (...) {
-      // Not a per-call error: every call in the batch fails with it.
+      // Not a per-call error: every call in the batch, and every rider, fails with it.
+      for (Rider* r : riders) r->error = std::current_exception();
       std::vector<BatchedCall*> failed = batch_->abort(std::current_exception());
       done.insert(done.end(), failed.begin(), failed.end());
     }
@@ -115,6 +136,10 @@ void DecodeBatcher::loop() {
       stats_.max_rows = std::max(stats_.max_rows, static_cast<int>(carried));
     }
     stats_.chunks = batch_->chunks();
+    stats_.rider_rows = batch_->rider_rows();
+    stats_.shared_passes = batch_->shared_passes();
+    for (Rider* r : riders) r->done = true;
+    if (!riders.empty()) finished_.notify_all();
     finish(done);
   }
 }

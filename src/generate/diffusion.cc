@@ -109,7 +109,7 @@ using Freeze = DiffusionOptions::Freeze;
 struct Seq {
   const SamplerRequest* req = nullptr;
   GenerationContext* ctx = nullptr;
-  GenerateResult res;
+  TokenSink out;                    // the tokens, streamed as they freeze
   int32_t prompt = 0;               // P
   std::vector<int32_t> seq;         // frozen tokens, then the window's guesses
   int32_t frozen = 0;               // F
@@ -164,18 +164,15 @@ struct Diffusion {
       q.prev = q.s;
       return;
     }
-    const CallResult r = g.prefill(ctx, prompt);
+    const CallResult r = o.prefill ? o.prefill(ctx, prompt) : g.prefill(ctx, prompt);
     const int32_t t0 = g.sample(ctx, r.logits);
-    q.res.tokens.push_back(t0);
-    q.res.steps.push_back(r.steps);
+    if (!q.out.push(t0, r.steps, r.logits)) q.done = true;
     q.seq.push_back(t0);
     q.frozen = q.prompt + 1;
     q.c = q.prompt;
     for (int32_t p = 0; p < q.frozen; ++p) q.counter[static_cast<size_t>(p)] += g.steps();
     q.s = draw(q, 1);
     q.prev = q.s;
-    const auto& stops = g.stop_ids();
-    if (std::count(stops.begin(), stops.end(), t0)) q.done = true;
     if (q.c >= g.context_length()) q.done = true;  // the prompt filled the context
   }
 
@@ -239,7 +236,7 @@ struct Diffusion {
     }
     Tensor dev = be().upload(host);
     be().copy(dev, s);
-    for (int t = 0; t < o.inner_recurrence; ++t) pass.core_step(s, e, t, r);
+    for (int t = 0; t < o.inner_recurrence; ++t) core_step(pass, o.core, s, e, t, r);
     stats.core_passes += o.inner_recurrence;
     stats.core_rows += o.inner_recurrence * R;
     Tensor logits = pass.buffer(2, R, V);
@@ -310,17 +307,15 @@ struct Diffusion {
     }
     KVCache& cache = SamplerAccess::cache(*q.ctx);
     if (k > F) {
-      for (int32_t p = F; p < k; ++p) {
-        q.res.tokens.push_back(q.seq[static_cast<size_t>(p)]);
-        q.res.steps.push_back(q.counter[static_cast<size_t>(p - 1)]);
-        SamplerAccess::sampler(*q.ctx).accept(q.seq[static_cast<size_t>(p)]);
+      // Out at once; the end of the request (stop id, stop string, length, callback) ends it.
+      for (int32_t p = F; p < k && !q.done; ++p) {
+        const int32_t id = q.seq[static_cast<size_t>(p)];
+        q.done = !q.out.push(id, q.counter[static_cast<size_t>(p - 1)], {});
+        SamplerAccess::sampler(*q.ctx).accept(id);
       }
       q.s.erase(q.s.begin(), q.s.begin() + static_cast<ptrdiff_t>((k - 1 - c) * E));
       q.frozen = k;
       q.c = k - 1;
-      const auto& stops = g.stop_ids();
-      for (int32_t p = F; p < k; ++p)
-        if (std::count(stops.begin(), stops.end(), q.seq[static_cast<size_t>(p)])) q.done = true;
     }
     cache.drop_from(q.c);
     q.prev = q.s;
@@ -350,25 +345,24 @@ std::vector<GenerateResult> generate_diffusion(const Generator& g,
     seqs[i].req = &requests[i];
     seqs[i].ctx = requests[i].ctx;
     HUGINN_ASSERT(seqs[i].ctx->n_past() == 0, "generate_diffusion: a fresh context per request");
-    seqs[i].res.prompt_tokens = static_cast<int32_t>(prompts[i].size());
-    d.start(seqs[i], prompts[i]);
+    seqs[i].out.begin(g, requests[i], static_cast<int32_t>(prompts[i].size()));
+    seqs[i].done = !seqs[i].out.proceed();
+    if (!seqs[i].done) d.start(seqs[i], prompts[i]);
   }
   const auto t1 = std::chrono::steady_clock::now();
   for (;;) {
     std::vector<Seq*> live;
-    for (Seq& q : seqs)
+    for (Seq& q : seqs) {
+      if (!q.done) q.done = !q.out.proceed();
       if (!q.done) live.push_back(&q);
+    }
     if (live.empty()) break;
     d.step(live);
   }
   const auto t2 = std::chrono::steady_clock::now();
   std::vector<GenerateResult> out;
   const double prefill_s = seconds_between(t0, t1) / static_cast<double>(seqs.size());
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    Seq& q = seqs[i];
-    close_result(g, requests[i], q.res, q.reason, prefill_s, seconds_between(t1, t2), stats);
-    out.push_back(std::move(q.res));
-  }
+  for (Seq& q : seqs) out.push_back(q.out.close(q.reason, prefill_s, seconds_between(t1, t2), stats));
   if (stats_out) *stats_out = stats;
   return out;
 }

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "huginn/samplers.h"
@@ -51,15 +53,42 @@ struct PassRows {
   int64_t sequences() const { return static_cast<int64_t>(caches.size()); }
 };
 
-// Cuts a sampler's tokens (maybe more than max_new_tokens, maybe past a stop id): keeps at most
-// max_new_tokens, ends after the first stop id ("stop"), runs the text stream and stop strings
-// ("stop_string"), else `reason` ("length" when empty).
-void cut_result(const Generator& g, const SamplerRequest& req, GenerateResult& res,
-                const std::string& reason);
-// cut_result, then the times (decode_tok_s counts the tokens after the first), the cache size,
-// and the tokens into `stats`.
-void close_result(const Generator& g, const SamplerRequest& req, GenerateResult& res,
-                  const std::string& reason, double prefill_s, double decode_s, SamplerStats& stats);
+// A sampler's output for one request, token by token as the sampler commits them, with the
+// rules of Generator::generate: at most max_new_tokens, ending after the first stop id
+// ("stop"), the text stream and stop strings ("stop_string"), the request's on_token callback
+// ("callback" when it returns false) and go_on predicate.
+class TokenSink {
+ public:
+  void begin(const Generator& g, const SamplerRequest& req, int32_t prompt_tokens);
+  // One committed token, its steps and the logits it was chosen from (may be empty); false
+  // once the request has ended (then later tokens are ignored).
+  bool push(int32_t id, int steps, std::span<const float> logits);
+  // Whether the request goes on: not ended, and its go_on predicate (if any) agrees.
+  bool proceed();
+  bool ended() const { return ended_; }
+  size_t size() const { return res_.tokens.size(); }
+  // The result: `reason` when the sampler stopped it ("length" when empty), the trailing text
+  // (and its id = -1 event), the times (decode_tok_s counts the tokens after the first), the
+  // cache size; the tokens are added to `stats`.
+  GenerateResult close(const std::string& reason, double prefill_s, double decode_s, SamplerStats& stats);
+
+ private:
+  void end(const char* reason);
+  const Generator* g_ = nullptr;
+  const SamplerRequest* req_ = nullptr;
+  GenerateResult res_;
+  std::unique_ptr<StopStringMatcher> matcher_;
+  bool ended_ = false;
+};
+
+// Core recurrence t of every sequence of `rows` on `core` (each at step index t through
+// Rows::iterations), or on `pass` when it is empty.
+inline void core_step(ModelPass& pass, const CoreFn& core, Tensor& s, const Tensor& e, int t,
+                      const Rows& rows) {
+  if (!core) return pass.core_step(s, e, t, rows);
+  const std::vector<int> at(static_cast<size_t>(rows.sequences()), t);
+  core(s, e, Rows{rows.positions, rows.starts, rows.caches, at});
+}
 
 inline double seconds_between(std::chrono::steady_clock::time_point a,
                               std::chrono::steady_clock::time_point b) {

@@ -57,11 +57,10 @@ bool verified(std::span<const float> logits, int32_t draft, double threshold) {
 struct Seq {
   const SamplerRequest* req = nullptr;
   GenerationContext* ctx = nullptr;
-  GenerateResult res;
+  TokenSink out;     // the tokens, streamed as rounds accept them
   int32_t last = 0;  // newest token, not in the cache yet
   int lookahead = 0; // this round's L
   bool done = false;
-  std::string reason;
   std::vector<int32_t> drafts;
   std::unique_ptr<Sampler> draft_sampler;
   std::vector<std::vector<float>> logits;  // this round's verified rows [L][V]
@@ -89,45 +88,55 @@ void SpeculativeOptions::validate(const GenerateOptions& g) const {
                 "is not offered)");
 }
 
-void close_result(const Generator& g, const SamplerRequest& req, GenerateResult& res,
-                  const std::string& reason, double prefill_s, double decode_s, SamplerStats& stats) {
-  res.prefill_seconds = prefill_s;
-  res.decode_seconds = decode_s;
-  res.cache_bytes = req.ctx->cache().bytes();
-  cut_result(g, req, res, reason);
-  res.decode_calls = std::max(0, static_cast<int>(res.tokens.size()) - 1);  // decode_tok_s: tokens after the first
-  stats.tokens += static_cast<int64_t>(res.tokens.size());
+void TokenSink::begin(const Generator& g, const SamplerRequest& req, int32_t prompt_tokens) {
+  g_ = &g;
+  req_ = &req;
+  res_.prompt_tokens = prompt_tokens;
+  matcher_ = std::make_unique<StopStringMatcher>(g.options().stop_strings);
 }
 
-void cut_result(const Generator& g, const SamplerRequest& req, GenerateResult& res,
-                const std::string& reason) {
-  auto& t = res.tokens;
-  const auto max_new = static_cast<size_t>(g.options().max_new_tokens);
-  if (t.size() > max_new) t.resize(max_new);
-  res.finish_reason = reason.empty() ? "length" : reason;
-  const auto& stops = g.stop_ids();
-  for (size_t i = 0; i < t.size(); ++i)
-    if (std::count(stops.begin(), stops.end(), t[i])) {
-      t.resize(i + 1);
-      res.finish_reason = "stop";
-      break;
-    }
-  res.steps.resize(t.size());
-  if (!req.text) return;
-  StopStringMatcher matcher(g.options().stop_strings);
-  for (size_t i = 0; i < t.size(); ++i) {
-    if (res.finish_reason == "stop" && i + 1 == t.size()) break;  // the stop id has no text
-    res.text += matcher.push(req.text->push(t[i]));
-    if (matcher.matched()) {
-      t.resize(i + 1);
-      res.steps.resize(i + 1);
-      res.finish_reason = "stop_string";
-      return;
-    }
+void TokenSink::end(const char* reason) {
+  res_.finish_reason = reason;
+  ended_ = true;
+}
+
+bool TokenSink::push(int32_t id, int steps, std::span<const float> logits) {
+  if (ended_) return false;
+  res_.tokens.push_back(id);
+  res_.steps.push_back(steps);
+  const auto& stops = g_->stop_ids();
+  const bool is_stop = std::count(stops.begin(), stops.end(), id) > 0;
+  std::string piece;  // the stop id has no text
+  if (!is_stop && req_->text) piece = matcher_->push(req_->text->push(id));
+  res_.text += piece;
+  if (req_->on_token && !req_->on_token(TokenEvent{id, steps, piece, logits, {}})) end("callback");
+  else if (is_stop) end("stop");
+  else if (matcher_->matched()) end("stop_string");
+  else if (res_.tokens.size() >= static_cast<size_t>(g_->options().max_new_tokens)) end("length");
+  return !ended_;
+}
+
+bool TokenSink::proceed() {
+  if (!ended_ && req_->go_on && !req_->go_on()) end("callback");
+  return !ended_;
+}
+
+GenerateResult TokenSink::close(const std::string& reason, double prefill_s, double decode_s,
+                                SamplerStats& stats) {
+  if (!ended_) end(reason.empty() ? "length" : reason.c_str());
+  if (req_->text && !matcher_->matched()) {
+    std::string rest = matcher_->push(req_->text->finish());
+    if (matcher_->matched()) res_.finish_reason = "stop_string";
+    else rest += matcher_->flush();
+    res_.text += rest;
+    if (!rest.empty() && req_->on_token) req_->on_token(TokenEvent{-1, 0, rest, {}, {}});
   }
-  res.text += matcher.push(req.text->finish());
-  if (matcher.matched()) res.finish_reason = "stop_string";
-  else res.text += matcher.flush();
+  res_.prefill_seconds = prefill_s;
+  res_.decode_seconds = decode_s;
+  res_.cache_bytes = req_->ctx->cache().bytes();
+  res_.decode_calls = std::max(0, static_cast<int>(res_.tokens.size()) - 1);  // decode_tok_s: tokens after the first
+  stats.tokens += static_cast<int64_t>(res_.tokens.size());
+  return std::move(res_);
 }
 
 namespace {
@@ -166,7 +175,7 @@ struct Speculative {
     }
     Tensor dev = be().upload(init);
     be().copy(dev, s);
-    for (int t = 0; t < steps; ++t) pass.core_step(s, e, t, r);
+    for (int t = 0; t < steps; ++t) core_step(pass, o.core, s, e, t, r);
     stats.core_passes += steps;
     stats.core_rows += steps * n;
     Tensor logits = pass.buffer(2, n, V);
@@ -243,32 +252,30 @@ struct Speculative {
     GenerationContext& ctx = *q.ctx;
     SamplerChain& chain = SamplerAccess::sampler(ctx);
     std::vector<int32_t> run{q.last};  // tokens whose entries the cache keeps
-    for (int j = 0; j < a; ++j) {
+    // Each accepted token goes out at once, with the verified row it was chosen from; one that
+    // ends the request (stop id, stop string, length, callback) ends the round there.
+    // The cache keeps what sequential decoding would have fed back: not the last token.
+    for (int j = 0; j < a && !q.done; ++j) {
       const int32_t d = q.drafts[static_cast<size_t>(j)];
       chain.accept(d);
-      q.res.tokens.push_back(d);
-      q.res.steps.push_back(g.steps());
-      if (j + 1 < L) run.push_back(d);
+      q.done = !q.out.push(d, g.steps(), q.logits[static_cast<size_t>(j)]);
+      if (j + 1 < L && !q.done) run.push_back(d);
     }
-    if (a < L) {
-      const int32_t t = g.sample(ctx, q.logits[static_cast<size_t>(a)]);
-      q.res.tokens.push_back(t);
-      q.res.steps.push_back(g.steps());
-      q.last = t;
-    } else {
+    if (!q.done && a < L) {
+      const std::span<const float> row = q.logits[static_cast<size_t>(a)];
+      q.last = g.sample(ctx, row);
+      q.done = !q.out.push(q.last, g.steps(), row);
+    } else if (!q.done) {
       q.last = q.drafts.back();
     }
     const int32_t p = ctx.n_past();
     SamplerAccess::cache(ctx).drop_from(p + static_cast<int32_t>(run.size()));
     SamplerAccess::commit(ctx, run);
-    const auto& stops = g.stop_ids();
-    for (size_t i = q.res.tokens.size() - static_cast<size_t>(std::min(a + 1, L)); i < q.res.tokens.size(); ++i)
-      if (std::count(stops.begin(), stops.end(), q.res.tokens[i])) q.done = true;
   }
 
   // This round's lookahead: at most L, the tokens still wanted, the positions left.
   void plan(Seq& q) {
-    const int64_t want = g.options().max_new_tokens - static_cast<int64_t>(q.res.tokens.size());
+    const int64_t want = g.options().max_new_tokens - static_cast<int64_t>(q.out.size());
     const int64_t room = g.context_length() - q.ctx->n_past();
     q.lookahead = static_cast<int>(std::min<int64_t>({o.lookahead_for_draft, want, room}));
     if (q.lookahead < 1) q.done = true;
@@ -292,19 +299,19 @@ std::vector<GenerateResult> generate_speculative(const Generator& g,
     q.req = &requests[i];
     q.ctx = requests[i].ctx;
     HUGINN_ASSERT(q.ctx->n_past() == 0, "generate_speculative: a fresh context per request");
+    q.out.begin(g, requests[i], static_cast<int32_t>(prompts[i].size()));
+    q.done = !q.out.proceed();
+    if (q.done) continue;
     for (int32_t id : prompts[i]) SamplerAccess::sampler(*q.ctx).accept(id);
-    const CallResult r = g.prefill(*q.ctx, prompts[i]);
-    q.res.prompt_tokens = static_cast<int32_t>(prompts[i].size());
+    const CallResult r = o.prefill ? o.prefill(*q.ctx, prompts[i]) : g.prefill(*q.ctx, prompts[i]);
     q.last = g.sample(*q.ctx, r.logits);
-    q.res.tokens.push_back(q.last);
-    q.res.steps.push_back(r.steps);
-    const auto& stops = g.stop_ids();
-    q.done = std::count(stops.begin(), stops.end(), q.last) > 0;
+    q.done = !q.out.push(q.last, r.steps, r.logits);
   }
   const auto t1 = std::chrono::steady_clock::now();
   for (;;) {
     std::vector<Seq*> live;
     for (Seq& q : seqs) {
+      if (!q.done) q.done = !q.out.proceed();
       if (!q.done) sp.plan(q);
       if (!q.done) live.push_back(&q);
     }
@@ -316,11 +323,7 @@ std::vector<GenerateResult> generate_speculative(const Generator& g,
   const auto t2 = std::chrono::steady_clock::now();
   std::vector<GenerateResult> out;
   const double prefill_s = seconds_between(t0, t1) / static_cast<double>(seqs.size());
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    Seq& q = seqs[i];
-    close_result(g, requests[i], q.res, "", prefill_s, seconds_between(t1, t2), stats);
-    out.push_back(std::move(q.res));
-  }
+  for (Seq& q : seqs) out.push_back(q.out.close("", prefill_s, seconds_between(t1, t2), stats));
   if (stats_out) *stats_out = stats;
   return out;
 }

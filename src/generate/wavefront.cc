@@ -160,7 +160,9 @@ struct WavefrontDecoder::Impl {
       caches.push_back(ctx.cache_.get());
       rec.push_back(l.steps);
     }
-    pass.core_step(s, e, 0, Rows{pos, starts, caches, rec});
+    const Rows rows{pos, starts, caches, rec};
+    if (opt.core) opt.core(s, e, rows);
+    else pass.core_step(s, e, 0, rows);
     ++stats->core_passes;
     stats->core_rows += n;
     for (int64_t i = 0; i < n; ++i) {
@@ -337,7 +339,7 @@ GenerateResult generate_wavefront(const Generator& g, GenerationContext& ctx,
                    [&](GenerationContext& c, std::span<const int32_t> ids) {
                      if (!prompt_done) {
                        prompt_done = true;
-                       return g.prefill(c, ids);
+                       return o.prefill ? o.prefill(c, ids) : g.prefill(c, ids);
                      }
                      HUGINN_ASSERT(ids.size() == 1, "generate_wavefront: one token per decode call");
                      return dec.decode(c, ids[0]);

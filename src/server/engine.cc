@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <limits>
 #include <numeric>
+#include <optional>
 
 #include "huginn/backend.h"
 #include "huginn/error.h"
@@ -101,11 +102,9 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     if (n > 0) gen.reuse_prefix(*ctx, *hit.entry->cache, prompt, n);
   }
   std::unique_ptr<TextStream> stream = tokenizer_text_stream(tok_);
-  TokenCallback cb = [&](const TokenEvent& ev) {
-    // One per token in res.gen.tokens, stopped ones included.
-    const double exit_value = ev.exit_values.empty() ? std::numeric_limits<double>::quiet_NaN()
-                                                     : ev.exit_values.back();
-    if (ev.id >= 0) res.exit_values.push_back(exit_value);
+  // A client gone or the request's deadline passed: asked at every token of every decoder, and
+  // by the samplers before each of their rounds or steps too (a step may commit no token).
+  auto go_on = [&] {
     if (rq.cancel && rq.cancel->load()) {
       res.cancelled = true;
       return false;
@@ -114,31 +113,49 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
       res.timed_out = true;
       return false;
     }
+    return true;
+  };
+  TokenCallback cb = [&](const TokenEvent& ev) {
+    // One per token in res.gen.tokens, stopped ones included.
+    const double exit_value = ev.exit_values.empty() ? std::numeric_limits<double>::quiet_NaN()
+                                                     : ev.exit_values.back();
+    if (ev.id >= 0) res.exit_values.push_back(exit_value);
+    if (!go_on()) return false;
     EngineEvent e{ev.id, ev.steps, exit_value, ev.text, nullptr};
-    if (rq.top_logprobs >= 0 && ev.id >= 0) {
+    if (rq.top_logprobs >= 0 && ev.id >= 0) {  // (refused where a decoder has no logits)
       res.logprobs.push_back(token_logprob(ev.logits, ev.id, rq.top_logprobs));
       e.logprob = &res.logprobs.back();
     }
     if (on_token) on_token(e);
     return true;
   };
+  // With batching on, the other decoders' prompt and core passes join the engine's depth batch
+  // (their prelude and coda passes run here).
+  std::optional<DecodeBatcher::Member> member;
+  CoreFn core;
+  CallFn prefill;
+  if (batcher_ && rq.decode != "sequential") {
+    member.emplace(*batcher_);
+    core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member->core(s, e, rows); };
+    prefill = [&](GenerationContext& c, std::span<const int32_t> ids) { return member->call(gen, c, ids); };
+  }
   if (rq.decode == "speculative" || rq.decode == "diffusion") {
-    const SamplerRequest one{ctx.get(), prompt, stream.get()};
+    // Each token streamed as the sampler commits it; cancel and deadline between rounds/steps.
+    const SamplerRequest one{ctx.get(), prompt, stream.get(), cb, go_on};
     const std::span<const SamplerRequest> reqs(&one, 1);
-    res.gen = rq.decode == "speculative" ? generate_speculative(gen, reqs, rq.speculative)[0]
-                                         : generate_diffusion(gen, reqs, rq.diffusion)[0];
-    // Events after the fact: each token with its steps, the whole text with the last one.
-    for (size_t i = 0; i < res.gen.tokens.size(); ++i) {
-      res.exit_values.push_back(std::numeric_limits<double>::quiet_NaN());
-      const bool last = i + 1 == res.gen.tokens.size();
-      EngineEvent e{res.gen.tokens[i], res.gen.steps[i], res.exit_values.back(),
-                    last ? std::string_view(res.gen.text) : std::string_view(), nullptr};
-      if (on_token) on_token(e);
-    }
+    SpeculativeOptions so = rq.speculative;
+    DiffusionOptions dso = rq.diffusion;
+    so.core = dso.core = core;
+    so.prefill = dso.prefill = prefill;
+    res.gen = rq.decode == "speculative" ? generate_speculative(gen, reqs, so)[0]
+                                         : generate_diffusion(gen, reqs, dso)[0];
     return res;
   }
   if (rq.decode == "wavefront") {
-    res.gen = generate_wavefront(gen, *ctx, prompt, WavefrontOptions{}, cb, stream.get());
+    WavefrontOptions wo;
+    wo.core = core;
+    wo.prefill = prefill;
+    res.gen = generate_wavefront(gen, *ctx, prompt, wo, cb, stream.get());
   } else if (batcher_) {
     // The prompt and every token's call join the engine's depth batch.
     DecodeBatcher::Member member(*batcher_);

@@ -34,9 +34,11 @@ struct EngineRequest {
   GenerateOptions options;
   int top_logprobs = -1;        // -1: no logprobs; else the chosen token's and this many others'
   bool prompt_logprobs = false;  // also score the prompt tokens (completions echo + logprobs)
-  // sequential (in the engine's depth batch), or wavefront / speculative / diffusion, which run
-  // alone on the request's thread; the samplers report their tokens when they finish (no
-  // cancellation or deadline inside them, no logprobs).
+  // sequential, wavefront, speculative or diffusion; with batching on, all in the engine's depth
+  // batch (the others' prompt and core passes; prelude, coda and bookkeeping on the request's
+  // thread). Every decoder streams each token as it is committed and stops at `cancel` or
+  // `deadline` (the samplers also between their rounds / steps); logprobs for all but diffusion
+  // (refused by the request parser).
   std::string decode = "sequential";
   SpeculativeOptions speculative;
   DiffusionOptions diffusion;

@@ -555,6 +555,8 @@ void Server::Impl::setup() {
     metrics.decode_batches = bs.ticks;
     metrics.decode_batch_rows = bs.rows;
     metrics.prefill_chunks = bs.chunks;
+    metrics.rider_rows = bs.rider_rows;
+    metrics.rider_shared_passes = bs.shared_passes;
     r.set_content(metrics.render(sched.queued(), sched.active(), sched.slots()) +
                       connection_metrics(),
                   "text/plain; version=0.0.4");

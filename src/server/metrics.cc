@@ -84,6 +84,12 @@ std::string Metrics::render(size_t queue_depth, int active_slots, int slots) con
   counter(out, "huginn_decode_batch_rows_total",
           "calls carried by batched passes (/ batches = mean batch size)",
           decode_batch_rows.load());
+  counter(out, "huginn_decode_batch_rider_rows_total",
+          "rows of the other decoders (wavefront lanes, the samplers' passes) carried by the depth "
+          "batch's core passes", rider_rows.load());
+  counter(out, "huginn_decode_batch_shared_passes_total",
+          "core passes that carried such rows beside sequential calls",
+          rider_shared_passes.load());
   counter(out, "huginn_prefill_chunks_total",
           "prompt chunks run after a prompt's first (--prefill-chunk)", prefill_chunks.load());
   gauge(out, "huginn_queue_depth", "requests waiting for a slot", static_cast<double>(queue_depth));

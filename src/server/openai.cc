@@ -287,8 +287,12 @@ void parse_decode(const json& j, EngineRequest& r, const ServeLimits& lim) {
 // The decoder's own checks against the request's other options (a 400 naming 'decode').
 void check_decode(const EngineRequest& r, const Engine& engine) {
   if (r.decode == "sequential") return;
-  if (r.top_logprobs >= 0 || r.prompt_logprobs)
-    bad("logprobs", "'logprobs' needs 'decode': \"sequential\" (the other decoders keep no per-token logits)");
+  // Wavefront and speculative choose each token from the logits sequential decoding would
+  // (a final decode, a verified row); diffusion's frozen token is the last of a position's
+  // guesses, each from a noisy window step, and those rows are not kept.
+  if (r.decode == "diffusion" && (r.top_logprobs >= 0 || r.prompt_logprobs))
+    bad("logprobs", "'logprobs' is not available with 'decode': \"diffusion\" (a frozen token's "
+                    "logits are not kept); use sequential, wavefront or speculative");
   const int steps = r.options.steps > 0 ? r.options.steps : engine.default_steps();
   try {
     if (r.decode == "wavefront") WavefrontOptions{}.validate(r.options, steps);

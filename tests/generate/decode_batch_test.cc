@@ -17,7 +17,9 @@
 #include "huginn/decode_batcher.h"
 #include "huginn/forward_batch.h"
 #include "huginn/generate.h"
+#include "huginn/samplers.h"
 #include "huginn/thread_pool.h"
+#include "huginn/wavefront.h"
 #include "test_util.h"
 
 namespace huginn {
@@ -157,15 +159,19 @@ struct Trace {
   std::vector<std::vector<float>> logits;
 };
 
-Trace solo(const Generator& gen, std::span<const int32_t> prompt) {
-  Trace t;
-  auto ctx = gen.new_context();
-  gen.generate(*ctx, prompt, [&](const TokenEvent& ev) {
+TokenCallback record_into(Trace& t) {
+  return [&t](const TokenEvent& ev) {
     t.tokens.push_back(ev.id);
     t.steps.push_back(ev.steps);
     t.logits.emplace_back(ev.logits.begin(), ev.logits.end());
     return true;
-  });
+  };
+}
+
+Trace solo(const Generator& gen, std::span<const int32_t> prompt) {
+  Trace t;
+  auto ctx = gen.new_context();
+  gen.generate(*ctx, prompt, record_into(t));
   return t;
 }
 
@@ -393,6 +399,118 @@ TEST_P(DecodeBatcherTest, ThreadsGetSoloResults) {
   EXPECT_GE(st.max_rows, 3);
   EXPECT_LE(st.max_rows, 4);
   EXPECT_GT(st.rows, st.ticks);
+}
+
+// Wavefront decoders ride the batcher's passes (WavefrontOptions::core / prefill through a
+// Member) while other threads decode sequentially in it: every sequence gets what it gets alone,
+// the wavefront ones sequential decoding's tokens, steps and logits bit for bit (fixed depth,
+// and a KL exit with a shared cache), and their lanes really shared passes with the calls.
+TEST_P(DecodeBatcherTest, WavefrontRidesTheBatchBesideSequentialThreads) {
+  Fixture f(GetParam(), "tiny-b");
+  std::vector<GenerateOptions> opts = mixed_options();
+  opts.resize(2);  // sequential: greedy fixed depth; exit, warm start and sampling
+  GenerateOptions w;
+  w.default_stop_ids = false;
+  w.steps = 8;
+  w.max_new_tokens = 14;
+  opts.push_back(w);  // wavefront, fixed depth, full cache
+  w.steps = 12;
+  w.exit = ExitSpec::parse("kl:5e-3");
+  w.cache_strategy = KVCache::Strategy::kCompressS;
+  w.cache_slots = 3;
+  w.init_scale = 1.0;
+  w.init_seed = 9;
+  opts.push_back(w);  // wavefront, logit exit, shared cache, random s_0
+  std::vector<std::unique_ptr<Generator>> gens;
+  std::vector<Trace> want;
+  for (size_t i = 0; i < opts.size(); ++i) {
+    opts[i].max_new_tokens += 8;
+    gens.push_back(std::make_unique<Generator>(*f.model, *f.be, opts[i]));
+    want.push_back(solo(*gens[i], kPrompts[i]));
+  }
+  DecodeBatcher batcher(*f.model, *f.be, 4, std::chrono::microseconds(20000));
+  std::vector<Trace> got(opts.size());
+  std::vector<WavefrontStats> wst(opts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < opts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      DecodeBatcher::Member member(batcher);
+      const Generator& g = *gens[i];
+      auto ctx = g.new_context();
+      const TokenCallback record = record_into(got[i]);
+      auto call = [&](GenerationContext& c, std::span<const int32_t> ids) { return member.call(g, c, ids); };
+      if (i < 2) {
+        g.generate(*ctx, kPrompts[i], record, nullptr, call);
+        return;
+      }
+      WavefrontOptions wo;
+      wo.core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member.core(s, e, rows); };
+      wo.prefill = call;
+      generate_wavefront(g, *ctx, kPrompts[i], wo, record, nullptr, &wst[i]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < opts.size(); ++i) expect_same(got[i], want[i], "thread " + std::to_string(i));
+  const DecodeBatcher::Stats st = batcher.stats();
+  EXPECT_GT(st.rider_rows, 0u);
+  EXPECT_GT(st.shared_passes, 0u) << "wavefront lanes shared passes with sequential calls";
+  EXPECT_GT(wst[2].rows_per_core_pass(), 1.0) << "several lanes per pass, as alone";
+}
+
+// The speculative and diffusion samplers ride the batcher too (their options' core / prefill
+// through a Member) beside a sequential thread: each gets the tokens and steps it gets alone.
+TEST_P(DecodeBatcherTest, SamplersRideTheBatchBesideASequentialThread) {
+  Fixture f(GetParam(), "tiny-b");
+  GenerateOptions o;
+  o.default_stop_ids = false;
+  o.steps = 8;
+  o.max_new_tokens = 16;
+  o.init_scale = 1.0;
+  o.init_seed = 4;
+  Generator g(*f.model, *f.be, o);
+  SpeculativeOptions spec;
+  spec.draft_steps = 2;
+  spec.lookahead_for_draft = 4;
+  spec.verification_threshold = 0.5;
+  DiffusionOptions diff;  // the reference's defaults: EMA, dampened noise, latent-diff
+  diff.inner_recurrence = 2;
+  auto sample = [&](int k, std::span<const int32_t> prompt, const CoreFn& core, const CallFn& prefill) {
+    auto ctx = g.new_context();
+    const SamplerRequest one{ctx.get(), prompt, nullptr};
+    SpeculativeOptions so = spec;
+    DiffusionOptions dso = diff;
+    so.core = dso.core = core;
+    so.prefill = dso.prefill = prefill;
+    return k == 0 ? generate_speculative(g, std::span(&one, 1), so)[0]
+                  : generate_diffusion(g, std::span(&one, 1), dso)[0];
+  };
+  const GenerateResult want[2] = {sample(0, kPrompts[1], {}, {}), sample(1, kPrompts[2], {}, {})};
+  const Trace seq_want = solo(g, kPrompts[0]);
+  DecodeBatcher batcher(*f.model, *f.be, 4, std::chrono::microseconds(20000));
+  GenerateResult got[2];
+  Trace seq_got;
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 3; ++k)
+    threads.emplace_back([&, k] {
+      DecodeBatcher::Member member(batcher);
+      auto call = [&](GenerationContext& c, std::span<const int32_t> ids) { return member.call(g, c, ids); };
+      if (k == 2) {
+        auto ctx = g.new_context();
+        g.generate(*ctx, kPrompts[0], record_into(seq_got), nullptr, call);
+        return;
+      }
+      got[k] = sample(k, kPrompts[k + 1],
+                      [&](Tensor& s, const Tensor& e, const Rows& rows) { member.core(s, e, rows); }, call);
+    });
+  for (auto& t : threads) t.join();
+  for (int k = 0; k < 2; ++k) {
+    const std::string what = k == 0 ? "speculative" : "diffusion";
+    EXPECT_EQ(got[k].tokens, want[k].tokens) << what;
+    EXPECT_EQ(got[k].steps, want[k].steps) << what;
+    EXPECT_EQ(got[k].finish_reason, want[k].finish_reason) << what;
+  }
+  expect_same(seq_got, seq_want, "sequential");
+  EXPECT_GT(batcher.stats().shared_passes, 0u) << "the samplers' rows shared passes with the calls";
 }
 
 // A copy of a golden model with room for long prompts (block_size is the RoPE table's length

@@ -452,6 +452,89 @@ TEST(Samplers, BatchGivesEachPromptWhatItGetsAlone) {
   }
 }
 
+// Each token is streamed as the sampler commits it, with what sequential decoding would stream
+// (speculative at threshold 1: the same ids, steps and logits bit for bit), and a request can
+// end mid-run: on_token returning false stops it after that token, go_on returning false stops
+// it before the next round or step (a diffusion run that never freezes included), while the
+// other requests of the batch go on.
+TEST(Samplers, TokensStreamAsCommittedAndARequestCanStop) {
+  ThreadPool pool(2);
+  auto be = make_backend("cpu", pool);
+  auto model = Model::load(golden_dir("tiny-b"), *be);
+  const std::vector<int32_t> prompt{3, 17, 5, 42, 9};
+  GenerateOptions o = base_options(8, 13);
+  o.init_scale = 1.0;
+  o.init_seed = 5;
+  Generator g(*model, *be, o);
+  struct Seen {
+    std::vector<int32_t> ids;
+    std::vector<int> steps;
+    std::vector<std::vector<float>> logits;
+  };
+  auto record = [](Seen& seen, int stop_after) {
+    return [&seen, stop_after](const TokenEvent& ev) {
+      if (ev.id < 0) return true;
+      seen.ids.push_back(ev.id);
+      seen.steps.push_back(ev.steps);
+      seen.logits.emplace_back(ev.logits.begin(), ev.logits.end());
+      return static_cast<int>(seen.ids.size()) != stop_after;
+    };
+  };
+  Seen seq, spec, stopped, other;
+  auto seq_ctx = g.new_context();
+  const GenerateResult want = g.generate(*seq_ctx, prompt, record(seq, -1));
+  const SpeculativeOptions so{2, 4, 1.0};
+  auto run = [&](std::vector<SamplerRequest>& reqs, const SpeculativeOptions* s, const DiffusionOptions* d,
+                 SamplerStats* st) {
+    return s ? generate_speculative(g, reqs, *s, st) : generate_diffusion(g, reqs, *d, st);
+  };
+  std::vector<std::unique_ptr<GenerationContext>> ctxs;
+  for (int i = 0; i < 2; ++i) ctxs.push_back(g.new_context());
+  {
+    std::vector<SamplerRequest> reqs(2);
+    reqs[0] = {ctxs[0].get(), prompt, nullptr, record(spec, -1), {}};
+    reqs[1] = {ctxs[1].get(), prompt, nullptr, record(stopped, 5), {}};
+    SamplerStats st;
+    const auto got = run(reqs, &so, nullptr, &st);
+    EXPECT_EQ(spec.ids, want.tokens);
+    EXPECT_EQ(spec.steps, want.steps);
+    ASSERT_EQ(spec.logits.size(), seq.logits.size());
+    for (size_t i = 0; i < seq.logits.size(); ++i)
+      EXPECT_EQ(spec.logits[i], seq.logits[i]) << "token " << i << ": the verified row's logits";
+    EXPECT_EQ(got[0].tokens, want.tokens);
+    EXPECT_EQ(got[1].tokens, std::vector<int32_t>(want.tokens.begin(), want.tokens.begin() + 5));
+    EXPECT_EQ(stopped.ids, got[1].tokens) << "no token streamed after the callback said stop";
+    EXPECT_EQ(got[1].finish_reason, "callback");
+    EXPECT_EQ(got[0].finish_reason, "length");
+  }
+  // Diffusion: fixed freeze streams its frozen tokens in order; a latent-diff run with exit_t 0
+  // never freezes (up to max_diffusion_steps), and go_on ends it after its third step.
+  DiffusionOptions fixed;
+  fixed.inner_recurrence = 2;
+  fixed.freeze_strategy = DiffusionOptions::Freeze::kFixed;
+  fixed.max_wavefront = 0;
+  DiffusionOptions never;
+  never.exit_t = 0.0;
+  never.max_diffusion_steps = 1 << 20;
+  Seen diff, diff_stopped;
+  int asked = 0;
+  for (auto& c : ctxs) c->reset();
+  std::vector<SamplerRequest> reqs(1);
+  reqs[0] = {ctxs[0].get(), prompt, nullptr, record(diff, -1), {}};
+  const auto fixed_out = run(reqs, nullptr, &fixed, nullptr);
+  EXPECT_EQ(diff.ids, fixed_out[0].tokens);
+  EXPECT_EQ(diff.steps, fixed_out[0].steps);
+  EXPECT_EQ(diff.ids.size(), 13u);
+  EXPECT_EQ(diff.logits[0], seq.logits[0]) << "the prefill's token comes with its logits";
+  ctxs[0]->reset();
+  reqs[0] = {ctxs[0].get(), prompt, nullptr, record(diff_stopped, -1), [&] { return ++asked <= 4; }};
+  SamplerStats st;
+  const auto cut = run(reqs, nullptr, &never, &st);
+  EXPECT_EQ(cut[0].finish_reason, "callback");
+  EXPECT_EQ(st.rounds, 3) << "asked before the prefill and before each step";
+  EXPECT_EQ(diff_stopped.ids, std::vector<int32_t>{want.tokens[0]}) << "only the prefill's token froze";
+}
+
 TEST(Samplers, BadSettingsNameTheFlag) {
   const GenerateOptions o = base_options(8, 4);
   auto spec_err = [&](SpeculativeOptions s, GenerateOptions g) {

@@ -496,6 +496,40 @@ TEST_F(ServeTest, FullQueueAnswers503WithRetryAfter) {
 }
 
 
+// In node: a streamed request (the fields `streamed`) to `s`, read to its first chunk and
+// aborted; /metrics polled until the cancellation is counted and no slot is busy; then a request
+// (`timed`) to `st`. Returns {first, cancelled, idle, cancel_ms, status, body, timeout_ms}.
+json cancel_then_time_out(const ServerProcess& s, const ServerProcess& st, const std::string& streamed,
+                          const std::string& timed) {
+  const std::string h = "{'content-type':'application/json',authorization:'Bearer " +
+                        std::string(kKey) + "'}";
+  const std::string script =
+      "const u='" + s.url() + "';const ut='" + st.url() + "';const h=" + h +
+      ";(async()=>{const c=new AbortController();const r=await fetch(u+'/v1/completions',"
+      "{method:'POST',headers:h,signal:c.signal,body:JSON.stringify({" + streamed +
+      ",stream:true})});const rd=r.body.getReader();const first=new TextDecoder().decode((await rd.read()).value);"
+      "c.abort();let m='';const t0=Date.now();while(Date.now()-t0<5000){m=await(await fetch(u+'/metrics'))"
+      ".text();if(/huginn_requests_cancelled_total 1/.test(m)&&/huginn_active_slots 0/.test(m))break;"
+      "await new Promise(x=>setTimeout(x,50));}const cancelled=/huginn_requests_cancelled_total 1/"
+      ".test(m);const idle=/huginn_active_slots 0/.test(m);const t1=Date.now();"
+      "const q=await fetch(ut+'/v1/completions',{method:'POST',headers:h,body:JSON.stringify({" + timed +
+      "})});console.log(JSON.stringify({first,cancelled,idle,cancel_ms:t1-t0,status:q.status,"
+      "body:await q.json(),timeout_ms:Date.now()-t1}))})()";
+  std::string out;
+  EXPECT_EQ(test::run_command("node -e \"" + script + "\"", &out), 0) << out;
+  return json::parse(out, nullptr, false);
+}
+
+void expect_cancelled_then_504(const json& r) {
+  ASSERT_TRUE(r.is_object()) << r;
+  EXPECT_NE(r["first"].get<std::string>().find("data: "), std::string::npos) << r;
+  EXPECT_TRUE(r["cancelled"].get<bool>()) << r;
+  EXPECT_TRUE(r["idle"].get<bool>()) << r;
+  EXPECT_EQ(r["status"], 504) << r;
+  EXPECT_EQ(r["body"]["error"]["type"], "timeout_error") << r;
+  EXPECT_LT(r["timeout_ms"].get<double>(), 10000) << r;
+}
+
 // A streaming client that goes away cancels its generation; a request past --timeout gets 504.
 TEST_F(ServeTest, DisconnectCancelsAndTimeoutAnswers504) {
   // Two servers: the disconnect on one whose --timeout cannot fire first (on a slow machine, or
@@ -505,28 +539,27 @@ TEST_F(ServeTest, DisconnectCancelsAndTimeoutAnswers504) {
   ServerProcess st(model_, "--parallel 1 --timeout 2");
   ASSERT_GT(s.port(), 0) << s.log();
   ASSERT_GT(st.port(), 0) << st.log();
-  const std::string h = "{'content-type':'application/json',authorization:'Bearer " +
-                        std::string(kKey) + "'}";
   const std::string long_gen =
       "model:'tiny',prompt:'hello',max_tokens:4000,num_steps:32,ignore_eos:true,temperature:0";
-  const std::string script =
-      "const u='" + s.url() + "';const ut='" + st.url() + "';const h=" + h +
-      ";(async()=>{const c=new AbortController();const r=await fetch(u+'/v1/completions',"
-      "{method:'POST',headers:h,signal:c.signal,body:JSON.stringify({" + long_gen +
-      ",stream:true})});const rd=r.body.getReader();await rd.read();c.abort();"
-      "let m='';const t0=Date.now();while(Date.now()-t0<5000){m=await(await fetch(u+'/metrics'))"
-      ".text();if(/huginn_requests_cancelled_total 1/.test(m))break;"
-      "await new Promise(x=>setTimeout(x,50));}const cancelled=/huginn_requests_cancelled_total 1/"
-      ".test(m);const t1=Date.now();const q=await fetch(ut+'/v1/completions',{method:'POST',"
-      "headers:h,body:JSON.stringify({" + long_gen + "})});console.log(JSON.stringify({cancelled,"
-      "cancel_ms:t1-t0,status:q.status,body:await q.json(),timeout_ms:Date.now()-t1}))})()";
-  std::string out;
-  ASSERT_EQ(test::run_command("node -e \"" + script + "\"", &out), 0) << out;
-  const json r = json::parse(out);
-  EXPECT_TRUE(r["cancelled"].get<bool>()) << r;
-  EXPECT_EQ(r["status"], 504) << r;
-  EXPECT_EQ(r["body"]["error"]["type"], "timeout_error") << r;
-  EXPECT_LT(r["timeout_ms"].get<double>(), 10000) << r;
+  expect_cancelled_then_504(cancel_then_time_out(s, st, long_gen, long_gen));
+  EXPECT_TRUE(s.alive());
+  EXPECT_TRUE(st.alive());
+}
+
+// The samplers stream and stop like sequential decoding: a streamed speculative request whose
+// client goes away after the first token is cancelled at once (its 4000 tokens not run; before,
+// the first event came only when the sampler finished), and a diffusion run that would go on for
+// 2^20 steps (latent-diff never freezes with exit_t 0) gets 504 at --timeout 2.
+TEST_F(ServeTest, SamplersStreamAndStopAtCancelAndTimeout) {
+  ServerProcess s(model_, "--parallel 1 --timeout 600");
+  ServerProcess st(model_, "--parallel 1 --timeout 2");
+  ASSERT_GT(s.port(), 0) << s.log();
+  ASSERT_GT(st.port(), 0) << st.log();
+  const std::string spec = "model:'tiny',prompt:'hello',max_tokens:4000,num_steps:32,ignore_eos:true,"
+                           "temperature:0,decode:'speculative'";
+  const std::string diff = "model:'tiny',prompt:'hello',max_tokens:64,num_steps:8,ignore_eos:true,"
+                           "temperature:0,decode:'diffusion',diffusion:{exit_t:0,max_diffusion_steps:1048576}";
+  expect_cancelled_then_504(cancel_then_time_out(s, st, spec, diff));
   EXPECT_TRUE(s.alive());
   EXPECT_TRUE(st.alive());
 }
@@ -1023,7 +1056,8 @@ TEST_F(ServeAbuseTest, SeedAndTemperatureAreCheckedExactly) {
 
 // The per-request "decode" field: the reference's speculative sampler at threshold 1 answers
 // exactly as sequential decoding (random initial states per call included), diffusion answers,
-// wavefront answers the same as sequential; bad settings are 400s naming the field.
+// wavefront answers the same as sequential, both with sequential's logprobs (the verified row's,
+// the final decode's); bad settings are 400s naming the field, logprobs with diffusion too.
 TEST_F(ServeAbuseTest, DecodeFieldRunsTheReferenceSamplers) {
   ServerProcess s(model_, "--parallel 2");
   ASSERT_GT(s.port(), 0) << s.log();
@@ -1033,6 +1067,10 @@ TEST_F(ServeAbuseTest, DecodeFieldRunsTheReferenceSamplers) {
   const Reply seq = exchange(s.port(), with(""));
   ASSERT_EQ(seq.status, 200) << seq.body;
   const json want = json::parse(seq.body);
+  const Reply seq_lp = exchange(s.port(), with(R"(,"logprobs":2)"));
+  ASSERT_EQ(seq_lp.status, 200) << seq_lp.body;
+  const json want_lp = json::parse(seq_lp.body)["choices"][0]["logprobs"];
+  ASSERT_EQ(want_lp["token_logprobs"].size(), 8u) << seq_lp.body;
   for (const char* extra : {R"(,"decode":"speculative","speculative":{"draft_steps":1,"lookahead_for_draft":3})",
                             R"(,"decode":"wavefront")"}) {
     const Reply r = exchange(s.port(), with(extra));
@@ -1040,6 +1078,9 @@ TEST_F(ServeAbuseTest, DecodeFieldRunsTheReferenceSamplers) {
     const json got = json::parse(r.body);
     EXPECT_EQ(got["choices"][0]["text"], want["choices"][0]["text"]) << extra;
     EXPECT_EQ(got["usage"]["completion_tokens"], want["usage"]["completion_tokens"]) << extra;
+    const Reply lp = exchange(s.port(), with(std::string(extra) + R"(,"logprobs":2)"));
+    ASSERT_EQ(lp.status, 200) << extra << ": " << lp.body;
+    EXPECT_EQ(json::parse(lp.body)["choices"][0]["logprobs"], want_lp) << extra;
   }
   const Reply diff = exchange(s.port(), with(R"(,"decode":"diffusion","diffusion":{"inner_recurrence":2,"freeze_strategy":"fixed","max_wavefront":0})"));
   ASSERT_EQ(diff.status, 200) << diff.body;
@@ -1058,13 +1099,60 @@ TEST_F(ServeAbuseTest, DecodeFieldRunsTheReferenceSamplers) {
       {R"(,"decode":"diffusion","diffusion":{"headway":0})", "headway"},
       {R"(,"decode":"diffusion","diffusion":{"freeze_strategy":"often"})", "freeze-strategy"},
       {R"(,"decode":"speculative","exit_criterion":"kl")", "--exit"},
-      {R"(,"decode":"speculative","logprobs":2)", "logprobs"}};
+      {R"(,"decode":"diffusion","logprobs":2)", "logprobs"}};
   for (const auto& [extra, field] : bad) {
     const Reply r = exchange(s.port(), with(extra));
     EXPECT_EQ(r.status, 400) << extra << ": " << r.body;
     EXPECT_NE(r.body.find(field), std::string::npos) << extra << ": " << r.body;
   }
   EXPECT_TRUE(s.alive());
+}
+
+// Sequential, wavefront, speculative and diffusion requests at once through the batched engine
+// (--max-batch 4, cpu and strict backends): every answer (text, per-token iterations, logprobs)
+// equals the same request sent alone with "decode": "sequential" (wavefront, and speculative at
+// threshold 1, are lossless), diffusion's the same diffusion request alone; and the other
+// decoders' rows did share the depth batch's core passes with the sequential calls (/metrics).
+TEST_F(ServeAbuseTest, OtherDecodersRideTheDepthBatchBesideSequentialRequests) {
+  const char* prompts[] = {"hello", "the world says", "hello there", "world", "hello hello world", "there"};
+  const char* depth[] = {R"("num_steps":8)", R"("num_steps":6)",
+                         R"("num_steps":12,"exit_criterion":"kl","exit_threshold":0.005)"};
+  const std::string decode[] = {"sequential", "wavefront", "sequential", "speculative", "diffusion", "wavefront"};
+  auto body = [&](int i, const std::string& how) {
+    const std::string extra = how == "diffusion"
+        ? R"("diffusion":{"inner_recurrence":2,"freeze_strategy":"fixed","max_wavefront":0})"
+        : R"("logprobs":2)";
+    return post("/v1/completions", std::string(R"({"model":"tiny","prompt":")") + prompts[i] +
+                                       R"(","max_tokens":16,"temperature":0,"ignore_eos":true,)"
+                                       R"("return_iterations":true,)" + extra + "," + depth[i % 3] +
+                                       R"(,"decode":")" + how + "\"}");
+  };
+  auto metric = [](const ServerProcess& s, const std::string& name) {
+    const Reply m = exchange(s.port(), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 10);
+    const size_t at = m.body.find("\n" + name + " ");
+    return at == std::string::npos ? -1L : std::atol(m.body.c_str() + at + name.size() + 2);
+  };
+  for (const char* backend : {"cpu", "strict"}) {
+    ServerProcess s(model_, std::string("--parallel 6 --max-batch 4 --backend ") + backend);
+    ASSERT_GT(s.port(), 0) << s.log();
+    Reply got[6];
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 6; ++i)
+      threads.emplace_back([&, i] { got[i] = exchange(s.port(), body(i, decode[i]), 120); });
+    for (auto& t : threads) t.join();
+    for (int i = 0; i < 6; ++i) {
+      const Reply alone = exchange(s.port(), body(i, decode[i] == "diffusion" ? "diffusion" : "sequential"), 120);
+      ASSERT_EQ(got[i].status, 200) << backend << " " << i << ": " << got[i].body;
+      ASSERT_EQ(alone.status, 200) << alone.body;
+      const json a = json::parse(got[i].body), b = json::parse(alone.body);
+      EXPECT_EQ(a["choices"][0]["text"], b["choices"][0]["text"]) << backend << " request " << i;
+      EXPECT_EQ(a["choices"][0]["logprobs"], b["choices"][0]["logprobs"]) << backend << " request " << i;
+      EXPECT_EQ(a["usage"]["iterations_per_token"], b["usage"]["iterations_per_token"]) << backend << " request " << i;
+    }
+    EXPECT_GT(metric(s, "huginn_decode_batch_rider_rows_total"), 0) << backend;
+    EXPECT_GT(metric(s, "huginn_decode_batch_shared_passes_total"), 0) << backend;
+    EXPECT_TRUE(s.alive());
+  }
 }
 
 // --max-connections-per-address reaches the front: a fourth connection from 127.0.0.1 is refused

@@ -7,6 +7,8 @@
 // Environment: LOAD_EXIT=CRITERION:THRESHOLD (e.g. kl:1e-3) asks for that adaptive exit with
 // max_steps NUM_STEPS instead of a fixed NUM_STEPS; the output's mean_steps is then the mean
 // recurrences per generated token (usage.mean_iterations_per_token, weighted by tokens).
+// LOAD_DECODE=wavefront|speculative sends the timed requests with that "decode"; the answers
+// they are checked against stay sequential decoding's (both decoders are lossless when greedy).
 const [base, model, key, conc, reqs, maxTokens, numSteps, serverPid] = process.argv.slice(2);
 const C = Number(conc), R = Number(reqs);
 const prompts = ['hello world', 'the world says', 'hello there', 'hello hello', 'says hello back',
@@ -16,13 +18,14 @@ const [exitName, exitThreshold] = (process.env.LOAD_EXIT || '').split(':');
 const depth = exitName ? { exit_criterion: exitName, exit_threshold: Number(exitThreshold),
                            max_steps: Number(numSteps) }
                        : { num_steps: Number(numSteps) };
+const decode = process.env.LOAD_DECODE ? { decode: process.env.LOAD_DECODE } : {};
 
-async function ask(prompt) {
+async function ask(prompt, extra = {}) {
   const r = await fetch(`${base}/v1/completions`, {
     method: 'POST', signal: AbortSignal.timeout(600000),
     headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
     body: JSON.stringify({ model, prompt, max_tokens: Number(maxTokens), temperature: 0, seed: 0,
-                           ...depth }) });
+                           ...depth, ...extra }) });
   const body = await r.json();
   if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${JSON.stringify(body)}`);
   return body;
@@ -50,7 +53,7 @@ await Promise.all(Array.from({ length: C }, async (_, c) => {
     const p = prompts[(c * 7 + i) % prompts.length];
     const s = performance.now();
     try {
-      const body = await ask(p);
+      const body = await ask(p, decode);
       lat.push(performance.now() - s);
       tokens += body.usage.completion_tokens;
       steps += body.usage.mean_iterations_per_token * body.usage.completion_tokens;
