@@ -175,8 +175,7 @@ struct EvalRow {
   double seconds = 0, tok_s = 0;
   // --decode wavefront / speculative / diffusion: passes over the core weights, the (position,
   // depth) rows they carried, drafts verified and accepted (summed over the examples' decodes).
-  int64_t core_passes = 0, core_rows = 0, drafted = 0, accepted = 0;
-  double rows_per_pass() const { return core_passes ? double(core_rows) / double(core_passes) : 0.0; }
+  SamplerStats shared;
 };
 
 struct EvalExample {  // one generation shown to the user

@@ -133,5 +133,9 @@ using SafetensorsFill = std::function<void(const SafetensorsSpec&, const Safeten
 void write_safetensors_streaming(const std::string& path, std::vector<SafetensorsSpec> specs,
                                  const std::map<std::string, std::string>& metadata,
                                  const SafetensorsFill& fill);
+// For a SafetensorsFill: appends the elements of contiguous `t` stored as `as`, its bytes as
+// they are when `as` is its dtype, else converted 1 Mi elements at a time (through F32 unless t
+// is F32), so no whole converted copy is held. Float dtypes only; throws huginn::Error otherwise.
+void append_as(const Tensor& t, DType as, const SafetensorsAppend& append);
 
 }  // namespace huginn

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "huginn/generate.h"
+#include "huginn/wavefront.h"
 
 namespace huginn {
 
@@ -78,6 +79,7 @@ struct SamplerStats {
   int64_t tokens = 0;
   double rows_per_core_pass() const { return core_passes ? double(core_rows) / core_passes : 0.0; }
   double acceptance() const { return drafted ? double(accepted) / double(drafted) : 0.0; }
+  SamplerStats& operator+=(const SamplerStats& o);
 };
 
 // One prompt of a batch: its own fresh context (of `generator`) and, optionally, a text stream
@@ -110,5 +112,16 @@ std::vector<GenerateResult> generate_diffusion(const Generator& generator,
                                                std::span<const SamplerRequest> requests,
                                                const DiffusionOptions& options,
                                                SamplerStats* stats = nullptr);
+
+// One prompt's generation on `ctx` (fresh) by the decoder named `decode`: sequential,
+// wavefront, speculative or diffusion, with that decoder's options, for callers that pick one by
+// name (eval, bench). What it shared and drafted is added to *stats when given (wavefront's core
+// passes and rows, its drafts as verified / accepted; sequential adds nothing). Throws
+// huginn::Error on another name.
+GenerateResult generate_decoded(const Generator& generator, GenerationContext& ctx,
+                                std::span<const int32_t> prompt, const std::string& decode,
+                                const WavefrontOptions& wavefront,
+                                const SpeculativeOptions& speculative,
+                                const DiffusionOptions& diffusion, SamplerStats* stats = nullptr);
 
 }  // namespace huginn

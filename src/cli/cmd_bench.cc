@@ -140,12 +140,13 @@ struct Result {
   std::vector<double> seconds;   // per repetition
   double flops = 0, bytes = 0;   // per repetition
   std::string flop_peak_kind;    // "fp32" | "bf16"
-  // Decode tests: the decoder, and for the depth-parallel ones what they shared and drafted.
+  // Decode tests: the decoder, and for the depth-parallel ones what one generation shared and
+  // drafted (the same every repetition: the run is deterministic).
   std::string decoder = "sequential";
-  double rows_per_pass = 1.0;             // (position, depth) rows per pass over the core
-  int64_t drafted = 0, accepted = 0;      // drafts verified / accepted (wavefront, speculative)
-  int64_t rounds = 0;                     // diffusion steps
+  SamplerStats shared;
   double same_as_sequential = 1.0;        // share of tokens equal to sequential decoding's
+  // (position, depth) rows per pass over the core: one for sequential decoding.
+  double rows_per_pass() const { return decoder == "sequential" ? 1.0 : shared.rows_per_core_pass(); }
   double mean_tok_s() const {
     double s = 0;
     for (double x : seconds) s += tokens / x;
@@ -214,33 +215,6 @@ Result bench_prefill(const Model& m, Backend& be, const BenchArgs& a, int r, con
   return res;
 }
 
-// One greedy generation by `decoder` on a fresh context of `gen`; what a depth-parallel decoder
-// shared and drafted goes into `res` (the same every repetition: the run is deterministic).
-GenerateResult run_decoder(Generator& gen, const std::string& decoder, const BenchArgs& a,
-                           std::span<const int32_t> ids, Result& res) {
-  auto ctx = gen.new_context();
-  if (decoder == "sequential") return gen.generate(*ctx, ids);
-  if (decoder == "wavefront") {
-    WavefrontStats st;
-    GenerateResult g = generate_wavefront(gen, *ctx, ids, a.wf, {}, nullptr, &st);
-    res.rows_per_pass = st.rows_per_core_pass();
-    res.drafted = st.accepted + st.rejected;
-    res.accepted = st.accepted;
-    return g;
-  }
-  const SamplerRequest req{ctx.get(), ids, nullptr};
-  const std::span<const SamplerRequest> one(&req, 1);
-  SamplerStats st;
-  GenerateResult g = decoder == "speculative"
-                         ? generate_speculative(gen, one, a.sf.spec, &st)[0]
-                         : generate_diffusion(gen, one, diffusion_options(a.sf), &st)[0];
-  res.rows_per_pass = st.rows_per_core_pass();
-  res.drafted = st.drafted;
-  res.accepted = st.accepted;
-  res.rounds = st.rounds;
-  return g;
-}
-
 // Decode: a decode_prompt-token prompt, then gen greedy tokens with the full cache, by `decoder`
 // (sequential: one call per token); the rate counts the gen − 1 tokens after the first (which
 // comes from the prefill). FLOPs and bytes are sequential decoding's for every decoder — the
@@ -255,7 +229,8 @@ Result bench_decode(const Model& m, Backend& be, const BenchArgs& a, int r, cons
   Generator gen(m, be, o);
   if (decoder == "wavefront") a.wf.validate(o, r);
   if (decoder == "speculative") a.sf.spec.validate(o);
-  if (decoder == "diffusion") diffusion_options(a.sf).validate(o, r);
+  const DiffusionOptions diffusion = diffusion_options(a.sf);  // throws naming --freeze-strategy
+  if (decoder == "diffusion") diffusion.validate(o, r);
   const auto ids = prompt_ids(a.decode_prompt, m.config().vocab_size);
   Result res;
   res.test = "decode";
@@ -267,7 +242,10 @@ Result bench_decode(const Model& m, Backend& be, const BenchArgs& a, int r, cons
   for (int i = -1; i < a.reps; ++i) {
     pr.say("decode %s r=%d %s", decoder.c_str(), r,
            i < 0 ? "warm-up" : (std::to_string(i + 1) + "/" + std::to_string(a.reps)).c_str());
-    const GenerateResult g = run_decoder(gen, decoder, a, ids, res);
+    auto ctx = gen.new_context();
+    SamplerStats st;
+    const GenerateResult g = generate_decoded(gen, *ctx, ids, decoder, a.wf, a.sf.spec, diffusion, &st);
+    res.shared = st;
     if (static_cast<int>(g.tokens.size()) != a.gen)
       throw Error("bench: " + decoder + " decode stopped after " + std::to_string(g.tokens.size()) +
                   " tokens (" + g.finish_reason + "), expected " + std::to_string(a.gen));
@@ -375,10 +353,10 @@ json result_json(const Context& cx, const Result& r) {
   j["flop_peak_kind"] = r.flop_peak_kind;
   if (r.test == "decode") {
     j["decoder"] = r.decoder;
-    j["rows_per_core_pass"] = r.rows_per_pass;
-    j["drafted"] = r.drafted;
-    j["accepted"] = r.accepted;
-    j["diffusion_steps"] = r.rounds;
+    j["rows_per_core_pass"] = r.rows_per_pass();
+    j["drafted"] = r.shared.drafted;
+    j["accepted"] = r.shared.accepted;
+    j["diffusion_steps"] = r.decoder == "diffusion" ? r.shared.rounds : 0;
     j["same_as_sequential"] = std::isnan(r.same_as_sequential) ? json(nullptr) : json(r.same_as_sequential);
   }
   if (cx.have_peak) {
@@ -468,11 +446,13 @@ void print_decoders(const std::vector<Result>& results) {
       return q.test == "decode" && q.decoder == "sequential" && q.r == r.r;
     });
     const std::string speedup = seq == results.end() ? "-" : fmt("%.2f×", r.mean_tok_s() / seq->mean_tok_s());
-    const std::string drafts = r.drafted ? std::to_string(r.accepted) + " / " + std::to_string(r.drafted)
-                               : r.rounds ? std::to_string(r.rounds) + " diffusion steps" : "-";
+    const SamplerStats& sh = r.shared;
+    const std::string drafts = sh.drafted ? std::to_string(sh.accepted) + " / " + std::to_string(sh.drafted)
+                               : r.decoder == "diffusion" ? std::to_string(sh.rounds) + " diffusion steps"
+                                                          : "-";
     const std::string same = std::isnan(r.same_as_sequential) ? "-" : fmt("%.0f %%", 100.0 * r.same_as_sequential);
     std::printf("| %s | %d | %.2f | %s | %.2f | %s | %s |\n", r.decoder.c_str(), r.r, r.mean_tok_s(),
-                speedup.c_str(), r.rows_per_pass, drafts.c_str(), same.c_str());
+                speedup.c_str(), r.rows_per_pass(), drafts.c_str(), same.c_str());
   }
 }
 

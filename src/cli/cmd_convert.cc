@@ -66,40 +66,25 @@ void copy_file(const std::string& from, const std::string& to) {
   write_file_atomic(to, f->data(), f->size());
 }
 
-// Q8: NAME as I8 values and NAME.q8_scales as F16; Q4: NAME as U8 [N, K/2] codes and
-// NAME.q4_scales as F16 (see huginn/tensor.h, "Q8 weights" and "Q4 weights"). The matrix in
-// memory once, quantized (convert_weight: F32 a few rows at a time, never a whole F32 copy).
-Tensor quantize_matrix(const TensorStore& store, const std::string& name, DType dt) {
+// The entry of a matrix to quantize to `dt`; throws naming the file and tensor when it is not 2-D.
+const SafetensorsEntry& matrix_entry(const TensorStore& store, const std::string& name, DType dt) {
   const SafetensorsEntry& e = store.entry(name);
   if (e.shape.size() != 2)
     throw Error(store.file_of(name) + ": tensor '" + name + "' has " +
                 std::to_string(e.shape.size()) + " dimensions, expected a 2-D matrix for " +
                 (dt == DType::kQ4 ? "q4" : "q8"));
+  return e;
+}
+
+// Q8: NAME as I8 values and NAME.q8_scales as F16; Q4: NAME as U8 [N, K/2] codes and
+// NAME.q4_scales as F16 (see huginn/tensor.h, "Q8 weights" and "Q4 weights"). The matrix in
+// memory once, quantized (convert_weight: F32 a few rows at a time, never a whole F32 copy).
+Tensor quantize_matrix(const TensorStore& store, const std::string& name, DType dt) {
+  const SafetensorsEntry& e = matrix_entry(store, name, dt);
   try {
     return convert_weight(store.raw(name).reshape({e.shape[0], e.shape[1]}), dt);
   } catch (const Error& err) {
     throw Error(store.file_of(name) + ": tensor '" + name + "': " + err.what());
-  }
-}
-
-// A stored tensor's bytes in dtype `as`, appended a slice at a time (as stored: straight from
-// the mapped file; a float conversion goes through F32 1 Mi elements at a time).
-void append_converted(const Tensor& t, DType as, const SafetensorsAppend& append) {
-  const auto* src = static_cast<const uint8_t*>(t.raw());
-  if (as == t.dtype()) {
-    append(src, t.nbytes());
-    return;
-  }
-  if (!is_float(t.dtype()) || !is_float(as))
-    throw Error(std::string("cannot convert ") + dtype_name(t.dtype()) + " to " + dtype_name(as));
-  constexpr int64_t kSlice = int64_t{1} << 20;
-  std::vector<float> f(static_cast<size_t>(std::min(kSlice, t.numel())));
-  std::vector<uint8_t> out(f.size() * dtype_size(as));
-  for (int64_t i = 0; i < t.numel(); i += kSlice) {
-    const int64_t n = std::min(kSlice, t.numel() - i);
-    convert_to_f32(src + i * dtype_size(t.dtype()), t.dtype(), f.data(), n);
-    convert_from_f32(f.data(), out.data(), as, n);
-    append(out.data(), static_cast<size_t>(n) * dtype_size(as));
   }
 }
 
@@ -169,17 +154,15 @@ void run_convert(const ConvertArgs& a) {
     const char* suffix = quant == DType::kQ4 ? names::kQ4ScalesSuffix : names::kQ8ScalesSuffix;
     std::vector<SafetensorsSpec> specs;
     for (const auto& n : groups[s]) {
-      const SafetensorsEntry& e = store.entry(n);
-      if (quant_matrix(n) && e.shape.size() == 2) {
+      if (quant_matrix(n)) {
+        const SafetensorsEntry& e = matrix_entry(store, n, *quant);
         const int64_t N = e.shape[0], K = e.shape[1];
         specs.push_back({n, *quant == DType::kQ4 ? DType::kU8 : DType::kI8,
                          {N, *quant == DType::kQ4 ? K / 2 : K}});
         specs.push_back({n + suffix, DType::kF16, {N, K / kQ8Block}});
         weight_map[n + suffix] = file;
-      } else if (quant_matrix(n)) {
-        quantize_matrix(store, n, *quant);  // throws, naming the file and the tensor's rank
       } else {
-        specs.push_back({n, out_dtype(n), e.shape});
+        specs.push_back({n, out_dtype(n), store.entry(n).shape});
       }
       weight_map[n] = file;
     }
@@ -195,7 +178,7 @@ void run_convert(const ConvertArgs& a) {
             quantized[spec.name] = std::move(q);
           } else if (store.contains(spec.name)) {
             try {
-              append_converted(store.raw(spec.name), spec.dtype, append);
+              append_as(store.raw(spec.name), spec.dtype, append);
             } catch (const Error& err) {
               throw Error(store.file_of(spec.name) + ": tensor '" + spec.name + "': " + err.what());
             }

@@ -78,31 +78,9 @@ static CallFn prompt_by_token(const Generator& gen, const std::string& labels, P
 static GenerateResult generate_one(const Generator& gen, GenerationContext& ctx,
                                    std::span<const int32_t> prompt, const EvalOptions& o,
                                    const std::string& labels, PromptCalls& pc, EvalRow& row) {
-  if (o.prompt_by_token && o.decode != "sequential")
-    throw Error("--prompt-by-token needs --decode sequential, got '" + o.decode + "'");
   if (o.prompt_by_token) return gen.generate(ctx, prompt, {}, nullptr, prompt_by_token(gen, labels, pc));
-  if (o.decode == "sequential") return gen.generate(ctx, prompt);
-  if (o.decode == "wavefront") {
-    WavefrontStats st;
-    GenerateResult r = generate_wavefront(gen, ctx, prompt, o.wavefront, {}, nullptr, &st);
-    row.core_passes += st.core_passes;
-    row.core_rows += st.core_rows;
-    row.drafted += st.accepted + st.rejected;
-    row.accepted += st.accepted;
-    return r;
-  }
-  const SamplerRequest req{&ctx, prompt, nullptr};
-  const std::span<const SamplerRequest> one(&req, 1);
-  SamplerStats st;
-  GenerateResult r;
-  if (o.decode == "speculative") r = generate_speculative(gen, one, o.speculative, &st)[0];
-  else if (o.decode == "diffusion") r = generate_diffusion(gen, one, o.diffusion, &st)[0];
-  else throw Error("--decode must be sequential, wavefront, speculative or diffusion, got '" + o.decode + "'");
-  row.core_passes += st.core_passes;
-  row.core_rows += st.core_rows;
-  row.drafted += st.drafted;
-  row.accepted += st.accepted;
-  return r;
+  return generate_decoded(gen, ctx, prompt, o.decode, o.wavefront, o.speculative, o.diffusion,
+                          &row.shared);
 }
 
 EvalReport run_eval(const EvalOptions& o) {
@@ -115,6 +93,8 @@ EvalReport run_eval(const EvalOptions& o) {
   if (o.warm_state != "auto" && o.warm_state != "latent" && o.warm_state != "raw")
     throw Error("--warm-state must be auto, latent or raw, got '" + o.warm_state + "'");
   if (!o.warm_start && o.warm_state != "auto") throw Error("--warm-state needs --warm-start");
+  if (o.prompt_by_token && o.decode != "sequential")
+    throw Error("--prompt-by-token needs --decode sequential, got '" + o.decode + "'");
 
   std::vector<TaskExample> exs;
   if (is_file_task(o.task)) {
@@ -303,7 +283,7 @@ std::string EvalReport::table() const {
   char buf[256];
   // Depth-parallel decoders add what they shared (rows per core pass, drafts accepted); a prompt
   // fed by token its recurrences per token and the intermediate answers.
-  const bool shared = std::any_of(rows.begin(), rows.end(), [](const EvalRow& r) { return r.core_passes > 0; });
+  const bool shared = std::any_of(rows.begin(), rows.end(), [](const EvalRow& r) { return r.shared.core_passes > 0; });
   const bool by_token = std::any_of(rows.begin(), rows.end(), [](const EvalRow& r) { return r.mean_prompt_steps > 0; });
   std::snprintf(buf, sizeof buf, "%-26s %6s %18s %12s %10s", "setting", "n", "accuracy [95% CI]",
                 "steps/token", "tokens/s");
@@ -315,8 +295,9 @@ std::string EvalReport::table() const {
                   100 * r.ci_high, r.mean_steps, r.tok_s);
     s << buf;
     if (shared) {
-      std::snprintf(buf, sizeof buf, " %11.2f %17s", r.rows_per_pass(),
-                    r.drafted ? (std::to_string(r.accepted) + " / " + std::to_string(r.drafted)).c_str() : "-");
+      const SamplerStats& sh = r.shared;
+      std::snprintf(buf, sizeof buf, " %11.2f %17s", sh.rows_per_core_pass(),
+                    sh.drafted ? (std::to_string(sh.accepted) + " / " + std::to_string(sh.drafted)).c_str() : "-");
       s << buf;
     }
     if (by_token) {
@@ -349,8 +330,9 @@ std::string EvalReport::to_json() const {
                          {"mean_step_answer_steps", r.mean_step_answer_steps},
                          {"tokens", r.tokens},
                          {"seconds", r.seconds}, {"tokens_per_second", r.tok_s},
-                         {"core_passes", r.core_passes}, {"rows_per_core_pass", r.rows_per_pass()},
-                         {"drafted", r.drafted}, {"accepted", r.accepted}});
+                         {"core_passes", r.shared.core_passes},
+                         {"rows_per_core_pass", r.shared.rows_per_core_pass()},
+                         {"drafted", r.shared.drafted}, {"accepted", r.shared.accepted}});
   j["examples"] = json::array();
   for (const auto& e : examples)
     j["examples"].push_back({{"setting", e.setting}, {"prompt", e.prompt}, {"answer", e.answer},
@@ -371,8 +353,8 @@ std::string EvalReport::to_csv() const {
       << r.accuracy << ',' << r.ci_low << ',' << r.ci_high << ',' << r.mean_steps << ','
       << r.tokens << ',' << r.seconds << ',' << r.tok_s << ',' << r.mean_first_steps << ','
       << r.mean_cache_bytes << ',' << r.mean_prompt_steps << ',' << r.step_n << ','
-      << r.step_correct << ',' << r.mean_step_answer_steps << ',' << r.rows_per_pass() << ','
-      << r.drafted << ',' << r.accepted << '\n';
+      << r.step_correct << ',' << r.mean_step_answer_steps << ',' << r.shared.rows_per_core_pass()
+      << ',' << r.shared.drafted << ',' << r.shared.accepted << '\n';
   }
   return s.str();
 }

@@ -486,18 +486,15 @@ void SafetensorsWriter::add(const std::string& name, const Tensor& t, DType as) 
   item.name = name;
   item.dtype = as;
   item.shape.assign(t.shape().begin(), t.shape().end());
-  Tensor src = t.clone();  // contiguous copy in t's dtype
-  if (as == t.dtype()) {
-    const auto* b = static_cast<const uint8_t*>(src.raw());
-    item.bytes.assign(b, b + src.nbytes());
-  } else {
-    if (!is_float(t.dtype()) || !is_float(as))
-      throw Error("safetensors writer: tensor " + q(name) + ": cannot convert " +
-                  dtype_name(t.dtype()) + " to " + dtype_name(as));
-    Tensor f = Tensor::empty(t.shape(), DType::kF32);
-    convert_to_f32(src.raw(), src.dtype(), f.f32(), src.numel());
-    item.bytes.resize(static_cast<size_t>(f.numel()) * dtype_size(as));
-    convert_from_f32(f.f32(), item.bytes.data(), as, f.numel());
+  const Tensor src = t.is_contiguous() ? t : t.clone();
+  item.bytes.reserve(static_cast<size_t>(src.numel()) * dtype_size(as));
+  try {
+    append_as(src, as, [&](const void* b, size_t n) {
+      const auto* p = static_cast<const uint8_t*>(b);
+      item.bytes.insert(item.bytes.end(), p, p + n);
+    });
+  } catch (const Error& e) {
+    throw Error("safetensors writer: tensor " + q(name) + ": " + e.what());
   }
   items_.push_back(std::move(item));
 }
@@ -606,6 +603,30 @@ void write_safetensors_streaming(const std::string& path, std::vector<Safetensor
                   " bytes were written, expected " + std::to_string(spec.nbytes()));
   }
   out.commit();
+}
+
+void append_as(const Tensor& t, DType as, const SafetensorsAppend& append) {
+  const auto* src = static_cast<const uint8_t*>(t.raw());
+  if (as == t.dtype()) {
+    append(src, t.nbytes());
+    return;
+  }
+  if (!is_float(t.dtype()) || !is_float(as))
+    throw Error(std::string("cannot convert ") + dtype_name(t.dtype()) + " to " + dtype_name(as));
+  constexpr int64_t kSlice = int64_t{1} << 20;
+  const int64_t n_all = t.numel();
+  std::vector<float> f(t.dtype() == DType::kF32 ? 0 : static_cast<size_t>(std::min(kSlice, n_all)));
+  std::vector<uint8_t> out(static_cast<size_t>(std::min(kSlice, n_all)) * dtype_size(as));
+  for (int64_t i = 0; i < n_all; i += kSlice) {
+    const int64_t n = std::min(kSlice, n_all - i);
+    const float* x = reinterpret_cast<const float*>(src) + i;
+    if (t.dtype() != DType::kF32) {
+      convert_to_f32(src + i * dtype_size(t.dtype()), t.dtype(), f.data(), n);
+      x = f.data();
+    }
+    convert_from_f32(x, out.data(), as, n);
+    append(out.data(), static_cast<size_t>(n) * dtype_size(as));
+  }
 }
 
 }  // namespace huginn

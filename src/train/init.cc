@@ -224,24 +224,13 @@ void write_init_checkpoint(const ModelConfig& c, uint64_t seed, const std::strin
   const std::string cfg = c.to_json();
   write_file_atomic(dir + "/config.json", cfg.data(), cfg.size());
   int64_t done = 0;
-  std::vector<uint16_t> half;
   for (int i = 0; i < shards; ++i) {
     write_safetensors_streaming(
         dir + "/" + file_name(i), parts[static_cast<size_t>(i)], {{"format", "pt"}},
         [&](const SafetensorsSpec& spec, const SafetensorsAppend& append) {
           Tensor t = Tensor::empty(std::span<const int64_t>(spec.shape));
           fill_init(c, spec.name, t, seed);
-          constexpr int64_t kChunk = int64_t{1} << 20;
-          for (int64_t o = 0; o < t.numel(); o += kChunk) {
-            const int64_t n = std::min(kChunk, t.numel() - o);
-            if (dtype == DType::kF32) {
-              append(t.f32() + o, static_cast<size_t>(n) * 4);
-              continue;
-            }
-            half.resize(static_cast<size_t>(n));
-            convert_from_f32(t.f32() + o, half.data(), DType::kBF16, n);
-            append(half.data(), static_cast<size_t>(n) * 2);
-          }
+          append_as(t, dtype, append);
           done += spec.nbytes();
           if (progress) progress(done, total);
         });

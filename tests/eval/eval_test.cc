@@ -445,11 +445,11 @@ TEST(EvalRunner, TrainThenEvaluateWritesConsistentResults) {
   EXPECT_EQ(spec.rows[0].correct, seq.rows[0].correct);
   EXPECT_EQ(spec.rows[0].tokens, seq.rows[0].tokens);
   // What the sampler shared and drafted is counted (sequential shares nothing).
-  EXPECT_EQ(seq.rows[0].core_passes, 0);
-  EXPECT_GT(spec.rows[0].core_passes, 0);
-  EXPECT_GE(spec.rows[0].rows_per_pass(), 1.0);
-  EXPECT_GT(spec.rows[0].drafted, 0);
-  EXPECT_LE(spec.rows[0].accepted, spec.rows[0].drafted);
+  EXPECT_EQ(seq.rows[0].shared.core_passes, 0);
+  EXPECT_GT(spec.rows[0].shared.core_passes, 0);
+  EXPECT_GE(spec.rows[0].shared.rows_per_core_pass(), 1.0);
+  EXPECT_GT(spec.rows[0].shared.drafted, 0);
+  EXPECT_LE(spec.rows[0].shared.accepted, spec.rows[0].shared.drafted);
   EXPECT_NE(spec.table().find("drafts accepted"), std::string::npos) << spec.table();
   EXPECT_EQ(seq.table().find("drafts accepted"), std::string::npos) << seq.table();
   EvalOptions bad = o;  // the speculative sampler really ran: its own check fires
