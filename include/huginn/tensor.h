@@ -32,6 +32,10 @@ size_t dtype_size(DType t);
 size_t storage_bytes(DType t, int64_t numel);  // bytes of a contiguous tensor (kQ8/kQ4: + scales)
 // The block-quantized weight formats (Q8, Q4): whole tensors, values then F16 scales.
 inline bool is_quantized(DType t) { return t == DType::kQ8 || t == DType::kQ4; }
+// The floating-point element types (what a dtype conversion may read or write).
+inline bool is_float(DType t) {
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16 || t == DType::kF64;
+}
 const char* dtype_name(DType t);             // safetensors spelling: "F32", "BF16", ...
 bool dtype_from_name(const std::string& s, DType* out);
 

@@ -32,10 +32,6 @@ struct ConvertArgs {
   int shards = 1;
 };
 
-bool is_float(DType t) {
-  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16 || t == DType::kF64;
-}
-
 std::string shard_name(int i, int n) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "model-%05d-of-%05d.safetensors", i + 1, n);

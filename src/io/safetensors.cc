@@ -461,10 +461,6 @@ Tensor TensorStore::as_f32(const std::string& name) const {
 
 namespace {
 
-bool is_float(DType t) {
-  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16 || t == DType::kF64;
-}
-
 std::string json_string(const std::string& s, const std::string& what) {
   try {
     return json(s).dump();
