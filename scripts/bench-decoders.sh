@@ -10,6 +10,7 @@
 # trained first when it holds no model: the demo's config and recipe on trace:ops=1-8 (about
 # 3 min of CPU).
 set -euo pipefail
+source "$(dirname "$0")/demo-model.sh"
 BUILD=${1:-build}
 DIR=${2:-/tmp/huginn-trace}
 HUGINN="$BUILD/huginn"
@@ -17,12 +18,7 @@ R=${R:-32}; OPS=${OPS:-8}; N=${N:-300}
 [ -x "$HUGINN" ] || { echo "bench-decoders: $HUGINN not found (make build)" >&2; exit 1; }
 mkdir -p "$DIR"
 if [ ! -f "$DIR/model/model.safetensors" ]; then
-  cat > "$DIR/config.json" <<JSON
-{"name": "huginn-demo", "block_size": 96, "vocab_size": 128, "n_embd": 64,
- "num_attention_heads": 4, "intermediate_size": 128, "n_layers_in_prelude": 1,
- "n_layers_in_recurrent_block": 1, "n_layers_in_coda": 1, "mean_recurrence": 8,
- "mean_backprop_depth": 4, "tie_embeddings": true, "qk_bias": true}
-JSON
+  demo_model_config 8 4 > "$DIR/config.json"
   echo "training the trace model in $DIR/model ..."
   "$HUGINN" task train --model-config "$DIR/config.json" --task trace:ops=1-8 --supervise-steps \
     --out "$DIR/model" --steps 8000 --batch 16 --lr 3e-3 --warmup 400 --curriculum 0 \

@@ -16,6 +16,7 @@ set -euo pipefail
 OLD=$1 NEW=$2
 WORK=${3:-$(mktemp -d /tmp/huginn-compare.XXXXXX)}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/scripts/demo-model.sh"
 GOLD="$ROOT/tests/data/golden"
 T="--threads 1 --quiet"
 rm -rf "$WORK/old" "$WORK/new" "$WORK/shards"
@@ -43,12 +44,7 @@ cat > "$SH/config.json" <<CFG
  "n_layers_in_coda": 1, "mean_recurrence": 4, "mean_backprop_depth": 2,
  "tie_embeddings": false, "qk_bias": true}
 CFG
-cat > "$SH/task-config.json" <<CFG
-{"name": "huginn-demo", "block_size": 96, "vocab_size": 128, "n_embd": 64,
- "num_attention_heads": 4, "intermediate_size": 128, "n_layers_in_prelude": 1,
- "n_layers_in_recurrent_block": 1, "n_layers_in_coda": 1, "mean_recurrence": 8,
- "mean_backprop_depth": 4, "tie_embeddings": true, "qk_bias": true}
-CFG
+demo_model_config 8 4 > "$SH/task-config.json"
 
 IDS=3,141,59,26,53,58,97,93,23,84,62,64,33
 for m in tiny-a tiny-b; do

@@ -31,6 +31,7 @@ HUGINN="$BUILD/huginn"
 THREADS=${DEMO_THREADS:-1}
 SEED=${DEMO_SEED:-1}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/demo-model.sh"
 [[ -x "$HUGINN" ]] || { echo "demo: $HUGINN not found (run make first)" >&2; exit 1; }
 
 # ---- the recipe (every choice is a flag of `huginn task train`; docs/demo.md says why each) ----
@@ -79,13 +80,7 @@ timed() {
 }
 echo "load_start $(cut -d' ' -f1-3 /proc/loadavg)" > "$OUT/machine.txt"
 
-# E = 64, 4 heads, byte vocabulary (128 ids); 1 prelude / 1 core / 1 coda layer.
-cat > "$OUT/config.json" <<EOF
-{"name": "huginn-demo", "block_size": 96, "vocab_size": 128, "n_embd": 64,
- "num_attention_heads": 4, "intermediate_size": 128, "n_layers_in_prelude": 1,
- "n_layers_in_recurrent_block": 1, "n_layers_in_coda": 1, "mean_recurrence": $MEAN,
- "mean_backprop_depth": $BACKPROP, "tie_embeddings": true, "qk_bias": true}
-EOF
+demo_model_config "$MEAN" "$BACKPROP" > "$OUT/config.json"
 SLOTS=4   # shared core KV slots: (1 prelude + 4 + 1 coda) entries per token, vs 34 at r = 32
 MACHINE="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(nproc) cores ($(grep -m1 -ow -e avx512f -e avx512_bf16 -e avx2 /proc/cpuinfo | sort -u | paste -sd' '))"
 cat > "$OUT/recipe.txt" <<EOF
