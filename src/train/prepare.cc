@@ -291,6 +291,23 @@ class BatchQueue {
   bool stop_ = false;
 };
 
+// One batch buffer handed back from the encoder to the reader for reuse.
+class Spare {
+ public:
+  void put(std::string s) {
+    std::lock_guard<std::mutex> l(m_);
+    s_ = std::move(s);
+  }
+  std::string take() {
+    std::lock_guard<std::mutex> l(m_);
+    return std::exchange(s_, std::string());
+  }
+
+ private:
+  std::mutex m_;
+  std::string s_;
+};
+
 // The tokens of one batch, documents in order with the end-of-text id after each document's end,
 // as bytes in the shards' width, kept in the pieces the encoding threads made (no joined copy);
 // and what the writer needs of the batch besides (its text is freed before writing begins).
@@ -454,11 +471,12 @@ void run_batches(const PrepareOptions& o, const Tokenizer& tok, PrepareResult& r
   for (const std::string& in : o.inputs) total_file_bytes += fs::file_size(in);
   ThreadPool pool(o.threads);
   BatchQueue queue(1);  // with the batch the reader fills and the one being encoded: three
+  Spare spare;
   std::thread reader([&] {
     try {
       prep::DocReader docs(o.inputs, st.pos, o.max_doc_mb << 20, o.batch_mb << 20, kBatchDocs);
       for (bool last = false; !last;) {
-        prep::Batch b = docs.next();
+        prep::Batch b = docs.next(spare.take());
         last = b.last;
         queue.push(std::move(b));
       }
@@ -526,7 +544,8 @@ void run_batches(const PrepareOptions& o, const Tokenizer& tok, PrepareResult& r
       throw Error("data prepare: the input reader stopped");
     }
     Encoded e = encode_batch(b, tok, r.eot_id, train.token_bytes(), o.inputs, pool);
-    b = prep::Batch{};  // the text is no longer needed
+    spare.put(std::move(b.bytes));  // the text is no longer needed: its memory goes back to the reader
+    b = prep::Batch{};
     const bool last = e.last;
     writer.submit(std::move(e));
     if (last) break;

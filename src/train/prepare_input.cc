@@ -470,8 +470,11 @@ void DocReader::add_text(Batch& b) {
   }
 }
 
-Batch DocReader::next() {
+Batch DocReader::next(std::string buffer) {
   Batch b;
+  b.bytes = std::move(buffer);
+  b.bytes.clear();
+  b.bytes.reserve(batch_bytes_ + kReadChunk);  // not grown (and copied) by doubling
   for (;;) {
     if (!opened_ && !open_next()) {
       b.last = true;
