@@ -29,6 +29,7 @@
 #include "huginn/log.h"
 #include "huginn/thread_pool.h"
 #include "huginn/tokenizer.h"
+#include "tokenizer/pipeline.h"
 #include "train/prepare_input.h"
 #include "util/json.h"
 #include "util/mapped_file.h"
@@ -349,6 +350,7 @@ Encoded encode_batch(const prep::Batch& b, const Tokenizer& tok, int32_t eot, ui
   e.parts.resize(kRanges);
   pool.parallel_for(kRanges, 1, [&](int64_t r0, int64_t r1) {
     std::string text;
+    std::vector<int32_t> ids;  // reused: one allocation per range, not per document
     for (int64_t r = r0; r < r1; ++r) {
       std::vector<uint8_t>& out = e.parts[r];
       const int64_t d0 = n * r / kRanges, d1 = n * (r + 1) / kRanges;
@@ -363,7 +365,9 @@ Encoded encode_batch(const prep::Batch& b, const Tokenizer& tok, int32_t eot, ui
           prep::jsonl_text(raw, inputs[doc.input], doc.line, text);
           raw = text;
         }
-        append_tokens(out, tok.encode(raw), doc.ends_document ? eot : -1, width);
+        ids.clear();
+        tok.pipeline().encode(raw, false, ids);  // what tok.encode(raw) returns
+        append_tokens(out, ids, doc.ends_document ? eot : -1, width);
       }
     }
   });
