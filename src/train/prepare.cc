@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -344,14 +345,19 @@ void append_tokens(std::vector<uint8_t>& out, const std::vector<int32_t>& ids, i
 
 Encoded encode_batch(const prep::Batch& b, const Tokenizer& tok, int32_t eot, uint32_t width,
                      const std::vector<std::string>& inputs, ThreadPool& pool) {
-  constexpr int64_t kRanges = 64;  // fixed: the split does not depend on the thread count
+  // Ranges of documents, each encoded into its own part, so the output does not depend on which
+  // thread took which. The threads take them one at a time from a counter: parallel_for's fixed
+  // split (one contiguous half each on two threads) left a thread idle at every batch's end
+  // whenever the other was slowed (by the reader and writer threads, or other processes).
+  constexpr int64_t kRanges = 256;
   const int64_t n = static_cast<int64_t>(b.docs.size());
   Encoded e;
   e.parts.resize(kRanges);
-  pool.parallel_for(kRanges, 1, [&](int64_t r0, int64_t r1) {
+  std::atomic<int64_t> next{0};
+  pool.parallel_for(pool.size(), 1, [&](int64_t, int64_t) {
     std::string text;
-    std::vector<int32_t> ids;  // reused: one allocation per range, not per document
-    for (int64_t r = r0; r < r1; ++r) {
+    std::vector<int32_t> ids;  // reused: one allocation per thread, not per document
+    for (int64_t r; (r = next.fetch_add(1, std::memory_order_relaxed)) < kRanges;) {
       std::vector<uint8_t>& out = e.parts[r];
       const int64_t d0 = n * r / kRanges, d1 = n * (r + 1) / kRanges;
       if (d0 < d1) {  // about one token per 3 bytes of text: rarely regrown, little left over
