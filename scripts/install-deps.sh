@@ -14,7 +14,7 @@
 #                                 gzip inputs of huginn data prepare
 #   libzstd-dev                   zstd inputs of huginn data prepare (the usual compression of corpora)
 #   libxxhash-dev                 XXH3-64 checksums of token shards (written by data prepare, checked
-#                                 by every load): ~20x FNV-1a's speed, the reference implementation
+#                                 by every load): ~12x FNV-1a's speed, the reference implementation
 #   nodejs, npm                   server tests drive huginn serve with the official openai npm client
 #   util-linux (flock)            serialises the npm install between concurrent builds/tests
 #   libopenmpi-dev, openmpi-bin   data-parallel training across processes and machines (mpirun -np N

@@ -1,12 +1,13 @@
 // `huginn data prepare`: documents -> tokens -> train/val shards, streaming.
 //
 // A reader thread decompresses the inputs and cuts them into batches of documents
-// (prepare_input.h); the pool's threads parse JSONL lines and encode; the tokens go to shard
-// files written as they fill (train-NNNNN.partial, renamed to .bin when full). After every batch
-// the partial files are synced and prepare-state.json records where reading stands and how many
-// tokens each partial file holds, so a killed run resumes (--resume) exactly where that batch
-// ended, with the same shards as a run that was never stopped. Memory: a few batches of text and
-// their tokens, whatever the input size.
+// (prepare_input.h); the pool's threads parse JSONL lines and encode; a writer thread appends the
+// tokens to shard files written as they fill (train-NNNNN.partial, renamed to .bin when full)
+// while the next batch is encoded. After every batch the partial files are synced and
+// prepare-state.json records where reading stands and how many tokens each partial file holds,
+// so a killed run resumes (--resume) exactly where that batch ended, with the same shards as a
+// run that was never stopped. Memory: a few batches of text and their tokens, whatever the input
+// size.
 #include <fcntl.h>
 #include <unistd.h>
 

@@ -287,6 +287,11 @@ TEST(DataPrepare, BadInputsNameTheFile) {
   EXPECT_NE(log.find("long.jsonl:1: a line of more than 1048576 bytes"), std::string::npos) << log;
   EXPECT_EQ(test::run_command(prepare_cmd(dir + "/long.jsonl", dir + "/o4", "--resume"), &log), 1);
   EXPECT_NE(log.find("no prepare-state.json to resume from"), std::string::npos) << log;
+  // A run stopped by a huginn that wrote version-1 shards (FNV-1a) is not continued in version 2.
+  fs::create_directories(dir + "/o5");
+  spit(dir + "/o5/prepare-state.json", R"({"version": 1, "run": {}, "done": false})");
+  EXPECT_EQ(test::run_command(prepare_cmd(dir + "/long.jsonl", dir + "/o5", "--resume"), &log), 1);
+  EXPECT_NE(log.find("prepare-state.json: version 1, expected 2 (an older huginn"), std::string::npos) << log;
   fs::remove_all(dir);
 }
 
