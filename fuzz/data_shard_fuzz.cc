@@ -1,7 +1,8 @@
 // Training data shards (huginn/data.h): Shard::open on the input as train-00000.bin, the tokens of
 // an accepted shard read back, then ShardSet::open on its directory, check_vocab and a few windows
 // of a WindowSampler. Byte 0 is the mode: odd = first rewrite the header's checksum to match the
-// token bytes (so mutations get past the FNV-1a check to the checks behind it); the rest is the file.
+// token bytes (so mutations get past the checksum to the checks behind it: FNV-1a 64 when the header
+// says version 1, else XXH3-64); the rest is the file.
 // Property: every token of an accepted shard is below its vocabulary size.
 #include <algorithm>
 #include <cstring>
@@ -16,7 +17,11 @@ HUGINN_FUZZ_TARGET(data_shard) {
   const bool fix_checksum = data[0] & 1;
   std::string file(reinterpret_cast<const char*>(data + 1), size - 1);
   if (fix_checksum && file.size() >= kShardHeaderBytes) {
-    const uint64_t h = fnv1a64(file.data() + kShardHeaderBytes, file.size() - kShardHeaderBytes);
+    uint32_t version;
+    std::memcpy(&version, file.data() + 8, 4);
+    const char* body = file.data() + kShardHeaderBytes;
+    const size_t n = file.size() - kShardHeaderBytes;
+    const uint64_t h = version == kShardVersionFnv ? fnv1a64(body, n) : shard_checksum(body, n);
     std::memcpy(file.data() + 32, &h, 8);
   }
   const std::string dir = fuzz::fresh_dir("data_shard");

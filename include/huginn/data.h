@@ -3,12 +3,13 @@
 // A shard file (`train-NNNNN.bin` or `val-NNNNN.bin` in a data directory) is a 64-byte header
 // followed by the tokens, little-endian:
 //   bytes  0..7   magic "HGNTOKS\0"
-//          8..11  u32 format version (1)
+//          8..11  u32 format version: 2 (1: the same layout with an FNV-1a checksum, still read)
 //         12..15  u32 bytes per token: 2 (uint16) or 4 (uint32)
 //         16..23  u64 token count N
 //         24..27  u32 vocabulary size of the tokenizer that made it (every token < this)
 //         28..31  i32 end-of-text id placed between documents (-1: none)
-//         32..39  u64 FNV-1a 64 checksum of the N·bytes token bytes
+//         32..39  u64 checksum of the N·bytes token bytes: XXH3-64 (seed 0) in version 2,
+//                 FNV-1a 64 in version 1
 //         40..47  u64 fingerprint of the tokenizer (0: unknown)
 //         48..63  zero
 // The header makes a truncated, corrupt or foreign shard detectable before training reads it.
@@ -21,12 +22,16 @@
 #include <string>
 #include <vector>
 
+struct XXH3_state_s;  // libxxhash's streaming state (xxhash.h)
+
 namespace huginn {
 
 class MappedFile;
 
 inline constexpr size_t kShardHeaderBytes = 64;
-inline constexpr uint32_t kShardVersion = 1;
+inline constexpr uint32_t kShardVersion = 2;
+// The first format's number: read (its checksum is FNV-1a 64), never written.
+inline constexpr uint32_t kShardVersionFnv = 1;
 
 struct ShardInfo {
   uint32_t token_bytes = 2;  // 2 or 4
@@ -36,13 +41,32 @@ struct ShardInfo {
   uint64_t tokenizer_hash = 0;
 };
 
-// FNV-1a 64 over bytes (the shard checksum and the tokenizer fingerprint).
+// FNV-1a 64 over bytes (the tokenizer fingerprint; version 1's shard checksum).
 uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ULL);
+
+// The checksum of a version-2 shard's token bytes: XXH3-64 with seed 0 (libxxhash), ~12x
+// FNV-1a's speed, which took a byte at a time and was 5 % of data prepare's CPU.
+uint64_t shard_checksum(const void* data, size_t n);
+// The same over bytes given in pieces: update(a); update(b) gives shard_checksum(a + b).
+class ShardChecksum {
+ public:
+  ShardChecksum();
+  ~ShardChecksum();
+  ShardChecksum(const ShardChecksum&) = delete;
+  ShardChecksum& operator=(const ShardChecksum&) = delete;
+  void reset();
+  void update(const void* data, size_t n);
+  uint64_t digest() const;
+
+ private:
+  ::XXH3_state_s* state_;
+};
 
 // Largest vocabulary a shard may declare: tokens are read out as int32 ids.
 inline constexpr uint32_t kMaxShardVocab = 0x7fffffffu;
 
-// The 64-byte header of a shard whose token bytes have FNV-1a 64 `checksum` (the format above).
+// The 64-byte header (current version) of a shard whose token bytes have `checksum`
+// (shard_checksum, the format above).
 std::array<uint8_t, kShardHeaderBytes> shard_header(const ShardInfo& info, uint64_t checksum);
 
 // Writes a shard atomically. Tokens are stored as uint16 when vocab_size <= 65536, else uint32.

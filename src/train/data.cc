@@ -5,6 +5,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <xxhash.h>
+
 #include "huginn/error.h"
 #include "util/mapped_file.h"
 
@@ -44,6 +46,17 @@ uint64_t fnv1a64(const void* data, size_t n, uint64_t h) {
   return h;
 }
 
+uint64_t shard_checksum(const void* data, size_t n) { return XXH3_64bits(data, n); }
+
+ShardChecksum::ShardChecksum() : state_(XXH3_createState()) {
+  if (!state_) throw Error("out of memory for a checksum state");
+  reset();
+}
+ShardChecksum::~ShardChecksum() { XXH3_freeState(state_); }
+void ShardChecksum::reset() { XXH3_64bits_reset(state_); }
+void ShardChecksum::update(const void* data, size_t n) { XXH3_64bits_update(state_, data, n); }
+uint64_t ShardChecksum::digest() const { return XXH3_64bits_digest(state_); }
+
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
   uint64_t h = splitmix(a);
   h = splitmix(h ^ b);
@@ -79,7 +92,7 @@ void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint
   info.vocab_size = vocab_size;
   info.eot_id = eot_id;
   info.tokenizer_hash = tokenizer_hash;
-  const auto header = shard_header(info, fnv1a64(body, tokens.size() * width));
+  const auto header = shard_header(info, shard_checksum(body, tokens.size() * width));
   std::memcpy(buf.data(), header.data(), header.size());
   write_file_atomic(path, buf.data(), buf.size());
 }
@@ -109,9 +122,10 @@ Shard Shard::open(const std::string& path) {
   if (std::memcmp(p, kMagic, 8) != 0)
     throw Error(path + ": not a token shard: bad magic (expected \"HGNTOKS\")");
   const uint32_t version = get<uint32_t>(p + 8);
-  if (version != kShardVersion)
+  if (version != kShardVersion && version != kShardVersionFnv)
     throw Error(path + ": shard format version " + std::to_string(version) + ", expected " +
-                std::to_string(kShardVersion));
+                std::to_string(kShardVersion) + " (or " + std::to_string(kShardVersionFnv) +
+                ", the older format)");
   ShardInfo& in = s.info_;
   in.token_bytes = get<uint32_t>(p + 12);
   if (in.token_bytes != 2 && in.token_bytes != 4)
@@ -135,7 +149,8 @@ Shard Shard::open(const std::string& path) {
                 " in the header is outside its vocabulary (expected -1 for none, or 0 to " +
                 std::to_string(in.vocab_size - 1) + ")");
   const uint8_t* t = p + kShardHeaderBytes;
-  if (fnv1a64(t, body) != get<uint64_t>(p + 32))
+  const uint64_t sum = version == kShardVersionFnv ? fnv1a64(t, body) : shard_checksum(t, body);
+  if (sum != get<uint64_t>(p + 32))
     throw Error(path + ": corrupt shard: the token bytes do not match the header checksum");
   for (uint64_t i = 0; i < in.count; ++i) {
     const uint32_t v = in.token_bytes == 2 ? get<uint16_t>(t + 2 * i) : get<uint32_t>(t + 4 * i);

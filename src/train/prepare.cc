@@ -1,15 +1,17 @@
 // `huginn data prepare`: documents -> tokens -> train/val shards, streaming.
 //
 // A reader thread decompresses the inputs and cuts them into batches of documents
-// (prepare_input.h); the pool's threads parse JSONL lines and encode; the tokens go to shard
-// files written as they fill (train-NNNNN.partial, renamed to .bin when full). After every batch
-// the partial files are synced and prepare-state.json records where reading stands and how many
-// tokens each partial file holds, so a killed run resumes (--resume) exactly where that batch
-// ended, with the same shards as a run that was never stopped. Memory: a few batches of text and
-// their tokens, whatever the input size.
+// (prepare_input.h); the pool's threads parse JSONL lines and encode; a writer thread appends the
+// tokens to shard files written as they fill (train-NNNNN.partial, renamed to .bin when full)
+// while the next batch is encoded. After every batch the partial files are synced and
+// prepare-state.json records where reading stands and how many tokens each partial file holds,
+// so a killed run resumes (--resume) exactly where that batch ended, with the same shards as a
+// run that was never stopped. Memory: a few batches of text and their tokens, whatever the input
+// size.
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -18,6 +20,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -28,6 +31,7 @@
 #include "huginn/log.h"
 #include "huginn/thread_pool.h"
 #include "huginn/tokenizer.h"
+#include "tokenizer/pipeline.h"
 #include "train/prepare_input.h"
 #include "util/json.h"
 #include "util/mapped_file.h"
@@ -38,7 +42,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kBatchDocs = 8192;
-constexpr int kStateVersion = 1;
+constexpr int kStateVersion = 2;  // 2: shards of format version 2 (XXH3-64 checksums)
 const char* kStateFile = "prepare-state.json";
 
 int32_t find_eot(const Tokenizer& tok, const PrepareOptions& o) {
@@ -96,36 +100,28 @@ class ShardWriter {
     if (!f_) throw Error(part + ": cannot reopen: " + std::strerror(errno));
     std::fseek(f_, kShardHeaderBytes, SEEK_SET);
     std::vector<uint8_t> buf(1 << 20);
-    checksum_ = fnv1a64(nullptr, 0);
+    checksum_.reset();
     for (uint64_t left = partial * width_; left > 0;) {
       const size_t n = std::fread(buf.data(), 1, std::min<uint64_t>(left, buf.size()), f_);
       if (n == 0) throw Error(part + ": read error while resuming");
-      checksum_ = fnv1a64(buf.data(), n, checksum_);
+      checksum_.update(buf.data(), n);
       left -= n;
     }
     std::fseek(f_, 0, SEEK_END);
     in_shard_ = partial;
   }
 
-  void add(const uint32_t* t, size_t n) {
+  // Appends n tokens given as bytes in the shard's width (token_bytes()).
+  void add(const uint8_t* t, size_t n) {
     while (n > 0) {
       if (!f_) start();
       const size_t take = std::min<uint64_t>(n, cap_ - in_shard_);
-      bytes_.resize(take * width_);
-      for (size_t i = 0; i < take; ++i) {
-        if (width_ == 2) {
-          const uint16_t v = static_cast<uint16_t>(t[i]);
-          std::memcpy(bytes_.data() + 2 * i, &v, 2);
-        } else {
-          std::memcpy(bytes_.data() + 4 * i, &t[i], 4);
-        }
-      }
-      if (std::fwrite(bytes_.data(), 1, bytes_.size(), f_) != bytes_.size())
+      if (std::fwrite(t, width_, take, f_) != take)
         throw Error(path(count_, ".partial") + ": write error: " + std::strerror(errno));
-      checksum_ = fnv1a64(bytes_.data(), bytes_.size(), checksum_);
+      checksum_.update(t, take * width_);
       in_shard_ += take;
       total_ += take;
-      t += take;
+      t += take * width_;
       n -= take;
       if (in_shard_ == cap_) finish_shard();
     }
@@ -140,6 +136,7 @@ class ShardWriter {
     if (f_ && in_shard_ > 0) finish_shard();
   }
   int shards() const { return count_; }
+  uint32_t token_bytes() const { return width_; }
   uint64_t partial() const { return in_shard_; }
   uint64_t total() const { return total_; }
   void set_total(uint64_t t) { total_ = t; }
@@ -156,7 +153,7 @@ class ShardWriter {
     if (!f_) throw Error(part + ": cannot create: " + std::strerror(errno));
     const std::vector<uint8_t> zero(kShardHeaderBytes, 0);
     std::fwrite(zero.data(), 1, zero.size(), f_);
-    checksum_ = fnv1a64(nullptr, 0);
+    checksum_.reset();
     in_shard_ = 0;
   }
   void finish_shard() {
@@ -166,7 +163,7 @@ class ShardWriter {
     info.vocab_size = vocab_;
     info.eot_id = eot_;
     info.tokenizer_hash = hash_;
-    const auto header = shard_header(info, checksum_);
+    const auto header = shard_header(info, checksum_.digest());
     std::fseek(f_, 0, SEEK_SET);
     if (std::fwrite(header.data(), 1, header.size(), f_) != header.size() || std::fflush(f_) != 0)
       throw Error(path(count_, ".partial") + ": write error: " + std::strerror(errno));
@@ -184,8 +181,8 @@ class ShardWriter {
   uint64_t hash_, cap_;
   uint32_t width_;
   FILE* f_ = nullptr;
-  std::vector<uint8_t> bytes_;
-  uint64_t checksum_ = 0, in_shard_ = 0, total_ = 0;
+  ShardChecksum checksum_;
+  uint64_t in_shard_ = 0, total_ = 0;
   int count_ = 0;
 };
 
@@ -224,7 +221,9 @@ State read_state(const std::string& dir, const nlohmann::json& fingerprint) {
   const std::string where = path;
   try {
     if (j.at("version").get<int>() != kStateVersion)
-      throw Error(where + ": version " + j.at("version").dump() + ", expected " + std::to_string(kStateVersion));
+      throw Error(where + ": version " + j.at("version").dump() + ", expected " + std::to_string(kStateVersion) +
+                  " (an older huginn stopped this run, and its shards have another format: start again "
+                  "with a new --out)");
     const nlohmann::json& run = j.at("run");
     for (const auto& [key, value] : fingerprint.items())
       if (!run.contains(key) || run.at(key) != value)
@@ -295,34 +294,169 @@ class BatchQueue {
   bool stop_ = false;
 };
 
-// The tokens of a batch, documents in order, the end-of-text id after each document's end.
-std::vector<uint32_t> encode_batch(const prep::Batch& b, const Tokenizer& tok, int32_t eot,
-                                   const std::vector<std::string>& inputs, ThreadPool& pool) {
-  constexpr int64_t kRanges = 64;  // fixed: the split does not depend on the thread count
+// One batch buffer handed back from the encoder to the reader for reuse.
+class Spare {
+ public:
+  void put(std::string s) {
+    std::lock_guard<std::mutex> l(m_);
+    s_ = std::move(s);
+  }
+  std::string take() {
+    std::lock_guard<std::mutex> l(m_);
+    return std::exchange(s_, std::string());
+  }
+
+ private:
+  std::mutex m_;
+  std::string s_;
+};
+
+// The tokens of one batch, documents in order with the end-of-text id after each document's end,
+// as bytes in the shards' width, kept in the pieces the encoding threads made (no joined copy);
+// and what the writer needs of the batch besides (its text is freed before writing begins).
+struct Encoded {
+  std::vector<std::vector<uint8_t>> parts;
+  uint64_t tokens = 0, documents = 0, text_bytes = 0, file_bytes_done = 0;
+  prep::Position end;
+  bool last = false;
+};
+
+// Appends ids (and the end-of-text id when eot >= 0) in the shards' width.
+void append_tokens(std::vector<uint8_t>& out, const std::vector<int32_t>& ids, int32_t eot,
+                   uint32_t width) {
+  const size_t n = ids.size() + (eot >= 0), at = out.size();
+  out.resize(at + n * width);
+  uint8_t* p = out.data() + at;
+  if (width == 4) {
+    std::memcpy(p, ids.data(), ids.size() * 4);
+  } else {
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const uint16_t v = static_cast<uint16_t>(ids[k]);
+      std::memcpy(p + 2 * k, &v, 2);
+    }
+  }
+  if (eot < 0) return;
+  if (width == 4) {
+    std::memcpy(p + 4 * ids.size(), &eot, 4);
+  } else {
+    const uint16_t v = static_cast<uint16_t>(eot);
+    std::memcpy(p + 2 * ids.size(), &v, 2);
+  }
+}
+
+Encoded encode_batch(const prep::Batch& b, const Tokenizer& tok, int32_t eot, uint32_t width,
+                     const std::vector<std::string>& inputs, ThreadPool& pool) {
+  // Ranges of documents, each encoded into its own part, so the output does not depend on which
+  // thread took which. The threads take them one at a time from a counter: parallel_for's fixed
+  // split (one contiguous half each on two threads) left a thread idle at every batch's end
+  // whenever the other was slowed (by the reader and writer threads, or other processes).
+  constexpr int64_t kRanges = 256;
   const int64_t n = static_cast<int64_t>(b.docs.size());
-  std::vector<std::vector<uint32_t>> parts(kRanges);
-  pool.parallel_for(kRanges, 1, [&](int64_t r0, int64_t r1) {
+  Encoded e;
+  e.parts.resize(kRanges);
+  std::atomic<int64_t> next{0};
+  pool.parallel_for(pool.size(), 1, [&](int64_t, int64_t) {
     std::string text;
-    for (int64_t r = r0; r < r1; ++r) {
-      std::vector<uint32_t>& out = parts[r];
-      for (int64_t d = n * r / kRanges; d < n * (r + 1) / kRanges; ++d) {
+    std::vector<int32_t> ids;  // reused: one allocation per thread, not per document
+    for (int64_t r; (r = next.fetch_add(1, std::memory_order_relaxed)) < kRanges;) {
+      std::vector<uint8_t>& out = e.parts[r];
+      const int64_t d0 = n * r / kRanges, d1 = n * (r + 1) / kRanges;
+      if (d0 < d1) {  // about one token per 3 bytes of text: rarely regrown, little left over
+        const uint64_t bytes = b.docs[d1 - 1].offset + b.docs[d1 - 1].size - b.docs[d0].offset;
+        out.reserve((bytes / 3 + 64) * width);
+      }
+      for (int64_t d = d0; d < d1; ++d) {
         const prep::Doc& doc = b.docs[d];
         std::string_view raw(b.bytes.data() + doc.offset, doc.size);
         if (doc.jsonl) {
-          text = prep::jsonl_text(raw, inputs[doc.input] + ":" + std::to_string(doc.line));
+          prep::jsonl_text(raw, inputs[doc.input], doc.line, text);
           raw = text;
         }
-        for (int32_t id : tok.encode(raw)) out.push_back(static_cast<uint32_t>(id));
-        if (doc.ends_document) out.push_back(static_cast<uint32_t>(eot));
+        ids.clear();
+        tok.pipeline().encode(raw, false, ids);  // what tok.encode(raw) returns
+        append_tokens(out, ids, doc.ends_document ? eot : -1, width);
       }
     }
   });
-  size_t total = 0;
-  for (const auto& p : parts) total += p.size();
-  std::vector<uint32_t> all;
-  all.reserve(total);
-  for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
-  return all;
+  for (const auto& p : e.parts) e.tokens += p.size() / width;
+  for (const prep::Doc& d : b.docs) e.documents += d.ends_document;
+  e.text_bytes = b.bytes.size();
+  e.file_bytes_done = b.file_bytes_done;
+  e.end = b.end;
+  e.last = b.last;
+  return e;
+}
+
+// Runs one job at a time on its own thread, so that a batch's writing (shards, fdatasync, state)
+// overlaps the next batch's encoding. submit() waits for the previous job first: at most one
+// batch's tokens wait or are written while the next is encoded. A job's exception comes out of
+// the next submit() or wait().
+class WriterThread {
+ public:
+  explicit WriterThread(std::function<void(Encoded&)> work)
+      : work_(std::move(work)), thread_([this] { loop(); }) {}
+  ~WriterThread() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void submit(Encoded e) {
+    wait();
+    std::lock_guard<std::mutex> l(m_);
+    job_ = std::move(e);
+    busy_ = true;
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> l(m_);
+    cv_.wait(l, [&] { return !busy_; });
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> l(m_);
+    for (;;) {
+      cv_.wait(l, [&] { return busy_ || stop_; });
+      if (!busy_) return;
+      l.unlock();
+      std::exception_ptr error;
+      try {
+        work_(job_);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      job_ = Encoded{};  // its tokens are freed before the next batch is handed over
+      l.lock();
+      if (error && !error_) error_ = error;
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  std::function<void(Encoded&)> work_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  Encoded job_;
+  bool busy_ = false, stop_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
+// Adds a batch's tokens to the shards: the last round(val_fraction x tokens) go to val.
+void add_tokens(const Encoded& e, double val_fraction, ShardWriter& train, ShardWriter& val) {
+  const uint64_t n_val = static_cast<uint64_t>(std::llround(val_fraction * e.tokens));
+  uint64_t to_train = e.tokens - n_val;
+  const uint32_t width = train.token_bytes();
+  for (const std::vector<uint8_t>& p : e.parts) {
+    const uint64_t n = p.size() / width, here = std::min(n, to_train);
+    train.add(p.data(), here);
+    val.add(p.data() + here * width, n - here);
+    to_train -= here;
+  }
 }
 
 std::string human_bytes(double b) {
@@ -340,19 +474,20 @@ std::string human_seconds(double s) {
   return buf;
 }
 
-// Reads (on its own thread), encodes (on the pool) and writes every batch from st.pos on, with a
-// checkpoint of the state after each one.
+// Reads (on its own thread), encodes (on the pool) and writes (on the writer thread) every batch
+// from st.pos on, with a checkpoint of the state after each one.
 void run_batches(const PrepareOptions& o, const Tokenizer& tok, PrepareResult& r, State& st,
                  const nlohmann::json& fingerprint, ShardWriter& train, ShardWriter& val) {
   uint64_t total_file_bytes = 0;
   for (const std::string& in : o.inputs) total_file_bytes += fs::file_size(in);
   ThreadPool pool(o.threads);
-  BatchQueue queue(2);
+  BatchQueue queue(1);  // with the batch the reader fills and the one being encoded: three
+  Spare spare;
   std::thread reader([&] {
     try {
       prep::DocReader docs(o.inputs, st.pos, o.max_doc_mb << 20, o.batch_mb << 20, kBatchDocs);
       for (bool last = false; !last;) {
-        prep::Batch b = docs.next();
+        prep::Batch b = docs.next(spare.take());
         last = b.last;
         queue.push(std::move(b));
       }
@@ -374,20 +509,13 @@ void run_batches(const PrepareOptions& o, const Tokenizer& tok, PrepareResult& r
   auto last_log = t0;
   const uint64_t file_bytes_at_start = st.file_bytes_done;
   uint64_t text_bytes = 0, tokens = 0;
-  prep::Batch b;
-  for (;;) {
-    if (!queue.pop(&b)) {
-      if (auto e = queue.error()) std::rethrow_exception(e);
-      throw Error("data prepare: the input reader stopped");
-    }
-    const std::vector<uint32_t> stream = encode_batch(b, tok, r.eot_id, o.inputs, pool);
-    const size_t n_val = static_cast<size_t>(std::llround(o.val_fraction * stream.size()));
-    train.add(stream.data(), stream.size() - n_val);
-    val.add(stream.data() + stream.size() - n_val, n_val);
-    for (const prep::Doc& d : b.docs) r.documents += d.ends_document;
-    text_bytes += b.bytes.size();
-    tokens += stream.size();
-    if (b.last) {
+  // The writer: shards, their sync, then the state that counts them (on the writer thread).
+  WriterThread writer([&](Encoded& e) {
+    add_tokens(e, o.val_fraction, train, val);
+    r.documents += e.documents;
+    text_bytes += e.text_bytes;
+    tokens += e.tokens;
+    if (e.last) {
       train.finish();
       val.finish();
       st.done = true;
@@ -395,9 +523,9 @@ void run_batches(const PrepareOptions& o, const Tokenizer& tok, PrepareResult& r
       train.sync();
       val.sync();
     }
-    st.pos = b.end;
+    st.pos = e.end;
     st.documents = r.documents;
-    st.file_bytes_done = b.file_bytes_done;
+    st.file_bytes_done = e.file_bytes_done;
     st.train_shards = train.shards();
     st.val_shards = val.shards();
     st.train_partial = train.partial();
@@ -406,10 +534,10 @@ void run_batches(const PrepareOptions& o, const Tokenizer& tok, PrepareResult& r
     st.val_tokens = val.total();
     write_state(o.out, fingerprint, st);
     const auto now = clock::now();
-    if (!o.quiet && (b.last || now - last_log >= std::chrono::seconds(2))) {
+    if (!o.quiet && (e.last || now - last_log >= std::chrono::seconds(2))) {
       last_log = now;
       const double secs = std::max(1e-9, std::chrono::duration<double>(now - t0).count());
-      const double done = static_cast<double>(b.file_bytes_done);
+      const double done = static_cast<double>(e.file_bytes_done);
       const double rate = (done - file_bytes_at_start) / secs;  // bytes of the files per second
       const double eta = rate > 0 ? (total_file_bytes - done) / rate : 0;
       HUGINN_LOG_INFO("data prepare: %s of %s (%.1f%%), text %.1f MB/s, %.2f M tokens/s, %llu tokens, "
@@ -419,8 +547,21 @@ void run_batches(const PrepareOptions& o, const Tokenizer& tok, PrepareResult& r
                       tokens / secs / 1e6, static_cast<unsigned long long>(st.train_tokens + st.val_tokens),
                       static_cast<unsigned long long>(r.documents), human_seconds(eta).c_str());
     }
-    if (b.last) break;
+  });
+  for (;;) {
+    prep::Batch b;
+    if (!queue.pop(&b)) {
+      if (auto e = queue.error()) std::rethrow_exception(e);
+      throw Error("data prepare: the input reader stopped");
+    }
+    Encoded e = encode_batch(b, tok, r.eot_id, train.token_bytes(), o.inputs, pool);
+    spare.put(std::move(b.bytes));  // the text is no longer needed: its memory goes back to the reader
+    b = prep::Batch{};
+    const bool last = e.last;
+    writer.submit(std::move(e));
+    if (last) break;
   }
+  writer.wait();
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 #include <zlib.h>
 #include <zstd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <cstdio>
 #include <cstring>
@@ -176,15 +179,57 @@ struct JsonScan {
     i += 4;
     return true;
   }
+  // Past plain string bytes: up to a quote, a backslash or a control character (or the end),
+  // sixteen (SSE2) or eight bytes at a time. Returns whether a byte >= 0x80 may be among them
+  // (UTF-8 to check).
+  bool plain_run() {
+    constexpr uint64_t kOnes = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+    uint64_t seen = 0;
+#if defined(__SSE2__)  // every x86-64: sixteen bytes at a time
+    const __m128i quote = _mm_set1_epi8('"'), slash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
+    while (i + 16 <= s.size()) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
+      const __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
+                                        _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v));  // v <= 0x1F
+      const unsigned m = static_cast<unsigned>(_mm_movemask_epi8(stop));
+      const unsigned high = static_cast<unsigned>(_mm_movemask_epi8(v));  // bytes >= 0x80
+      if (m) {
+        const unsigned k = static_cast<unsigned>(__builtin_ctz(m));
+        i += k;
+        return seen != 0 || (high & ((1u << k) - 1)) != 0;
+      }
+      if (high) seen = kHigh;  // (as the word loop below marks it)
+      i += 16;
+    }
+#endif
+    while (i + 8 <= s.size()) {
+      uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      // High bit of each byte that is '"', '\\' or < 0x20. Borrows can only mark bytes above
+      // a marked one, so the lowest mark is exact (the format and every host are little-endian).
+      const uint64_t q = w ^ (kOnes * '"'), b = w ^ (kOnes * '\\');
+      const uint64_t m = (((q - kOnes) & ~q) | ((b - kOnes) & ~b) | ((w - kOnes * 0x20) & ~w)) & kHigh;
+      if (m) {
+        const size_t k = static_cast<size_t>(__builtin_ctzll(m)) / 8;
+        seen |= k ? w << (64 - 8 * k) : 0;  // only the k plain bytes
+        i += k;
+        return seen & kHigh;
+      }
+      seen |= w;
+      i += 8;
+    }
+    while (i < s.size() && s[i] != '"' && s[i] != '\\' && static_cast<uint8_t>(s[i]) >= 0x20)
+      seen |= static_cast<uint8_t>(s[i++]);
+    return seen & kHigh;
+  }
   // A string at s[i] == '"'; decoded into *out when out is given.
   bool string(std::string* out) {
     ++i;
     size_t run = i;
     for (;;) {
-      // Plain bytes up to a quote, a backslash or a control character.
-      while (i < s.size() && s[i] != '"' && s[i] != '\\' && static_cast<uint8_t>(s[i]) >= 0x20) ++i;
+      const bool non_ascii = plain_run();
       if (i >= s.size() || static_cast<uint8_t>(s[i]) < 0x20) return false;
-      if (!tok::utf8_valid(s.substr(run, i - run))) return false;
+      if (non_ascii && !tok::utf8_valid(s.substr(run, i - run))) return false;
       if (out) out->append(s.data() + run, i - run);
       if (s[i] == '"') {
         ++i;
@@ -335,13 +380,13 @@ bool jsonl_text_fast(std::string_view line, std::string& out) {
   }
 }
 
-std::string jsonl_text(std::string_view line, const std::string& where) {
-  std::string out;
-  if (jsonl_text_fast(line, out)) return out;
+void jsonl_text(std::string_view line, const std::string& file, uint64_t line_no, std::string& out) {
+  if (jsonl_text_fast(line, out)) return;
+  const std::string where = file + ":" + std::to_string(line_no);
   nlohmann::json j = parse_json(std::string(line), where);
   if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
     throw Error(where + ": expected an object with a string field \"text\"");
-  return j["text"].get<std::string>();
+  out = j["text"].get<std::string>();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,8 +491,11 @@ void DocReader::add_text(Batch& b) {
   }
 }
 
-Batch DocReader::next() {
+Batch DocReader::next(std::string buffer) {
   Batch b;
+  b.bytes = std::move(buffer);
+  b.bytes.clear();
+  b.bytes.reserve(batch_bytes_ + kReadChunk);  // not grown (and copied) by doubling
   for (;;) {
     if (!opened_ && !open_next()) {
       b.last = true;

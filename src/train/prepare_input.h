@@ -28,11 +28,11 @@ class InputStream {
 // "a.jsonl", "a.jsonl.zst", "a.jsonl.gz": JSONL; anything else is text.
 bool is_jsonl_name(const std::string& path);
 
-// The "text" field of one JSONL line. A fast scanner validates the line as JSON and decodes the
-// string; a line it does not handle goes through the JSON library, whose error names the place.
-// Throws huginn::Error naming `where` (FILE:LINE) for a line that is not an object with a string
-// field "text".
-std::string jsonl_text(std::string_view line, const std::string& where);
+// The "text" field of line `line_no` of JSONL file `file`, into `out` (its capacity reused). A
+// fast scanner validates the line as JSON and decodes the string; a line it does not handle goes
+// through the JSON library, whose error names the place. Throws huginn::Error naming FILE:LINE
+// for a line that is not an object with a string field "text".
+void jsonl_text(std::string_view line, const std::string& file, uint64_t line_no, std::string& out);
 // The fast scanner alone: false when it cannot decide (tests compare it with the library).
 bool jsonl_text_fast(std::string_view line, std::string& out);
 
@@ -68,8 +68,10 @@ class DocReader {
   DocReader(std::vector<std::string> inputs, Position start, uint64_t max_doc_bytes,
             uint64_t batch_bytes, uint64_t batch_docs);
   ~DocReader();
-  // The next batch; batch.last is set on the final one (which may be empty).
-  Batch next();
+  // The next batch; batch.last is set on the final one (which may be empty). `buffer`: the bytes
+  // of a finished batch, whose memory is reused (its contents are dropped): a fresh 16 MB buffer
+  // costs page faults and the kernel's zeroing of every page.
+  Batch next(std::string buffer = {});
 
  private:
   bool open_next();

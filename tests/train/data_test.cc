@@ -1,6 +1,7 @@
 // Token shards: round trips, bad shards (corrupt, truncated, foreign), window sampling.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -138,6 +139,59 @@ TEST(Shard, HeaderVocabularyAndEndOfTextAreBounded) {
   put_u32(p, 28, static_cast<uint32_t>(-2));
   e = error_of([&] { Shard::open(p); });
   EXPECT_NE(e.find("end-of-text id -2"), std::string::npos) << e;
+  std::filesystem::remove_all(dir);
+}
+
+// Version 2 checksums the token bytes with XXH3-64 (seed 0), as the header comment and README
+// specify; a version-1 shard (FNV-1a 64) is still read and still checked; other versions are
+// refused by number.
+TEST(Shard, ChecksumIsXxh3AndVersionOneShardsAreStillRead) {
+  EXPECT_EQ(shard_checksum("", 0), 0x2D06800538D394C2ULL);  // XXH3-64 of nothing (xxhash's test)
+  ShardChecksum pieces;
+  pieces.update("token ", 6);
+  pieces.update("bytes", 5);
+  EXPECT_EQ(pieces.digest(), shard_checksum("token bytes", 11));
+
+  const std::string dir = test::make_temp_dir("shardv1");
+  const std::string p = dir + "/train-00000.bin";
+  const auto toks = ramp(1000, 300);
+  write_shard(p, toks, 300, 299, 42);
+  std::string file;
+  {
+    std::ifstream f(p, std::ios::binary);
+    file.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  const char* body = file.data() + kShardHeaderBytes;
+  const size_t n = file.size() - kShardHeaderBytes;
+  uint64_t sum;
+  std::memcpy(&sum, file.data() + 32, 8);
+  EXPECT_EQ(sum, shard_checksum(body, n));
+  uint32_t version;
+  std::memcpy(&version, file.data() + 8, 4);
+  EXPECT_EQ(version, 2u);
+
+  // The same tokens as a version-1 file.
+  put_u32(p, 8, 1);
+  const uint64_t fnv = fnv1a64(body, n);
+  {
+    std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(32);
+    f.write(reinterpret_cast<const char*>(&fnv), 8);
+  }
+  Shard s = Shard::open(p);
+  std::vector<int32_t> got(1000);
+  s.read(0, got);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(got[i], static_cast<int32_t>(toks[i]));
+  flip_byte(p, kShardHeaderBytes + 11);
+  std::string e = error_of([&] { Shard::open(p); });
+  EXPECT_NE(e.find("corrupt shard"), std::string::npos) << e;  // FNV-1a still checked
+  flip_byte(p, kShardHeaderBytes + 11);
+  put_u32(p, 8, 2);  // an FNV checksum under version 2: wrong
+  e = error_of([&] { Shard::open(p); });
+  EXPECT_NE(e.find("corrupt shard"), std::string::npos) << e;
+  put_u32(p, 8, 3);
+  e = error_of([&] { Shard::open(p); });
+  EXPECT_NE(e.find("shard format version 3, expected 2 (or 1, the older format)"), std::string::npos) << e;
   std::filesystem::remove_all(dir);
 }
 

@@ -1,5 +1,5 @@
 // `huginn data prepare` end to end: compressed inputs (zstd, gzip) give the shards of the plain
-// ones, thread count changes nothing, a run killed with SIGKILL at any point resumes to the
+// ones, thread count changes nothing, every token lands in its place, a run killed with SIGKILL at any point resumes to the
 // shards of an uninterrupted run, peak memory does not grow with the input, bad inputs name the
 // file; and the JSONL fast scanner agrees with the JSON library.
 #include <gtest/gtest.h>
@@ -17,6 +17,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "huginn/data.h"
@@ -121,6 +122,58 @@ TEST(DataPrepare, CompressedInputsAndThreadCountsGiveTheSameShards) {
   want.push_back(train.shards()[0].info().eot_id);
   ASSERT_GE(first.size(), want.size());
   EXPECT_EQ(std::vector<int32_t>(first.begin(), first.begin() + want.size()), want);
+  fs::remove_all(dir);
+}
+
+// The tokens of all shards of a split, in order.
+std::vector<int32_t> split_tokens(const std::string& dir, const std::string& split) {
+  std::vector<int32_t> all;
+  const ShardSet set = ShardSet::open(dir, split);
+  for (const Shard& sh : set.shards()) {
+    std::vector<int32_t> t(sh.size());
+    sh.read(0, t);
+    all.insert(all.end(), t.begin(), t.end());
+  }
+  return all;
+}
+
+// Every token in its place: a batch (documents up to 1 MiB of JSONL lines or 8192 documents)
+// contributes each document's encoding and the end-of-text id, in document order, its last
+// round(0.05 x n) tokens to val and the rest to train, whatever the encoding threads and the
+// writer thread overlap. (The token bytes are those of the single-threaded writer before it.)
+TEST(DataPrepare, ShardsHoldEveryBatchsTokensInOrderWithItsValTail) {
+  const std::string dir = test::make_temp_dir("prepare_order");
+  const Corpus c = make_corpus(3 << 20);
+  spit(dir + "/a.jsonl", c.jsonl);
+  std::string log;
+  ASSERT_EQ(test::run_command(prepare_cmd(dir + "/a.jsonl", dir + "/o", "--threads 2 --batch-mb 1"), &log), 0) << log;
+
+  auto tok = Tokenizer::load(kTok);
+  const int32_t eot = tok->token_to_id("<|endoftext|>");
+  std::vector<int32_t> train, val, batch;
+  size_t bytes = 0, docs = 0;
+  auto close_batch = [&] {
+    const size_t n_val = static_cast<size_t>(std::llround(0.05 * batch.size()));
+    train.insert(train.end(), batch.begin(), batch.end() - n_val);
+    val.insert(val.end(), batch.end() - n_val, batch.end());
+    batch.clear();
+    bytes = docs = 0;
+  };
+  std::istringstream lines(c.jsonl);
+  for (std::string line; std::getline(lines, line);) {
+    for (int32_t id : tok->encode(json::parse(line)["text"].get<std::string>())) batch.push_back(id);
+    batch.push_back(eot);
+    bytes += line.size();
+    if (++docs >= 8192 || bytes >= (1u << 20)) close_batch();
+  }
+  close_batch();
+  EXPECT_GT(val.size(), 1000u);
+  const std::vector<int32_t> got_train = split_tokens(dir + "/o", "train");
+  const std::vector<int32_t> got_val = split_tokens(dir + "/o", "val");
+  ASSERT_EQ(got_train.size(), train.size());
+  ASSERT_EQ(got_val.size(), val.size());
+  EXPECT_TRUE(got_train == train);
+  EXPECT_TRUE(got_val == val);
   fs::remove_all(dir);
 }
 
@@ -234,6 +287,11 @@ TEST(DataPrepare, BadInputsNameTheFile) {
   EXPECT_NE(log.find("long.jsonl:1: a line of more than 1048576 bytes"), std::string::npos) << log;
   EXPECT_EQ(test::run_command(prepare_cmd(dir + "/long.jsonl", dir + "/o4", "--resume"), &log), 1);
   EXPECT_NE(log.find("no prepare-state.json to resume from"), std::string::npos) << log;
+  // A run stopped by a huginn that wrote version-1 shards (FNV-1a) is not continued in version 2.
+  fs::create_directories(dir + "/o5");
+  spit(dir + "/o5/prepare-state.json", R"({"version": 1, "run": {}, "done": false})");
+  EXPECT_EQ(test::run_command(prepare_cmd(dir + "/long.jsonl", dir + "/o5", "--resume"), &log), 1);
+  EXPECT_NE(log.find("prepare-state.json: version 1, expected 2 (an older huginn"), std::string::npos) << log;
   fs::remove_all(dir);
 }
 
@@ -265,6 +323,55 @@ TEST(DataPrepare, JsonlFastScannerAgreesWithTheLibrary) {
     }
     if (lib_ok && !ok) EXPECT_NE(line.find("\"text\": \"x\", \"text\""), std::string::npos) << line;
   }
+}
+
+// The same on random lines: string bodies of every length around the scanner's 8-byte words,
+// mixing ASCII, quotes, backslash escapes (\u surrogates and bad ones too), control characters,
+// valid multi-byte UTF-8 and stray bytes >= 0x80, in the text field and in other keys' values.
+TEST(DataPrepare, JsonlFastScannerAgreesWithTheLibraryOnRandomLines) {
+  std::mt19937 rng(17);
+  const std::vector<std::string> good = {
+      "a", "Z", " ", "~", "\\\"", "\\\\", "\\n", "\\/", "\\u00e9", "\\ud83d\\ude00", "\x7f",
+      "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+  const std::vector<std::string> bad = {"\\ud800", "\\udc00", "\\u12", "\\x", "\x01", "\x1f", "\t", "\"",
+                                        "\xff", "\xc3", "\xe2\x82", "\x80", "\xed\xa0\x80", "\xc0\xaf"};
+  auto body = [&] {
+    std::string b;
+    const int n = static_cast<int>(rng() % 40);
+    for (int k = 0; k < n; ++k) {
+      // Mostly plain ASCII, so that runs cross word boundaries at every offset.
+      if (rng() % 3) b += static_cast<char>('a' + rng() % 26);
+      else if (rng() % 40) b += good[rng() % good.size()];
+      else b += bad[rng() % bad.size()];
+    }
+    return b;
+  };
+  int accepted = 0, declined = 0;
+  for (int t = 0; t < 20000; ++t) {
+    std::string line = "{";
+    if (rng() % 2) line += "\"k" + body() + "\": \"" + body() + "\", ";
+    line += "\"text\": \"" + body() + "\"";
+    if (rng() % 2) line += ", \"" + body() + "\": [\"" + body() + "\", 1]";
+    line += "}";
+    std::string fast;
+    const bool ok = prep::jsonl_text_fast(line, fast);
+    bool lib_ok = false;
+    std::string lib;
+    try {
+      json j = json::parse(line);
+      lib_ok = j.is_object() && j.contains("text") && j["text"].is_string();
+      if (lib_ok) lib = j["text"].get<std::string>();
+    } catch (const json::exception&) {
+    }
+    // Keys are distinct here ("k..." vs "text" vs a random one that is "text" only by chance),
+    // so the scanner declines exactly what the library rejects.
+    const bool dup_text = line.find("\"text\"", line.find("\"text\"") + 1) != std::string::npos;
+    if (!dup_text) ASSERT_EQ(ok, lib_ok) << line;
+    if (ok) ASSERT_EQ(fast, lib) << line;
+    (ok ? accepted : declined)++;
+  }
+  EXPECT_GT(accepted, 2000);
+  EXPECT_GT(declined, 2000);
 }
 
 }  // namespace
