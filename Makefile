@@ -21,10 +21,11 @@ ASAN_TARGETS ?= all
 # The threaded parts: the thread pool, tokenizer batch encode, the decode batcher, the server's
 # connection front, queue and scheduler, and `huginn serve` itself under the e2e tests' clients and
 # floods (huginn: the CLI those tests start); and the CPU kernels' thread splits, forward, decode
-# and backward, which those tests run on 1 and 2 threads.
+# and backward, which those tests run on 1 and 2 threads; and data prepare's reader, encoding
+# threads and shard writer.
 TSAN_TARGETS ?= thread_pool_test tokenizer_unit_test decode_batch_test server_unit_test front_test \
                 server_e2e_test huginn ops_test gemm_test prefill_ops_test golden_decode_test \
-                ops_backward_test grad_golden_test
+                ops_backward_test grad_golden_test prepare_test
 export ASAN_OPTIONS ?= detect_leaks=1:strict_string_checks=1
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1

@@ -56,10 +56,11 @@ void expect_same(const Outcome& seq, const Outcome& wf, const std::string& what)
     EXPECT_EQ(0, std::memcmp(seq.logits[t].data(), wf.logits[t].data(), seq.logits[t].size() * 4))
         << what << ": logits of token " << t << " differ";
     ASSERT_EQ(seq.exit_values[t].size(), wf.exit_values[t].size()) << what << ", token " << t;
-    if (!seq.exit_values[t].empty())  // memcmp: NaN included (a null pointer is UB even for 0 bytes)
+    if (!seq.exit_values[t].empty()) {  // memcmp: NaN included (a null pointer is UB for 0 bytes)
       EXPECT_EQ(0, std::memcmp(seq.exit_values[t].data(), wf.exit_values[t].data(),
                                seq.exit_values[t].size() * sizeof(double)))
           << what << ": exit values of token " << t;
+    }
   }
   EXPECT_EQ(seq.cache_positions, wf.cache_positions) << what << ": KV cache left behind";
   EXPECT_EQ(seq.n_past, wf.n_past) << what;

@@ -321,7 +321,9 @@ TEST(DataPrepare, JsonlFastScannerAgreesWithTheLibrary) {
       EXPECT_TRUE(lib_ok) << line;
       EXPECT_EQ(fast, lib) << line;
     }
-    if (lib_ok && !ok) EXPECT_NE(line.find("\"text\": \"x\", \"text\""), std::string::npos) << line;
+    if (lib_ok && !ok) {
+      EXPECT_NE(line.find("\"text\": \"x\", \"text\""), std::string::npos) << line;
+    }
   }
 }
 
@@ -366,8 +368,12 @@ TEST(DataPrepare, JsonlFastScannerAgreesWithTheLibraryOnRandomLines) {
     // Keys are distinct here ("k..." vs "text" vs a random one that is "text" only by chance),
     // so the scanner declines exactly what the library rejects.
     const bool dup_text = line.find("\"text\"", line.find("\"text\"") + 1) != std::string::npos;
-    if (!dup_text) ASSERT_EQ(ok, lib_ok) << line;
-    if (ok) ASSERT_EQ(fast, lib) << line;
+    if (!dup_text) {
+      ASSERT_EQ(ok, lib_ok) << line;
+    }
+    if (ok) {
+      ASSERT_EQ(fast, lib) << line;
+    }
     (ok ? accepted : declined)++;
   }
   EXPECT_GT(accepted, 2000);
