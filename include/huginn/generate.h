@@ -280,6 +280,10 @@ class Generator {
   bool checks_at(int steps) const;
   // After a call whose final state is s [T, E]: warm state, history, position, call count.
   void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
+  // After `calls` calls of `ids` in all whose KV entries the cache keeps (end_call's without the
+  // warm state; the samplers' committed tokens, one call each): history, position, the next
+  // call's start and the call count.
+  void end_calls(GenerationContext& ctx, std::span<const int32_t> ids, uint64_t calls) const;
   // After a chunk of a call that goes on: history and position only.
   void end_chunk(GenerationContext& ctx, std::span<const int32_t> ids) const;
   friend class DepthBatch;  // the one loop of model calls (src/generate/calls.cc)
