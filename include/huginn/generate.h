@@ -142,6 +142,9 @@ struct BatchedCall {
   CallResult result;          // what prefill(*ctx, tokens()) returns
   std::exception_ptr error;   // instead of a result: the call could not run (nothing changed)
   std::span<const int32_t> ids;  // non-empty: the call's tokens, in place of `id`
+  // Asked between a chunked call's chunks (DepthBatch): false ends the call there with `error`
+  // huginn::Cancelled (its context then holds the chunks done). Runs on the batch's thread.
+  std::function<bool()> go_on{};
   std::span<const int32_t> tokens() const { return ids.empty() ? std::span<const int32_t>(&id, 1) : ids; }
 };
 
@@ -328,8 +331,10 @@ class DepthBatch {
   // `error`, keeps its context unchanged and is appended to `failed`. The others' prelude runs.
   // Calls must stay alive, and their contexts untouched, until they are returned finished.
   void admit(std::span<BatchedCall* const> calls, std::vector<BatchedCall*>& failed);
-  // One core iteration for every admitted call; returns the calls that finished in it.
-  std::vector<BatchedCall*> step();
+  // One core iteration for every admitted call; returns the calls that finished in it. With
+  // calls = false only the riders' rows run (the admitted calls sit this pass out, unchanged:
+  // e.g. a rider that does not fit beside them in a pass's row budget, DecodeBatcher).
+  std::vector<BatchedCall*> step(bool calls = true);
   // Rows of another decoder (wavefront lanes, a sampler's rows: see CoreFn) for the next step's
   // core pass, after the calls' rows: s and e are copied in, the recurrence runs, s is copied
   // back; prelude, coda and exit checks stay the rider's. rows (one cache entry per sequence,
@@ -358,8 +363,9 @@ class DepthBatch {
     const Tensor* e;
     Rows rows;
   };
-  // The riders' rows into rows [rows_, ...) of s_ / e_ and their Rows into `set`.
-  int64_t board(RowSet& set);
+  // The riders' rows into rows [rows_, ...) of s_ / e_ and their Rows into `set`, whose row 0
+  // is row `base` of s_.
+  int64_t board(RowSet& set, int64_t base);
 
   ModelPass& pass_;
   const int64_t prefill_chunk_;
