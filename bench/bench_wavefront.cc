@@ -183,6 +183,15 @@ int main(int argc, char** argv) {
     std::printf("%4s %-12s %10s %8s %10s %12s %8s %8s\n", "r", "method", "tok/s", "speedup",
                 "rows/pass", "acceptance", "same", "pattern");
     auto has = [&](const char* m) { return ("," + methods + ",").find("," + std::string(m) + ",") != std::string::npos; };
+    WavefrontOptions wo;
+    wo.draft_depth = draft_depth;
+    wo.max_lanes = lanes;
+    spec.draft_steps = draft_depth;
+    // The decoders as `huginn eval` and `bench` run them (generate_decoded), sequential first.
+    const struct {
+      const char* flag;
+      const char* decode;
+    } kMethods[] = {{"seq", "sequential"}, {"wave", "wavefront"}, {"spec", "speculative"}, {"diff", "diffusion"}};
     for (int r : steps) {
       GenerateOptions o;
       o.steps = r;
@@ -190,48 +199,26 @@ int main(int argc, char** argv) {
       o.default_stop_ids = false;
       o.init_scale = 0.0;
       Generator g(*model, *be, o);
-      auto c1 = g.new_context();
-      const GenerateResult seq = g.generate(*c1, prompt);
-      auto row = [&](const char* name, const GenerateResult& res, double rows, const std::string& acc) {
-        std::printf("%4d %-12s %10.3f %7.2fx %10.2f %12s %7.1f%% %7s\n", r, name, res.decode_tok_s(),
-                    res.decode_tok_s() / std::max(seq.decode_tok_s(), 1e-12), rows, acc.c_str(),
-                    100.0 * same_share(seq.tokens, res.tokens),
+      GenerateResult seq;
+      for (const auto& m : kMethods) {
+        const bool first = std::strcmp(m.flag, "seq") == 0;
+        if (!first && !has(m.flag)) continue;
+        auto ctx = g.new_context();
+        SamplerStats st;
+        const GenerateResult res = generate_decoded(g, *ctx, prompt, m.decode, wo, spec, diff, &st);
+        if (first) seq = res;
+        char acc[48] = "-";
+        if (std::strcmp(m.flag, "diff") == 0) std::snprintf(acc, sizeof acc, "%lld steps", (long long)st.rounds);
+        else if (!first) std::snprintf(acc, sizeof acc, "%lld/%lld", (long long)st.accepted, (long long)st.drafted);
+        std::printf("%4d %-12s %10.3f %7.2fx %10.2f %12s %7.1f%% %7s\n", r, m.decode, res.decode_tok_s(),
+                    res.decode_tok_s() / std::max(seq.decode_tok_s(), 1e-12), first ? 1.0 : st.rows_per_core_pass(),
+                    acc, 100.0 * same_share(seq.tokens, res.tokens),
                     pattern ? (std::to_string(static_cast<int>(100.0 * pattern_accuracy(res.tokens) + 0.5)) + "%").c_str() : "-");
         std::fflush(stdout);
-      };
-      row("sequential", seq, 1.0, "-");
-      char ar[48];
-      if (has("wave")) {
-        WavefrontOptions wo;
-        wo.draft_depth = draft_depth;
-        wo.max_lanes = lanes;
-        auto c2 = g.new_context();
-        WavefrontStats st;
-        const GenerateResult wf = generate_wavefront(g, *c2, prompt, wo, {}, nullptr, &st);
-        std::snprintf(ar, sizeof ar, "%lld/%lld", (long long)st.accepted, (long long)(st.accepted + st.rejected));
-        row("wavefront", wf, st.rows_per_core_pass(), ar);
-        if (seq.tokens != wf.tokens || seq.steps != wf.steps) {
+        if (std::strcmp(m.flag, "wave") == 0 && (seq.tokens != res.tokens || seq.steps != res.steps)) {
           std::fprintf(stderr, "wavefront output differs from sequential\n");
           return 1;
         }
-      }
-      if (has("spec")) {
-        SpeculativeOptions so = spec;
-        so.draft_steps = draft_depth;
-        auto c3 = g.new_context();
-        const SamplerRequest req{c3.get(), prompt, nullptr};
-        SamplerStats st;
-        const GenerateResult sp = generate_speculative(g, std::span<const SamplerRequest>(&req, 1), so, &st)[0];
-        std::snprintf(ar, sizeof ar, "%lld/%lld", (long long)st.accepted, (long long)st.drafted);
-        row("speculative", sp, st.rows_per_core_pass(), ar);
-      }
-      if (has("diff")) {
-        auto c4 = g.new_context();
-        const SamplerRequest req{c4.get(), prompt, nullptr};
-        SamplerStats st;
-        const GenerateResult df = generate_diffusion(g, std::span<const SamplerRequest>(&req, 1), diff, &st)[0];
-        std::snprintf(ar, sizeof ar, "%lld steps", (long long)st.rounds);
-        row("diffusion", df, st.rows_per_core_pass(), ar);
       }
     }
   } catch (const std::exception& e) {

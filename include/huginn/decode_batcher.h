@@ -9,8 +9,9 @@
 //
 // Passes run while calls are admitted. After an idle spell, the first pass waits for every
 // member's call or `gather`, whichever comes first (members woken together arrive within
-// milliseconds of each other on a busy machine). At most max_batch calls are admitted at once,
-// oldest first. Prompts join the batch where Generator::batches_prompts(backend); elsewhere
+// milliseconds of each other on a busy machine). A pass carries at most max_batch slots: one
+// per admitted call (its token, or a prompt's chunk, which prefill_chunk bounds) and one per row
+// of another decoder riding it (below); waiting calls and riders are taken in arrival order. Prompts join the batch where Generator::batches_prompts(backend); elsewhere
 // they run on their own thread's context, as a lone prefill. In the batch, prompts that split
 // exactly run as chunks of `prefill_chunk` tokens (DepthBatch), so a long one holds up the
 // others' next iteration for one chunk's pass at a time. Results are bit-identical to
@@ -18,7 +19,9 @@
 // Other decoders' rows ride along (Member::core, a CoreFn): a wavefront decoder's lanes (each at
 // its own depth) or a sampler's rows join the next pass beside the calls for one core
 // recurrence (their prelude and coda passes stay on their own thread), with the bits of their
-// own row-exact pass.
+// own row-exact pass. A rider with no room beside the admitted calls gets the next pass of its
+// own (with the riders behind it that fit) while the calls sit that pass out; a rider larger
+// than max_batch gets one alone. So no waiting call or rider is overtaken, and none starves.
 #pragma once
 
 #include <chrono>
@@ -57,8 +60,11 @@ class DecodeBatcher {
     ~Member();
     Member(const Member&) = delete;
     Member& operator=(const Member&) = delete;
-    // One model call: what gen.prefill(ctx, ids) returns.
-    CallResult call(const Generator& gen, GenerationContext& ctx, std::span<const int32_t> ids);
+    // One model call: what gen.prefill(ctx, ids) returns. `go_on` (optional) is asked on the
+    // engine thread between a chunked prompt's chunks: false ends the call there, throwing
+    // huginn::Cancelled (e.g. a server's cancel or deadline; the context holds the chunks done).
+    CallResult call(const Generator& gen, GenerationContext& ctx, std::span<const int32_t> ids,
+                    std::function<bool()> go_on = {});
     CallResult decode(const Generator& gen, GenerationContext& ctx, int32_t id) {
       return call(gen, ctx, std::span<const int32_t>(&id, 1));
     }
@@ -82,6 +88,9 @@ class DecodeBatcher {
     uint64_t chunks = 0; // prompt chunks admitted after a prompt's first (chunked prefill)
     uint64_t rider_rows = 0;     // rows of other decoders (Member::core) carried by passes
     uint64_t shared_passes = 0;  // passes that carried such rows beside calls
+    int64_t max_load = 0;        // most slots (calls + rider rows) in a pass, lone riders aside
+    uint64_t lone_riders = 0;    // passes of one rider larger than max_batch, alone
+    uint64_t calls_sat_out = 0;  // passes of riders alone while admitted calls waited
   };
   Stats stats() const;
   int max_batch() const { return max_batch_; }
@@ -89,8 +98,21 @@ class DecodeBatcher {
  private:
   struct Pending;
   struct Rider;
+  // A call or a rider waiting, and the slots it takes: one for a call (its token, or a prompt's
+  // chunk, which prefill_chunk bounds), one per row for a rider.
+  struct Waiting {
+    Pending* call = nullptr;
+    Rider* rider = nullptr;
+    int64_t weight = 1;
+  };
+  struct Load {  // what the next pass carries
+    std::vector<BatchedCall*> join;
+    std::vector<Rider*> riders;
+    bool alone = false;  // the riders without the admitted calls
+  };
   void loop();
-  bool waiting() const { return !pending_.empty() || !riders_.empty(); }  // (mu_ held)
+  Load plan();  // takes the pass's load off waiting_ (mu_ held)
+  bool waiting() const { return !waiting_.empty(); }  // (mu_ held)
 
   void finish(std::vector<BatchedCall*>& done);  // hands results back (mu_ held)
 
@@ -101,8 +123,7 @@ class DecodeBatcher {
   const std::chrono::microseconds gather_;
   mutable std::mutex mu_;
   std::condition_variable arrived_, finished_;
-  std::deque<Pending*> pending_;
-  std::vector<Rider*> riders_;  // core rows for the next pass
+  std::deque<Waiting> waiting_;  // calls and riders, in arrival order
   int members_ = 0;  // sequences that have joined and not left
   bool stop_ = false;
   Stats stats_;

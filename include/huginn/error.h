@@ -13,6 +13,13 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
+// Work stopped on request (a caller's stop predicate said no: a server's cancel or deadline),
+// not a fault of the input.
+class Cancelled : public Error {
+ public:
+  explicit Cancelled(const std::string& what) : Error(what) {}
+};
+
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line, const char* msg);
 
 }  // namespace huginn

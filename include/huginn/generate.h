@@ -142,6 +142,9 @@ struct BatchedCall {
   CallResult result;          // what prefill(*ctx, tokens()) returns
   std::exception_ptr error;   // instead of a result: the call could not run (nothing changed)
   std::span<const int32_t> ids;  // non-empty: the call's tokens, in place of `id`
+  // Asked between a chunked call's chunks (DepthBatch): false ends the call there with `error`
+  // huginn::Cancelled (its context then holds the chunks done). Runs on the batch's thread.
+  std::function<bool()> go_on{};
   std::span<const int32_t> tokens() const { return ids.empty() ? std::span<const int32_t>(&id, 1) : ids; }
 };
 
@@ -280,6 +283,10 @@ class Generator {
   bool checks_at(int steps) const;
   // After a call whose final state is s [T, E]: warm state, history, position, call count.
   void end_call(GenerationContext& ctx, const Tensor& s, std::span<const int32_t> ids) const;
+  // After `calls` calls of `ids` in all whose KV entries the cache keeps (end_call's without the
+  // warm state; the samplers' committed tokens, one call each): history, position, the next
+  // call's start and the call count.
+  void end_calls(GenerationContext& ctx, std::span<const int32_t> ids, uint64_t calls) const;
   // After a chunk of a call that goes on: history and position only.
   void end_chunk(GenerationContext& ctx, std::span<const int32_t> ids) const;
   friend class DepthBatch;  // the one loop of model calls (src/generate/calls.cc)
@@ -324,8 +331,10 @@ class DepthBatch {
   // `error`, keeps its context unchanged and is appended to `failed`. The others' prelude runs.
   // Calls must stay alive, and their contexts untouched, until they are returned finished.
   void admit(std::span<BatchedCall* const> calls, std::vector<BatchedCall*>& failed);
-  // One core iteration for every admitted call; returns the calls that finished in it.
-  std::vector<BatchedCall*> step();
+  // One core iteration for every admitted call; returns the calls that finished in it. With
+  // calls = false only the riders' rows run (the admitted calls sit this pass out, unchanged:
+  // e.g. a rider that does not fit beside them in a pass's row budget, DecodeBatcher).
+  std::vector<BatchedCall*> step(bool calls = true);
   // Rows of another decoder (wavefront lanes, a sampler's rows: see CoreFn) for the next step's
   // core pass, after the calls' rows: s and e are copied in, the recurrence runs, s is copied
   // back; prelude, coda and exit checks stay the rider's. rows (one cache entry per sequence,
@@ -354,8 +363,9 @@ class DepthBatch {
     const Tensor* e;
     Rows rows;
   };
-  // The riders' rows into rows [rows_, ...) of s_ / e_ and their Rows into `set`.
-  int64_t board(RowSet& set);
+  // The riders' rows into rows [rows_, ...) of s_ / e_ and their Rows into `set`, whose row 0
+  // is row `base` of s_.
+  int64_t board(RowSet& set, int64_t base);
 
   ModelPass& pass_;
   const int64_t prefill_chunk_;

@@ -15,6 +15,7 @@
 #include <limits>
 #include <numeric>
 
+#include "huginn/error.h"
 #include "huginn/forward_batch.h"
 #include "huginn/generate.h"
 
@@ -184,7 +185,7 @@ void DepthBatch::ride(Tensor& s, const Tensor& e, const Rows& rows) {
   riders_.push_back(Rider{&s, &e, rows});
 }
 
-int64_t DepthBatch::board(RowSet& set) {
+int64_t DepthBatch::board(RowSet& set, int64_t base) {
   Backend& be = pass_.backend();
   const int64_t E = pass_.model().config().n_embd;
   int64_t n = 0;
@@ -198,7 +199,7 @@ int64_t DepthBatch::board(RowSet& set) {
     be.copy(*r.e, ed);
     set.positions.insert(set.positions.end(), r.rows.positions.begin(), r.rows.positions.end());
     for (int64_t q = 0; q < r.rows.sequences(); ++q) {
-      set.starts.push_back(at + r.rows.starts[q + 1]);
+      set.starts.push_back(at - base + r.rows.starts[q + 1]);
       set.caches.push_back(r.rows.caches[q]);
       set.iterations.push_back(r.rows.iterations.empty() ? 0 : r.rows.iterations[q]);
     }
@@ -207,16 +208,19 @@ int64_t DepthBatch::board(RowSet& set) {
   return n;
 }
 
-std::vector<BatchedCall*> DepthBatch::step() {
+std::vector<BatchedCall*> DepthBatch::step(bool calls) {
   std::vector<BatchedCall*> finished;
-  if (live_.empty() && riders_.empty()) return finished;
+  if ((live_.empty() || !calls) && riders_.empty()) return finished;
   Backend& be = pass_.backend();
   std::vector<Call*> all;
-  for (auto& q : live_) all.push_back(q.get());
+  if (calls)
+    for (auto& q : live_) all.push_back(q.get());
+  // Without the calls, the riders' rows (after the calls') run alone from row rows_ on.
+  const int64_t base = calls ? 0 : rows_;
   RowSet set = row_set(all, true);
-  const int64_t ridden = board(set);
+  const int64_t ridden = board(set, base);
   {
-    Tensor s = s_.rows(0, rows_ + ridden), e = e_.rows(0, rows_ + ridden);
+    Tensor s = s_.rows(base, rows_ + ridden), e = e_.rows(base, rows_ + ridden);
     pass_.core_step(s, e, 0, set.rows());
     int64_t at = rows_;
     for (const Rider& r : riders_) {
@@ -224,10 +228,10 @@ std::vector<BatchedCall*> DepthBatch::step() {
       at += r.rows.count();
     }
     rider_rows_ += static_cast<uint64_t>(ridden);
-    if (ridden > 0 && !live_.empty()) ++shared_passes_;
+    if (ridden > 0 && !all.empty()) ++shared_passes_;
     riders_.clear();
   }
-  if (live_.empty()) return finished;
+  if (all.empty()) return finished;
   Tensor s = s_.rows(0, rows_);
   for (Call* q : all) ++q->steps;
   check_exits(s);
@@ -246,6 +250,10 @@ std::vector<BatchedCall*> DepthBatch::step() {
   for (Call* q : leave) {
     if (!q->rest.empty()) {
       q->g->end_chunk(*q->ctx, q->ids);
+      if (!q->owner->go_on || q->owner->go_on()) continue;
+      q->rest = {};  // stopped between chunks: it leaves with the others
+      q->owner->error = std::make_exception_ptr(Cancelled("the call was stopped between prompt chunks"));
+      finished.push_back(q->owner);
       continue;
     }
     q->g->end_call(*q->ctx, s.rows(q->row, q->row + q->size()), q->ids);

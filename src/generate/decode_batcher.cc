@@ -58,7 +58,7 @@ DecodeBatcher::Member::~Member() {
 }
 
 CallResult DecodeBatcher::Member::call(const Generator& gen, GenerationContext& ctx,
-                                       std::span<const int32_t> ids) {
+                                       std::span<const int32_t> ids, std::function<bool()> go_on) {
   // A prompt in a pass whose matmuls are row-exact only for a few rows would not get a lone
   // prefill's bits: it runs here, on the context's own pass.
   if (ids.size() > 1 && !b_.batch_prompts_) return gen.prefill(ctx, ids);
@@ -66,14 +66,15 @@ CallResult DecodeBatcher::Member::call(const Generator& gen, GenerationContext& 
   p.generator = &gen;
   p.ctx = &ctx;
   p.ids = ids;
-  submit([&] { b_.pending_.push_back(&p); }, p.done);
+  p.go_on = std::move(go_on);
+  submit([&] { b_.waiting_.push_back(Waiting{&p, nullptr, 1}); }, p.done);
   if (p.error) std::rethrow_exception(p.error);
   return p.result;
 }
 
 void DecodeBatcher::Member::core(Tensor& s, const Tensor& e, const Rows& rows) {
   Rider r{&s, &e, &rows};
-  submit([&] { b_.riders_.push_back(&r); }, r.done);
+  submit([&] { b_.waiting_.push_back(Waiting{nullptr, &r, rows.count()}); }, r.done);
   if (r.error) std::rethrow_exception(r.error);
 }
 
@@ -93,6 +94,34 @@ void DecodeBatcher::finish(std::vector<BatchedCall*>& done) {
   if (!done.empty()) finished_.notify_all();
 }
 
+// This pass's load within the budget (max_batch): the admitted calls, then the waiting calls and
+// riders in arrival order up to the first that does not fit (none overtakes another, so none
+// waits for ever: the admitted calls leave within their step count). A rider at the head that
+// does not fit beside the calls gets a pass of its own, with the riders after it that fit, while
+// the calls sit that one pass out; alone, a rider larger than the budget still gets its pass.
+DecodeBatcher::Load DecodeBatcher::plan() {
+  Load load;
+  const int64_t budget = max_batch_;
+  int64_t used = static_cast<int64_t>(batch_->size());
+  size_t taken = 0;
+  for (; taken < waiting_.size() && used + waiting_[taken].weight <= budget; ++taken) {
+    used += waiting_[taken].weight;
+    if (waiting_[taken].call) load.join.push_back(waiting_[taken].call);
+    else load.riders.push_back(waiting_[taken].rider);
+  }
+  if (taken == 0 && !waiting_.empty() && waiting_.front().rider) {
+    load.alone = true;
+    used = 0;
+    for (; taken < waiting_.size() && waiting_[taken].rider; ++taken) {
+      if (taken > 0 && used + waiting_[taken].weight > budget) break;
+      used += waiting_[taken].weight;
+      load.riders.push_back(waiting_[taken].rider);
+    }
+  }
+  waiting_.erase(waiting_.begin(), waiting_.begin() + static_cast<long>(taken));
+  return load;
+}
+
 void DecodeBatcher::loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
@@ -101,30 +130,23 @@ void DecodeBatcher::loop() {
       if (!waiting()) return;  // stopping, nothing left to run
       // After an idle spell, let the members' calls arrive together (at most `gather`).
       arrived_.wait_until(lock, std::chrono::steady_clock::now() + gather_, [&] {
-        return stop_ || pending_.size() + riders_.size() >= static_cast<size_t>(std::min(members_, max_batch_));
+        return stop_ || waiting_.size() >= static_cast<size_t>(std::min(members_, max_batch_));
       });
     }
-    // Waiting calls take the places of those that left.
-    const size_t room = static_cast<size_t>(max_batch_) - std::min<size_t>(batch_->size(), max_batch_);
-    const size_t n = std::min(pending_.size(), room);
-    std::vector<BatchedCall*> join;
-    for (size_t i = 0; i < n; ++i) join.push_back(pending_[i]);
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(n));
-    std::vector<Rider*> riders;  // every waiting rider rides this pass
-    riders.swap(riders_);
+    Load load = plan();
     lock.unlock();
 
     std::vector<BatchedCall*> done;
     size_t carried = 0;
     try {
-      if (!join.empty()) batch_->admit(join, done);  // calls that cannot run come back failed
-      carried = batch_->size();
-      for (Rider* r : riders) batch_->ride(*r->s, *r->e, *r->rows);
-      std::vector<BatchedCall*> left = batch_->step();
+      if (!load.join.empty()) batch_->admit(load.join, done);  // calls that cannot run come back failed
+      carried = load.alone ? 0 : batch_->size();
+      for (Rider* r : load.riders) batch_->ride(*r->s, *r->e, *r->rows);
+      std::vector<BatchedCall*> left = batch_->step(!load.alone);
       done.insert(done.end(), left.begin(), left.end());
     } catch (...) {
       // Not a per-call error: every call in the batch, and every rider, fails with it.
-      for (Rider* r : riders) r->error = std::current_exception();
+      for (Rider* r : load.riders) r->error = std::current_exception();
       std::vector<BatchedCall*> failed = batch_->abort(std::current_exception());
       done.insert(done.end(), failed.begin(), failed.end());
     }
@@ -135,11 +157,17 @@ void DecodeBatcher::loop() {
       stats_.rows += carried;
       stats_.max_rows = std::max(stats_.max_rows, static_cast<int>(carried));
     }
+    // The slots the pass really carried: its calls, its riders' rows.
+    int64_t slots = static_cast<int64_t>(carried);
+    for (Rider* r : load.riders) slots += r->rows->count();
+    if (carried == 0 && load.riders.size() == 1 && slots > max_batch_) ++stats_.lone_riders;
+    else stats_.max_load = std::max(stats_.max_load, slots);
+    if (load.alone && batch_->size() > 0) ++stats_.calls_sat_out;
     stats_.chunks = batch_->chunks();
     stats_.rider_rows = batch_->rider_rows();
     stats_.shared_passes = batch_->shared_passes();
-    for (Rider* r : riders) r->done = true;
-    if (!riders.empty()) finished_.notify_all();
+    for (Rider* r : load.riders) r->done = true;
+    if (!load.riders.empty()) finished_.notify_all();
     finish(done);
   }
 }

@@ -218,16 +218,54 @@ struct Diffusion {
     }
   }
 
-  // One diffusion step for every live sequence: the batched pass, then each one's bookkeeping.
-  void step(std::span<Seq* const> live) {
+  // The window rows of these sequences, one after another.
+  static PassRows window(std::span<Seq* const> live, int64_t E) {
     PassRows rows;
     for (Seq* q : live)
       rows.add(&SamplerAccess::cache(*q->ctx), q->c,
                std::span<const int32_t>(q->seq).subspan(static_cast<size_t>(q->c), static_cast<size_t>(q->S(E))));
-    const int64_t R = rows.count();
-    const Rows r = rows.rows();
+    return rows;
+  }
+
+  // Between two recurrences of a step: sequences whose request stopped (go_on) leave it at once,
+  // their window's KV entries dropped; the others' rows of s and e move into the other pair of
+  // buffers (`pair`). False when none is left.
+  bool leave_stopped(std::vector<Seq*>& live, PassRows& rows, Tensor& s, Tensor& e, int& pair) {
+    std::vector<Seq*> kept;
+    for (Seq* q : live) {
+      if (q->out.proceed()) {
+        kept.push_back(q);
+        continue;
+      }
+      q->done = true;
+      SamplerAccess::cache(*q->ctx).drop_from(q->c);
+    }
+    if (kept.size() == live.size()) return true;
+    if (kept.empty()) return false;
+    PassRows next = window(kept, E);
+    pair ^= 1;
+    Tensor s2 = pass.buffer(pair ? 3 : 0, next.count(), E), e2 = pass.buffer(pair ? 4 : 1, next.count(), E);
+    for (size_t k = 0, j = 0; k < live.size(); ++k) {
+      if (j == kept.size() || live[k] != kept[j]) continue;
+      const int64_t a = rows.starts[k], b = rows.starts[k + 1], to = next.starts[j++];
+      Tensor sd = s2.rows(to, to + b - a), ed = e2.rows(to, to + b - a);
+      be().copy(s.rows(a, b), sd);
+      be().copy(e.rows(a, b), ed);
+    }
+    live = std::move(kept);
+    rows = std::move(next);
+    s = s2;
+    e = e2;
+    return true;
+  }
+
+  // One diffusion step for every live sequence: the batched pass, then each one's bookkeeping.
+  // A request that stops during the step leaves it before the next core recurrence.
+  void step(std::vector<Seq*> live) {
+    PassRows rows = window(live, E);
+    int64_t R = rows.count();
     Tensor e = pass.buffer(1, R, E), s = pass.buffer(0, R, E);
-    pass.prelude(rows.ids, r, e);
+    pass.prelude(rows.ids, rows.rows(), e);
     ema(live, rows, e);
     Tensor host = Tensor::empty({R, E});
     for (size_t k = 0; k < live.size(); ++k) {
@@ -236,11 +274,18 @@ struct Diffusion {
     }
     Tensor dev = be().upload(host);
     be().copy(dev, s);
-    for (int t = 0; t < o.inner_recurrence; ++t) core_step(pass, o.core, s, e, t, r);
-    stats.core_passes += o.inner_recurrence;
-    stats.core_rows += o.inner_recurrence * R;
+    int pair = 0;
+    for (int t = 0; t < o.inner_recurrence; ++t) {
+      if (t > 0 && !leave_stopped(live, rows, s, e, pair)) return;
+      core_step(pass, o.core, s, e, t, rows.rows());
+      ++stats.core_passes;
+      stats.core_rows += rows.count();
+    }
+    R = rows.count();
+    const Rows r = rows.rows();
     Tensor logits = pass.buffer(2, R, V);
     pass.coda(s, r, logits, nullptr, /*last_only=*/false);
+    if (host.numel() != R * E) host = Tensor::empty({R, E});
     be().download(s, host.f32());
     std::vector<float> lg(static_cast<size_t>(V));
     for (size_t k = 0; k < live.size(); ++k) {

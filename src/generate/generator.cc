@@ -224,9 +224,13 @@ void Generator::end_call(GenerationContext& ctx, const Tensor& s,
       be_.download(ctx.norm_dev_, ctx.warm_.data());
     }
   }
+  end_calls(ctx, ids, 1);
+}
+
+void Generator::end_calls(GenerationContext& ctx, std::span<const int32_t> ids, uint64_t calls) const {
   end_chunk(ctx, ids);
-  ctx.call_begin_ = ctx.n_past_;
-  ++ctx.calls_;
+  ctx.call_begin_ = ctx.n_past_;  // the next call starts here (no rows of it have run)
+  ctx.calls_ += calls;
 }
 
 void Generator::end_chunk(GenerationContext& ctx, std::span<const int32_t> ids) const {

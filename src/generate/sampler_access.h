@@ -24,11 +24,8 @@ struct SamplerAccess {
   }
   // Tokens whose KV entries the cache now holds for good, as if run one call each: history,
   // position and call count advance (the next call's initial state is then sequential's).
-  static void commit(GenerationContext& c, std::span<const int32_t> ids) {
-    c.history_.insert(c.history_.end(), ids.begin(), ids.end());
-    c.n_past_ += static_cast<int32_t>(ids.size());
-    c.call_begin_ = c.n_past_;  // the next call starts here (no rows of it have run)
-    c.calls_ += ids.size();
+  static void commit(const Generator& g, GenerationContext& c, std::span<const int32_t> ids) {
+    g.end_calls(c, ids, ids.size());
   }
   // Draws that are not a call's (diffusion's noise and new positions) take call indices too.
   static uint64_t take_call(GenerationContext& c) { return c.calls_++; }

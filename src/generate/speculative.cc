@@ -270,7 +270,7 @@ struct Speculative {
     }
     const int32_t p = ctx.n_past();
     SamplerAccess::cache(ctx).drop_from(p + static_cast<int32_t>(run.size()));
-    SamplerAccess::commit(ctx, run);
+    SamplerAccess::commit(g, ctx, run);
   }
 
   // This round's lookahead: at most L, the tokens still wanted, the positions left.

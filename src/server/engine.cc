@@ -137,11 +137,30 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
   if (batcher_ && rq.decode != "sequential") {
     member.emplace(*batcher_);
     core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member->core(s, e, rows); };
-    prefill = [&](GenerationContext& c, std::span<const int32_t> ids) { return member->call(gen, c, ids); };
+    prefill = [&](GenerationContext& c, std::span<const int32_t> ids) { return member->call(gen, c, ids, go_on); };
   }
+  try {
+    run_decoder(rq, gen, *ctx, prompt, cb, go_on, stream.get(), core, prefill, res);
+  } catch (const Cancelled&) {
+    // go_on said no between a prompt's chunks (res says why); nothing was generated.
+    res.gen.finish_reason = "callback";
+    res.gen.prompt_tokens = L;
+    return res;
+  }
+  // Kept for later prompts when one that extends it could reuse some of it.
+  if (!key.empty() && res.gen.cached_tokens < L && gen.prefix_split(L, L + L) > 0)
+    prefix_->insert(key, prompt, ctx->cache());
+  return res;
+}
+
+// The request's decoder on `ctx` (its prompt prepared), into res.gen.
+void Engine::run_decoder(const EngineRequest& rq, const Generator& gen, GenerationContext& ctx,
+                         std::span<const int32_t> prompt, const TokenCallback& cb,
+                         const std::function<bool()>& go_on, TextStream* stream, const CoreFn& core,
+                         const CallFn& prefill, EngineResult& res) const {
   if (rq.decode == "speculative" || rq.decode == "diffusion") {
     // Each token streamed as the sampler commits it; cancel and deadline between rounds/steps.
-    const SamplerRequest one{ctx.get(), prompt, stream.get(), cb, go_on};
+    const SamplerRequest one{&ctx, prompt, stream, cb, go_on};
     const std::span<const SamplerRequest> reqs(&one, 1);
     SpeculativeOptions so = rq.speculative;
     DiffusionOptions dso = rq.diffusion;
@@ -149,27 +168,23 @@ EngineResult Engine::run(const EngineRequest& rq, const EngineCallback& on_token
     so.prefill = dso.prefill = prefill;
     res.gen = rq.decode == "speculative" ? generate_speculative(gen, reqs, so)[0]
                                          : generate_diffusion(gen, reqs, dso)[0];
-    return res;
+    return;
   }
   if (rq.decode == "wavefront") {
     WavefrontOptions wo;
     wo.core = core;
     wo.prefill = prefill;
-    res.gen = generate_wavefront(gen, *ctx, prompt, wo, cb, stream.get());
+    res.gen = generate_wavefront(gen, ctx, prompt, wo, cb, stream);
   } else if (batcher_) {
     // The prompt and every token's call join the engine's depth batch.
     DecodeBatcher::Member member(*batcher_);
-    res.gen = gen.generate(*ctx, prompt, cb, stream.get(),
+    res.gen = gen.generate(ctx, prompt, cb, stream,
                            [&](GenerationContext& c, std::span<const int32_t> ids) {
-                             return member.call(gen, c, ids);
+                             return member.call(gen, c, ids, go_on);
                            });
   } else {
-    res.gen = gen.generate(*ctx, prompt, cb, stream.get());
+    res.gen = gen.generate(ctx, prompt, cb, stream);
   }
-  // Kept for later prompts when one that extends it could reuse some of it.
-  if (!key.empty() && res.gen.cached_tokens < L && gen.prefix_split(L, L + L) > 0)
-    prefix_->insert(key, prompt, ctx->cache());
-  return res;
 }
 
 }  // namespace huginn::server

@@ -95,6 +95,10 @@ class Engine {
   const PrefixCache* prefix_cache() const { return prefix_.get(); }
 
  private:
+  void run_decoder(const EngineRequest& rq, const Generator& gen, GenerationContext& ctx,
+                   std::span<const int32_t> prompt, const TokenCallback& cb,
+                   const std::function<bool()>& go_on, TextStream* stream, const CoreFn& core,
+                   const CallFn& prefill, EngineResult& res) const;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Backend> backend_;
   std::shared_ptr<const Model> model_;

@@ -557,6 +557,9 @@ void Server::Impl::setup() {
     metrics.prefill_chunks = bs.chunks;
     metrics.rider_rows = bs.rider_rows;
     metrics.rider_shared_passes = bs.shared_passes;
+    metrics.lone_riders = bs.lone_riders;
+    metrics.calls_sat_out = bs.calls_sat_out;
+    metrics.max_batch_load = bs.max_load;
     r.set_content(metrics.render(sched.queued(), sched.active(), sched.slots()) +
                       connection_metrics(),
                   "text/plain; version=0.0.4");

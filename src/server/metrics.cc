@@ -90,6 +90,14 @@ std::string Metrics::render(size_t queue_depth, int active_slots, int slots) con
   counter(out, "huginn_decode_batch_shared_passes_total",
           "core passes that carried such rows beside sequential calls",
           rider_shared_passes.load());
+  counter(out, "huginn_decode_batch_lone_rider_passes_total",
+          "core passes of one rider larger than --max-batch, run alone", lone_riders.load());
+  counter(out, "huginn_decode_batch_calls_sat_out_total",
+          "core passes of riders alone (no room beside the calls) while calls waited one pass",
+          calls_sat_out.load());
+  gauge(out, "huginn_decode_batch_max_load",
+        "most slots (calls + rider rows) one core pass has carried, lone riders aside; at most "
+        "--max-batch", static_cast<double>(max_batch_load.load()));
   counter(out, "huginn_prefill_chunks_total",
           "prompt chunks run after a prompt's first (--prefill-chunk)", prefill_chunks.load());
   gauge(out, "huginn_queue_depth", "requests waiting for a slot", static_cast<double>(queue_depth));

@@ -35,6 +35,8 @@ class Metrics {
   // Decode batching (set from the engine's batcher before rendering).
   std::atomic<uint64_t> decode_batches{0}, decode_batch_rows{0}, prefill_chunks{0};
   std::atomic<uint64_t> rider_rows{0}, rider_shared_passes{0};
+  std::atomic<uint64_t> lone_riders{0}, calls_sat_out{0};
+  std::atomic<int64_t> max_batch_load{0};
   Histogram latency, first_token, iterations_per_token;
   // Gauges are read at render time.
   std::string render(size_t queue_depth, int active_slots, int slots) const;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -513,6 +514,98 @@ TEST_P(DecodeBatcherTest, SamplersRideTheBatchBesideASequentialThread) {
   EXPECT_GT(batcher.stats().shared_passes, 0u) << "the samplers' rows shared passes with the calls";
 }
 
+// The pass's budget (max_batch) holds for riders, who count a slot per row as a call counts
+// one: two sequential threads keep a batch of 2 full, generating again and again until the
+// riders are done, while a wavefront decoder (up to 8 lanes), the speculative sampler (4
+// verification rows) and the diffusion sampler (a window of up to 16 rows) ride. With no room
+// beside the two calls, riders take passes of their own while the calls sit one out (a rider
+// larger than the budget alone): each is served while the batch stays full (none waits for the
+// calls to end, which would never come here), no pass carries more than 2 slots but a lone
+// rider, and every output equals the same generation alone.
+TEST_P(DecodeBatcherTest, RidersKeepThePassBudgetAndAreServedBesideAFullBatch) {
+  Fixture f(GetParam(), "tiny-b");
+  GenerateOptions o;
+  o.default_stop_ids = false;
+  o.steps = 8;
+  o.max_new_tokens = 12;
+  o.init_scale = 1.0;
+  o.init_seed = 4;
+  Generator g(*f.model, *f.be, o);
+  GenerateOptions so = o;
+  so.steps = 6;
+  so.max_new_tokens = 6;
+  Generator seq(*f.model, *f.be, so);
+  WavefrontOptions wave;
+  SpeculativeOptions spec;
+  spec.draft_steps = 2;
+  spec.lookahead_for_draft = 4;
+  spec.verification_threshold = 0.5;
+  DiffusionOptions diff;
+  diff.inner_recurrence = 2;
+  diff.freeze_strategy = DiffusionOptions::Freeze::kFixed;
+  diff.max_wavefront = 16;
+  const std::string decoders[] = {"wavefront", "speculative", "diffusion"};
+  std::vector<GenerateResult> want;
+  for (int k = 0; k < 3; ++k) {
+    auto ctx = g.new_context();
+    want.push_back(generate_decoded(g, *ctx, kPrompts[k], decoders[k], wave, spec, diff));
+  }
+  const Trace seq_want[2] = {solo(seq, kPrompts[3]), solo(seq, kPrompts[4])};
+
+  DecodeBatcher batcher(*f.model, *f.be, 2, std::chrono::microseconds(20000));
+  std::atomic<int> riders_done{0};
+  GenerateResult got[3];
+  int rounds[2] = {0, 0};
+  bool outlasted[2] = {false, false};  // the riders finished while this thread kept generating
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 2; ++k)
+    threads.emplace_back([&, k] {
+      DecodeBatcher::Member member(batcher);
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+      while (riders_done.load() < 3 && std::chrono::steady_clock::now() < give_up) {
+        Trace t;
+        auto ctx = seq.new_context();
+        seq.generate(*ctx, kPrompts[3 + k], record_into(t), nullptr,
+                     [&](GenerationContext& c, std::span<const int32_t> ids) { return member.call(seq, c, ids); });
+        expect_same(t, seq_want[k], "sequential thread " + std::to_string(k));
+        ++rounds[k];
+      }
+      outlasted[k] = riders_done.load() == 3;
+    });
+  for (int k = 0; k < 3; ++k)
+    threads.emplace_back([&, k] {
+      // The riders start once the batch is full.
+      while (batcher.stats().max_rows < 2) std::this_thread::yield();
+      DecodeBatcher::Member member(batcher);
+      WavefrontOptions wo = wave;
+      SpeculativeOptions sp = spec;
+      DiffusionOptions df = diff;
+      wo.core = sp.core = df.core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member.core(s, e, rows); };
+      wo.prefill = sp.prefill = df.prefill = [&](GenerationContext& c, std::span<const int32_t> ids) {
+        return member.call(g, c, ids);
+      };
+      auto ctx = g.new_context();
+      got[k] = generate_decoded(g, *ctx, kPrompts[k], decoders[k], wo, sp, df);
+      ++riders_done;
+    });
+  for (auto& t : threads) t.join();
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(got[k].tokens, want[k].tokens) << decoders[k];
+    EXPECT_EQ(got[k].steps, want[k].steps) << decoders[k];
+    EXPECT_EQ(got[k].finish_reason, want[k].finish_reason) << decoders[k];
+  }
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_TRUE(outlasted[k]) << "sequential thread " << k << " stopped before the riders were served";
+    EXPECT_GT(rounds[k], 0);
+  }
+  const DecodeBatcher::Stats st = batcher.stats();
+  EXPECT_LE(st.max_load, 2) << "a pass carried more than --max-batch slots";
+  EXPECT_EQ(st.max_rows, 2);
+  EXPECT_GT(st.rider_rows, 0u);
+  EXPECT_GT(st.calls_sat_out, 0u) << "riders had passes of their own while the calls waited";
+  EXPECT_GT(st.lone_riders, 0u) << "riders of more than 2 rows ran alone";
+}
+
 // A copy of a golden model with room for long prompts (block_size is the RoPE table's length
 // only): chunks are multiples of the CPU attention's 64-row query blocks.
 std::string long_context_model(const std::string& set) {
@@ -692,6 +785,60 @@ TEST_P(DecodeBatch, ShortRequestFinishesWhileALongPromptPrefills) {
       EXPECT_EQ(widest, 640 + 5);
     }
   }
+}
+
+// A long prompt stops between its chunks when the caller's go_on says no (the server's cancel
+// or deadline): a 640-token prompt in chunks of 64 whose go_on turns false after the third chunk
+// runs no chunk after it, as a sequential call and as the other decoders' prefill (their CallFn
+// through a Member); the call throws huginn::Cancelled, its context holds the three chunks, and
+// the batcher serves the next request as before. (The strict backend's prompts prefill whole,
+// alone: there is nothing between chunks.)
+TEST_P(DecodeBatcherTest, ALongPromptStopsBetweenChunks) {
+  const std::string dir = long_context_model("tiny-b");
+  ThreadPool pool(2);
+  std::unique_ptr<Backend> be = make_backend(GetParam(), pool);
+  std::shared_ptr<const Model> model = Model::load(dir, *be);
+  GenerateOptions o;
+  o.steps = 4;
+  o.max_new_tokens = 4;
+  o.default_stop_ids = false;
+  Generator g(*model, *be, o);
+  DecodeBatcher batcher(*model, *be, 2, std::chrono::microseconds(2000), 64);
+  if (!Generator::batches_prompts(*be)) {
+    EXPECT_EQ(GetParam(), "strict");
+    return;
+  }
+  const std::vector<int32_t> prompt = long_prompt(640, static_cast<int32_t>(model->config().vocab_size), 5);
+  for (const std::string decode : {"sequential", "wavefront", "speculative", "diffusion"}) {
+    const uint64_t before = batcher.stats().chunks;
+    int asked = 0;
+    DecodeBatcher::Member member(batcher);
+    const CallFn call = [&](GenerationContext& c, std::span<const int32_t> ids) {
+      return member.call(g, c, ids, [&] { return ++asked < 3; });
+    };
+    const CoreFn core = [&](Tensor& s, const Tensor& e, const Rows& rows) { member.core(s, e, rows); };
+    WavefrontOptions wo;
+    SpeculativeOptions so;
+    DiffusionOptions dso;
+    wo.core = so.core = dso.core = core;
+    wo.prefill = so.prefill = dso.prefill = call;
+    auto ctx = g.new_context();
+    if (decode == "sequential") {
+      EXPECT_THROW(g.generate(*ctx, prompt, {}, nullptr, call), Cancelled);
+    } else {
+      EXPECT_THROW(generate_decoded(g, *ctx, prompt, decode, wo, so, dso), Cancelled) << decode;
+    }
+    EXPECT_EQ(asked, 3) << decode << ": asked after each chunk until it said no";
+    EXPECT_EQ(batcher.stats().chunks - before, 2u) << decode << ": chunks 2 and 3 ran, none after";
+    EXPECT_EQ(ctx->n_past(), 3 * 64) << decode;
+  }
+  const Trace want = solo(g, kPrompts[0]);
+  DecodeBatcher::Member member(batcher);
+  Trace got;
+  auto ctx = g.new_context();
+  g.generate(*ctx, kPrompts[0], record_into(got), nullptr,
+             [&](GenerationContext& c, std::span<const int32_t> ids) { return member.call(g, c, ids); });
+  expect_same(got, want, "a request after the stopped ones");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, DecodeBatch, ::testing::Values("cpu", "strict"));

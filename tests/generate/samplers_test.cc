@@ -508,7 +508,8 @@ TEST(Samplers, TokensStreamAsCommittedAndARequestCanStop) {
     EXPECT_EQ(got[0].finish_reason, "length");
   }
   // Diffusion: fixed freeze streams its frozen tokens in order; a latent-diff run with exit_t 0
-  // never freezes (up to max_diffusion_steps), and go_on ends it after its third step.
+  // never freezes (up to max_diffusion_steps), and go_on ends it after its third step (asked
+  // before the prefill, before each step and between its 4 inner recurrences: 1 + 3 · 4 times).
   DiffusionOptions fixed;
   fixed.inner_recurrence = 2;
   fixed.freeze_strategy = DiffusionOptions::Freeze::kFixed;
@@ -527,12 +528,80 @@ TEST(Samplers, TokensStreamAsCommittedAndARequestCanStop) {
   EXPECT_EQ(diff.ids.size(), 13u);
   EXPECT_EQ(diff.logits[0], seq.logits[0]) << "the prefill's token comes with its logits";
   ctxs[0]->reset();
-  reqs[0] = {ctxs[0].get(), prompt, nullptr, record(diff_stopped, -1), [&] { return ++asked <= 4; }};
+  reqs[0] = {ctxs[0].get(), prompt, nullptr, record(diff_stopped, -1), [&] { return ++asked <= 13; }};
   SamplerStats st;
   const auto cut = run(reqs, nullptr, &never, &st);
   EXPECT_EQ(cut[0].finish_reason, "callback");
-  EXPECT_EQ(st.rounds, 3) << "asked before the prefill and before each step";
+  EXPECT_EQ(st.rounds, 3) << "asked before the prefill, before each step and between its recurrences";
+  EXPECT_EQ(st.core_passes, 3 * 4);
   EXPECT_EQ(diff_stopped.ids, std::vector<int32_t>{want.tokens[0]}) << "only the prefill's token froze";
+}
+
+// One diffusion step is interruptible: go_on is asked before every core recurrence of a step, so
+// a request stops within one core pass of its cancel — here 10 recurrences into a 40-recurrence
+// step: no pass after it carries its rows, and alone no pass runs after it at all — while
+// another request of the same batch runs on to the tokens it gets alone (its rows move up in the
+// pass). The stopped request keeps the tokens frozen before and none of the cut step's KV entries.
+TEST(Diffusion, ARequestStopsWithinOneCorePassOfItsCancel) {
+  for (const char* backend : {"cpu", "strict"}) {
+    ThreadPool pool(2);
+    auto be = make_backend(backend, pool);
+    auto model = Model::load(golden_dir("tiny-b"), *be);
+    GenerateOptions o = base_options(8, 6);
+    o.init_scale = 1.0;
+    o.init_seed = 7;
+    Generator g(*model, *be, o);
+    DiffusionOptions d;
+    d.inner_recurrence = 40;
+    d.freeze_strategy = DiffusionOptions::Freeze::kFixed;
+    d.max_wavefront = 0;
+    const std::vector<int32_t> a{3, 17, 5}, b{9, 2, 44, 8};
+    const auto alone = run_batch(g, {b}, nullptr, &d);
+    // The passes through a core hook (a pass of our own), counted, with the sequences they carry.
+    ModelPass mine(*model, *be);
+    mine.set_row_exact(true);
+    int passes = 0;
+    bool cancelled = false;
+    std::vector<int64_t> after;  // sequences carried by each pass after the cancel
+    DiffusionOptions hooked = d;
+    hooked.core = [&](Tensor& s, const Tensor& e, const Rows& rows) {
+      ++passes;
+      if (cancelled) after.push_back(rows.sequences());
+      mine.core_step(s, e, 0, rows);
+    };
+    auto cancel_at_50 = [&] {
+      cancelled = cancelled || passes >= 50;  // step 2 (passes 41-80), 10 recurrences in
+      return !cancelled;
+    };
+    for (int both = 0; both < 2; ++both) {
+      passes = 0;
+      cancelled = false;
+      after.clear();
+      std::vector<std::unique_ptr<GenerationContext>> ctxs;
+      std::vector<SamplerRequest> reqs;
+      ctxs.push_back(g.new_context());
+      reqs.push_back({ctxs[0].get(), a, nullptr, {}, cancel_at_50});
+      if (both) {
+        ctxs.push_back(g.new_context());
+        reqs.push_back({ctxs[1].get(), b, nullptr, {}, {}});
+      }
+      const auto got = generate_diffusion(g, reqs, hooked);
+      const std::string what = std::string(backend) + (both ? ", beside another request" : ", alone");
+      EXPECT_TRUE(cancelled) << what;
+      EXPECT_EQ(got[0].finish_reason, "callback") << what;
+      EXPECT_EQ(got[0].tokens.size(), 1u) << what << ": only the prefill's token (fixed freezes from step 2 on)";
+      EXPECT_EQ(ctxs[0]->cache().n_tokens(), static_cast<int32_t>(a.size())) << what << ": the cut step's entries dropped";
+      if (!both) {
+        EXPECT_EQ(passes, 50) << what << ": no core pass after the cancel";
+        continue;
+      }
+      ASSERT_FALSE(after.empty()) << what;
+      EXPECT_EQ(*std::max_element(after.begin(), after.end()), 1) << what << ": the stopped request's rows left at once";
+      EXPECT_EQ(got[1].tokens, alone[0].tokens) << what;
+      EXPECT_EQ(got[1].steps, alone[0].steps) << what;
+      EXPECT_EQ(got[1].finish_reason, alone[0].finish_reason) << what;
+    }
+  }
 }
 
 TEST(Samplers, BadSettingsNameTheFlag) {

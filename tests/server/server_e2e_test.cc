@@ -1112,7 +1112,8 @@ TEST_F(ServeAbuseTest, DecodeFieldRunsTheReferenceSamplers) {
 // (--max-batch 4, cpu and strict backends): every answer (text, per-token iterations, logprobs)
 // equals the same request sent alone with "decode": "sequential" (wavefront, and speculative at
 // threshold 1, are lossless), diffusion's the same diffusion request alone; and the other
-// decoders' rows did share the depth batch's core passes with the sequential calls (/metrics).
+// decoders' rows did share the depth batch's core passes with the sequential calls, and no pass
+// carried more than --max-batch slots (/metrics).
 TEST_F(ServeAbuseTest, OtherDecodersRideTheDepthBatchBesideSequentialRequests) {
   const char* prompts[] = {"hello", "the world says", "hello there", "world", "hello hello world", "there"};
   const char* depth[] = {R"("num_steps":8)", R"("num_steps":6)",
@@ -1151,8 +1152,41 @@ TEST_F(ServeAbuseTest, OtherDecodersRideTheDepthBatchBesideSequentialRequests) {
     }
     EXPECT_GT(metric(s, "huginn_decode_batch_rider_rows_total"), 0) << backend;
     EXPECT_GT(metric(s, "huginn_decode_batch_shared_passes_total"), 0) << backend;
+    // --max-batch holds for the riders' rows too (a lone rider larger than it aside).
+    EXPECT_GT(metric(s, "huginn_decode_batch_max_load"), 0) << backend;
+    EXPECT_LE(metric(s, "huginn_decode_batch_max_load"), 4) << backend;
     EXPECT_TRUE(s.alive());
   }
+}
+
+// A deadline inside a long diffusion step (65,536 inner recurrences of a one-row window, riding
+// the depth batch) cuts the step within one core pass: the request gets its 504 and, once the
+// engine is idle, the core passes its rows rode (/metrics) are far fewer than the step's (the
+// step ran to its end before: 65,536 at least).
+TEST_F(ServeAbuseTest, ADeadlineInsideALongDiffusionStepStopsIt) {
+  ServerProcess s(model_, "--parallel 2 --max-batch 2 --timeout 0.5 --max-steps-limit 65536");
+  ASSERT_GT(s.port(), 0) << s.log();
+  auto metric = [&](const std::string& name) {
+    const Reply m = exchange(s.port(), "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", 10);
+    const size_t at = m.body.find("\n" + name + " ");
+    return at == std::string::npos ? -1L : std::atol(m.body.c_str() + at + name.size() + 2);
+  };
+  const Reply r = exchange(
+      s.port(),
+      post("/v1/completions",
+           R"({"model":"tiny","prompt":"hello","max_tokens":8,"temperature":0,"num_steps":4,)"
+           R"("decode":"diffusion","diffusion":{"inner_recurrence":65536}})"),
+      300);
+  EXPECT_EQ(r.status, 504) << r.body;
+  for (int i = 0; i < 600 && metric("huginn_active_slots") != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(metric("huginn_active_slots"), 0);
+  const long rode = metric("huginn_decode_batch_rider_rows_total");
+  EXPECT_GT(rode, 0) << "the step had begun";
+  EXPECT_LT(rode, 65536) << "the step ran past the deadline";
+  std::printf("core passes of the diffusion step before its deadline: %ld of 65536\n", rode);
+  EXPECT_EQ(metric("huginn_requests_timed_out_total"), 1);
+  EXPECT_TRUE(s.alive());
 }
 
 // --max-connections-per-address reaches the front: a fourth connection from 127.0.0.1 is refused
