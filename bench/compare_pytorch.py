@@ -15,7 +15,10 @@ Compare (the model files are read by both sides; --config writes random weights 
 Workloads (the same on both sides, f32 PyTorch eager, torch.set_num_threads(T)):
   prefill  256 tokens at r = 32 through a full KV cache, last-position logits
   decode   64-token prompt, 32 greedy tokens, r = 32, full cache; rate over the 31 single-token calls
-  train    batch 4 x 256, (n, k) = (6, 2), zero initial state, CE loss, clip 1.0, AdamW step
+  train    batch 4 x 256, (n, k) = (6, 2), zero initial state, CE loss, clip 1.0, AdamW step;
+           --train-precision f32,bf16 adds the BF16 mixed-precision step on both sides: PyTorch's
+           torch.autocast("cpu", dtype=torch.bfloat16) around the forward (as the reference
+           trains), huginn's `bench --train-precision bf16` (huginn train --precision bf16)
 
 OPENBLAS_* variables are removed from the PyTorch process (it re-executes itself without them,
 so OpenBLAS picks its best kernels) and OpenBLAS gets T threads through openblas_set_num_threads.
@@ -387,7 +390,7 @@ def torch_decode(m, prompt_len, n_new, r, reps):
     return time_reps(one, reps)
 
 
-def torch_train(m, batch, length, n, k, reps):
+def torch_train(m, batch, length, n, k, reps, bf16=False):
     seq = ids_for(length + 1, m.V).repeat(batch, 1)
     ids, labels = seq[:, :-1], seq[:, 1:]
     params = m.parameters()
@@ -398,7 +401,8 @@ def torch_train(m, batch, length, n, k, reps):
     def one():
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss, _ = m.loss(ids, labels, n, k)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = m.loss(ids, labels, n, k)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -460,6 +464,7 @@ def huginn_bench(args, model_dir, dtype, tests):
            "-r", str(args.r), "-p", str(args.prompt), "--decode-prompt", str(args.decode_prompt),
            "-g", str(args.gen), "--train-batch", str(args.train_batch), "--train-len", str(args.train_len),
            "--train-n", str(args.train_n), "--train-k", str(args.train_k), "-n", str(args.reps),
+           "--train-precision", args.train_precision,
            "--threads", str(args.threads), "--json"]
     if args.no_peak:
         cmd.append("--no-peak")
@@ -585,6 +590,8 @@ def main():
     ap.add_argument("--train-len", type=int, default=256)
     ap.add_argument("--train-n", type=int, default=6)
     ap.add_argument("--train-k", type=int, default=2)
+    ap.add_argument("--train-precision", default="f32",
+                    help="comma list of f32, bf16 (bf16: huginn train --precision bf16 vs PyTorch bf16 autocast)")
     ap.add_argument("-n", "--reps", type=int, default=3)
     ap.add_argument("--no-peak", action="store_true", help="huginn bench --no-peak")
     ap.add_argument("--json", help="also write all figures to this JSON file")
@@ -616,9 +623,12 @@ def main():
         if infer:
             for res in huginn_bench(args, model_dir, d, infer)["results"]:
                 ours[(res["test"], d)] = res
+    precisions = [p for p in args.train_precision.split(",") if p]
+    if any(p not in ("f32", "bf16") for p in precisions):
+        sys.exit(f"compare_pytorch: --train-precision takes f32 and/or bf16, got '{args.train_precision}'")
     if "train" in tests:
-        for res in huginn_bench(args, model_dir, "f32", ["train"])["results"]:
-            ours[("train", "f32")] = res
+        for res, p in zip(huginn_bench(args, model_dir, "f32", ["train"])["results"], precisions):
+            ours[("train" if p == "f32" else "train-" + p, "f32")] = res
 
     theirs = {}
     if "prefill" in tests:
@@ -627,9 +637,11 @@ def main():
     if "decode" in tests:
         print(f"[torch] decode r={args.r}", file=sys.stderr)
         theirs["decode"] = report_torch("decode", torch_decode(m, args.decode_prompt, args.gen, args.r, args.reps))
-    if "train" in tests:
-        print("[torch] train step", file=sys.stderr)
-        theirs["train"] = report_torch("train", torch_train(m, args.train_batch, args.train_len, args.train_n, args.train_k, args.reps))
+    for p in precisions if "train" in tests else []:
+        key = "train" if p == "f32" else "train-" + p
+        print(f"[torch] train step ({p})", file=sys.stderr)
+        theirs[key] = report_torch(key, torch_train(m, args.train_batch, args.train_len, args.train_n,
+                                                    args.train_k, args.reps, bf16=(p == "bf16")))
 
     rows = []
     for (test, d), res in ours.items():
@@ -640,7 +652,7 @@ def main():
                          huginn_pct_bw_peak=res.get("pct_bw_peak")))
     blas_name = ", ".join(os.path.basename(p) for p in blas["libraries"]) or "built in"
     print(f"\nmodel {cfg.get('name', model_dir)}, {args.threads} thread(s), {args.reps} reps; "
-          f"PyTorch {torch.__version__} eager f32, BLAS {blas_name} ({blas['gemm_gflops']:.1f} GFLOP/s GEMM)\n")
+          f"PyTorch {torch.__version__} eager f32 (train-bf16: bf16 autocast), BLAS {blas_name} ({blas['gemm_gflops']:.1f} GFLOP/s GEMM)\n")
     print("| test | huginn weights | huginn tok/s | PyTorch tok/s | huginn / PyTorch |")
     print("|---|---|---:|---:|---:|")
     for row in rows:

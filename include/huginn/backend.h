@@ -27,6 +27,10 @@ namespace huginn {
 
 class ThreadPool;
 
+// What the Linear layers' GEMMs compute in: F32, or BF16 mixed precision (inputs rounded to
+// BF16, F32 accumulation: Backend::matmul_bf16). Training's --precision; inference is F32.
+enum class MatmulPrecision { kF32, kBF16 };
+
 // One AdamW update's constants (huginn/train.h, AdamW): with bias corrections bc1, bc2 and the
 // learning rate lr, step_size = lr / bc1, sqrt_bc2 = sqrt(bc2), keep = 1 − lr·weight_decay.
 struct AdamWStep {
@@ -154,6 +158,15 @@ class Backend {
   // logits): dlogits = dscale · (softmax − onehot) / n_valid, zero rows where ignored.
   virtual float cross_entropy(const Tensor& logits, std::span<const int32_t> labels, float dscale,
                               Tensor* dlogits) = 0;
+
+  // --- BF16 mixed precision (training with --precision bf16, as the reference's bf16 autocast)
+  // matmul and matmul_backward (same shapes and contract as above, w F32) with every GEMM input
+  // rounded to BF16 and F32 accumulation: y = bf16(x)·bf16(w)ᵀ, dx = bf16(dy)·bf16(w),
+  // dw += bf16(dy)ᵀ·bf16(x). The numerics are defined once (src/kernels/bf16_numerics.h: rounding,
+  // summation order, flushing of subnormals), so every backend and every CPU gives the same bits.
+  virtual void matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) = 0;
+  virtual void matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                                    Tensor* dw) = 0;
 };
 
 // The plain scalar reference backend (single thread, straightforward loops).

@@ -41,6 +41,9 @@ struct LossOptions {
   int n_no_grad = 0;    // recurrences run without tracking (their state is a constant)
   int n_with_grad = 1;  // recurrences tracked; e is not detached
   InitState init;       // zeros by default (a batch: each sequence's seed is its own)
+  // The Linear layers' GEMMs, forward and backward (BF16: Backend::matmul_bf16 and
+  // matmul_backward_bf16; weights, gradients and everything else stay F32).
+  MatmulPrecision precision = MatmulPrecision::kF32;
 };
 
 // One sequence of a training batch.

@@ -147,6 +147,8 @@ class ModelPass {
   void set_row_exact(bool on) { row_exact_ = on; }
   // Named intermediates of a single-sequence inference pass (the golden trace names).
   void set_trace(TraceSink* trace) { trace_ = trace; }
+  // The Linear layers' precision (training's --precision bf16; F32 weights only, not row-exact).
+  void set_precision(MatmulPrecision p) { precision_ = p; }
 
   // e = prelude(embed(ids) · sqrt(E)) into e [R, E]; keep: one BlockActs per prelude layer.
   // Throws huginn::Error for ids outside the vocabulary or positions past the RoPE table.
@@ -184,6 +186,7 @@ class ModelPass {
   const Model& model_;
   Backend& be_;
   bool row_exact_ = false;
+  MatmulPrecision precision_ = MatmulPrecision::kF32;
   TraceSink* trace_ = nullptr;
   std::unique_ptr<Scratch> scratch_;
   std::vector<Tensor> buffers_;

@@ -216,6 +216,10 @@ struct TrainOptions {
   // gradient up to float summation order, bit for bit what builds before batched training
   // trained (for reproducing their runs), and slower.
   bool sequential = false;
+  // The Linear layers' GEMMs, forward and backward: F32, or BF16 mixed precision as the
+  // reference trains under bf16 autocast (LossOptions::precision). Master weights, gradients and
+  // AdamW state are F32 either way; validation runs in F32 (as inference does).
+  MatmulPrecision precision = MatmulPrecision::kF32;
   double lr = 3e-4, min_lr_ratio = 0.1;
   int64_t warmup = 0, cooldown = -1;  // cooldown -1 = 20% of steps (constant schedule)
   std::string schedule = "cosine";

@@ -45,6 +45,7 @@ struct BenchArgs {
   std::string model, config, tests = "prefill,decode,train", steps = "4,8,32";
   int prompt = 256, decode_prompt = 64, gen = 32, reps = 3;
   int train_batch = 4, train_len = 256, train_n = 6, train_k = 2;
+  std::string train_precision = "f32";  // comma list of f32, bf16 (huginn train --precision)
   uint64_t seed = 1234;
   bool json_out = false, csv_out = false, no_peak = false, tests_given = false;
   int peak_buffer_mb = 0;
@@ -269,7 +270,7 @@ Result bench_decode(const Model& m, Backend& be, const BenchArgs& a, int r, cons
 // Training: one optimizer step = batch sequences of train_len tokens (n untracked + k tracked
 // recurrences, zero initial state), gradient clipping at 1.0 and AdamW, as `huginn train` does.
 Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const BenchArgs& a,
-                   const Progress& pr) {
+                   MatmulPrecision precision, const Progress& pr) {
   const Model& m = tm.model();
   const ModelConfig& c = m.config();
   if (a.train_len + 1 > m.max_positions())
@@ -283,6 +284,7 @@ Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const Benc
   LossOptions lo;
   lo.n_no_grad = a.train_n;
   lo.n_with_grad = a.train_k;
+  lo.precision = precision;
   const float scale = 1.0f / static_cast<float>(a.train_batch);
   // The batch as one pass ([batch·len, E] GEMMs), as huginn train runs it.
   const std::vector<TrainSequence> batch(static_cast<size_t>(a.train_batch),
@@ -291,7 +293,8 @@ Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const Benc
   Result res;
   res.test = "train";
   res.name = "train" + std::to_string(a.train_batch) + "x" + std::to_string(a.train_len) + "(" +
-             std::to_string(a.train_n) + "," + std::to_string(a.train_k) + ")";
+             std::to_string(a.train_n) + "," + std::to_string(a.train_k) + ")" +
+             (precision == MatmulPrecision::kBF16 ? " bf16" : "");
   res.r = a.train_n + a.train_k;
   res.tokens = double(a.train_batch) * a.train_len;
   for (int i = -1; i < a.reps; ++i) {
@@ -647,10 +650,13 @@ void run(const BenchArgs& a, const Common& common) {
       have_seq = have_seq || d == "sequential";
     }
   }
-  if (want_train) {
-    results.push_back(bench_train(*trainable, *be, pool, a, pr));
-    results.back().flop_peak_kind = "fp32";
-  }
+  if (want_train)
+    for (const std::string& p : parse_names(a.train_precision, {"f32", "bf16"}, "--train-precision")) {
+      const bool bf16 = p == "bf16";
+      results.push_back(bench_train(*trainable, *be, pool, a,
+                                    bf16 ? MatmulPrecision::kBF16 : MatmulPrecision::kF32, pr));
+      results.back().flop_peak_kind = bf16 ? "bf16" : "fp32";
+    }
 
   if (a.json_out) std::printf("%s\n", report_json(cx, results).dump(2).c_str());
   else if (a.csv_out) print_csv(cx, results);
@@ -688,6 +694,9 @@ Registrar reg(85, [](CLI::App& app, Common& common) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--train-k", a->train_k, "training: tracked (backpropagated) recurrences k")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--train-precision", a->train_precision,
+                  "training: comma list of f32, bf16 (huginn train --precision), each timed in turn")
+      ->capture_default_str();
   sub->add_option("--decode", a->decode,
                   "decoders the decode test runs, a comma list of sequential, wavefront, "
                   "speculative, diffusion (the last three compared with sequential's tokens when "

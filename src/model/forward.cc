@@ -76,6 +76,10 @@ void ModelPass::record(const std::string& name, const Tensor& t) {
 void ModelPass::linear(const Tensor& x, const Tensor& w, Tensor& y) {
   const int64_t M = x.dim(0), N = w.dim(0), K = w.dim(1);
   const int64_t exact = be_.matmul_exact_rows();
+  if (precision_ == MatmulPrecision::kBF16) {
+    HUGINN_ASSERT(!row_exact_, "linear: BF16 precision is for training, not row-exact decoding");
+    return be_.matmul_bf16(x, w, y);
+  }
   if (!row_exact_ || M <= exact) return be_.matmul(x, w, y);
   // Column tiles need row views of w, which only F32 weights have; other formats stream the
   // whole matrix once per group of rows.

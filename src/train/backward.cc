@@ -11,6 +11,8 @@
 // The forward is the model's own (ModelPass, src/model/forward.cc) with activation stores; the
 // backward mirrors it op by op. Every matmul runs over all R rows ([R, E] GEMMs, weight
 // gradients summed over the batch by the GEMM itself); attention and the loss run per sequence.
+// With LossOptions::precision = BF16 every one of those matmuls, forward (ModelPass::linear) and
+// backward (linear_backward), is the backend's BF16 mixed-precision op; nothing else changes.
 // s_n is a constant (its gradient is dropped); e is not cut, so de sums the e-half of each
 // tracked adapter input's gradient and flows into the prelude and wte. Core weights' gradients
 // accumulate over the k steps.
@@ -72,7 +74,16 @@ struct BackwardRunner::Impl {
     a.act = alloc(cap, I);
     return a;
   }
+  MatmulPrecision precision = MatmulPrecision::kF32;  // this call's (LossOptions)
   void reserve(int64_t rows, int k);
+  // The backward of ModelPass::linear in this call's precision.
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw) {
+    if (precision == MatmulPrecision::kBF16) {
+      be.matmul_backward_bf16(x, w, dy, dx, dw);
+    } else {
+      be.matmul_backward(x, w, dy, dx, dw);
+    }
+  }
   Rows rows() const { return Rows{pos, starts, {}, {}}; }
   void block_backward(const BlockWeights& w, BlockWeights& g, const BlockActs& a, Tensor& dx);
   void check_inputs(std::span<const int32_t> ids, std::span<const int32_t> labels) const;
@@ -117,14 +128,14 @@ void BackwardRunner::Impl::block_backward(const BlockWeights& w, BlockWeights& g
          dqkv_ = dqkv.rows(0, R), dfc_ = dfc.rows(0, R), dact_ = dact.rows(0, R);
   // MLP half: u2 = mlp(norm_3(x1)) + x1.
   be.rmsnorm_backward(a.u2, w.norm_4, eps, dxio, du_, g.norm_4);
-  be.matmul_backward(a.act, w.mlp_proj, du_, &dact_, &g.mlp_proj);
+  linear_backward(a.act, w.mlp_proj, du_, &dact_, &g.mlp_proj);
   be.swiglu_backward(a.fc, dact_, dfc_);
-  be.matmul_backward(a.h3, w.mlp_fc, dfc_, &dh_, &g.mlp_fc);
+  linear_backward(a.h3, w.mlp_fc, dfc_, &dh_, &g.mlp_fc);
   be.rmsnorm_backward(a.x1, w.norm_3, eps, dh_, dh_, g.norm_3);
   be.add(du_, dh_, dxio);  // d x1 = residual + norm_3 path
   // Attention half: u1 = attn(norm_1(x0)) + x0.
   be.rmsnorm_backward(a.u1, w.norm_2, eps, dxio, du_, g.norm_2);
-  be.matmul_backward(a.ctx, w.attn_proj, du_, &dctx_, &g.attn_proj);
+  linear_backward(a.ctx, w.attn_proj, du_, &dctx_, &g.attn_proj);
   Tensor q = a.qkv.cols(0, E), k = a.qkv.cols(E, 2 * E), v = a.qkv.cols(2 * E, 3 * E);
   Tensor dq = dqkv_.cols(0, E), dk = dqkv_.cols(E, 2 * E), dv = dqkv_.cols(2 * E, 3 * E);
   const int heads = static_cast<int>(cf.n_heads);
@@ -140,7 +151,7 @@ void BackwardRunner::Impl::block_backward(const BlockWeights& w, BlockWeights& g
     be.add_bias_backward(dq, g.q_bias);
     be.add_bias_backward(dk, g.k_bias);
   }
-  be.matmul_backward(a.h1, w.wqkv, dqkv_, &dh_, &g.wqkv);
+  linear_backward(a.h1, w.wqkv, dqkv_, &dh_, &g.wqkv);
   be.rmsnorm_backward(a.x0, w.norm_1, eps, dh_, dh_, g.norm_1);
   be.add(du_, dh_, dxio);
 }
@@ -204,6 +215,8 @@ void BackwardRunner::loss_and_grad(std::span<const TrainSequence> batch, const L
     throw Error("loss: recurrence counts must be >= 0, got " + std::to_string(opt.n_no_grad) +
                 " without and " + std::to_string(opt.n_with_grad) + " with gradient");
   m.gather(batch);
+  m.precision = opt.precision;
+  m.pass.set_precision(opt.precision);
   const ModelConfig& c = m.c();
   const Weights& w = m.model.weights();
   const int64_t R = static_cast<int64_t>(m.ids.size()), E = c.n_embd;
@@ -247,7 +260,7 @@ void BackwardRunner::loss_and_grad(std::span<const TrainSequence> batch, const L
   Tensor dx = m.dx.rows(0, R), de = m.de.rows(0, R), de_part = m.de_part.rows(0, R),
          dcat = m.dcat.rows(0, R);
   const bool tied = w.lm_head.same_data(w.wte);
-  be.matmul_backward(coda.xf, w.lm_head, logits, &dx, tied ? &grads.w.wte : &grads.w.lm_head);
+  m.linear_backward(coda.xf, w.lm_head, logits, &dx, tied ? &grads.w.wte : &grads.w.lm_head);
   be.rmsnorm_backward(coda.xc, w.ln_f, eps, dx, dx, grads.w.ln_f);
   for (int i = c.n_coda - 1; i >= 0; --i) m.block_backward(w.coda[i], grads.w.coda[i], coda.blocks[i], dx);
   be.rmsnorm_backward(s, w.ln_f, eps, dx, dx, grads.w.ln_f);  // dx = d s_n+k
@@ -256,7 +269,7 @@ void BackwardRunner::loss_and_grad(std::span<const TrainSequence> batch, const L
   for (int t = k - 1; t >= 0; --t) {
     for (int j = c.n_core - 1; j >= 0; --j)
       m.block_backward(w.core[j], grads.w.core[j], tracked[t].blocks[j], dx);
-    be.matmul_backward(tracked[t].cat, w.adapter, dx, &dcat, &grads.w.adapter);
+    m.linear_backward(tracked[t].cat, w.adapter, dx, &dcat, &grads.w.adapter);
     be.concat_cols_backward(dcat, dx, de_part);  // dx = d s_t (dropped at t = 0)
     be.add(de, de_part, de);
   }

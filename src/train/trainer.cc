@@ -48,7 +48,8 @@ constexpr const char* kStateFormat = "huginn-train-state-2";
 constexpr const char* kStateFormatV1 = "huginn-train-state-1";
 
 // What must match between a checkpoint and a resumed run for the trajectory to continue.
-// "sequential" is recorded only when set, so that checkpoints written before it existed resume.
+// "sequential" and "precision" are recorded only when not the default, so that checkpoints written
+// before they existed resume.
 json run_fingerprint(const TrainOptions& o, int seq_len, int mean_rec, int depth) {
   json run = json{{"steps", o.steps},       {"batch", o.batch},
               {"grad_accum", o.grad_accum}, {"seq_len", seq_len},
@@ -61,6 +62,7 @@ json run_fingerprint(const TrainOptions& o, int seq_len, int mean_rec, int depth
               {"backprop_depth", depth}, {"init_scale", o.init_scale},
               {"seed", o.seed}};
   if (o.sequential) run["sequential"] = true;
+  if (o.precision == MatmulPrecision::kBF16) run["precision"] = "bf16";
   return run;
 }
 
@@ -503,6 +505,11 @@ void Trainer::resume_from(const std::string& ckpt) {
                 (o_.sequential ? "batched" : "one after another (--sequential)") + ", this run " +
                 (o_.sequential ? "runs them one after another" : "batches them") +
                 " (resuming must continue the same run)");
+  if (saved_run.contains("precision") != now.contains("precision"))
+    throw Error("cannot resume: " + ckpt + " was trained with --precision " +
+                (now.contains("precision") ? "f32" : "bf16") + ", this run has --precision " +
+                (now.contains("precision") ? "bf16" : "f32") +
+                " (resuming must continue the same run)");
   for (auto& [k, v] : now.items()) {
     if (!saved_run.contains(k))
       throw Error(path + ": metadata 'run' has no '" + k + "' (expected " + kind_of(v) + ")");
@@ -664,6 +671,7 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
     lo.n_no_grad = n;
     lo.n_with_grad = k;
     lo.init.scale = o_.init_scale;
+    lo.precision = o_.precision;
     if (o_.sequential) {
       // One sequence per pass, in order: each weight gradient sums sequence by sequence, as the
       // trainer did before batched training, so those runs are reproduced bit for bit.

@@ -12,10 +12,8 @@
 
 namespace huginn::cpu {
 
-// The forward GEMM y = x·wᵀ the backward reuses (one instruction set's cpu::matmul<V>).
-using MatmulFn = void (*)(const Ctx&, const Tensor&, const Tensor&, Tensor&);
-
-void matmul_backward(const Ctx& c, MatmulFn mm, const Tensor& x, const Tensor& w,
+// `gemm`: the instruction set's gemm_f32, or gemm_bf16 for the BF16 mixed-precision backward.
+void matmul_backward(const Ctx& c, GemmF32Fn gemm, const Tensor& x, const Tensor& w,
                      const Tensor& dy, Tensor* dx, Tensor* dw);
 void rmsnorm_backward(const Ctx& c, const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
                       Tensor& dx, Tensor& dw);

@@ -7,11 +7,10 @@
 
 namespace huginn::cpu {
 
-void matmul_backward(const Ctx& c, MatmulFn mm, const Tensor& x, const Tensor& w,
+void matmul_backward(const Ctx& c, GemmF32Fn gemm, const Tensor& x, const Tensor& w,
                      const Tensor& dy, Tensor* dx, Tensor* dw) {
   const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
   HUGINN_ASSERT(w.dim(1) == K && dy.dim(0) == M && dy.dim(1) == N, "matmul_backward: shapes");
-  const GemmF32Fn gemm = gemm_f32_like(mm);
   if (dx)
     gemm(c, dy.row(0), dy.stride(0), 1, w.row(0), w.stride(0), 1, dx->row(0), dx->stride(0), M,
          K, N, false);

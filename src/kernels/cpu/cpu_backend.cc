@@ -44,8 +44,8 @@ void* gemm_buffer(int slot, size_t bytes) {
     size_t cap = 0;
     ~Buf() { std::free(p); }
   };
-  thread_local Buf bufs[2];
-  HUGINN_ASSERT(slot >= 0 && slot < 2, "gemm_buffer: bad slot");
+  thread_local Buf bufs[4];
+  HUGINN_ASSERT(slot >= 0 && slot < 4, "gemm_buffer: bad slot");
   Buf& b = bufs[slot];
   if (b.cap < bytes) {
     const size_t cap = (std::max(bytes, b.cap + b.cap / 2) + 63) / 64 * 64 + 64;
@@ -134,6 +134,53 @@ bool cpu_runs(CpuIsa isa) {
   }
 }
 
+}  // namespace
+
+GemmF32Fn gemm_bf16_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&)) {
+#ifdef HUGINN_HAVE_AVX512
+  if (mm == &matmul<VecAvx512>) return &gemm_bf16<VecAvx512>;
+#endif
+#ifdef HUGINN_HAVE_AVX2
+  if (mm == &matmul<VecAvx2>) return &gemm_bf16<VecAvx2>;
+#endif
+  HUGINN_ASSERT(mm == &matmul<VecGeneric>, "gemm_bf16_like: not one of the cpu::matmul instantiations");
+  return &gemm_bf16<VecGeneric>;
+}
+
+namespace {
+std::atomic<int> bf16_dot_override{-1};  // -1: none, else a Bf16Dot
+}  // namespace
+
+void set_bf16_dot(Bf16Dot mode) { bf16_dot_override.store(static_cast<int>(mode)); }
+
+Bf16Dot bf16_dot_mode() {
+  const int o = bf16_dot_override.load();
+  if (o >= 0) return static_cast<Bf16Dot>(o);
+  static const Bf16Dot env = [] {
+    const char* v = std::getenv("HUGINN_BF16_DOT");
+    if (!v || !*v) return Bf16Dot::kAuto;
+    if (std::strcmp(v, "0") == 0) return Bf16Dot::kOff;
+    if (std::strcmp(v, "1") == 0) return Bf16Dot::kOn;
+    throw Error(std::string("HUGINN_BF16_DOT must be 0 or 1, got '") + v + "'");
+  }();
+  return env;
+}
+
+#ifdef HUGINN_HAVE_AVX512
+namespace isa_avx512 {
+Bf16DotChoice bf16_dot_probe();  // gemm_bf16.cc
+}
+#endif
+
+Bf16DotChoice bf16_dot_choice() {
+#ifdef HUGINN_HAVE_AVX512
+  if (cpu_runs(CpuIsa::kAvx512)) return isa_avx512::bf16_dot_probe();
+#endif
+  return {};
+}
+
+namespace {
+
 class CpuBackend : public Backend {
  public:
   CpuBackend(ThreadPool& pool, const CpuOptions& o)
@@ -209,7 +256,19 @@ class CpuBackend : public Backend {
   // Backward ops (backward_*.cc); matmul_backward runs on this instruction set's GEMM.
   void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
                        Tensor* dw) override {
-    cpu::matmul_backward(ctx_, k_.matmul, x, w, dy, dx, dw);
+    cpu::matmul_backward(ctx_, gemm_f32_like(k_.matmul), x, w, dy, dx, dw);
+  }
+  // BF16 mixed precision: the same GEMM calls on this instruction set's gemm_bf16.
+  void matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) override {
+    const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
+    HUGINN_ASSERT(w.dtype() == DType::kF32 && w.dim(1) == K && y.dim(0) == M && y.dim(1) == N,
+                  "matmul_bf16: shapes, or weights not F32");
+    gemm_bf16_like(k_.matmul)(ctx_, x.row(0), x.stride(0), 1, w.row(0), 1, w.stride(0), y.row(0),
+                              y.stride(0), M, N, K, false);
+  }
+  void matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                            Tensor* dw) override {
+    cpu::matmul_backward(ctx_, gemm_bf16_like(k_.matmul), x, w, dy, dx, dw);
   }
   void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                         Tensor& dw) override {
@@ -309,6 +368,12 @@ CpuKernelInfo cpu_kernel_info(CpuIsa isa) {
   CpuKernelInfo k;
   k.isa = isa;
   k.cpu_has_avx512_bf16 = __builtin_cpu_supports("avx512bf16");
+  if (isa == CpuIsa::kAvx512) {
+    const cpu::Bf16DotChoice d = cpu::bf16_dot_choice();
+    k.bf16_dot = d.dot;
+    k.bf16_dot_gflops = d.dot_gflops;
+    k.bf16_fma_gflops = d.fma_gflops;
+  }
   const cpu::GemmInfo g = cpu::kernels_for(isa).gemm_info();
   k.gemm_mr = g.mr;
   k.gemm_nr = g.nr;
@@ -318,12 +383,20 @@ CpuKernelInfo cpu_kernel_info(CpuIsa isa) {
 }
 
 std::string describe(const CpuKernelInfo& k) {
-  char buf[512];
+  char buf[640], dot[160];
   const cpu::CpuCaches& c = k.caches;
+  if (k.bf16_dot_gflops > 0) {
+    std::snprintf(dot, sizeof dot,
+                  "present; bf16 training GEMMs %s vdpbf16ps (tile probe %.0f vs %.0f GFLOP/s on "
+                  "FMAs); not used for inference: see gemm.cc",
+                  k.bf16_dot ? "on" : "not on", k.bf16_dot_gflops, k.bf16_fma_gflops);
+  } else {
+    std::snprintf(dot, sizeof dot, "%s", k.cpu_has_avx512_bf16 ? "present" : "absent");
+  }
   std::snprintf(buf, sizeof buf,
-                "isa %s (AVX512_BF16 %s, unused: see gemm.cc), GEMM tile %dx%d, blocking kc %lld "
+                "isa %s (AVX512_BF16 %s), GEMM tile %dx%d, blocking kc %lld "
                 "mc %lld nc %lld, caches L1d %lld KiB, L2 %lld KiB, L3 %lld KiB shared by %d (%s)",
-                cpu_isa_name(k.isa), k.cpu_has_avx512_bf16 ? "present" : "absent", k.gemm_mr,
+                cpu_isa_name(k.isa), dot, k.gemm_mr,
                 k.gemm_nr, static_cast<long long>(k.blocking.kc),
                 static_cast<long long>(k.blocking.mc), static_cast<long long>(k.blocking.nc),
                 static_cast<long long>(c.l1d >> 10), static_cast<long long>(c.l2 >> 10),

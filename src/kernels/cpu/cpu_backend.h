@@ -41,6 +41,8 @@ uint64_t cpu_gemm_calls(CpuIsa isa);
 struct CpuKernelInfo {
   CpuIsa isa = CpuIsa::kGeneric;
   bool cpu_has_avx512_bf16 = false;
+  bool bf16_dot = false;  // gemm_bf16 (training --precision bf16) runs on vdpbf16ps
+  double bf16_dot_gflops = 0, bf16_fma_gflops = 0;  // its start-up probe (one tile, from L1)
   int gemm_mr = 0, gemm_nr = 0;  // register tile: rows of x by weight rows
   cpu::GemmBlocking blocking{};
   cpu::CpuCaches caches;

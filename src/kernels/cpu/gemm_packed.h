@@ -83,6 +83,39 @@ void stream_rows_q4(const uint8_t* q, const uint16_t* s, int64_t K, int64_t cols
 
 }  // namespace HUGINN_ISA_NS
 
+// The entry of a strided GEMM (gemm_f32, gemm_bf16): counts the call; true when there is
+// nothing to multiply (M or N empty, or K empty: then y = 0 unless accumulating).
+template <class V>
+bool gemm_is_trivial(float* y, int64_t ldy, int64_t M, int64_t N, int64_t K, bool accumulate) {
+  gemm_calls<V>.fetch_add(1, std::memory_order_relaxed);
+  if (M <= 0 || N <= 0) return true;
+  if (K > 0) return false;
+  if (!accumulate)
+    for (int64_t m = 0; m < M; ++m) std::memset(y + m * ldy, 0, N * sizeof(float));
+  return true;
+}
+
+// A register tile's accumulators from C (load_c) or zero, and back to C: columns past nr are
+// neither read nor written.
+template <class V, int MR, int NV>
+inline void tile_load(typename V::R (&acc)[MR][NV], const float* c, int64_t ldc, int nr, bool load_c) {
+  constexpr int W = V::W;
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) {
+      const int n = std::clamp(nr - j * W, 0, W);
+      acc[i][j] = load_c && n > 0 ? ld<V>(c + i * ldc + j * W, n) : V::zero();
+    }
+}
+template <class V, int MR, int NV>
+inline void tile_store(const typename V::R (&acc)[MR][NV], float* c, int64_t ldc, int nr) {
+  constexpr int W = V::W;
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) {
+      const int n = std::clamp(nr - j * W, 0, W);
+      if (n > 0) st<V>(c + i * ldc + j * W, acc[i][j], n);
+    }
+}
+
 // The register tile: C[MR x nr] (= or +=) a[kc][MR] · b[kc][NR], NR = NV vectors.
 template <class V, int MR, int NV>
 void micro_tile(const float* a, const float* b, int64_t kc, float* c, int64_t ldc, int nr,
@@ -90,11 +123,7 @@ void micro_tile(const float* a, const float* b, int64_t kc, float* c, int64_t ld
   using R = typename V::R;
   constexpr int W = V::W, NR = NV * W;
   R acc[MR][NV];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) {
-      const int n = std::clamp(nr - j * W, 0, W);
-      acc[i][j] = load_c && n > 0 ? ld<V>(c + i * ldc + j * W, n) : V::zero();
-    }
+  tile_load<V>(acc, c, ldc, nr, load_c);
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     R bv[NV];
@@ -104,11 +133,7 @@ void micro_tile(const float* a, const float* b, int64_t kc, float* c, int64_t ld
       for (int j = 0; j < NV; ++j) acc[i][j] = V::fmadd(av, bv[j], acc[i][j]);
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) {
-      const int n = std::clamp(nr - j * W, 0, W);
-      if (n > 0) st<V>(c + i * ldc + j * W, acc[i][j], n);
-    }
+  tile_store<V>(acc, c, ldc, nr);
 }
 
 using MicroFn = void (*)(const float*, const float*, int64_t, float*, int64_t, int, bool);
@@ -127,17 +152,20 @@ inline constexpr auto kMicro = micro_table<V, GemmTile<V>::NV>(
 // pack_b(n0, cols, k0, kc, dst): B columns n0.. (cols <= NR), as [k][NR].
 // stream_b(n0, cols, k0, kc, a, rows, c, load_c): C[rows][n0..n0+cols) (= or +=) a[kc][rows] ·
 // B, the fused decode kernel, or nullptr (then decode packs B and runs the tile).
+// micro: the register tiles by panel height (kMicro<V> when null); gemm_bf16.cc passes its own,
+// whose panels hold BF16 pairs in the 32-bit elements (K then counts pairs).
 template <class V, class PackA, class PackB, class StreamB = std::nullptr_t>
 void packed_gemm(const Ctx& c, int64_t M, int64_t N, int64_t K, const PackA& pack_a,
                  const PackB& pack_b, float* C, int64_t ldc, bool accumulate,
-                 const StreamB& stream_b = nullptr) {
+                 const StreamB& stream_b = nullptr, const MicroFn* micro = nullptr) {
   constexpr int MR = GemmTile<V>::MR, NR = GemmTile<V>::NR;
+  const MicroFn* tiles = micro ? micro : kMicro<V>.data();
   const GemmBlocking bl = gemm_blocking_now<V>();
   const int64_t panels = (N + NR - 1) / NR;
   // A panel of `rows` rows starting at packed offset `off` (compact panels of MR rows).
   auto run_panel = [&](const float* a, int rows, const float* b, int64_t kc, int64_t m, int64_t n,
                        int nr, bool load_c) {
-    kMicro<V>[rows](a, b, kc, C + m * ldc + n, ldc, nr, load_c);
+    tiles[rows](a, b, kc, C + m * ldc + n, ldc, nr, load_c);
   };
   if (M <= MR) {  // stream: one A panel, each weight micro-panel in turn
     c.for_range(panels, 2 * M * K * NR, [&](int64_t p0, int64_t p1) {

@@ -76,6 +76,31 @@ GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Ten
 template <class V>
 inline std::atomic<uint64_t> gemm_calls{0};
 
+// The same product in BF16 mixed precision (training with --precision bf16): A and B rounded to
+// BF16, F32 accumulation, numerics exactly as kernels/bf16_numerics.h defines them, so the bits
+// depend neither on the instruction set, nor on whether vdpbf16ps runs them, nor on blocking or
+// thread count. Same operand conventions as gemm_f32.
+template <class V>
+void gemm_bf16(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
+               int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+               bool accumulate);
+// The gemm_bf16 of the same instruction set as the given matmul<V>.
+GemmF32Fn gemm_bf16_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&));
+// Whether gemm_bf16 runs its tiles on vdpbf16ps: kAuto (default; HUGINN_BF16_DOT=0 / 1 in the
+// environment forces off / on) uses it where the CPU has AVX512_BF16 and a short probe at first
+// use measures it faster than the F32 FMA tile on the same pairs; kOn uses it wherever the CPU
+// has it. Results are the same bits either way; tests force each.
+enum class Bf16Dot { kAuto, kOff, kOn };
+void set_bf16_dot(Bf16Dot mode);
+Bf16Dot bf16_dot_mode();  // the override, else the environment's, else kAuto
+// What gemm_bf16<VecAvx512> decided on this machine (false in builds without AVX-512), and the
+// probe's figures in GFLOP/s of one tile (0 when it did not run).
+struct Bf16DotChoice {
+  bool dot = false;
+  double dot_gflops = 0, fma_gflops = 0;
+};
+Bf16DotChoice bf16_dot_choice();
+
 // y[M, N] = x[M, K] · w[N, K]ᵀ with BF16, Q8 or Q4 weights (a Linear weight as stored, HF [out,
 // in]; Q8 / Q4 layouts in huginn/tensor.h), x and y F32 row-strided. The weights are widened
 // (BF16: exact) or dequantized (Q8 / Q4: value · F16 scale, exact in F32) while they are packed,
@@ -95,7 +120,8 @@ template <class V>
 GemmInfo gemm_info();
 
 // A per-calling-thread, 64-byte-aligned buffer of at least `bytes` for the packed GEMM panels
-// (slot 0: B, slot 1: A), reused across calls; separate from the scratch() slots.
+// (slot 0: B, slot 1: A; gemm_bf16's BF16 operands: 2 A, 3 B), reused across calls; separate from
+// the scratch() slots.
 void* gemm_buffer(int slot, size_t bytes);
 
 template <class V>

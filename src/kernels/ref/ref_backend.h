@@ -46,6 +46,9 @@ class RefBackend : public Backend {
 
   // Backward ops: the templated scalar kernels of ref_grad.h instantiated for float
   // (ref_backward.cc).
+  void matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) override;
+  void matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                            Tensor* dw) override;
   void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
                        Tensor* dw) override;
   void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,

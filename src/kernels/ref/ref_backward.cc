@@ -1,6 +1,7 @@
 // RefBackend's backward ops: Tensor glue around the scalar kernels of ref_grad.h (float).
 // T = tokens, S = keys, E = n_embd, H*D = heads x head_dim, V = vocab.
 #include "kernels/ref/ref_backend.h"
+#include "kernels/bf16_numerics.h"
 #include "kernels/ref/ref_grad.h"
 
 namespace huginn {
@@ -23,6 +24,32 @@ void RefBackend::matmul_backward(const Tensor& x, const Tensor& w, const Tensor&
   HUGINN_ASSERT(dy.dim(0) == x.dim(0) && dy.dim(1) == w.dim(0) && w.dim(1) == x.dim(1),
                 "matmul_backward: shape mismatch");
   ref::matmul_backward(v2(x), v2(w), v2(dy), v2(dx), v2(dw));
+}
+
+// BF16 mixed precision: kernels/bf16_numerics.h's reference on the operands as the cpu backend
+// reads them.
+void RefBackend::matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) {
+  const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
+  HUGINN_ASSERT(w.dtype() == DType::kF32 && w.dim(1) == K && y.dim(0) == M && y.dim(1) == N,
+                "matmul_bf16: shapes, or weights not F32");
+  bf16_gemm_reference([&](int64_t m, int64_t k) { return x.row(m)[k]; },
+                      [&](int64_t k, int64_t n) { return w.row(n)[k]; }, y.row(0), y.stride(0), M,
+                      N, K, false);
+}
+
+void RefBackend::matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy,
+                                      Tensor* dx, Tensor* dw) {
+  const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
+  HUGINN_ASSERT(dy.dim(0) == M && dy.dim(1) == N && w.dim(1) == K,
+                "matmul_backward_bf16: shape mismatch");
+  if (dx)  // dx[m, k] = Σ_n dy[m, n] · w[n, k]
+    bf16_gemm_reference([&](int64_t m, int64_t n) { return dy.row(m)[n]; },
+                        [&](int64_t n, int64_t k) { return w.row(n)[k]; }, dx->row(0),
+                        dx->stride(0), M, K, N, false);
+  if (dw)  // dw[n, k] += Σ_m dy[m, n] · x[m, k]
+    bf16_gemm_reference([&](int64_t n, int64_t m) { return dy.row(m)[n]; },
+                        [&](int64_t m, int64_t k) { return x.row(m)[k]; }, dw->row(0),
+                        dw->stride(0), N, K, M, true);
 }
 
 void RefBackend::rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,

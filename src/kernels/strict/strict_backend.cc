@@ -151,6 +151,17 @@ class StrictBackend : public Backend {
     Tensor dxx = dx ? h(*dx) : Tensor(), dww = dw ? h(*dw) : Tensor();
     cpu_->matmul_backward(h(x), h(w), h(dy), dx ? &dxx : nullptr, dw ? &dww : nullptr);
   }
+  void matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) override {
+    Call c(*this, {&x, &w, &y}, "matmul_bf16");
+    Tensor yy = h(y);
+    cpu_->matmul_bf16(h(x), h(w), yy);
+  }
+  void matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
+                            Tensor* dw) override {
+    Call c(*this, {&x, &w, &dy, dx, dw}, "matmul_backward_bf16");
+    Tensor dxx = dx ? h(*dx) : Tensor(), dww = dw ? h(*dw) : Tensor();
+    cpu_->matmul_backward_bf16(h(x), h(w), h(dy), dx ? &dxx : nullptr, dw ? &dww : nullptr);
+  }
   void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                         Tensor& dw) override {
     Call c(*this, {&x, &w, &dy, &dx, &dw}, "rmsnorm_backward");
