@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <span>
@@ -39,8 +40,14 @@ inline bool is_float(DType t) {
 const char* dtype_name(DType t);             // safetensors spelling: "F32", "BF16", ...
 bool dtype_from_name(const std::string& s, DType* out);
 
-// Scalar conversions (round to nearest even) and bulk conversion to float.
-float bf16_to_f32(uint16_t h);
+// Scalar conversions (round to nearest even) and bulk conversion to float. bf16_to_f32 is
+// inline: the BF16 GEMM's generic tile and reference (kernels/bf16_numerics.h) call it per element.
+inline float bf16_to_f32(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 uint16_t f32_to_bf16(float f);
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);

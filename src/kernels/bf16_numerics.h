@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "huginn/tensor.h"
+
 namespace huginn {
 
 // Rule 1: f32 -> BF16 bits. Branch-free, so that the loops converting whole rows vectorize.
@@ -34,13 +36,6 @@ inline uint16_t bf16_round_ftz(float f) {
   return static_cast<uint16_t>(r);
 }
 
-inline float bf16_bits_to_f32(uint32_t h) {
-  const uint32_t u = h << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 // Rule 2's flush: |x| < FLT_MIN -> ±0.
 inline float flush_subnormal(float x) {
   return std::fabs(x) < 1.17549435e-38f ? std::copysign(0.0f, x) : x;
@@ -48,8 +43,9 @@ inline float flush_subnormal(float x) {
 
 // Rule 2 for one pair: a, b hold (k, k+1) as BF16 bits in the low / high half.
 inline float bf16_pair_fma(uint32_t a, uint32_t b, float acc) {
-  acc = flush_subnormal(std::fma(bf16_bits_to_f32(a >> 16), bf16_bits_to_f32(b >> 16), acc));
-  return flush_subnormal(std::fma(bf16_bits_to_f32(a & 0xffffu), bf16_bits_to_f32(b & 0xffffu), acc));
+  const auto lo = [](uint32_t x) { return bf16_to_f32(static_cast<uint16_t>(x)); };
+  acc = flush_subnormal(std::fma(lo(a >> 16), lo(b >> 16), acc));
+  return flush_subnormal(std::fma(lo(a), lo(b), acc));
 }
 
 // The plain reference of the whole product: y[i, n] (= or +=, `accumulate`) over A(i, k) and
