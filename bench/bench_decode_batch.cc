@@ -67,7 +67,7 @@ Run run(const Model& model, Backend& be, int B, int n_new, int steps, bool batch
   for (int i = 0; i < n_new; ++i) {
     if (batched) {
       std::vector<BatchedCall> calls;
-      for (int b = 0; b < B; ++b) calls.push_back({&gen, ctx[b].get(), next[b], {}, nullptr});
+      for (int b = 0; b < B; ++b) calls.push_back({&gen, ctx[b].get(), next[b], {}, nullptr, {}, {}});
       Generator::decode_batch(calls, br);
       for (int b = 0; b < B; ++b) r.tokens[b].push_back(next[b] = argmax(calls[b].result.logits));
     } else {

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "huginn/error.h"
 #include "huginn/eval.h"
@@ -13,6 +15,21 @@
 #endif
 
 namespace huginn {
+namespace {
+
+// A plot series with every other field at its default (aggregate initialisation would have to
+// spell them all out).
+plot::Series series(std::string title, std::string style, std::vector<double> x = {},
+                    std::vector<double> y = {}) {
+  plot::Series s;
+  s.title = std::move(title);
+  s.style = std::move(style);
+  s.x = std::move(x);
+  s.y = std::move(y);
+  return s;
+}
+
+}  // namespace
 
 void write_eval_outputs(const EvalReport& rep, const std::string& dir, bool plots) {
   std::error_code ec;
@@ -28,12 +45,12 @@ void write_eval_outputs(const EvalReport& rep, const std::string& dir, bool plot
     HUGINN_LOG_WARN("gnuplot not found: skipping the plots (install gnuplot-nox)");
     return;
   }
-  plot::Series fixed{"fixed r", {}, {}, "linespoints"}, lo{"95% CI", {}, {}, "lines"},
-      hi{"", {}, {}, "lines"};
+  plot::Series fixed = series("fixed r", "linespoints"), lo = series("95% CI", "lines"),
+               hi = series("", "lines");
   lo.line_width = hi.line_width = 0.8;
   lo.color = hi.color = "#9ecae1";
   fixed.color = "#1f77b4";
-  plot::Series exits{"KL exit (thresholds)", {}, {}, "linespoints"};
+  plot::Series exits = series("KL exit (thresholds)", "linespoints");
   exits.color = "#d62728";
   for (const auto& r : rep.rows) {
     if (r.setting.exit.criterion == ExitCriterion::kNone) {
@@ -58,7 +75,8 @@ void write_eval_outputs(const EvalReport& rep, const std::string& dir, bool plot
     a.log_x = true;
     a.series = {fixed, lo, hi};
     if (rep.chance > 0) {
-      plot::Series ch{"chance", {fixed.x.front(), fixed.x.back()}, {100 * rep.chance, 100 * rep.chance}};
+      plot::Series ch = series("chance", "lines", {fixed.x.front(), fixed.x.back()},
+                               {100 * rep.chance, 100 * rep.chance});
       ch.color = "#888888";
       ch.line_width = 1;
       a.series.push_back(ch);
@@ -73,7 +91,7 @@ void write_eval_outputs(const EvalReport& rep, const std::string& dir, bool plot
     a.xlabel = "mean recurrences per generated token";
     a.ylabel = "accuracy (%)";
     a.log_x = true;
-    plot::Series fixed_steps{"fixed r", {}, {}, "linespoints"};
+    plot::Series fixed_steps = series("fixed r", "linespoints");
     fixed_steps.color = "#1f77b4";
     for (const auto& r : rep.rows)
       if (r.setting.exit.criterion == ExitCriterion::kNone) {

@@ -106,7 +106,7 @@ struct WavefrontDecoder::Impl {
     const int64_t starts[2] = {0, 1};
     KVCache* cache = ctx.cache_.get();
     pass.prelude(std::span<const int32_t>(&token, 1),
-                 Rows{std::span<const int32_t>(&l->pos, 1), starts, std::span<KVCache* const>(&cache, 1)},
+                 Rows{std::span<const int32_t>(&l->pos, 1), starts, std::span<KVCache* const>(&cache, 1), {}},
                  l->e);
     const Tensor init = gen.initial_state(ctx, 1, call);
     l->s = be().upload(init);
@@ -245,7 +245,7 @@ struct WavefrontDecoder::Impl {
       caches.push_back(ctx.cache_.get());
     }
     Tensor logits = pass.buffer(2, n, V);
-    pass.coda(s, Rows{pos, starts, caches}, logits, nullptr, /*last_only=*/true);
+    pass.coda(s, Rows{pos, starts, caches, {}}, logits, nullptr, /*last_only=*/true);
     ++stats->coda_passes;
     stats->coda_rows += n;
     std::vector<float> draft(static_cast<size_t>(V));

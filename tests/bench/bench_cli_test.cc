@@ -57,7 +57,9 @@ TEST(BenchCli, JsonIsConsistent) {
   EXPECT_EQ(m["threads"].get<int>(), 1);
   EXPECT_GT(m["read_gbs"].get<double>(), 0.1);
   EXPECT_GT(m["fp32_gflops"].get<double>(), 0.1);
-  if (m["has_bf16"].get<bool>()) EXPECT_GT(m["bf16_gflops"].get<double>(), 0.1);
+  if (m["has_bf16"].get<bool>()) {
+    EXPECT_GT(m["bf16_gflops"].get<double>(), 0.1);
+  }
   EXPECT_EQ(j["model"]["dtype"], "f32");
   // The kernels the CPU backend picked on this machine: the best instruction set it runs, the
   // GEMM tile and the blocking from the caches it found.

@@ -84,9 +84,13 @@ TEST(CpuInfo, BlockingFollowsTheCaches) {
     EXPECT_EQ(b.nc % NR, 0);
     // The A block in half of L2, the B block in half of this thread's L3 share (when they can).
     const int64_t l2 = c.l2 / c.l2_shared_by;
-    if (b.mc > MR) EXPECT_LE(b.mc * b.kc * 4, l2 / 2);
+    if (b.mc > MR) {
+      EXPECT_LE(b.mc * b.kc * 4, l2 / 2);
+    }
     const int64_t l3 = c.l3 > 0 ? c.l3_per_thread() : l2;  // no L3: L2 holds the B block
-    if (b.nc > NR && b.nc < 8192) EXPECT_LE(b.nc * b.kc * 4, l3 / 2);
+    if (b.nc > NR && b.nc < 8192) {
+      EXPECT_LE(b.nc * b.kc * 4, l3 / 2);
+    }
     return b;
   };
   cpu::CpuCaches zen4;  // the development VM: 32 KiB L1d, 1 MiB L2, 32 MiB L3 for 2 threads

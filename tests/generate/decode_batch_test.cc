@@ -68,9 +68,10 @@ TEST_P(BatchLinear, RowsEqualOneRowMatmul) {
         const Tensor oh = test::to_host(*be, one);
         EXPECT_TRUE(same_bits(yh.row(m), oh.row(0), N)) << "linear N=" << N << " K=" << K
                                                         << " M=" << M << " row " << m;
-        if (M <= exact)
+        if (M <= exact) {
           EXPECT_TRUE(same_bits(dh.row(m), oh.row(0), N))
               << "backend matmul M=" << M << " row " << m << " differs from a one-row call";
+        }
       }
     }
   }
@@ -636,7 +637,9 @@ CallResult chunked_call(BatchRunner& br, const Generator& g, GenerationContext& 
   batch.admit(std::span<BatchedCall* const>(&one, 1), failed);
   if (call.error) std::rethrow_exception(call.error);
   while (batch.size() > 0) {
-    if (g.splits_calls()) EXPECT_LT(batch.rows(), chunk + 64) << "a pass carries at most one chunk";
+    if (g.splits_calls()) {
+      EXPECT_LT(batch.rows(), chunk + 64) << "a pass carries at most one chunk";
+    }
     batch.step();
   }
   *chunks += batch.chunks();

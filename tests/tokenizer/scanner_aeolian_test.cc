@@ -183,7 +183,10 @@ TEST(AeolianScanner, MatchesPcre2OnRandomText) {
         size_t s1 = 0, e1 = 0, s2 = 0, e2 = 0;
         const bool f1 = pcre.find(s, from, &s1, &e1), f2 = fast.find(s, from, &s2, &e2);
         ASSERT_EQ(f1, f2) << "from " << from << " in '" << s << "'";
-        if (f1) ASSERT_EQ(std::make_pair(s1, e1), std::make_pair(s2, e2)) << "from " << from << " in '" << s << "'";
+        if (f1) {
+          ASSERT_EQ(std::make_pair(s1, e1), std::make_pair(s2, e2))
+              << "from " << from << " in '" << s << "'";
+        }
       }
       ++compared;
     }

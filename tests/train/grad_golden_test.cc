@@ -51,8 +51,11 @@ TEST_P(GradGolden, LossAndEveryGradientMatch) {
     worst = std::max(worst, rel);
     EXPECT_LE(rel, 1e-3) << key;
   }
-  for (const auto& [name, t] : want)
-    if (name.rfind("grad.", 0) == 0) EXPECT_TRUE(seen.count(name)) << name << " has no parameter";
+  for (const auto& [name, t] : want) {
+    if (name.rfind("grad.", 0) == 0) {
+      EXPECT_TRUE(seen.count(name)) << name << " has no parameter";
+    }
+  }
   RecordProperty("worst_grad_rel", std::to_string(worst));
   EXPECT_LE(worst, 1e-5);  // the README expects ≲ 1e-5 from a correct float32 port (seen: ~1e-6)
 }

@@ -45,7 +45,9 @@ TEST(IterationSampler, MatchesGoldenPmf) {
     ASSERT_GE(n, 0);
     ASSERT_GE(k, 1);
     ASSERT_LE(k, 8);
-    if (n > 0) ASSERT_EQ(k, 8) << "n > 0 only once the backprop depth is filled";
+    if (n > 0) {
+      ASSERT_EQ(k, 8) << "n > 0 only once the backprop depth is filled";
+    }
     const int p = n + k;
     sum += p;
     ++count[std::min<size_t>(p, pmf.size())];
