@@ -8,13 +8,16 @@
 #   bash scripts/bench-decoders.sh [BUILD_DIR] [MODEL_DIR]
 # Environment: R (32), OPS (8 swaps), N (300 examples). MODEL_DIR (default /tmp/huginn-trace) is
 # trained first when it holds no model: the demo's config and recipe on trace:ops=1-8 (about
-# 3 min of CPU).
+# 3 min of CPU). MODEL (default MODEL_DIR/model) evaluates another model of the task instead (a
+# widened copy: scripts/bench-decoders-widened.sh), loaded with DTYPE (--dtype: f32, or auto for
+# a BF16 file as stored); DECODERS ("all", or e.g. "sequential|wavefront|diffusion") picks rows.
 set -euo pipefail
 source "$(dirname "$0")/demo-model.sh"
 BUILD=${1:-build}
 DIR=${2:-/tmp/huginn-trace}
 HUGINN="$BUILD/huginn"
 R=${R:-32}; OPS=${OPS:-8}; N=${N:-300}
+MODEL=${MODEL:-$DIR/model}; DTYPE=${DTYPE:-f32}; DECODERS=${DECODERS:-all}
 [ -x "$HUGINN" ] || { echo "bench-decoders: $HUGINN not found (make build)" >&2; exit 1; }
 mkdir -p "$DIR"
 if [ ! -f "$DIR/model/model.safetensors" ]; then
@@ -25,13 +28,16 @@ if [ ! -f "$DIR/model/model.safetensors" ]; then
     --mean-recurrence 8 --backprop-depth 4 --seed 1 --threads 1 -q
 fi
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "trace:ops=$OPS, $N held-out examples, r = $R, 1 thread"
+shape=$(python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); print("n_embd %d, heads %d, intermediate %d, layers %d/%d/%d" % tuple(c[k] for k in ("n_embd", "num_attention_heads", "intermediate_size", "n_layers_in_prelude", "n_layers_in_recurrent_block", "n_layers_in_coda")))' "$MODEL/config.json")
+echo "trace:ops=$OPS, $N held-out examples, r = $R, 1 thread; $MODEL (--dtype $DTYPE): $shape"
 base=""
 for d in sequential wavefront speculative diffusion "diffusion --freeze-strategy fixed" \
          "diffusion --inner-recurrence 2" "diffusion --inner-recurrence 1"; do
+  [ "$DECODERS" = all ] || [[ "$d" =~ ^($DECODERS)$ ]] || continue
   # shellcheck disable=SC2086  # $d holds the decoder and its flags
-  out=$(/usr/bin/time -f "CPU %U %S" "$HUGINN" eval --model "$DIR/model" --task "trace:ops=$OPS" \
-        --steps "$R" --limit "$N" --threads 1 -q --show 0 --decode $d --out "$DIR/eval" 2>&1)
+  out=$(/usr/bin/time -f "CPU %U %S" "$HUGINN" eval --model "$MODEL" --task "trace:ops=$OPS" \
+        --steps "$R" --limit "$N" --threads 1 -q --show 0 --dtype "$DTYPE" --decode $d \
+        --out "$DIR/eval" 2>&1)
   row=$(echo "$out" | grep -E "^r=" | sed 's/  */ /g')
   toks=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["rows"][0]["tokens"])' "$DIR/eval/results.json")
   cpu=$(echo "$out" | awk '/^CPU/ {print $2 + $3}')

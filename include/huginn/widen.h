@@ -35,7 +35,8 @@ struct WidenStats {
   int64_t params = 0, zeros = 0;  // weights written, and how many of them are exactly zero
 };
 
-// Writes `dir`/config.json and `dir`/model.safetensors (atomic, one tensor at a time in row
+// Writes `dir`/config.json and `dir`/model.safetensors (and copies task.json, tokenizer.json: the
+// vocabulary is kept) (atomic, one tensor at a time in row
 // chunks: never a whole second copy of the model in memory) for the model at `source_dir`
 // widened to `target` (from widened_config), its floating-point tensors stored as `dtype`
 // (F32 or BF16). progress(done_bytes, total_bytes) after each tensor.

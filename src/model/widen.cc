@@ -289,6 +289,13 @@ WidenStats write_widened(const std::string& source_dir, const ModelConfig& g,
       });
   const std::string cfg = g.to_json();
   write_file_atomic((fs::path(dir) / "config.json").string(), cfg.data(), cfg.size());
+  // The vocabulary is kept, so is what describes it (eval and trace read these).
+  for (const char* f : {"task.json", "tokenizer.json"}) {
+    const fs::path from = fs::path(source_dir) / f;
+    if (!fs::exists(from)) continue;
+    auto file = MappedFile::open(from.string());
+    write_file_atomic((fs::path(dir) / f).string(), file->data(), file->size());
+  }
   return stats;
 }
 

@@ -203,7 +203,15 @@ TEST_F(Widen, Command) {
   std::string out;
   ASSERT_EQ(test::run_command(std::string(HUGINN_CLI) + " widen --help", &out), 0);
   EXPECT_NE(out.find("--shape"), std::string::npos);
-  const std::string src = test::golden_dir("tiny-b");
+  // tiny-b with a task.json, which describes the vocabulary and so comes along.
+  const std::string src = dir_ + "/src";
+  fs::create_directories(src);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(test::golden_dir("tiny-b") + "/" + f, src + "/" + f);
+  {
+    std::ofstream f(src + "/task.json");
+    f << "{\"vocabulary\": \"bytes\"}\n";
+  }
   std::string cfg = train_test::read_file(src + "/config.json");
   const ModelConfig s = ModelConfig::from_json(cfg, "tiny-b");
   const ModelConfig g = target_of(s, kShapes[5]);
@@ -216,6 +224,7 @@ TEST_F(Widen, Command) {
                           shape + " --out " + dir_ + "/w";
   ASSERT_EQ(test::run_command(cmd, &out), 0) << out;
   EXPECT_NE(out.find("n_embd 96 -> 224"), std::string::npos) << out;
+  EXPECT_EQ(train_test::read_file(dir_ + "/w/task.json"), train_test::read_file(src + "/task.json"));
   EXPECT_NE(test::run_command(cmd, &out), 0);
   EXPECT_NE(out.find("already exists"), std::string::npos) << out;
   EXPECT_NE(test::run_command(std::string(HUGINN_CLI) + " widen --model " + src +
