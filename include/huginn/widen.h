@@ -11,7 +11,8 @@
 //   intermediate I -> I': neuron n' copies n' mod I (gate and up), mlp.proj columns / count.
 //   layers: a block's extra layers follow its last layer, whose norm_4 becomes all ones and moves
 //     to the last extra layer; an extra layer's attn.proj and mlp.proj are zero and its norm_2,
-//     norm_4 ones, so it passes its input through one more RMSNorm (identity up to eps / mean(x²)).
+//     norm_4 ones, so it passes its input through one more RMSNorm (identity up to a relative
+//     eps·|1/mean(u²) − 1|/2, u the stream before the last real norm_4).
 //   adapter: the state half reads copy 0 only (so a random initial state has the source's
 //     distribution), the embedding half all copies / k.
 #pragma once

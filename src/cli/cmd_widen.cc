@@ -50,20 +50,22 @@ void run(const WidenArgs& a, const Common& common) {
       a.model, target, a.out, a.dtype == "bf16" ? DType::kBF16 : DType::kF32,
       [&](int64_t done, int64_t total) {
         if (common.quiet) return;
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double rate = done / std::max(s, 1e-9);
         HUGINN_LOG_INFO("widen: %.2f of %.2f GB, %.0f MB/s, ETA %.0f s", done / 1e9, total / 1e9,
                         rate / 1e6, (total - done) / std::max(rate, 1.0));
       });
-  std::printf("wrote %s: n_embd %lld -> %lld, heads %lld -> %lld, head_dim %lld -> %lld, "
-              "intermediate %lld -> %lld, layers %d/%d/%d -> %d/%d/%d, vocab %lld (kept), %s; "
-              "%lld weights, %.1f %% of them zero\n",
-              a.out.c_str(), (long long)source.n_embd, (long long)target.n_embd,
-              (long long)source.n_heads, (long long)target.n_heads, (long long)source.head_dim,
-              (long long)target.head_dim, (long long)source.intermediate_size,
-              (long long)target.intermediate_size, source.n_prelude, source.n_core, source.n_coda,
-              target.n_prelude, target.n_core, target.n_coda, (long long)target.vocab_size,
-              a.dtype.c_str(), (long long)st.params, 100.0 * double(st.zeros) / double(st.params));
+  std::printf(
+      "wrote %s: n_embd %lld -> %lld, heads %lld -> %lld, head_dim %lld -> %lld, "
+      "intermediate %lld -> %lld, layers %d/%d/%d -> %d/%d/%d, vocab %lld (kept), %s; "
+      "%lld weights, %.1f %% of them zero\n",
+      a.out.c_str(), (long long)source.n_embd, (long long)target.n_embd, (long long)source.n_heads,
+      (long long)target.n_heads, (long long)source.head_dim, (long long)target.head_dim,
+      (long long)source.intermediate_size, (long long)target.intermediate_size, source.n_prelude,
+      source.n_core, source.n_coda, target.n_prelude, target.n_core, target.n_coda,
+      (long long)target.vocab_size, a.dtype.c_str(), (long long)st.params,
+      100.0 * double(st.zeros) / double(st.params));
 }
 
 Registrar reg(81, [](CLI::App& app, Common& common) {

@@ -42,7 +42,6 @@ class Source {
     convert_to_f32(raw.raw(), raw.dtype(), f.f32(), raw.numel());
     return cache_.emplace(name, std::move(f)).first->second;
   }
-  void drop(const std::string& name) { cache_.erase(name); }
 
  private:
   TensorStore store_;
@@ -51,15 +50,22 @@ class Source {
 
 // The index maps between the source and target shapes.
 struct Maps {
-  int64_t E, E2, k;          // residual widths, copies
-  double c;                  // kE / E': the padded stream's mean square over the source's
-  int64_t H, H2, D, D2, t;   // heads, head dims, t = D2 / D
+  int64_t E, E2, k;         // residual widths, copies
+  double c;                 // kE / E': the padded stream's mean square over the source's
+  int64_t H, H2, D, D2, t;  // heads, head dims, t = D2 / D
   int64_t I, I2;
 
   Maps(const ModelConfig& s, const ModelConfig& g)
-      : E(s.n_embd), E2(g.n_embd), k(g.n_embd / s.n_embd),
-        c(double(k * s.n_embd) / double(g.n_embd)), H(s.n_heads), H2(g.n_heads),
-        D(s.head_dim), D2(g.head_dim), t(g.head_dim / s.head_dim), I(s.intermediate_size),
+      : E(s.n_embd),
+        E2(g.n_embd),
+        k(g.n_embd / s.n_embd),
+        c(double(k * s.n_embd) / double(g.n_embd)),
+        H(s.n_heads),
+        H2(g.n_heads),
+        D(s.head_dim),
+        D2(g.head_dim),
+        t(g.head_dim / s.head_dim),
+        I(s.intermediate_size),
         I2(g.intermediate_size) {}
 
   // The source residual coordinate of target coordinate j, or -1 for a zero coordinate.
@@ -125,14 +131,14 @@ void layer_recipes(const Maps& m, Source& src, const Layer& l, const std::string
   }
   const Tensor wqkv = src.get(l.src + ".attn.Wqkv.weight");
   const float qscale = float(std::sqrt(double(m.t)));
-  out[dst + ".attn.Wqkv.weight"] = {
-      {3 * m.E2, m.E2}, [m, wqkv, qscale](int64_t r, float* o) {
-        const int64_t part = r / m.E2, h2 = (r % m.E2) / m.D2, f = r % m.D2;
-        const int64_t fs = part == 2 ? f % m.D : m.qk_feature(f);
-        if (fs < 0) return std::fill(o, o + m.E2, 0.0f);
-        residual_cols(m, wqkv.row(part * m.E + (h2 % m.H) * m.D + fs), part == 0 ? qscale : 1.0f,
-                      o);
-      }};
+  out[dst + ".attn.Wqkv.weight"] = {{3 * m.E2, m.E2}, [m, wqkv, qscale](int64_t r, float* o) {
+                                      const int64_t part = r / m.E2, h2 = (r % m.E2) / m.D2,
+                                                    f = r % m.D2;
+                                      const int64_t fs = part == 2 ? f % m.D : m.qk_feature(f);
+                                      if (fs < 0) return std::fill(o, o + m.E2, 0.0f);
+                                      residual_cols(m, wqkv.row(part * m.E + (h2 % m.H) * m.D + fs),
+                                                    part == 0 ? qscale : 1.0f, o);
+                                    }};
   const std::string bias = l.src + ".attn.qk_bias";
   if (src.contains(bias)) {
     const Tensor b = src.get(bias);  // [2, 1, H, D]
@@ -188,8 +194,11 @@ ModelConfig widened_config(const ModelConfig& s, const ModelConfig& g) {
                 " heads) is not a multiple of the source's " + std::to_string(s.head_dim) +
                 ": RoPE pair i of the source needs a target pair of the same frequency");
   if (g.vocab_size != s.vocab_size)
-    throw Error("widen: target vocab_size " + std::to_string(g.vocab_size) + " differs from the "
-                "source's " + std::to_string(s.vocab_size) + ": a widened model keeps the "
+    throw Error("widen: target vocab_size " + std::to_string(g.vocab_size) +
+                " differs from the "
+                "source's " +
+                std::to_string(s.vocab_size) +
+                ": a widened model keeps the "
                 "source's vocabulary (a new token's logit cannot be kept below every real one by "
                 "a linear map)");
   ModelConfig w = s;
