@@ -3,7 +3,8 @@
 // - exact: every output equals, bit for bit, the scalar chain acc = fma(x[m][k], w[n][k], acc)
 //   over k = 0..K-1 from +0, with w widened / dequantized to F32 (the contract in kernels.h);
 // - row-exact, checked directly: row m of a call on M = 1..70 rows of a strided view has the
-//   bits of a call on that row alone;
+//   bits of a call on that row alone (M <= max(2 MR, 16) runs the stream loop order in row
+//   blocks, above it the blocked one: both are crossed);
 // - the same under the machine's blocking and under tiny blocks (kc 64, mc = one tile, nc = one
 //   micro-panel) that make every loop of the blocked GEMM run several times on small shapes,
 //   and with 1 and 2 threads (work split as finely as possible);
@@ -211,7 +212,9 @@ TEST(Gemm, StridedOperandsAndAccumulate) {
   std::mt19937 rng(15);
   for (const Isa& isa : isas())
     for (const auto& [name, tiny] : blockings())
-      for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{{3, 70, 40}, {45, 130, 33}}) {
+      // M 16 and 23: the stream loop order's row blocks (up to max(2 MR, 16) rows) with +=.
+      for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{
+               {3, 70, 40}, {16, 71, 37}, {23, 66, 70}, {45, 130, 33}}) {
         TinyBlocks blocks(tiny);
         ThreadPool pool(2);
         const cpu::Ctx c{pool, 1};

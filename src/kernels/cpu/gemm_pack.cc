@@ -12,6 +12,11 @@
 namespace huginn::cpu::HUGINN_ISA_NS {
 namespace {
 
+// The chunk sources' pieces must inline into the stream loop: out of line (GCC's choice for the
+// 16 x 16 transpose once every row count instantiates it) the chunk's 16 registers make a round
+// trip through the stack per call, which cost decode a third of its time (perf, M = 1 BF16).
+#define HUGINN_INLINE inline __attribute__((always_inline))
+
 // ---- element by element: the generic object, and the k tails of the SIMD ones -------------
 
 // dst[k][NR] = get(n, k) for n < cols (zero up to NR), k in [k_begin, k_end).
@@ -43,7 +48,7 @@ constexpr int kT = 16;  // transpose block: kT rows x kT 32-bit elements
 using Reg = __m512i;
 
 // r[j] = column j of the 16 x 16 block whose row i is r[i] (32-bit elements).
-inline void transpose(Reg r[16]) {
+HUGINN_INLINE void transpose(Reg r[16]) {
   Reg t[16], u[16];
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
@@ -115,7 +120,7 @@ inline void store_f(float* p, FR v) { _mm512_storeu_ps(p, v); }
 constexpr int kT = 8;
 using Reg = __m256i;
 
-inline void transpose(Reg ri[8]) {
+HUGINN_INLINE void transpose(Reg ri[8]) {
   __m256 r[8], t[8], u[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(ri[i]);
   for (int i = 0; i < 4; ++i) {
@@ -191,7 +196,7 @@ struct RowGroup {
       row[i] = static_cast<const char*>(base) + (g + std::min(i, std::max(n - 1, 0))) * ld_bytes;
     next = static_cast<const char*>(base) + (g + kT) * ld_bytes;
   }
-  void load(int64_t off_bytes, Reg r[kT]) const {
+  HUGINN_INLINE void load(int64_t off_bytes, Reg r[kT]) const {
     if (n == kT) {
       if (ahead == 0) {
         const char* p = next + off_bytes * kT;
@@ -227,7 +232,7 @@ struct SrcF32 {
     return RowGroup(w, ld * 4, cols, g, ahead_rows > 0 ? ahead_rows * ld * 4 : kStreamAhead);
   }
   template <class Emit>
-  void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
+  HUGINN_INLINE void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
     Reg r[kT];
     rg.load(k * 4, r);
     transpose(r);
@@ -246,7 +251,7 @@ struct SrcBf16 {
     return RowGroup(w, ld * 2, cols, g, ahead_rows > 0 ? ahead_rows * ld * 2 : kStreamAhead);
   }
   template <class Emit>
-  void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
+  HUGINN_INLINE void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
     Reg r[kT];
     rg.load(k * 2, r);
     transpose(r);  // r[j]: the pair (k + 2j, k + 2j + 1) of every row
@@ -289,12 +294,12 @@ struct SrcQuant {
                     ahead_rows > 0 ? ahead_rows * bytes(K) : kStreamAhead);
   }
   template <class Emit>
-  void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
+  HUGINN_INLINE void chunk(const RowGroup& rg, int64_t k, const Emit& emit) const {
     chunk_part(rg, k, kSteps, emit);
   }
   // The first `kn` values (a multiple of 32: rows end on a scale group, not always on a chunk).
   template <class Emit>
-  void chunk_part(const RowGroup& rg, int64_t k, int kn, const Emit& emit) const {
+  HUGINN_INLINE void chunk_part(const RowGroup& rg, int64_t k, int kn, const Emit& emit) const {
     alignas(64) float sc[kGroups][kT];
     chunk_scales<kGroups>(s, K / kQ8Block, (k0 + k) / kQ8Block, rg, kn, sc);
     Reg r[kT];

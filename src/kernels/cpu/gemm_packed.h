@@ -14,9 +14,11 @@
 //
 // Two loop orders, both over the calling thread's own range of B micro-panels (threads split
 // N only):
-// - stream (M <= MR: decode): for each micro-panel, its weight rows read front to back over the
-//   whole of K, transposed in registers and multiplied straight into the tile (the generic
-//   object packs k blocks and runs the tile instead). A is packed once, whole.
+// - stream (M <= max(2 MR, 16): decode, and the rows of a depth-parallel decoder's pass): for
+//   each micro-panel, its weight rows read front to back over the whole of K, transposed in
+//   registers and multiplied straight into the tile, once per block of <= MR rows of A (the
+//   blocks after the first find the rows in cache; the generic object packs k blocks and runs
+//   every block's tile on each). A is packed once, whole.
 // - blocked (larger M): for each nc block, k block: [pack the B block when M needs several mc
 //   blocks], for each mc block: pack A (L2), for each micro-panel [packed just in time when one
 //   mc block holds all of M] (L1), for each A panel: the tile.
@@ -148,6 +150,60 @@ template <class V>
 inline constexpr auto kMicro = micro_table<V, GemmTile<V>::NV>(
     std::make_integer_sequence<int, GemmTile<V>::MR>{});
 
+// Decode's loop order runs up to this many rows (two register tiles, and at least 16: the rows a
+// depth-parallel decoder puts into one pass); the blocked path above it.
+template <class V>
+constexpr int64_t stream_row_limit() {
+  return std::max(2 * GemmTile<V>::MR, 16);
+}
+
+// The stream loop order (M <= stream_row_limit): each weight micro-panel in turn, read once from
+// memory, against every row block of A (blocks of at most MR rows, as even as can be, each packed
+// once, whole): fused, each block streams the micro-panel's rows through the registers (the
+// second block finds them in L1/L2); otherwise one packed k block of the panel serves every block.
+template <class V, class PackA, class PackB, class StreamB>
+void stream_gemm(const Ctx& c, int64_t M, int64_t N, int64_t K, const PackA& pack_a,
+                 const PackB& pack_b, float* C, int64_t ldc, bool accumulate,
+                 const StreamB& stream_b, const MicroFn* tiles) {
+  constexpr int MR = GemmTile<V>::MR, NR = GemmTile<V>::NR;
+  const GemmBlocking bl = gemm_blocking_now<V>();
+  const int64_t panels = (N + NR - 1) / NR;
+  const int blocks = static_cast<int>((M + MR - 1) / MR);
+  // Block b: rows [row0(b), row0(b + 1)), packed at abuf + row0(b) * K as [K][rows].
+  auto row0 = [&](int b) { return static_cast<int>(M * b / blocks); };
+  c.for_range(panels, 2 * M * K * NR, [&](int64_t p0, int64_t p1) {
+    float* abuf = static_cast<float*>(gemm_buffer(1, K * M * sizeof(float)));
+    for (int b = 0; b < blocks; ++b) {
+      const int rows = row0(b + 1) - row0(b);
+      float* ab = abuf + row0(b) * K;
+      for (int64_t k0 = 0; k0 < K; k0 += bl.kc)
+        pack_a(row0(b), rows, k0, std::min(bl.kc, K - k0), ab + k0 * rows);
+    }
+    if constexpr (!std::is_same_v<StreamB, std::nullptr_t>) {
+      // Fused: the whole of K at once, so each weight row is read front to back.
+      for (int64_t p = p0; p < p1; ++p)
+        for (int b = 0; b < blocks; ++b)
+          stream_b(p * NR, static_cast<int>(std::min<int64_t>(NR, N - p * NR)), 0, K,
+                   abuf + row0(b) * K, row0(b + 1) - row0(b), C + row0(b) * ldc + p * NR,
+                   accumulate);
+    } else {
+      float* bbuf = static_cast<float*>(gemm_buffer(0, bl.kc * NR * sizeof(float)));
+      for (int64_t p = p0; p < p1; ++p) {
+        const int nr = static_cast<int>(std::min<int64_t>(NR, N - p * NR));
+        for (int64_t k0 = 0; k0 < K; k0 += bl.kc) {
+          const int64_t kc = std::min(bl.kc, K - k0);
+          pack_b(p * NR, nr, k0, kc, bbuf);
+          for (int b = 0; b < blocks; ++b) {
+            const int rows = row0(b + 1) - row0(b);
+            tiles[rows](abuf + row0(b) * K + k0 * rows, bbuf, kc, C + row0(b) * ldc + p * NR, ldc,
+                        nr, accumulate || k0 > 0);
+          }
+        }
+      }
+    }
+  });
+}
+
 // pack_a(m0, rows, k0, kc, dst): A rows m0.. (rows <= MR), k0..k0+kc, as [k][rows].
 // pack_b(n0, cols, k0, kc, dst): B columns n0.. (cols <= NR), as [k][NR].
 // stream_b(n0, cols, k0, kc, a, rows, c, load_c): C[rows][n0..n0+cols) (= or +=) a[kc][rows] ·
@@ -167,29 +223,8 @@ void packed_gemm(const Ctx& c, int64_t M, int64_t N, int64_t K, const PackA& pac
                        int nr, bool load_c) {
     tiles[rows](a, b, kc, C + m * ldc + n, ldc, nr, load_c);
   };
-  if (M <= MR) {  // stream: one A panel, each weight micro-panel in turn
-    c.for_range(panels, 2 * M * K * NR, [&](int64_t p0, int64_t p1) {
-      const int rows = static_cast<int>(M);
-      float* abuf = static_cast<float*>(gemm_buffer(1, K * rows * sizeof(float)));
-      for (int64_t k0 = 0; k0 < K; k0 += bl.kc)
-        pack_a(0, rows, k0, std::min(bl.kc, K - k0), abuf + k0 * rows);
-      if constexpr (!std::is_same_v<StreamB, std::nullptr_t>) {
-        // Fused: the whole of K at once, so each weight row is read front to back.
-        for (int64_t p = p0; p < p1; ++p)
-          stream_b(p * NR, static_cast<int>(std::min<int64_t>(NR, N - p * NR)), 0, K, abuf, rows,
-                   C + p * NR, accumulate);
-      } else {
-        float* bbuf = static_cast<float*>(gemm_buffer(0, bl.kc * NR * sizeof(float)));
-        for (int64_t p = p0; p < p1; ++p) {
-          const int nr = static_cast<int>(std::min<int64_t>(NR, N - p * NR));
-          for (int64_t k0 = 0; k0 < K; k0 += bl.kc) {
-            const int64_t kc = std::min(bl.kc, K - k0);
-            pack_b(p * NR, nr, k0, kc, bbuf);
-            run_panel(abuf + k0 * rows, rows, bbuf, kc, 0, p * NR, nr, accumulate || k0 > 0);
-          }
-        }
-      }
-    });
+  if (M <= stream_row_limit<V>()) {
+    stream_gemm<V>(c, M, N, K, pack_a, pack_b, C, ldc, accumulate, stream_b, tiles);
     return;
   }
   const int64_t mc_max = std::min((M + MR - 1) / MR * MR, std::max<int64_t>(MR, bl.mc / MR * MR));
