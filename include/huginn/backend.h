@@ -160,13 +160,20 @@ class Backend {
                               Tensor* dlogits) = 0;
 
   // --- BF16 mixed precision (training with --precision bf16, as the reference's bf16 autocast)
-  // matmul and matmul_backward (same shapes and contract as above, w F32) with every GEMM input
+  // matmul and matmul_backward (same shapes and contract as above) with every GEMM input
   // rounded to BF16 and F32 accumulation: y = bf16(x)·bf16(w)ᵀ, dx = bf16(dy)·bf16(w),
   // dw += bf16(dy)ᵀ·bf16(x). The numerics are defined once (src/kernels/bf16_numerics.h: rounding,
   // summation order, flushing of subnormals), so every backend and every CPU gives the same bits.
+  // w is F32 (rounded by the call), or BF16 as round_bf16 made it (taken as it is: the same bits
+  // as passing the F32 weight it was rounded from).
   virtual void matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) = 0;
   virtual void matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
                                     Tensor* dw) = 0;
+  // wb = bf16(w) by that rule (round to nearest even, subnormals to zero).   w F32 [N, K] (a
+  // row-strided view allowed), wb BF16 [N, K] contiguous (from alloc). A trainer rounds each
+  // weight once per optimizer step and hands wb to every GEMM of the step in w's place, instead
+  // of every GEMM rounding w again (a backend may keep wb in whatever layout its GEMM reads).
+  virtual void round_bf16(const Tensor& w, Tensor& wb) = 0;
 };
 
 // The plain scalar reference backend (single thread, straightforward loops).

@@ -44,6 +44,14 @@ struct LossOptions {
   // The Linear layers' GEMMs, forward and backward (BF16: Backend::matmul_bf16 and
   // matmul_backward_bf16; weights, gradients and everything else stay F32).
   MatmulPrecision precision = MatmulPrecision::kF32;
+  // BF16: the Linear weights are rounded to BF16 once (Backend::round_bf16) and every GEMM of the
+  // call reads those copies; consecutive calls with the same nonzero weights_version promise that
+  // the weights did not change between them and reuse the copies (the trainer passes its
+  // optimizer step, so gradient accumulation rounds once per step); 0: rounded again every call.
+  uint64_t weights_version = 0;
+  // false: no copies, every GEMM rounds the F32 weights itself (the same bits, slower; tests
+  // compare the two).
+  bool bf16_weight_copies = true;
 };
 
 // One sequence of a training batch.

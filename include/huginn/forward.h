@@ -149,6 +149,10 @@ class ModelPass {
   void set_trace(TraceSink* trace) { trace_ = trace; }
   // The Linear layers' precision (training's --precision bf16; F32 weights only, not row-exact).
   void set_precision(MatmulPrecision p) { precision_ = p; }
+  // The weights this pass computes with in place of the model's (null: the model's): training's
+  // BF16 copies of the Linear matrices (Backend::round_bf16) beside the model's other tensors.
+  // They must outlive the passes that use them.
+  void set_weights(const Weights* w) { weights_ = w; }
 
   // e = prelude(embed(ids) · sqrt(E)) into e [R, E]; keep: one BlockActs per prelude layer.
   // Throws huginn::Error for ids outside the vocabulary or positions past the RoPE table.
@@ -187,6 +191,8 @@ class ModelPass {
   Backend& be_;
   bool row_exact_ = false;
   MatmulPrecision precision_ = MatmulPrecision::kF32;
+  const Weights* weights_ = nullptr;
+  const Weights& weights() const { return weights_ ? *weights_ : model_.weights(); }
   TraceSink* trace_ = nullptr;
   std::unique_ptr<Scratch> scratch_;
   std::vector<Tensor> buffers_;

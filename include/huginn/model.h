@@ -66,6 +66,10 @@ struct Weights {
   Tensor rope;  // [max_positions, D/2, 2] (cos, sin)
 };
 
+// The Linear layers' matrices of `w` (names::is_matrix: every block's wqkv, attn_proj, mlp_fc,
+// mlp_proj, then the adapter and lm_head), in that order.
+std::vector<Tensor*> linear_matrices(Weights& w);
+
 struct ParamCounts {
   int64_t embedding = 0, prelude = 0, adapter = 0, core = 0, coda = 0, head = 0;  // head: 0 if tied
   int64_t total() const { return embedding + prelude + adapter + core + coda + head; }

@@ -301,6 +301,7 @@ Result bench_train(TrainableModel& tm, Backend& be, ThreadPool& pool, const Benc
     pr.say("train step %s", i < 0 ? "warm-up" : (std::to_string(i + 1) + "/" + std::to_string(a.reps)).c_str());
     const auto t0 = Clock::now();
     grads.zero(be);
+    lo.weights_version = static_cast<uint64_t>(i + 2);  // as huginn train: new weights each step
     runner.loss_and_grad(batch, lo, grads, losses);
     clip_grad_norm(be, adam.params(), 1.0);
     adam.step(1e-5);

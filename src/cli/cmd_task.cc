@@ -54,6 +54,7 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
   tr->add_option("--batch", o->batch, "examples per step")->check(CLI::PositiveNumber);
   tr->add_flag("--sequential", o->sequential,
                "run each batch's sequences one after another: slower, bit-identical to runs of builds before batched training");
+  auto precision = add_precision_option(tr);
   tr->add_option("--lr", o->lr, "peak learning rate (warmup then cosine)")->check(CLI::PositiveNumber);
   tr->add_option("--min-lr-ratio", o->min_lr_ratio, "final learning rate / peak")->check(CLI::Range(0.0, 1.0));
   tr->add_option("--warmup", o->warmup, "warmup steps")->check(CLI::NonNegativeNumber);
@@ -87,7 +88,8 @@ Registrar reg(70, [](CLI::App& app, Common& common) {
   tr->add_flag("--resume", o->resume,
                "continue from the newest checkpoint in OUT (verified first), bit-identically");
   add_common_options(tr, common);
-  tr->callback([o, &common] {
+  tr->callback([o, precision, &common] {
+    o->precision = precision_of(*precision);
     o->threads = common.threads;
     o->backend = common.backend;
     o->quiet = common.quiet;

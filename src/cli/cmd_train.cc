@@ -92,13 +92,7 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
   sub->add_option("--batch", o->batch, "sequences per micro-batch")->check(CLI::PositiveNumber);
   sub->add_flag("--sequential", o->sequential,
                 "run each batch's sequences one after another: slower, bit-identical to runs of builds before batched training");
-  auto precision = std::make_shared<std::string>("f32");
-  sub->add_option("--precision", *precision,
-                  "the Linear layers' GEMMs, forward and backward: f32, or bf16 = mixed precision as "
-                  "the reference trains (PyTorch bf16 autocast): inputs rounded to BF16, F32 "
-                  "accumulation; weights, gradients and AdamW state stay F32")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
+  auto precision = add_precision_option(sub);
   sub->add_option("--grad-accum", o->grad_accum, "micro-batches per step")->check(CLI::PositiveNumber);
   sub->add_option("--seq-len", o->seq_len, "tokens per sequence (default: block_size)")->check(CLI::NonNegativeNumber);
   sub->add_option("--lr", o->lr, "peak learning rate")->check(CLI::NonNegativeNumber);
@@ -148,7 +142,7 @@ Registrar reg(62, [](CLI::App& app, Common& common) {
   add_common_options(sub, common);
   sub->callback([o, config, sub, timeout, precision, &common] {
     if (!config->empty()) apply_config(sub, *config);
-    o->precision = *precision == "bf16" ? MatmulPrecision::kBF16 : MatmulPrecision::kF32;
+    o->precision = precision_of(*precision);
     o->threads = common.threads;
     o->backend = common.backend;
     o->quiet = common.quiet;

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,11 @@ void add_common_options(CLI::App* sub, Common& common);
 // not offer it: they train F32 weights.
 void add_dtype_option(CLI::App* sub, Common& common);
 Model::LoadOptions load_options(const Common& common);
+
+// Adds --precision f32|bf16 to a training command (huginn train, huginn task train: the Linear
+// layers' GEMMs, TrainOptions::precision); read the flag's value after parsing with precision_of.
+std::shared_ptr<std::string> add_precision_option(CLI::App* sub);
+MatmulPrecision precision_of(const std::string& flag);
 
 // Parses "1,2,3" into ints; throws huginn::Error naming `what` on a malformed list.
 std::vector<int> parse_int_list(const std::string& s, const std::string& what);

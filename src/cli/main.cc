@@ -37,6 +37,21 @@ void add_dtype_option(CLI::App* sub, Common& common) {
       ->capture_default_str();
 }
 
+std::shared_ptr<std::string> add_precision_option(CLI::App* sub) {
+  auto precision = std::make_shared<std::string>("f32");
+  sub->add_option("--precision", *precision,
+                  "the Linear layers' GEMMs, forward and backward: f32, or bf16 = mixed precision as "
+                  "the reference trains (PyTorch bf16 autocast): inputs rounded to BF16, F32 "
+                  "accumulation; weights, gradients and AdamW state stay F32")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+  return precision;
+}
+
+MatmulPrecision precision_of(const std::string& flag) {
+  return flag == "bf16" ? MatmulPrecision::kBF16 : MatmulPrecision::kF32;
+}
+
 Model::LoadOptions load_options(const Common& common) {
   Model::LoadOptions o;
   o.weight_dtype = parse_weight_dtype(common.dtype);

@@ -145,8 +145,8 @@ void ModelPass::block(const BlockWeights& w, Tensor& x, const Rows& rows, int st
     record(tp + ".attn.k_biased", k);
     record(tp + ".attn.v", v);
   }
-  be_.rope(q, model_.weights().rope, rows.positions, D);
-  be_.rope(k, model_.weights().rope, rows.positions, D);
+  be_.rope(q, weights().rope, rows.positions, D);
+  be_.rope(k, weights().rope, rows.positions, D);
   if (tr) {
     record(tp + ".attn.q_rope", q);
     record(tp + ".attn.k_rope", k);
@@ -189,12 +189,12 @@ void ModelPass::prelude(std::span<const int32_t> ids, const Rows& rows, Tensor& 
                         std::span<BlockActs> keep) {
   const ModelConfig& c = model_.config();
   check(ids, rows);
-  be_.embedding(model_.weights().wte, ids, static_cast<float>(std::sqrt(double(c.n_embd))), e);
+  be_.embedding(weights().wte, ids, static_cast<float>(std::sqrt(double(c.n_embd))), e);
   record("embed_scaled", e);
   const BlockActs inference = keep.empty() ? scratch_acts(rows.count()) : BlockActs{};
   for (int i = 0; i < c.n_prelude; ++i) {
     const std::string tp = trace_ ? "prelude." + std::to_string(i) : std::string();
-    block(model_.weights().prelude[i], e, rows, i, keep.empty() ? inference : keep[i], tp);
+    block(weights().prelude[i], e, rows, i, keep.empty() ? inference : keep[i], tp);
     if (trace_) record(tp + ".out", e);
   }
 }
@@ -206,12 +206,12 @@ void ModelPass::core_step(Tensor& s, const Tensor& e, int t, const Rows& rows, S
                 "ModelPass::core_step: one iteration offset per sequence");
   Tensor cat = keep ? keep->cat : scratch(R).cat.rows(0, R);
   be_.concat_cols(s, e, cat);  // state first, then e
-  linear(cat, model_.weights().adapter, s);
+  linear(cat, weights().adapter, s);
   const std::string tag = trace_ ? "state." + std::to_string(t + 1) : std::string();
   if (trace_) record(tag + ".adapter_out", s);
   const BlockActs inference = keep ? BlockActs{} : scratch_acts(R);
   for (int j = 0; j < c.n_core; ++j)
-    block(model_.weights().core[j], s, rows, c.n_prelude + t * c.n_core + j,
+    block(weights().core[j], s, rows, c.n_prelude + t * c.n_core + j,
           keep ? keep->blocks[j] : inference, "");
   if (trace_) record(tag, s);
 }
@@ -219,7 +219,7 @@ void ModelPass::core_step(Tensor& s, const Tensor& e, int t, const Rows& rows, S
 void ModelPass::coda(const Tensor& s, const Rows& rows, Tensor& logits, Tensor* latent,
                      bool last_only, CodaActs* keep) {
   const ModelConfig& c = model_.config();
-  const Weights& w = model_.weights();
+  const Weights& w = weights();
   const int64_t R = s.dim(0), S = rows.sequences();
   const float eps = static_cast<float>(c.norm_eps);
   Tensor x = keep ? keep->xc : scratch(R).xn.rows(0, R);

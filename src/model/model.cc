@@ -357,15 +357,20 @@ std::shared_ptr<const Model> Model::load(const std::string& dir, Backend& be,
   return std::make_shared<const Model>(std::move(c), std::move(w));
 }
 
-std::shared_ptr<const Model> Model::with_weight_dtype(DType dt, Backend& be) const {
-  Weights w = weights_;
-  auto conv = [&](Tensor& t) { t = be.convert_weight(t, dt); };
+std::vector<Tensor*> linear_matrices(Weights& w) {
+  std::vector<Tensor*> out;
   for (auto* blocks : {&w.prelude, &w.core, &w.coda})
     for (BlockWeights& b : *blocks)
-      for (Tensor* t : {&b.wqkv, &b.attn_proj, &b.mlp_fc, &b.mlp_proj}) conv(*t);
-  conv(w.adapter);
+      for (Tensor* t : {&b.wqkv, &b.attn_proj, &b.mlp_fc, &b.mlp_proj}) out.push_back(t);
+  out.push_back(&w.adapter);
+  out.push_back(&w.lm_head);
+  return out;
+}
+
+std::shared_ptr<const Model> Model::with_weight_dtype(DType dt, Backend& be) const {
+  Weights w = weights_;
+  for (Tensor* t : linear_matrices(w)) *t = be.convert_weight(*t, dt);
   if (weights_.head_tied || weights_.lm_head.same_data(weights_.wte)) w.head_tied = true;
-  conv(w.lm_head);
   return std::make_shared<const Model>(config_, std::move(w), keepalive_);
 }
 

@@ -75,6 +75,11 @@ struct BackwardRunner::Impl {
     return a;
   }
   MatmulPrecision precision = MatmulPrecision::kF32;  // this call's (LossOptions)
+  // BF16: the model's weights with every Linear matrix a BF16 copy (LossOptions::weights_version).
+  Weights bf16;
+  uint64_t bf16_version = 0;
+  bool bf16_made = false;
+  const Weights& bf16_weights(uint64_t version);
   void reserve(int64_t rows, int k);
   // The backward of ModelPass::linear in this call's precision.
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw) {
@@ -115,6 +120,20 @@ void BackwardRunner::Impl::reserve(int64_t R, int k) {
     steps.push_back(std::move(st));
   }
   peak = std::max(peak, bytes);
+}
+
+const Weights& BackwardRunner::Impl::bf16_weights(uint64_t version) {
+  if (bf16_made && version != 0 && version == bf16_version) return bf16;
+  Weights src = model.weights();
+  if (!bf16_made) {  // the model's tensors, the matrices replaced by BF16 ones of their shapes
+    bf16 = src;
+    for (Tensor* t : linear_matrices(bf16)) *t = be.alloc({t->dim(0), t->dim(1)}, DType::kBF16);
+    bf16_made = true;
+  }
+  const std::vector<Tensor*> from = linear_matrices(src), to = linear_matrices(bf16);
+  for (size_t i = 0; i < from.size(); ++i) be.round_bf16(*from[i], *to[i]);
+  bf16_version = version;
+  return bf16;
 }
 
 // dx: gradient of the block output in, of the block input out. Parameter grads accumulate.
@@ -217,8 +236,10 @@ void BackwardRunner::loss_and_grad(std::span<const TrainSequence> batch, const L
   m.gather(batch);
   m.precision = opt.precision;
   m.pass.set_precision(opt.precision);
+  const bool copies = opt.precision == MatmulPrecision::kBF16 && opt.bf16_weight_copies;
+  const Weights& w = copies ? m.bf16_weights(opt.weights_version) : m.model.weights();
+  m.pass.set_weights(copies ? &w : nullptr);
   const ModelConfig& c = m.c();
-  const Weights& w = m.model.weights();
   const int64_t R = static_cast<int64_t>(m.ids.size()), E = c.n_embd;
   const int k = opt.n_with_grad;
   const float eps = static_cast<float>(c.norm_eps), emb_scale = static_cast<float>(std::sqrt(double(E)));
@@ -259,7 +280,7 @@ void BackwardRunner::loss_and_grad(std::span<const TrainSequence> batch, const L
   // ---- backward ----
   Tensor dx = m.dx.rows(0, R), de = m.de.rows(0, R), de_part = m.de_part.rows(0, R),
          dcat = m.dcat.rows(0, R);
-  const bool tied = w.lm_head.same_data(w.wte);
+  const bool tied = m.model.weights().lm_head.same_data(m.model.weights().wte);
   m.linear_backward(coda.xf, w.lm_head, logits, &dx, tied ? &grads.w.wte : &grads.w.lm_head);
   be.rmsnorm_backward(coda.xc, w.ln_f, eps, dx, dx, grads.w.ln_f);
   for (int i = c.n_coda - 1; i >= 0; --i) m.block_backward(w.coda[i], grads.w.coda[i], coda.blocks[i], dx);

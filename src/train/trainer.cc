@@ -672,6 +672,7 @@ double Trainer::train_step(int64_t step, int* n_out, int* k_out, double* gnorm_o
     lo.n_with_grad = k;
     lo.init.scale = o_.init_scale;
     lo.precision = o_.precision;
+    lo.weights_version = static_cast<uint64_t>(step) + 1;  // the weights change once per step
     if (o_.sequential) {
       // One sequence per pass, in order: each weight gradient sums sequence by sequence, as the
       // trainer did before batched training, so those runs are reproduced bit for bit.

@@ -6,8 +6,8 @@
 //   += — equals the plain reference bit for bit, on odd sizes, with values that underflow
 //   (flushing) as well as ordinary ones; padding around strided outputs untouched;
 // - right, not only consistent: within the BF16 rounding bound of a double-precision product;
-// - the backend ops of the cpu, strict and ref backends give the same bits, and the backward is
-//   the derivative (by central differences in double of the F32 function) to BF16 accuracy.
+// - the backend ops of the cpu, strict and ref backends give the same bits, on F32 weights and on
+//   weights rounded once by round_bf16, and the backward is the derivative (by central differences in double of the F32 function) to BF16 accuracy.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -212,11 +212,26 @@ struct Outs {
   std::vector<float> y, dx, dw;
 };
 
+// How the ops get w: F32 as it is, F32 as a view of wider rows, or BF16 rounded once from that
+// view by Backend::round_bf16 (a trainer's copy).
+enum class WeightAs { kF32, kF32View, kRounded };
+
 Outs run_ops(Backend& be, const std::vector<float>& x, const std::vector<float>& w,
              const std::vector<float>& dy, const std::vector<float>& dw0, int64_t M, int64_t K,
-             int64_t N) {
+             int64_t N, WeightAs as = WeightAs::kF32) {
   OnBackend ob{be};
   Tensor tx = ob.put(x, M, K), tw = ob.put(w, N, K), tdy = ob.put(dy, M, N), tdw = ob.put(dw0, N, K);
+  if (as != WeightAs::kF32) {  // w in columns 1..K of [N, K + 3] rows
+    std::vector<float> wide(static_cast<size_t>(N * (K + 3)), std::nanf(""));
+    for (int64_t n = 0; n < N; ++n)
+      std::memcpy(&wide[n * (K + 3) + 1], &w[n * K], K * sizeof(float));
+    tw = ob.put(wide, N, K + 3).cols(1, K + 1);
+  }
+  if (as == WeightAs::kRounded) {
+    Tensor wb = be.alloc({N, K}, DType::kBF16);
+    be.round_bf16(tw, wb);
+    tw = wb;
+  }
   Tensor ty = be.alloc({M, N}), tdx = be.alloc({M, K});
   be.matmul_bf16(tx, tw, ty);
   be.matmul_backward_bf16(tx, tw, tdy, &tdx, &tdw);
@@ -252,6 +267,54 @@ TEST(Bf16Gemm, BackendOpsAgreeOnEveryBackendAndIsa) {
     EXPECT_EQ(0, std::memcmp(g.dx.data(), want.dx.data(), want.dx.size() * 4)) << name << " dx";
     EXPECT_EQ(0, std::memcmp(g.dw.data(), want.dw.data(), want.dw.size() * 4)) << name << " dw";
   }
+}
+
+// A weight rounded once (Backend::round_bf16, what a trainer does once per optimizer step) gives
+// matmul_bf16 and matmul_backward_bf16 the bits of the F32 weight it came from, on every backend,
+// instruction set, dot mode, blocking and thread count: K even (the pairs read in place) and odd
+// (widened), N odd (the interleaved panels' tail), values that underflow and subnormal weights
+// (flushed by the rounding as by the per-call path).
+TEST(Bf16Gemm, RoundedWeightsGiveTheBitsOfTheF32Weights) {
+  std::mt19937 rng(11);
+  auto ref = make_ref_backend();
+  ThreadPool pool(2);
+  for (auto [M, K, N] : std::vector<std::array<int64_t, 3>>{{19, 66, 45}, {5, 67, 33}, {40, 130, 18}})
+    for (float scale : {1.0f, 1e-20f}) {
+      auto vals = [&](int64_t n) {
+        auto v = normal(static_cast<size_t>(n), rng);
+        for (size_t i = 0; i < v.size(); ++i) v[i] = i % 7 == 3 && scale < 1 ? v[i] * 1e-39f : v[i] * scale;
+        return v;
+      };
+      const auto x = vals(M * K), w = vals(N * K), dy = vals(M * N), dw0 = vals(N * K);
+      const Outs want = run_ops(*ref, x, w, dy, dw0, M, K, N);
+      const std::string shape = " M" + std::to_string(M) + " K" + std::to_string(K) + " N" +
+                                std::to_string(N) + " scale " + std::to_string(scale);
+      std::vector<std::pair<std::string, Outs>> got;
+      got.push_back({"ref", run_ops(*ref, x, w, dy, dw0, M, K, N, WeightAs::kRounded)});
+      auto strict = make_strict_backend(pool);
+      got.push_back({"strict", run_ops(*strict, x, w, dy, dw0, M, K, N, WeightAs::kRounded)});
+      for (CpuIsa isa : available_cpu_isas())
+        for (cpu::Bf16Dot mode : dot_modes())
+          for (bool tiny : {false, true}) {
+            if (mode == cpu::Bf16Dot::kOn && isa != CpuIsa::kAvx512) continue;
+            DotMode dm(mode);
+            TinyBlocks tb(tiny);
+            CpuOptions o;
+            o.isa = isa;
+            o.min_work_per_thread = 1;
+            auto be = make_cpu_backend(pool, o);
+            const std::string name = std::string("cpu ") + cpu_isa_name(isa) +
+                                     (mode == cpu::Bf16Dot::kOn ? " vdpbf16ps" : " fma") +
+                                     (tiny ? " tiny blocks" : "");
+            got.push_back({name + " view", run_ops(*be, x, w, dy, dw0, M, K, N, WeightAs::kF32View)});
+            got.push_back({name + " rounded", run_ops(*be, x, w, dy, dw0, M, K, N, WeightAs::kRounded)});
+          }
+      for (const auto& [name, g] : got) {
+        EXPECT_EQ(0, std::memcmp(g.y.data(), want.y.data(), want.y.size() * 4)) << name << shape << " y";
+        EXPECT_EQ(0, std::memcmp(g.dx.data(), want.dx.data(), want.dx.size() * 4)) << name << shape << " dx";
+        EXPECT_EQ(0, std::memcmp(g.dw.data(), want.dw.data(), want.dw.size() * 4)) << name << shape << " dw";
+      }
+    }
 }
 
 // The backward is the derivative of y = x·wᵀ to BF16 accuracy: L = Σ r ⊙ y, central differences

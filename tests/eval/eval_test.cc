@@ -575,5 +575,31 @@ TEST(TaskTrain, ResumeIsBitIdenticalAndChecked) {
   fs::remove_all(dir);
 }
 
+// `huginn task train --precision bf16` trains in BF16 mixed precision through the one training
+// loop: the checkpoint records it (resuming in f32 is refused), the weights differ from the f32
+// run's; a value other than f32 / bf16 is refused naming the flag.
+TEST(TaskTrain, PrecisionFlagReachesTheTrainingLoop) {
+  const std::string dir = test::make_temp_dir("task_precision");
+  std::ofstream(dir + "/config.json") << kTinyConfig;
+  const std::string base = std::string(HUGINN_CLI) + " task train --model-config " + dir +
+                           "/config.json --task add:digits=1 --steps 2 --batch 2 --eval-examples 2 "
+                           "--threads 1 -q --out " + dir;
+  std::string out;
+  ASSERT_EQ(test::run_command(base + "/bf16 --precision bf16", &out), 0) << out;
+  ASSERT_EQ(test::run_command(base + "/f32 --precision f32", &out), 0) << out;
+  std::ifstream a(dir + "/bf16/model.safetensors", std::ios::binary),
+      b(dir + "/f32/model.safetensors", std::ios::binary);
+  const std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+  ASSERT_FALSE(sa.empty());
+  EXPECT_FALSE(sa == sb) << "--precision bf16 trained the f32 run's bits";
+  EXPECT_NE(test::run_command(base + "/bf16 --resume --precision f32", &out), 0);
+  EXPECT_NE(out.find("was trained with --precision bf16, this run has --precision f32"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(test::run_command(base + "/x --precision fp16", &out), 0);
+  EXPECT_NE(out.find("--precision"), std::string::npos) << out;
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace huginn

@@ -1,7 +1,8 @@
 // Training with --precision bf16 (BF16 mixed-precision GEMMs, everything else F32) on the tiny
 // pattern fixture: it learns, its loss tracks the F32 run's step by step, it resumes bit for bit
 // on every backend, the strict backend trains it exactly as the cpu backend, and a checkpoint
-// keeps its precision.
+// keeps its precision; the BF16 copies of the weights (rounded once per optimizer step) change no
+// bit of losses, gradients or weights.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "huginn/backward.h"
+#include "huginn/thread_pool.h"
 #include "huginn/train.h"
 #include "test_util.h"
 #include "train_fixture.h"
@@ -85,6 +88,61 @@ TEST_P(Bf16TrainOn, ResumeIsBitIdenticalToAStraightRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Bf16TrainOn, ::testing::ValuesIn(test::kBackends));
+
+// Three AdamW steps on tiny-b, bf16, batch of two, (n, k) = (2, 2). `copies`: the runner rounds
+// the weights once per step (weights_version = the step) or, when false, every GEMM rounds the F32
+// weights itself; `stale`: the same version every step (copies never refreshed: wrong on purpose).
+// Returns every loss, every gradient after each step, and the final weights, as raw bytes.
+std::string three_steps(const std::string& backend, bool copies, bool stale) {
+  ThreadPool pool(2);
+  auto be = make_backend(backend, pool);
+  auto tm = TrainableModel::load(test::golden_dir("tiny-b"), *be);
+  const Model& m = tm->model();
+  BackwardRunner runner(m, *be);
+  Grads grads = Grads::zeros_like(m, *be);
+  AdamW adam(named_params(m, grads), AdamWOptions{}, *be);
+  const std::vector<int32_t> a = {5, 17, 200, 3, 3, 99, 41, 8, 1, 2, 7, 250, 31},
+                             b = {9, 9, 120, 64, 2, 18, 77, 5, 260, 11, 4, 6, 13};
+  const std::vector<TrainSequence> batch = {{std::span(a).first(12), std::span(a).subspan(1), 1, 0.5f},
+                                            {std::span(b).first(12), std::span(b).subspan(1), 2, 0.5f}};
+  LossOptions lo;
+  lo.n_no_grad = 2;
+  lo.n_with_grad = 2;
+  lo.init.scale = 1.0;
+  lo.precision = MatmulPrecision::kBF16;
+  lo.bf16_weight_copies = copies;
+  std::string out;
+  auto append = [&](const Tensor& t) {
+    std::vector<float> h(static_cast<size_t>(t.numel()));
+    be->download(t, h.data());
+    out.append(reinterpret_cast<const char*>(h.data()), h.size() * sizeof(float));
+  };
+  std::vector<float> losses(2);
+  for (int step = 0; step < 3; ++step) {
+    lo.weights_version = stale ? 1 : static_cast<uint64_t>(step) + 1;
+    grads.zero(*be);
+    runner.loss_and_grad(batch, lo, grads, losses);
+    out.append(reinterpret_cast<const char*>(losses.data()), losses.size() * sizeof(float));
+    for (const NamedParam& p : adam.params()) append(p.grad);
+    adam.step(1e-2);
+  }
+  for (const NamedParam& p : adam.params()) append(p.value);
+  return out;
+}
+
+class Bf16CopiesOn : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Bf16CopiesOn, WeightCopiesChangeNoBit) {
+  const std::string per_gemm = three_steps(GetParam(), false, false);
+  EXPECT_TRUE(three_steps(GetParam(), true, false) == per_gemm)
+      << "the BF16 copies of the weights changed a loss, a gradient or a weight";
+  // The comparison sees stale copies: reusing step 1's copies in steps 2 and 3 changes the bits.
+  EXPECT_FALSE(three_steps(GetParam(), true, true) == per_gemm);
+}
+
+// cpu and strict (the ref backend's ops take the same rounded weights in
+// gemm_bf16_test's RoundedWeightsGiveTheBitsOfTheF32Weights; three runs on it here take 10 s).
+INSTANTIATE_TEST_SUITE_P(Backends, Bf16CopiesOn, ::testing::Values("cpu", "strict"));
 
 // The strict backend runs the CPU kernels: its bf16 run is the cpu backend's, bit for bit.
 TEST(Bf16Train, StrictBackendTrainsExactlyAsTheCpuBackend) {

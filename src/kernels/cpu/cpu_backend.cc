@@ -8,12 +8,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include <cpuid.h>
 
 #include "huginn/thread_pool.h"
 #include "kernels/cpu/backward_kernels.h"
 #include "kernels/cpu/kernels.h"
+#include "kernels/bf16_numerics.h"
 
 namespace huginn {
 namespace cpu {
@@ -57,15 +59,21 @@ void* gemm_buffer(int slot, size_t bytes) {
   return b.p;
 }
 
-GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&)) {
+// pick(std::type_identity<V>{}) for the instruction set V of the given matmul<V>.
+template <class Pick>
+auto for_isa_of(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&), const Pick& pick) {
 #ifdef HUGINN_HAVE_AVX512
-  if (mm == &matmul<VecAvx512>) return &gemm_f32<VecAvx512>;
+  if (mm == &matmul<VecAvx512>) return pick(std::type_identity<VecAvx512>{});
 #endif
 #ifdef HUGINN_HAVE_AVX2
-  if (mm == &matmul<VecAvx2>) return &gemm_f32<VecAvx2>;
+  if (mm == &matmul<VecAvx2>) return pick(std::type_identity<VecAvx2>{});
 #endif
-  HUGINN_ASSERT(mm == &matmul<VecGeneric>, "gemm_f32_like: not one of the cpu::matmul instantiations");
-  return &gemm_f32<VecGeneric>;
+  HUGINN_ASSERT(mm == &matmul<VecGeneric>, "not one of the cpu::matmul instantiations");
+  return pick(std::type_identity<VecGeneric>{});
+}
+
+GemmF32Fn gemm_f32_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&)) {
+  return for_isa_of(mm, [](auto v) -> GemmF32Fn { return &gemm_f32<typename decltype(v)::type>; });
 }
 
 namespace {
@@ -137,14 +145,13 @@ bool cpu_runs(CpuIsa isa) {
 }  // namespace
 
 GemmF32Fn gemm_bf16_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&)) {
-#ifdef HUGINN_HAVE_AVX512
-  if (mm == &matmul<VecAvx512>) return &gemm_bf16<VecAvx512>;
-#endif
-#ifdef HUGINN_HAVE_AVX2
-  if (mm == &matmul<VecAvx2>) return &gemm_bf16<VecAvx2>;
-#endif
-  HUGINN_ASSERT(mm == &matmul<VecGeneric>, "gemm_bf16_like: not one of the cpu::matmul instantiations");
-  return &gemm_bf16<VecGeneric>;
+  return for_isa_of(mm, [](auto v) -> GemmF32Fn { return &gemm_bf16<typename decltype(v)::type>; });
+}
+
+GemmBf16WbFn gemm_bf16_wb_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&)) {
+  return for_isa_of(mm, [](auto v) -> GemmBf16WbFn {
+    return &gemm_bf16_wb<typename decltype(v)::type>;
+  });
 }
 
 namespace {
@@ -180,6 +187,9 @@ Bf16DotChoice bf16_dot_choice() {
 }
 
 namespace {
+
+// A BF16 tensor's elements (round_bf16's weights).
+const uint16_t* bf16_bits(const Tensor& w) { return static_cast<const uint16_t*>(w.raw()); }
 
 class CpuBackend : public Backend {
  public:
@@ -258,17 +268,46 @@ class CpuBackend : public Backend {
                        Tensor* dw) override {
     cpu::matmul_backward(ctx_, gemm_f32_like(k_.matmul), x, w, dy, dx, dw);
   }
-  // BF16 mixed precision: the same GEMM calls on this instruction set's gemm_bf16.
+  // BF16 mixed precision: the same GEMM calls on this instruction set's gemm_bf16, or gemm_bf16_wb
+  // on a weight round_bf16 made.
   void matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) override {
     const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
-    HUGINN_ASSERT(w.dtype() == DType::kF32 && w.dim(1) == K && y.dim(0) == M && y.dim(1) == N,
-                  "matmul_bf16: shapes, or weights not F32");
+    HUGINN_ASSERT(w.dim(1) == K && y.dim(0) == M && y.dim(1) == N, "matmul_bf16: shapes");
+    if (w.dtype() == DType::kBF16) {
+      gemm_bf16_wb_like(k_.matmul)(ctx_, x.row(0), x.stride(0), 1, bf16_bits(w), 1, w.stride(0),
+                                   y.row(0), y.stride(0), M, N, K, false);
+      return;
+    }
+    HUGINN_ASSERT(w.dtype() == DType::kF32, "matmul_bf16: weights neither F32 nor BF16");
     gemm_bf16_like(k_.matmul)(ctx_, x.row(0), x.stride(0), 1, w.row(0), 1, w.stride(0), y.row(0),
                               y.stride(0), M, N, K, false);
   }
   void matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
                             Tensor* dw) override {
-    cpu::matmul_backward(ctx_, gemm_bf16_like(k_.matmul), x, w, dy, dx, dw);
+    if (w.dtype() != DType::kBF16) {
+      cpu::matmul_backward(ctx_, gemm_bf16_like(k_.matmul), x, w, dy, dx, dw);
+      return;
+    }
+    // dx = dy·w on the rounded weight; dw += dyᵀ·x does not read w.
+    const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
+    HUGINN_ASSERT(w.dim(1) == K && dy.dim(0) == M && dy.dim(1) == N, "matmul_backward_bf16: shapes");
+    if (dx)
+      gemm_bf16_wb_like(k_.matmul)(ctx_, dy.row(0), dy.stride(0), 1, bf16_bits(w), w.stride(0), 1,
+                                   dx->row(0), dx->stride(0), M, K, N, false);
+    if (dw) cpu::matmul_backward(ctx_, gemm_bf16_like(k_.matmul), x, w, dy, nullptr, dw);
+  }
+  void round_bf16(const Tensor& w, Tensor& wb) override {
+    const int64_t N = w.dim(0), K = w.dim(1);
+    HUGINN_ASSERT(w.dtype() == DType::kF32 && wb.dtype() == DType::kBF16 && wb.is_contiguous() &&
+                      wb.dim(0) == N && wb.dim(1) == K,
+                  "round_bf16: w F32 [N, K], wb BF16 [N, K] contiguous");
+    auto* out = static_cast<uint16_t*>(wb.raw());
+    ctx_.for_range(N, K, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const float* src = w.row(n);
+        for (int64_t k = 0; k < K; ++k) out[n * K + k] = bf16_round_ftz(src[k]);
+      }
+    });
   }
   void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                         Tensor& dw) override {

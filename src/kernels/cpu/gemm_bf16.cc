@@ -243,29 +243,22 @@ Bf16DotChoice bf16_dot_probe() {
 }  // namespace isa_avx512
 #endif
 
-template <class V>
-void gemm_bf16(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
-               int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
-               bool accumulate) {
-  constexpr int NR = GemmTile<V>::NR;
-  if (gemm_is_trivial<V>(y, ldy, M, N, K, accumulate)) return;
+namespace {
+
+// A rounded to pairs (slot 2), and the blocked driver on the pair tiles with the given B packer.
+template <class V, class PackB>
+void gemm_pairs(const Ctx& c, const float* a, int64_t ai, int64_t ak, const PackB& pack_b,
+                float* y, int64_t ldy, int64_t M, int64_t N, int64_t K, bool accumulate) {
   const int64_t P = (K + 1) / 2;
   auto* pa = static_cast<uint32_t*>(gemm_buffer(2, M * P * sizeof(uint32_t)));
-  auto* pb = static_cast<uint32_t*>(gemm_buffer(3, N * P * sizeof(uint32_t)));
-  const bool a_rows = ak == 1, b_rows = bk == 1;
+  const bool a_rows = ak == 1;
   if (a_rows) {
     to_pairs_rows(c, a, ai, M, K, pa);
   } else {
     to_pairs_cols(c, a, ak, K, M, pa);
   }
-  if (b_rows) {
-    to_pairs_rows(c, b, bn, N, K, pb);
-  } else {
-    to_pairs_cols(c, b, bk, K, N, pb);
-  }
-  // The pair matrices as F32 bit containers for the packers (32-bit moves only).
+  // The pair matrix as F32 bit containers for the packers (32-bit moves only).
   const float* fa = reinterpret_cast<const float*>(pa);
-  const float* fb = reinterpret_cast<const float*>(pb);
   auto pack_a = [&](int64_t m0, int rows, int64_t k0, int64_t kc, float* dst) {
     if (a_rows) {
       isa::pack_a_rows(fa + m0 * P + k0, P, rows, kc, dst);
@@ -273,19 +266,96 @@ void gemm_bf16(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float
       isa::pack_a_cols(fa + k0 * M + m0, M, rows, kc, dst);
     }
   };
-  auto pack_b = [&](int64_t n0, int cols, int64_t k0, int64_t kc, float* dst) {
+  packed_gemm<V>(c, M, N, P, pack_a, pack_b, y, ldy, accumulate, nullptr, pair_tiles_now<V>());
+}
+
+// B [K, N] F32 as pairs: rounded into slot 3, then packed as F32 bit containers.
+template <class V>
+auto pair_packer_f32(const Ctx& c, const float* b, int64_t bk, int64_t bn, int64_t N, int64_t K) {
+  constexpr int NR = GemmTile<V>::NR;
+  const int64_t P = (K + 1) / 2;
+  auto* pb = static_cast<uint32_t*>(gemm_buffer(3, N * P * sizeof(uint32_t)));
+  const bool b_rows = bk == 1;
+  if (b_rows) {
+    to_pairs_rows(c, b, bn, N, K, pb);
+  } else {
+    to_pairs_cols(c, b, bk, K, N, pb);
+  }
+  const float* fb = reinterpret_cast<const float*>(pb);
+  return [=](int64_t n0, int cols, int64_t k0, int64_t kc, float* dst) {
     if (b_rows) {
       isa::pack_b_rows_f32(fb + n0 * P + k0, P, cols, kc, NR, dst);
     } else {
       isa::pack_b_cols_f32(fb + k0 * N + n0, N, cols, kc, NR, dst);
     }
   };
-  packed_gemm<V>(c, M, N, P, pack_a, pack_b, y, ldy, accumulate, nullptr, pair_tiles_now<V>());
+}
+
+// B(k, n) = b[k * ld + n] BF16 (rows of B along N, e.g. a weight [N_w, K_w] read as dx = dy·w):
+// pairs (k, k+1) are two rows interleaved, straight into a micro-panel [kc][NR], the high half 0
+// past K and columns from `cols` on 0.
+void pack_b_cols_bf16(const uint16_t* b, int64_t ld, int cols, int64_t kc, int64_t k_left, int NR,
+                      uint32_t* dst) {
+  for (int64_t p = 0; p < kc; ++p, dst += NR) {
+    const uint16_t* lo = b + 2 * p * ld;
+    if (2 * p + 1 < k_left) {
+      const uint16_t* hi = lo + ld;
+      for (int j = 0; j < cols; ++j) dst[j] = uint32_t(lo[j]) | uint32_t(hi[j]) << 16;
+    } else {
+      for (int j = 0; j < cols; ++j) dst[j] = lo[j];
+    }
+    for (int j = cols; j < NR; ++j) dst[j] = 0;
+  }
+}
+
+}  // namespace
+
+template <class V>
+void gemm_bf16(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
+               int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+               bool accumulate) {
+  if (gemm_is_trivial<V>(y, ldy, M, N, K, accumulate)) return;
+  gemm_pairs<V>(c, a, ai, ak, pair_packer_f32<V>(c, b, bk, bn, N, K), y, ldy, M, N, K, accumulate);
+}
+
+template <class V>
+void gemm_bf16_wb(const Ctx& c, const float* a, int64_t ai, int64_t ak, const uint16_t* b,
+                  int64_t bk, int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+                  bool accumulate) {
+  constexpr int NR = GemmTile<V>::NR;
+  if (gemm_is_trivial<V>(y, ldy, M, N, K, accumulate)) return;
+  const int64_t P = (K + 1) / 2;
+  if (bk == 1) {
+    // Weight rows along K: with K and the row stride even, each row already is its P pairs.
+    uint32_t* pb = nullptr;
+    int64_t ld = bn / 2;
+    if (K % 2 || bn % 2) {  // otherwise: the pairs widened into slot 3 (0 past K)
+      pb = static_cast<uint32_t*>(gemm_buffer(3, N * P * sizeof(uint32_t)));
+      c.for_range(N, K, [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n)
+          for (int64_t p = 0; p < P; ++p)
+            pb[n * P + p] = b[n * bn + 2 * p] | (2 * p + 1 < K ? uint32_t(b[n * bn + 2 * p + 1]) << 16 : 0u);
+      });
+      ld = P;
+    }
+    const float* fb = pb ? reinterpret_cast<const float*>(pb) : reinterpret_cast<const float*>(b);
+    auto pack_b = [=](int64_t n0, int cols, int64_t k0, int64_t kc, float* dst) {
+      isa::pack_b_rows_f32(fb + n0 * ld + k0, ld, cols, kc, NR, dst);
+    };
+    return gemm_pairs<V>(c, a, ai, ak, pack_b, y, ldy, M, N, K, accumulate);
+  }
+  auto pack_b = [=](int64_t n0, int cols, int64_t k0, int64_t kc, float* dst) {
+    pack_b_cols_bf16(b + 2 * k0 * bk + n0, bk, cols, kc, K - 2 * k0, NR,
+                     reinterpret_cast<uint32_t*>(dst));
+  };
+  gemm_pairs<V>(c, a, ai, ak, pack_b, y, ldy, M, N, K, accumulate);
 }
 
 #define HUGINN_INSTANTIATE(V)                                                                   \
   template void gemm_bf16<V>(const Ctx&, const float*, int64_t, int64_t, const float*, int64_t, \
-                             int64_t, float*, int64_t, int64_t, int64_t, int64_t, bool);
+                             int64_t, float*, int64_t, int64_t, int64_t, int64_t, bool);         \
+  template void gemm_bf16_wb<V>(const Ctx&, const float*, int64_t, int64_t, const uint16_t*,    \
+                                int64_t, int64_t, float*, int64_t, int64_t, int64_t, int64_t, bool);
 HUGINN_FOR_EACH_VEC(HUGINN_INSTANTIATE)
 #undef HUGINN_INSTANTIATE
 

@@ -84,8 +84,20 @@ template <class V>
 void gemm_bf16(const Ctx& c, const float* a, int64_t ai, int64_t ak, const float* b, int64_t bk,
                int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
                bool accumulate);
-// The gemm_bf16 of the same instruction set as the given matmul<V>.
+// gemm_bf16 with B given as BF16 bits (a weight Backend::round_bf16 rounded once per optimizer
+// step): the same bits as gemm_bf16 on the F32 values they came from, without rounding B again.
+// Weight rows along K (bk = 1, the forward) are read as the pairs they are when K and the row
+// stride are even; rows along N (bn = 1, dx = dy·w) are interleaved two rows at a time as the
+// micro-panels are packed.
+template <class V>
+void gemm_bf16_wb(const Ctx& c, const float* a, int64_t ai, int64_t ak, const uint16_t* b,
+                  int64_t bk, int64_t bn, float* y, int64_t ldy, int64_t M, int64_t N, int64_t K,
+                  bool accumulate);
+using GemmBf16WbFn = void (*)(const Ctx&, const float*, int64_t, int64_t, const uint16_t*, int64_t,
+                              int64_t, float*, int64_t, int64_t, int64_t, int64_t, bool);
+// The gemm_bf16 / gemm_bf16_wb of the same instruction set as the given matmul<V>.
 GemmF32Fn gemm_bf16_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&));
+GemmBf16WbFn gemm_bf16_wb_like(void (*mm)(const Ctx&, const Tensor&, const Tensor&, Tensor&));
 // Whether gemm_bf16 runs its tiles on vdpbf16ps: kAuto (default; HUGINN_BF16_DOT=0 / 1 in the
 // environment forces off / on) uses it where the CPU has AVX512_BF16 and a short probe at first
 // use measures it faster than the F32 FMA tile on the same pairs; kOn uses it wherever the CPU

@@ -49,6 +49,7 @@ class RefBackend : public Backend {
   void matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) override;
   void matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
                             Tensor* dw) override;
+  void round_bf16(const Tensor& w, Tensor& wb) override;
   void matmul_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx,
                        Tensor* dw) override;
   void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,

@@ -27,14 +27,29 @@ void RefBackend::matmul_backward(const Tensor& x, const Tensor& w, const Tensor&
 }
 
 // BF16 mixed precision: kernels/bf16_numerics.h's reference on the operands as the cpu backend
-// reads them.
+// reads them. A BF16 weight (round_bf16's) is widened exactly; rounding it again changes nothing.
+namespace {
+// w(n, k) as F32 from an F32 or BF16 weight [N, K].
+auto weight_at(const Tensor& w) {
+  HUGINN_ASSERT(w.dtype() == DType::kF32 || w.dtype() == DType::kBF16,
+                "matmul_bf16: weights neither F32 nor BF16");
+  const bool bf16 = w.dtype() == DType::kBF16;
+  const int64_t ld = w.stride(0);
+  const void* p = w.raw();
+  return [bf16, ld, p](int64_t n, int64_t k) {
+    return bf16 ? bf16_to_f32(static_cast<const uint16_t*>(p)[n * ld + k])
+                : static_cast<const float*>(p)[n * ld + k];
+  };
+}
+}  // namespace
+
 void RefBackend::matmul_bf16(const Tensor& x, const Tensor& w, Tensor& y) {
   const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
-  HUGINN_ASSERT(w.dtype() == DType::kF32 && w.dim(1) == K && y.dim(0) == M && y.dim(1) == N,
-                "matmul_bf16: shapes, or weights not F32");
+  HUGINN_ASSERT(w.dim(1) == K && y.dim(0) == M && y.dim(1) == N, "matmul_bf16: shapes");
+  const auto wt = weight_at(w);
   bf16_gemm_reference([&](int64_t m, int64_t k) { return x.row(m)[k]; },
-                      [&](int64_t k, int64_t n) { return w.row(n)[k]; }, y.row(0), y.stride(0), M,
-                      N, K, false);
+                      [&](int64_t k, int64_t n) { return wt(n, k); }, y.row(0), y.stride(0), M, N,
+                      K, false);
 }
 
 void RefBackend::matmul_backward_bf16(const Tensor& x, const Tensor& w, const Tensor& dy,
@@ -42,14 +57,25 @@ void RefBackend::matmul_backward_bf16(const Tensor& x, const Tensor& w, const Te
   const int64_t M = x.dim(0), K = x.dim(1), N = w.dim(0);
   HUGINN_ASSERT(dy.dim(0) == M && dy.dim(1) == N && w.dim(1) == K,
                 "matmul_backward_bf16: shape mismatch");
+  const auto wt = weight_at(w);
   if (dx)  // dx[m, k] = Σ_n dy[m, n] · w[n, k]
     bf16_gemm_reference([&](int64_t m, int64_t n) { return dy.row(m)[n]; },
-                        [&](int64_t n, int64_t k) { return w.row(n)[k]; }, dx->row(0),
+                        [&](int64_t n, int64_t k) { return wt(n, k); }, dx->row(0),
                         dx->stride(0), M, K, N, false);
   if (dw)  // dw[n, k] += Σ_m dy[m, n] · x[m, k]
     bf16_gemm_reference([&](int64_t n, int64_t m) { return dy.row(m)[n]; },
                         [&](int64_t m, int64_t k) { return x.row(m)[k]; }, dw->row(0),
                         dw->stride(0), N, K, M, true);
+}
+
+void RefBackend::round_bf16(const Tensor& w, Tensor& wb) {
+  const int64_t N = w.dim(0), K = w.dim(1);
+  HUGINN_ASSERT(w.dtype() == DType::kF32 && wb.dtype() == DType::kBF16 && wb.is_contiguous() &&
+                    wb.dim(0) == N && wb.dim(1) == K,
+                "round_bf16: w F32 [N, K], wb BF16 [N, K] contiguous");
+  auto* out = static_cast<uint16_t*>(wb.raw());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) out[n * K + k] = bf16_round_ftz(w.row(n)[k]);
 }
 
 void RefBackend::rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,

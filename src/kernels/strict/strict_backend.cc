@@ -162,6 +162,11 @@ class StrictBackend : public Backend {
     Tensor dxx = dx ? h(*dx) : Tensor(), dww = dw ? h(*dw) : Tensor();
     cpu_->matmul_backward_bf16(h(x), h(w), h(dy), dx ? &dxx : nullptr, dw ? &dww : nullptr);
   }
+  void round_bf16(const Tensor& w, Tensor& wb) override {
+    Call c(*this, {&w, &wb}, "round_bf16");
+    Tensor out = h(wb);
+    cpu_->round_bf16(h(w), out);
+  }
   void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                         Tensor& dw) override {
     Call c(*this, {&x, &w, &dy, &dx, &dw}, "rmsnorm_backward");
