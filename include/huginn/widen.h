@@ -37,11 +37,11 @@ struct WidenStats {
 };
 
 // Writes `dir`/config.json and `dir`/model.safetensors (and copies task.json, tokenizer.json: the
-// vocabulary is kept) (atomic, one tensor at a time in row
-// chunks: never a whole second copy of the model in memory) for the model at `source_dir`
-// widened to `target` (from widened_config), its floating-point tensors stored as `dtype`
-// (F32 or BF16). progress(done_bytes, total_bytes) after each tensor.
-WidenStats write_widened(const std::string& source_dir, const ModelConfig& target,
+// vocabulary is kept) for the model at `source_dir` widened to widened_config(source, shape)
+// (`shape` may be that config itself: widening to it again gives it back), atomic, one tensor at
+// a time in row chunks (never a whole second copy of the model in memory), its floating-point
+// tensors stored as `dtype` (F32 or BF16). progress(done_bytes, total_bytes) after each tensor.
+WidenStats write_widened(const std::string& source_dir, const ModelConfig& shape,
                          const std::string& dir, DType dtype,
                          const std::function<void(int64_t, int64_t)>& progress = {});
 

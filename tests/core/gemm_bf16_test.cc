@@ -7,7 +7,8 @@
 //   (flushing) as well as ordinary ones; padding around strided outputs untouched;
 // - right, not only consistent: within the BF16 rounding bound of a double-precision product;
 // - the backend ops of the cpu, strict and ref backends give the same bits, on F32 weights and on
-//   weights rounded once by round_bf16, and the backward is the derivative (by central differences in double of the F32 function) to BF16 accuracy.
+//   weights rounded once by round_bf16, and the backward is the derivative (by central
+//   differences in double of the F32 function) to BF16 accuracy.
 #include <gtest/gtest.h>
 
 #include <array>

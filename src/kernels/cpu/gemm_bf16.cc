@@ -26,17 +26,21 @@ namespace isa = HUGINN_ISA_NS;
 
 // ---- conversion to BF16 pairs (rule 1), split over rows of the result ------------------------
 
+// An element as BF16: F32 rounded (rule 1), BF16 bits (a weight round_bf16 made) as they are.
+inline uint16_t as_bf16(float x) { return bf16_round_ftz(x); }
+inline uint16_t as_bf16(uint16_t x) { return x; }
+
 // dst[r][p] = bf16(src[r][2p]) | bf16(src[r][2p+1]) << 16, the odd one 0 past K.
-void to_pairs_rows(const Ctx& c, const float* src, int64_t ld, int64_t R, int64_t K,
-                   uint32_t* dst) {
+template <class T>
+void to_pairs_rows(const Ctx& c, const T* src, int64_t ld, int64_t R, int64_t K, uint32_t* dst) {
   const int64_t P = (K + 1) / 2;
   c.for_range(R, K, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const float* s = src + r * ld;
+      const T* s = src + r * ld;
       uint32_t* d = dst + r * P;
       for (int64_t p = 0; p < K / 2; ++p)
-        d[p] = bf16_round_ftz(s[2 * p]) | uint32_t(bf16_round_ftz(s[2 * p + 1])) << 16;
-      if (K % 2) d[P - 1] = bf16_round_ftz(s[K - 1]);
+        d[p] = as_bf16(s[2 * p]) | uint32_t(as_bf16(s[2 * p + 1])) << 16;
+      if (K % 2) d[P - 1] = as_bf16(s[K - 1]);
     }
   });
 }
@@ -329,13 +333,9 @@ void gemm_bf16_wb(const Ctx& c, const float* a, int64_t ai, int64_t ak, const ui
     // Weight rows along K: with K and the row stride even, each row already is its P pairs.
     uint32_t* pb = nullptr;
     int64_t ld = bn / 2;
-    if (K % 2 || bn % 2) {  // otherwise: the pairs widened into slot 3 (0 past K)
+    if (K % 2 || bn % 2) {  // otherwise: the pairs copied into slot 3 (0 past K)
       pb = static_cast<uint32_t*>(gemm_buffer(3, N * P * sizeof(uint32_t)));
-      c.for_range(N, K, [&](int64_t n0, int64_t n1) {
-        for (int64_t n = n0; n < n1; ++n)
-          for (int64_t p = 0; p < P; ++p)
-            pb[n * P + p] = b[n * bn + 2 * p] | (2 * p + 1 < K ? uint32_t(b[n * bn + 2 * p + 1]) << 16 : 0u);
-      });
+      to_pairs_rows(c, b, bn, N, K, pb);
       ld = P;
     }
     const float* fb = pb ? reinterpret_cast<const float*>(pb) : reinterpret_cast<const float*>(b);
